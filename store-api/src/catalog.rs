@@ -1,0 +1,608 @@
+//! The catalog: items (what can be owned) and offers (ways to buy them), edited as a draft and
+//! published as immutable numbered versions.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::currency::{Currency, CurrencyCode, Name};
+use crate::limits::{DESCRIPTION_CHARS_MAX, ITEM_GRANTS_MAX, ITEM_TAGS_MAX, OFFER_PRICES_MAX, TAG_CHARS_MAX};
+use crate::money::Money;
+
+/// Largest quantity of one item a single grant may give.
+pub const GRANT_QUANTITY_MAX: i64 = 1_000_000;
+/// Longest icon path, in bytes.
+pub const ICON_BYTES_MAX: usize = 200;
+
+/// An item's stock-keeping unit: `[a-z0-9][a-z0-9_.-]{0,63}` (`magnet`, `skin.red`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "magnet")]
+pub struct Sku(String);
+
+impl Sku {
+    /// Parses a sku.
+    ///
+    /// # Errors
+    /// Returns a message when the text does not match `[a-z0-9][a-z0-9_.-]{0,63}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut chars = text.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+        if first_ok && rest_ok && text.len() <= 64 {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!("sku `{text}` must match [a-z0-9][a-z0-9_.-]{{0,63}}"))
+        }
+    }
+
+    /// The sku as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(sku: Sku) -> Self {
+        sku.0
+    }
+}
+
+impl std::fmt::Display for Sku {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An offer's id: a UUID v7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, format = Uuid)]
+pub struct OfferId(Uuid);
+
+impl OfferId {
+    /// A fresh, time-ordered id.
+    #[must_use]
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses an offer id.
+    ///
+    /// # Errors
+    /// Returns a message when the text is not a UUID v7.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        crate::parse_uuid_v7(text).map(Self)
+    }
+
+    /// The underlying UUID.
+    #[must_use]
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl TryFrom<String> for OfferId {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<OfferId> for String {
+    fn from(id: OfferId) -> Self {
+        id.0.to_string()
+    }
+}
+
+impl std::fmt::Display for OfferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What kind of thing an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    /// Used up when consumed (a power-up).
+    Consumable,
+    /// Owned once, kept forever (a skin).
+    Durable,
+    /// Grants virtual currency when bought.
+    CurrencyPack,
+    /// Grants several items and/or currency amounts.
+    Bundle,
+}
+
+/// An item granted by another item (a bundle's contents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ItemGrant {
+    /// The granted item.
+    pub sku: Sku,
+    /// How many, 1 to 1,000,000.
+    pub quantity: i64,
+}
+
+/// A currency amount granted by an item (a currency pack or a bundle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CurrencyGrant {
+    /// The granted currency.
+    pub currency: CurrencyCode,
+    /// How much, at least 1.
+    pub amount: i64,
+}
+
+/// What buying an item gives besides the item itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Grants {
+    /// Items given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemGrant>,
+    /// Currency amounts given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub currencies: Vec<CurrencyGrant>,
+}
+
+impl Grants {
+    /// Whether nothing is granted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.currencies.is_empty()
+    }
+}
+
+/// The period a purchase limit counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitPeriod {
+    /// A UTC calendar day.
+    Day,
+    /// An ISO week (UTC).
+    Week,
+    /// A UTC calendar month.
+    Month,
+    /// Forever.
+    Lifetime,
+}
+
+/// At most `count` purchases per player per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PurchaseLimit {
+    /// At least 1.
+    pub count: i64,
+    /// The counting period.
+    pub period: LimitPeriod,
+}
+
+/// A catalog item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "ItemFields")]
+pub struct Item {
+    /// Unique sku.
+    pub sku: Sku,
+    /// What kind of thing it is.
+    pub kind: ItemKind,
+    /// Display name.
+    pub name: Name,
+    /// Up to 2,000 characters.
+    #[serde(default)]
+    pub description: String,
+    /// Up to 16 tags of up to 32 characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// An asset path for the icon (`icons/magnet.png`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// What buying it gives besides the item itself.
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
+    pub grants: Grants,
+    /// Optional per-player purchase limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_limit: Option<PurchaseLimit>,
+    /// Optional total stock; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<i64>,
+}
+
+/// The unchecked fields of an [`Item`], as they arrive.
+#[derive(Debug, Deserialize)]
+struct ItemFields {
+    sku: Sku,
+    kind: ItemKind,
+    name: Name,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    icon: Option<String>,
+    #[serde(default)]
+    grants: Grants,
+    #[serde(default)]
+    purchase_limit: Option<PurchaseLimit>,
+    #[serde(default)]
+    stock: Option<i64>,
+}
+
+impl TryFrom<ItemFields> for Item {
+    type Error = String;
+    fn try_from(fields: ItemFields) -> Result<Self, String> {
+        if fields.description.chars().count() > DESCRIPTION_CHARS_MAX {
+            return Err(format!("description must be at most {DESCRIPTION_CHARS_MAX} characters"));
+        }
+        if fields.tags.len() > ITEM_TAGS_MAX {
+            return Err(format!("an item has at most {ITEM_TAGS_MAX} tags"));
+        }
+        if let Some(tag) = fields.tags.iter().find(|tag| {
+            tag.is_empty() || tag.chars().count() > TAG_CHARS_MAX || tag.chars().any(char::is_control)
+        }) {
+            return Err(format!("tag `{tag}` must be 1 to {TAG_CHARS_MAX} printable characters"));
+        }
+        if let Some(icon) = &fields.icon {
+            if icon.is_empty() || icon.len() > ICON_BYTES_MAX || icon.chars().any(char::is_control) {
+                return Err(format!("icon must be a path of 1 to {ICON_BYTES_MAX} bytes"));
+            }
+        }
+        let grant_count = fields.grants.items.len() + fields.grants.currencies.len();
+        if grant_count > ITEM_GRANTS_MAX {
+            return Err(format!("an item grants at most {ITEM_GRANTS_MAX} things"));
+        }
+        if let Some(grant) =
+            fields.grants.items.iter().find(|g| !(1..=GRANT_QUANTITY_MAX).contains(&g.quantity))
+        {
+            return Err(format!(
+                "grant of `{}` must have a quantity from 1 to {GRANT_QUANTITY_MAX}",
+                grant.sku
+            ));
+        }
+        if let Some(grant) = fields.grants.currencies.iter().find(|g| g.amount < 1) {
+            return Err(format!("grant of `{}` must have an amount of at least 1", grant.currency));
+        }
+        match fields.kind {
+            ItemKind::CurrencyPack if fields.grants.currencies.is_empty() => {
+                return Err("a currency_pack must grant at least one currency".to_owned());
+            }
+            ItemKind::Bundle if fields.grants.is_empty() => {
+                return Err("a bundle must grant at least one item or currency".to_owned());
+            }
+            _ => {}
+        }
+        if fields.purchase_limit.is_some_and(|limit| limit.count < 1) {
+            return Err("purchase_limit.count must be at least 1".to_owned());
+        }
+        if fields.stock.is_some_and(|stock| stock < 0) {
+            return Err("stock must not be negative".to_owned());
+        }
+        Ok(Self {
+            sku: fields.sku,
+            kind: fields.kind,
+            name: fields.name,
+            description: fields.description,
+            tags: fields.tags,
+            icon: fields.icon,
+            grants: fields.grants,
+            purchase_limit: fields.purchase_limit,
+            stock: fields.stock,
+        })
+    }
+}
+
+/// How a real-money price is paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Settlement {
+    /// One card charge per order.
+    Immediate,
+    /// Added to the player's running tab, settled later as one charge.
+    Tab,
+}
+
+/// One way to pay for an offer: virtual currency or real money.
+///
+/// On the wire a virtual price is `{"currency":"gold","amount":100}` and a real one is
+/// `{"money":{"currency":"USD","amount":"0.05"},"settlement":"tab"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PriceFields", into = "PriceFields")]
+pub enum Price {
+    /// Paid from a wallet.
+    Virtual {
+        /// The currency debited.
+        currency: CurrencyCode,
+        /// How much, at least 1.
+        amount: i64,
+    },
+    /// Paid with real money.
+    Real {
+        /// The price.
+        money: Money,
+        /// Charged at once or added to a tab.
+        settlement: Settlement,
+    },
+}
+
+/// The wire fields of a [`Price`]: either `currency` + `amount`, or `money` + `settlement`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PriceFields {
+    /// Virtual currency code (virtual prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<CurrencyCode>,
+    /// Integer amount of the virtual currency (virtual prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    /// Real-money amount (real prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub money: Option<Money>,
+    /// `immediate` or `tab` (real prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
+}
+
+impl TryFrom<PriceFields> for Price {
+    type Error = String;
+    fn try_from(fields: PriceFields) -> Result<Self, String> {
+        match fields {
+            PriceFields { currency: Some(currency), amount: Some(amount), money: None, settlement: None } => {
+                if amount < 1 {
+                    return Err(format!("price amount must be at least 1, not {amount}"));
+                }
+                Ok(Self::Virtual { currency, amount })
+            }
+            PriceFields {
+                currency: None,
+                amount: None,
+                money: Some(money),
+                settlement: Some(settlement),
+            } => {
+                if money.amount.is_zero() {
+                    return Err("price money must be more than zero".to_owned());
+                }
+                Ok(Self::Real { money, settlement })
+            }
+            _ => Err("a price is either {currency, amount} or {money, settlement}".to_owned()),
+        }
+    }
+}
+
+impl From<Price> for PriceFields {
+    fn from(price: Price) -> Self {
+        match price {
+            Price::Virtual { currency, amount } => {
+                Self { currency: Some(currency), amount: Some(amount), money: None, settlement: None }
+            }
+            Price::Real { money, settlement } => {
+                Self { currency: None, amount: None, money: Some(money), settlement: Some(settlement) }
+            }
+        }
+    }
+}
+
+/// When an offer is on sale. Both ends are optional; `starts_at` is inclusive, `ends_at`
+/// exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SaleWindow {
+    /// First moment the offer is live.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<OffsetDateTime>,
+    /// First moment it is no longer live.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<OffsetDateTime>,
+}
+
+/// A way to buy an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "OfferFields")]
+pub struct Offer {
+    /// UUID v7.
+    pub id: OfferId,
+    /// The item bought.
+    pub sku: Sku,
+    /// One to eight alternative prices; a buyer names one by index.
+    #[schema(value_type = Vec<PriceFields>)]
+    pub prices: Vec<Price>,
+    /// Optional sale window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale_window: Option<SaleWindow>,
+}
+
+/// The unchecked fields of an [`Offer`], as they arrive.
+#[derive(Debug, Deserialize)]
+struct OfferFields {
+    id: OfferId,
+    sku: Sku,
+    prices: Vec<Price>,
+    #[serde(default)]
+    sale_window: Option<SaleWindow>,
+}
+
+impl TryFrom<OfferFields> for Offer {
+    type Error = String;
+    fn try_from(fields: OfferFields) -> Result<Self, String> {
+        if !(1..=OFFER_PRICES_MAX).contains(&fields.prices.len()) {
+            return Err(format!("an offer has 1 to {OFFER_PRICES_MAX} prices"));
+        }
+        if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = fields.sale_window {
+            if starts >= ends {
+                return Err("sale_window.starts_at must be before sale_window.ends_at".to_owned());
+            }
+        }
+        Ok(Self { id: fields.id, sku: fields.sku, prices: fields.prices, sale_window: fields.sale_window })
+    }
+}
+
+/// An offer as an operator creates it: like [`Offer`], but the server assigns the id when none
+/// is given.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewOffer {
+    /// Optional UUID v7; the server makes one when absent.
+    #[serde(default)]
+    pub id: Option<OfferId>,
+    /// The item bought.
+    pub sku: Sku,
+    /// One to eight alternative prices.
+    #[schema(value_type = Vec<PriceFields>)]
+    pub prices: Vec<Price>,
+    /// Optional sale window.
+    #[serde(default)]
+    pub sale_window: Option<SaleWindow>,
+}
+
+/// The live catalog as players read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Catalog {
+    /// The published version; 0 before anything is published.
+    pub version: i64,
+    /// The installation's virtual currencies.
+    pub currencies: Vec<Currency>,
+    /// Items, sorted by sku.
+    pub items: Vec<Item>,
+    /// Offers, sorted by id.
+    pub offers: Vec<Offer>,
+}
+
+/// The whole editable catalog as a file: what `catalog export` writes and `catalog import`
+/// reads, so a studio can keep its catalog in version control.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogFile {
+    /// Virtual currencies.
+    #[serde(default)]
+    pub currencies: Vec<Currency>,
+    /// Items.
+    #[serde(default)]
+    pub items: Vec<Item>,
+    /// Offers.
+    #[serde(default)]
+    pub offers: Vec<Offer>,
+}
+
+/// A summary of the draft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DraftSummary {
+    /// The live version the draft would replace (0 if none).
+    pub base_version: i64,
+    /// Items in the draft.
+    pub item_count: i64,
+    /// Offers in the draft.
+    pub offer_count: i64,
+    /// Whether publishing would change the live catalog.
+    pub has_changes: bool,
+}
+
+/// A page of draft items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ItemPage {
+    /// Items sorted by sku.
+    pub items: Vec<Item>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A page of draft offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OfferPage {
+    /// Offers sorted by id.
+    pub offers: Vec<Offer>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One published catalog version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogVersion {
+    /// Version number, from 1.
+    pub version: i64,
+    /// When it was published.
+    #[serde(with = "time::serde::rfc3339")]
+    pub published_at: OffsetDateTime,
+    /// The operator key that published it (absent for the first-start seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by: Option<String>,
+    /// Items in the version.
+    pub item_count: i64,
+    /// Offers in the version.
+    pub offer_count: i64,
+}
+
+/// A page of catalog versions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogVersionPage {
+    /// Versions, newest first.
+    pub versions: Vec<CatalogVersion>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// What publishing the draft would change, by sku and by offer id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogDiff {
+    /// The live version compared against (0 if none).
+    pub base_version: i64,
+    /// Item changes.
+    pub items: DiffKeys,
+    /// Offer changes.
+    pub offers: DiffKeys,
+}
+
+/// Keys added, removed and changed between two sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiffKeys {
+    /// In the draft, not live.
+    pub added: Vec<String>,
+    /// Live, not in the draft.
+    pub removed: Vec<String>,
+    /// In both, different.
+    pub changed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_keep_their_wire_shapes() {
+        let virtual_price = r#"{"currency":"gold","amount":100}"#;
+        let real_price = r#"{"money":{"currency":"USD","amount":"0.05"},"settlement":"tab"}"#;
+        for json in [virtual_price, real_price] {
+            let price: Price = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&price).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn a_price_mixing_both_shapes_is_refused() {
+        let json =
+            r#"{"currency":"gold","amount":100,"money":{"currency":"USD","amount":"1"},"settlement":"tab"}"#;
+        assert!(serde_json::from_str::<Price>(json).is_err());
+        assert!(serde_json::from_str::<Price>(r#"{"currency":"gold","amount":0}"#).is_err());
+    }
+
+    #[test]
+    fn skus_follow_the_pattern() {
+        for good in ["magnet", "skin.red", "a", "0-1_x"] {
+            assert!(Sku::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Magnet", "-x", "a b", &"x".repeat(65)] {
+            assert!(Sku::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_currency_pack_without_currency_is_refused() {
+        let json = r#"{"sku":"pack","kind":"currency_pack","name":"Pack"}"#;
+        let error = serde_json::from_str::<Item>(json).unwrap_err().to_string();
+        assert!(error.contains("currency_pack"), "{error}");
+    }
+}

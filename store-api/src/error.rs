@@ -1,0 +1,130 @@
+//! The typed error body every failed request returns:
+//! `{"error":{"code":"…","message":"…","details":{…}}}`.
+//!
+//! Clients match on [`ErrorCode`], never on the message, which is for people.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A stable, machine-readable error code. New codes may be added; existing ones never change
+/// meaning. Clients that meet a code they do not know see [`ErrorCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    // Credentials (401) and permissions (403).
+    /// No credentials were sent.
+    Unauthenticated,
+    /// The `Authorization` header is not `Bearer <token>` of a known shape.
+    MalformedCredentials,
+    /// The credentials are well formed but unknown, or their signature is wrong.
+    InvalidCredentials,
+    /// The session token's lifetime has passed; log in again.
+    TokenExpired,
+    /// The session was revoked.
+    SessionRevoked,
+    /// The API key was revoked.
+    ApiKeyRevoked,
+    /// The credentials are valid but of the wrong kind for this route (a player token on an
+    /// operator route, or the reverse).
+    WrongCredentialKind,
+    /// The API key lacks the scope this route needs.
+    InsufficientScope,
+    // Request shape (4xx).
+    /// The body is not valid JSON.
+    MalformedJson,
+    /// The body or a parameter has the wrong type, a missing field or a value out of range.
+    InvalidRequest,
+    /// The request is well formed but breaks a rule of the domain (catalog validation).
+    ValidationFailed,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the server reads.
+    PayloadTooLarge,
+    /// No route has this path.
+    RouteNotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    /// The object named in the path does not exist.
+    NotFound,
+    /// An object with this identity already exists.
+    AlreadyExists,
+    /// The object is referenced by another and cannot be removed.
+    InUse,
+    /// `If-Match` named an old version of the object.
+    PreconditionFailed,
+    /// The draft is the same as the live catalog.
+    NothingToPublish,
+    /// A count limit (currencies, items, offers) would be exceeded.
+    LimitExceeded,
+    /// Too many requests; retry after the `Retry-After` header.
+    RateLimited,
+    // Server side (5xx).
+    /// Something went wrong inside the server; it is logged with its cause.
+    Internal,
+    /// The server cannot serve right now (database unreachable, shutting down).
+    Unavailable,
+    /// A code this version of the contract does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::MalformedCredentials => "malformed_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::TokenExpired => "token_expired",
+            Self::SessionRevoked => "session_revoked",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::WrongCredentialKind => "wrong_credential_kind",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidRequest => "invalid_request",
+            Self::ValidationFailed => "validation_failed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::InUse => "in_use",
+            Self::PreconditionFailed => "precondition_failed",
+            Self::NothingToPublish => "nothing_to_publish",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a code for programs, a message for people, details for both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// A sentence for a person.
+    pub message: String,
+    /// Structured facts about the failure (for example `{"field": "items[0].sku"}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}

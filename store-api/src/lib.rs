@@ -1,0 +1,27 @@
+//! Coinslot's wire contract: the serde types that travel between the store server, the game SDK
+//! and operators' tools, with money, ids, error codes and the named limits they share.
+//!
+//! This crate has no axum, sqlx, tokio or bevy in it: both sides of the wire depend on it, so it
+//! stays plain data plus the parsing that turns raw input into domain types once, at the edge.
+
+pub mod auth;
+pub mod catalog;
+pub mod currency;
+pub mod error;
+pub mod limits;
+pub mod money;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use money::{Money, MoneyCurrency};
+
+/// Parses a UUID that must be version 7 (time-ordered), the only kind of id Coinslot issues.
+///
+/// # Errors
+/// Returns a message naming the problem when the text is not a UUID v7.
+pub fn parse_uuid_v7(text: &str) -> Result<uuid::Uuid, String> {
+    let id = uuid::Uuid::parse_str(text).map_err(|_| format!("`{text}` is not a UUID"))?;
+    if id.get_version_num() != 7 {
+        return Err(format!("`{text}` is not a UUID v7"));
+    }
+    Ok(id)
+}

@@ -249,10 +249,10 @@ impl TryFrom<ItemFields> for Item {
         }) {
             return Err(format!("tag `{tag}` must be 1 to {TAG_CHARS_MAX} printable characters"));
         }
-        if let Some(icon) = &fields.icon {
-            if icon.is_empty() || icon.len() > ICON_BYTES_MAX || icon.chars().any(char::is_control) {
-                return Err(format!("icon must be a path of 1 to {ICON_BYTES_MAX} bytes"));
-            }
+        if let Some(icon) = &fields.icon
+            && (icon.is_empty() || icon.len() > ICON_BYTES_MAX || icon.chars().any(char::is_control))
+        {
+            return Err(format!("icon must be a path of 1 to {ICON_BYTES_MAX} bytes"));
         }
         let grant_count = fields.grants.items.len() + fields.grants.currencies.len();
         if grant_count > ITEM_GRANTS_MAX {
@@ -431,10 +431,10 @@ impl TryFrom<OfferFields> for Offer {
         if !(1..=OFFER_PRICES_MAX).contains(&fields.prices.len()) {
             return Err(format!("an offer has 1 to {OFFER_PRICES_MAX} prices"));
         }
-        if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = fields.sale_window {
-            if starts >= ends {
-                return Err("sale_window.starts_at must be before sale_window.ends_at".to_owned());
-            }
+        if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = fields.sale_window
+            && starts >= ends
+        {
+            return Err("sale_window.starts_at must be before sale_window.ends_at".to_owned());
         }
         Ok(Self { id: fields.id, sku: fields.sku, prices: fields.prices, sale_window: fields.sale_window })
     }
@@ -565,6 +565,14 @@ pub struct DiffKeys {
     pub removed: Vec<String>,
     /// In both, different.
     pub changed: Vec<String>,
+}
+
+impl DiffKeys {
+    /// Whether nothing was added, removed or changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
 }
 
 #[cfg(test)]

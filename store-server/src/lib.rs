@@ -1,1 +1,20 @@
-//! Store server.
+//! Coinslot's store server: an axum service over SQLite or PostgreSQL that sells virtual items
+//! for game currency and real money.
+//!
+//! Start here: [`app::Application`] builds and serves; [`http`] holds the routes, one module per
+//! resource; [`catalog`] holds the catalog's rules and storage; [`auth`] the credentials;
+//! [`db`] the pool and migrations; [`cli`] the command line `main` runs.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod install;
+pub mod settings;
+
+pub use app::Application;
+pub use settings::Settings;

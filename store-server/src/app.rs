@@ -1,0 +1,283 @@
+//! The application: shared state, the router with its middleware, and the [`Application`]
+//! handle that binds, migrates, seeds and serves. Tests start it on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use store_api::ErrorCode;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::SessionSigner;
+use crate::catalog::CatalogCache;
+use crate::db::Db;
+use crate::error::{ApiError, error_response};
+use crate::install::prepare;
+use crate::settings::Settings;
+
+/// State every handler shares; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    db: Db,
+    settings: Settings,
+    signer: SessionSigner,
+    catalog_cache: CatalogCache,
+    metrics: PrometheusHandle,
+    openapi_json: axum::body::Bytes,
+}
+
+impl AppState {
+    /// The database.
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    /// The settings the server started with.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// Signs and checks session tokens.
+    #[must_use]
+    pub fn signer(&self) -> &SessionSigner {
+        &self.0.signer
+    }
+
+    /// The rendered live catalog.
+    #[must_use]
+    pub fn catalog_cache(&self) -> &CatalogCache {
+        &self.0.catalog_cache
+    }
+
+    /// The Prometheus recorder's handle.
+    #[must_use]
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+
+    /// The OpenAPI document, rendered once at start.
+    #[must_use]
+    pub fn openapi_json(&self) -> axum::body::Bytes {
+        self.0.openapi_json.clone()
+    }
+}
+
+/// The process-wide Prometheus recorder (metrics recorders are global; tests start many
+/// applications in one process).
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(%error, "another metrics recorder is installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        })
+        .clone()
+}
+
+/// The OpenAPI document of every route the router serves.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, openapi) = crate::http::routes().split_for_parts();
+    openapi
+}
+
+/// Builds the router: every route, the fallbacks, and the middleware, outermost first.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings().request_body_bytes_max;
+    let request_timeout = state.settings().request_timeout;
+    let (router, _) = crate::http::routes().split_for_parts();
+    router
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+                }))
+                .layer(middleware::from_fn(record_metrics))
+                .layer(TraceLayer::new_for_http())
+                .layer(middleware::from_fn(type_every_error))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+async fn route_not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RouteNotFound,
+        format!("no route {}", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+/// Counts requests and their latency by route, method and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("coinslot_http_requests_total", &labels).increment(1);
+    metrics::histogram!("coinslot_http_request_duration_seconds", &labels).record(started.elapsed());
+    response
+}
+
+/// The safety net behind "every failure is a typed JSON error": any error response that a
+/// layer or extractor produced as plain text becomes `{"error":{…}}` with a code for its status.
+async fn type_every_error(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ErrorCode::Unavailable,
+        status if status.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("request failed").to_owned(),
+        text => text.to_owned(),
+    };
+    let mut typed = error_response(status, code, message, serde_json::Map::new());
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            typed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    typed
+}
+
+/// A built server: bound, migrated and seeded, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    first_operator_key: Option<String>,
+}
+
+impl Application {
+    /// Connects to the database, migrates it, seeds it on first start, and binds the listener.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be reached or migrated, the seed catalog is invalid, or
+    /// the address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db =
+            Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
+        db.migrate().await?;
+        let installation = prepare(&db, &settings.assets_dir).await?;
+        let listener = TcpListener::bind(settings.listen).await?;
+        let openapi_json = openapi().to_json()?.into();
+        let state = AppState(Arc::new(Shared {
+            db,
+            settings,
+            signer: installation.signer,
+            catalog_cache: CatalogCache::default(),
+            metrics: prometheus(),
+            openapi_json,
+        }));
+        Ok(Self { listener, state, first_operator_key: installation.first_operator_key })
+    }
+
+    /// The bound port (useful with port 0).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.settings().listen)
+    }
+
+    /// The URL the server is reached at.
+    #[must_use]
+    pub fn public_url(&self) -> String {
+        self.state.settings().public_url.clone().unwrap_or_else(|| format!("http://{}", self.local_addr()))
+    }
+
+    /// The operator key created on this start because the database had none (shown once).
+    #[must_use]
+    pub fn first_operator_key(&self) -> Option<&str> {
+        self.first_operator_key.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking connections, lets requests in
+    /// flight finish for at most the shutdown timeout, and closes the database.
+    ///
+    /// # Errors
+    /// Fails when the server cannot accept connections.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, state, .. } = self;
+        let limit: Duration = state.settings().shutdown_timeout;
+        let db = state.db().clone();
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, router(state).into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result?,
+            () = shutdown => {
+                tracing::info!(limit_s = limit.as_secs(), "shutting down; finishing requests in flight");
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(limit, &mut server).await {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!("requests still running after the shutdown limit were dropped"),
+                }
+            }
+        }
+        db.close().await;
+        Ok(())
+    }
+}

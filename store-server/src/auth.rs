@@ -1,0 +1,368 @@
+//! Credentials: operator API keys (random, shown once, stored hashed, scoped) and player session
+//! tokens (HMAC-signed, expiring, revocable), with the extractors that guard every route.
+//!
+//! A route states what it needs in its signature: `Operator<CatalogWrite>` or `PlayerAuth`.
+//! Each way a credential can be wrong has its own error code.
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+use store_api::ErrorCode;
+use store_api::auth::{ApiKey, Scope};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::db::{from_micros, now_micros};
+use crate::error::{ApiError, ApiResult};
+
+/// Every operator API key starts with this.
+pub const API_KEY_PREFIX: &str = "csk_";
+/// Every player session token starts with this.
+pub const SESSION_TOKEN_PREFIX: &str = "cst_";
+/// Characters of a key kept in clear to recognise it in lists.
+const API_KEY_SHOWN_CHARS: usize = 12;
+/// The id of the current session signing key; tokens carry it so the key can rotate.
+const SESSION_KEY_ID: &str = "1";
+
+/// A fresh operator API key: the prefix and 256 random bits.
+#[must_use]
+pub fn generate_api_key() -> String {
+    let mut secret = [0_u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
+}
+
+/// How a key is stored: its SHA-256. The key has 256 bits of entropy, so a plain hash is enough
+/// (a slow password hash would protect nothing more and cost every request).
+#[must_use]
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Creates and stores an API key, returning the key (shown once) and its record.
+///
+/// # Errors
+/// Fails when the database write fails.
+pub async fn create_api_key(
+    conn: &mut AnyConnection,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<(String, ApiKey), sqlx::Error> {
+    let key = generate_api_key();
+    let id = Uuid::now_v7();
+    let created_at = now_micros();
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let scope_text = scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>().join(",");
+    let prefix: String = key.chars().take(API_KEY_SHOWN_CHARS).collect();
+    sqlx::query(
+        "insert into api_key (id, name, prefix, secret_hash, scopes, created_at) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(name)
+    .bind(&prefix)
+    .bind(hash_api_key(&key))
+    .bind(scope_text)
+    .bind(created_at)
+    .execute(&mut *conn)
+    .await?;
+    let record = ApiKey {
+        id,
+        name: name.to_owned(),
+        prefix,
+        scopes,
+        created_at: from_micros(created_at),
+        revoked_at: None,
+    };
+    Ok((key, record))
+}
+
+/// Parses the stored comma-separated scopes, skipping any this version does not know.
+#[must_use]
+pub fn parse_scopes(text: &str) -> Vec<Scope> {
+    text.split(',').filter_map(|name| Scope::parse(name).ok()).collect()
+}
+
+/// Signs and checks player session tokens with the installation's secret.
+#[derive(Clone)]
+pub struct SessionSigner {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for SessionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSigner(..)")
+    }
+}
+
+/// What a valid session token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClaims {
+    /// The session row, checked for revocation.
+    pub session_id: Uuid,
+    /// The player.
+    pub player_id: Uuid,
+    /// Expiry, microseconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl SessionSigner {
+    /// A signer over the given secret.
+    #[must_use]
+    pub fn new(secret: Vec<u8>) -> Self {
+        Self { secret }
+    }
+
+    fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// A token `cst_<key id>.<session>.<player>.<expiry>.<signature>`.
+    #[must_use]
+    pub fn sign(&self, claims: SessionClaims) -> String {
+        let payload = format!(
+            "{SESSION_TOKEN_PREFIX}{SESSION_KEY_ID}.{}.{}.{}",
+            claims.session_id, claims.player_id, claims.expires_at
+        );
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{payload}.{signature}")
+    }
+
+    /// Checks a token's shape, signature (in constant time) and expiry.
+    ///
+    /// # Errors
+    /// `malformed_credentials`, `invalid_credentials` or `token_expired`.
+    pub fn verify(&self, token: &str, now: i64) -> ApiResult<SessionClaims> {
+        let malformed =
+            || credential_error(ErrorCode::MalformedCredentials, "the session token is malformed");
+        let (payload, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let parts: Vec<&str> =
+            payload.strip_prefix(SESSION_TOKEN_PREFIX).ok_or_else(malformed)?.split('.').collect();
+        let [key_id, session_id, player_id, expires_at] = parts.as_slice() else { return Err(malformed()) };
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
+        let claims = SessionClaims {
+            session_id: Uuid::parse_str(session_id).map_err(|_| malformed())?,
+            player_id: Uuid::parse_str(player_id).map_err(|_| malformed())?,
+            expires_at: expires_at.parse().map_err(|_| malformed())?,
+        };
+        if *key_id != SESSION_KEY_ID || self.mac(payload).verify_slice(&signature).is_err() {
+            return Err(credential_error(
+                ErrorCode::InvalidCredentials,
+                "the session token's signature is not valid",
+            ));
+        }
+        if claims.expires_at <= now {
+            return Err(credential_error(ErrorCode::TokenExpired, "the session has expired; log in again"));
+        }
+        Ok(claims)
+    }
+}
+
+/// A 401 with the given code.
+fn credential_error(code: ErrorCode, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// The kinds of bearer credential, told apart by prefix.
+enum Bearer<'a> {
+    ApiKey(&'a str),
+    SessionToken(&'a str),
+}
+
+fn bearer(parts: &Parts) -> ApiResult<Bearer<'_>> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        credential_error(ErrorCode::Unauthenticated, "send credentials as `Authorization: Bearer …`")
+    })?;
+    let malformed = || {
+        credential_error(
+            ErrorCode::MalformedCredentials,
+            "the Authorization header must be `Bearer <credential>`",
+        )
+    };
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, credential) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(malformed());
+    }
+    let credential = credential.trim();
+    if credential.starts_with(API_KEY_PREFIX) {
+        Ok(Bearer::ApiKey(credential))
+    } else if credential.starts_with(SESSION_TOKEN_PREFIX) {
+        Ok(Bearer::SessionToken(credential))
+    } else {
+        Err(malformed())
+    }
+}
+
+/// A scope a route requires, as a type so the route's signature says it.
+pub trait RequiredScope: Send + Sync + 'static {
+    /// The scope.
+    const SCOPE: Scope;
+}
+
+/// Marker types for [`RequiredScope`], one per scope.
+pub mod scopes {
+    use super::{RequiredScope, Scope};
+
+    macro_rules! scope_markers {
+        ($($marker:ident => $scope:ident),* $(,)?) => {$(
+            #[doc = concat!("Requires `", stringify!($scope), "`.")]
+            #[derive(Debug, Clone, Copy)]
+            pub struct $marker;
+            impl RequiredScope for $marker {
+                const SCOPE: Scope = Scope::$scope;
+            }
+        )*};
+    }
+
+    scope_markers! {
+        CatalogRead => CatalogRead,
+        CatalogWrite => CatalogWrite,
+        PlayersRead => PlayersRead,
+        PlayersWrite => PlayersWrite,
+        KeysAdmin => KeysAdmin,
+    }
+}
+
+/// An operator authenticated by an API key that has scope `S`.
+#[derive(Debug, Clone)]
+pub struct Operator<S> {
+    /// The key used.
+    pub key_id: Uuid,
+    _scope: PhantomData<S>,
+}
+
+impl<S> Operator<S> {
+    /// How the operator is named in the audit log.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = match bearer(parts)? {
+            Bearer::ApiKey(key) => key,
+            Bearer::SessionToken(_) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::WrongCredentialKind,
+                    "this route needs an operator API key, not a player session token",
+                ));
+            }
+        };
+        let row: Option<(String, String, Option<i64>)> =
+            sqlx::query_as("select id, scopes, revoked_at from api_key where secret_hash = $1")
+                .bind(hash_api_key(key))
+                .fetch_optional(state.db().pool())
+                .await?;
+        let Some((id, scope_text, revoked_at)) = row else {
+            return Err(credential_error(ErrorCode::InvalidCredentials, "the API key is not known"));
+        };
+        if revoked_at.is_some() {
+            return Err(credential_error(ErrorCode::ApiKeyRevoked, "the API key was revoked"));
+        }
+        if !parse_scopes(&scope_text).contains(&S::SCOPE) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::InsufficientScope,
+                format!("the API key lacks the `{}` scope", S::SCOPE),
+            )
+            .with_detail("required_scope", S::SCOPE.as_str()));
+        }
+        let key_id =
+            Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored api key id `{id}`: {error}"))?;
+        Ok(Self { key_id, _scope: PhantomData })
+    }
+}
+
+/// A player authenticated by a live session token.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayerAuth {
+    /// The player.
+    pub player_id: Uuid,
+    /// The session.
+    pub session_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for PlayerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = match bearer(parts)? {
+            Bearer::SessionToken(token) => token,
+            Bearer::ApiKey(_) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::WrongCredentialKind,
+                    "this route needs a player session token, not an operator API key",
+                ));
+            }
+        };
+        let claims = state.signer().verify(token, now_micros())?;
+        let revoked: Option<Option<i64>> = sqlx::query_scalar("select revoked_at from session where id = $1")
+            .bind(claims.session_id.to_string())
+            .fetch_optional(state.db().pool())
+            .await?;
+        match revoked {
+            Some(None) => Ok(Self { player_id: claims.player_id, session_id: claims.session_id }),
+            Some(Some(_)) => {
+                Err(credential_error(ErrorCode::SessionRevoked, "the session was revoked; log in again"))
+            }
+            None => Err(credential_error(ErrorCode::InvalidCredentials, "the session is not known")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(expires_at: i64) -> SessionClaims {
+        SessionClaims { session_id: Uuid::now_v7(), player_id: Uuid::now_v7(), expires_at }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_until_it_expires() {
+        let signer = SessionSigner::new(vec![7; 32]);
+        let token = signer.sign(claims(1_000));
+        assert_eq!(signer.verify(&token, 999).unwrap().expires_at, 1_000);
+        assert_eq!(signer.verify(&token, 1_000).unwrap_err().code(), ErrorCode::TokenExpired);
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_or_edited_is_refused() {
+        let signer = SessionSigner::new(vec![7; 32]);
+        let other = SessionSigner::new(vec![8; 32]);
+        let token = other.sign(claims(1_000));
+        assert_eq!(signer.verify(&token, 0).unwrap_err().code(), ErrorCode::InvalidCredentials);
+        let own = signer.sign(claims(1_000));
+        let extended = own.replacen(".1000.", ".9999.", 1);
+        assert_eq!(signer.verify(&extended, 0).unwrap_err().code(), ErrorCode::InvalidCredentials);
+        assert_eq!(signer.verify("cst_nonsense", 0).unwrap_err().code(), ErrorCode::MalformedCredentials);
+    }
+
+    #[test]
+    fn api_keys_are_random_and_hashed() {
+        let (a, b) = (generate_api_key(), generate_api_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_KEY_PREFIX) && a.len() > 40);
+        assert_eq!(hash_api_key(&a).len(), 64);
+        assert_ne!(hash_api_key(&a), hash_api_key(&b));
+    }
+}

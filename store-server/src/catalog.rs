@@ -1,0 +1,897 @@
+//! The catalog's rules and storage: currencies, the draft, publishing immutable versions, the
+//! diff, and the cached live catalog players read.
+//!
+//! Every write runs in a transaction that first takes the catalog lock ([`lock_catalog`]), so
+//! checks and writes see one consistent draft even with several server instances.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use store_api::ErrorCode;
+use store_api::catalog::{
+    Catalog, CatalogDiff, CatalogFile, CatalogVersion, DiffKeys, Item, Offer, OfferId, Price, Settlement, Sku,
+};
+use store_api::currency::{Currency, CurrencyCode, CurrencyKind, Name};
+use store_api::limits::{CATALOG_ITEMS_MAX, CATALOG_OFFERS_MAX, CURRENCIES_MAX, ORDER_AMOUNT_UNITS_MAX};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+use crate::db::{from_micros, now_micros};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Page, etag_of};
+
+/// What a published version stores: its items and offers, sorted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CatalogSnapshot {
+    /// Items sorted by sku.
+    pub items: Vec<Item>,
+    /// Offers sorted by id.
+    pub offers: Vec<Offer>,
+}
+
+/// Serializes a value the one way it is stored and hashed.
+fn canonical<T: Serialize>(value: &T) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(|error| ApiError::Internal(error.into()))
+}
+
+fn parse_stored<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> ApiResult<T> {
+    serde_json::from_str(body)
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored {what} is unreadable: {error}")))
+}
+
+/// Serializes catalog writers: a row lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already has
+/// the database's write lock.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn lock_catalog(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("update meta set value = value where key = 'catalog_lock'").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Marks the live catalog (currencies or published version) as changed, so caches rebuild.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn touch_live_catalog(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("update meta set value = $1 where key = 'catalog_stamp'")
+        .bind(Uuid::now_v7().to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends one operator action to the audit log.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn append_audit(
+    conn: &mut AnyConnection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into audit_log (id, actor, action, target, before_value, after_value, created_at) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(before)
+    .bind(after)
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Currencies
+
+type CurrencyRow = (String, String, String, i64, i64);
+
+fn currency_from_row((code, name, kind, initial_grant, balance_max): CurrencyRow) -> ApiResult<Currency> {
+    let corrupt = |error: String| ApiError::Internal(anyhow::anyhow!("stored currency `{code}`: {error}"));
+    Ok(Currency {
+        code: CurrencyCode::parse(&code).map_err(corrupt)?,
+        name: Name::parse(&name).map_err(corrupt)?,
+        kind: CurrencyKind::parse(&kind).map_err(corrupt)?,
+        initial_grant,
+        balance_max,
+    })
+}
+
+/// Every currency, sorted by code.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_currencies(conn: &mut AnyConnection) -> ApiResult<Vec<Currency>> {
+    let rows: Vec<CurrencyRow> =
+        sqlx::query_as("select code, name, kind, initial_grant, balance_max from currency order by code")
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(currency_from_row).collect()
+}
+
+/// One currency.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn find_currency(conn: &mut AnyConnection, code: &CurrencyCode) -> ApiResult<Option<Currency>> {
+    let row: Option<CurrencyRow> =
+        sqlx::query_as("select code, name, kind, initial_grant, balance_max from currency where code = $1")
+            .bind(code.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(currency_from_row).transpose()
+}
+
+/// The `ETag` of a currency.
+///
+/// # Errors
+/// Fails only if serialization does.
+pub fn currency_etag(currency: &Currency) -> ApiResult<String> {
+    Ok(etag_of(canonical(currency)?.as_bytes()))
+}
+
+/// Creates a currency.
+///
+/// # Errors
+/// `already_exists` for a taken code, `limit_exceeded` past 64 currencies.
+pub async fn create_currency(conn: &mut AnyConnection, currency: &Currency) -> ApiResult<()> {
+    let count: i64 = sqlx::query_scalar("select count(*) from currency").fetch_one(&mut *conn).await?;
+    if usize::try_from(count).unwrap_or(usize::MAX) >= CURRENCIES_MAX {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::LimitExceeded,
+            format!("an installation has at most {CURRENCIES_MAX} currencies"),
+        ));
+    }
+    let now = now_micros();
+    let inserted = sqlx::query(
+        "insert into currency (code, name, kind, initial_grant, balance_max, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $6) on conflict (code) do nothing",
+    )
+    .bind(currency.code.as_str())
+    .bind(currency.name.as_str())
+    .bind(currency.kind.as_str())
+    .bind(currency.initial_grant)
+    .bind(currency.balance_max)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyExists,
+            format!("currency `{}` already exists", currency.code),
+        )
+        .with_detail("field", "code"));
+    }
+    touch_live_catalog(conn).await?;
+    Ok(())
+}
+
+/// Replaces a currency's fields.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn update_currency(conn: &mut AnyConnection, currency: &Currency) -> ApiResult<()> {
+    sqlx::query(
+        "update currency set name = $2, kind = $3, initial_grant = $4, balance_max = $5, updated_at = $6 \
+         where code = $1",
+    )
+    .bind(currency.code.as_str())
+    .bind(currency.name.as_str())
+    .bind(currency.kind.as_str())
+    .bind(currency.initial_grant)
+    .bind(currency.balance_max)
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
+    touch_live_catalog(conn).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: the rules that involve more than one object.
+
+/// Checks one item's references: granted currencies exist, granted items exist, and no chain of
+/// grants leads back to the item (a bundle that contains itself).
+///
+/// `grant_edges` maps each other item's sku to the skus it grants.
+fn check_item_references(
+    item: &Item,
+    field: &str,
+    currencies: &HashSet<String>,
+    item_exists: impl Fn(&str) -> bool,
+    grant_edges: &HashMap<String, Vec<String>>,
+) -> ApiResult<()> {
+    for (index, grant) in item.grants.currencies.iter().enumerate() {
+        if !currencies.contains(grant.currency.as_str()) {
+            return Err(ApiError::validation(
+                &format!("{field}grants.currencies[{index}].currency"),
+                format!("currency `{}` does not exist", grant.currency),
+            ));
+        }
+    }
+    for (index, grant) in item.grants.items.iter().enumerate() {
+        let granted = grant.sku.as_str();
+        if granted == item.sku.as_str() {
+            return Err(ApiError::validation(
+                &format!("{field}grants.items[{index}].sku"),
+                format!("item `{}` cannot grant itself", item.sku),
+            ));
+        }
+        if !item_exists(granted) {
+            return Err(ApiError::validation(
+                &format!("{field}grants.items[{index}].sku"),
+                format!("item `{granted}` does not exist"),
+            ));
+        }
+    }
+    // Walk the grant graph from this item's grants; reaching the item again is a cycle.
+    let mut stack: Vec<&str> = item.grants.items.iter().map(|grant| grant.sku.as_str()).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    while let Some(sku) = stack.pop() {
+        if sku == item.sku.as_str() {
+            return Err(ApiError::validation(
+                &format!("{field}grants.items"),
+                format!("item `{}` would contain itself through its grants", item.sku),
+            ));
+        }
+        if seen.insert(sku) {
+            stack.extend(grant_edges.get(sku).into_iter().flatten().map(String::as_str));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one offer against the currencies and items it names and the order limits.
+fn check_offer_references(
+    offer: &Offer,
+    field: &str,
+    currencies: &HashMap<String, Currency>,
+    item_exists: impl Fn(&str) -> bool,
+) -> ApiResult<()> {
+    if !item_exists(offer.sku.as_str()) {
+        return Err(ApiError::validation(
+            &format!("{field}sku"),
+            format!("item `{}` does not exist", offer.sku),
+        ));
+    }
+    for (index, price) in offer.prices.iter().enumerate() {
+        let at = format!("{field}prices[{index}]");
+        match price {
+            Price::Virtual { currency, amount } => {
+                let Some(known) = currencies.get(currency.as_str()) else {
+                    return Err(ApiError::validation(
+                        &format!("{at}.currency"),
+                        format!("currency `{currency}` does not exist"),
+                    ));
+                };
+                if *amount > known.balance_max {
+                    return Err(ApiError::validation(
+                        &format!("{at}.amount"),
+                        format!(
+                            "price {amount} is more than a wallet of `{currency}` can hold ({})",
+                            known.balance_max
+                        ),
+                    ));
+                }
+            }
+            Price::Real { money, settlement } => {
+                let field = format!("{at}.money.amount");
+                if money.amount > Decimal::from(ORDER_AMOUNT_UNITS_MAX) {
+                    return Err(ApiError::validation(
+                        &field,
+                        format!("a real price is at most {ORDER_AMOUNT_UNITS_MAX} {}", money.currency),
+                    ));
+                }
+                if *settlement == Settlement::Immediate {
+                    if !money.is_whole_minor_units() {
+                        return Err(ApiError::validation(
+                            &field,
+                            format!(
+                                "{money} has more precision than {} allows ({} decimal places); \
+                                 finer prices must settle on a tab",
+                                money.currency,
+                                money.currency.minor_units()
+                            ),
+                        ));
+                    }
+                    let minimum = money.currency.minimum_charge();
+                    if money.amount < minimum.amount {
+                        return Err(ApiError::validation(
+                            &field,
+                            format!("{money} is below the minimum card charge of {minimum}; use settlement \"tab\""),
+                        )
+                        .with_detail("minimum", minimum.amount.normalize().to_string()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole catalog: limits, unique keys and every reference. Used on publish and import,
+/// as the second line behind the per-object checks of draft edits.
+///
+/// # Errors
+/// `validation_failed` naming the first field at fault (`items[3].grants.items[0].sku`).
+pub fn validate_catalog(file: &CatalogFile) -> ApiResult<()> {
+    if file.currencies.len() > CURRENCIES_MAX {
+        return Err(ApiError::validation("currencies", format!("at most {CURRENCIES_MAX} currencies")));
+    }
+    if file.items.len() > CATALOG_ITEMS_MAX {
+        return Err(ApiError::validation("items", format!("at most {CATALOG_ITEMS_MAX} items")));
+    }
+    if file.offers.len() > CATALOG_OFFERS_MAX {
+        return Err(ApiError::validation("offers", format!("at most {CATALOG_OFFERS_MAX} offers")));
+    }
+    let mut currencies = HashMap::new();
+    for (index, currency) in file.currencies.iter().enumerate() {
+        if currencies.insert(currency.code.as_str().to_owned(), currency.clone()).is_some() {
+            return Err(ApiError::validation(
+                &format!("currencies[{index}].code"),
+                format!("currency `{}` appears twice", currency.code),
+            ));
+        }
+    }
+    let mut skus = HashSet::new();
+    for (index, item) in file.items.iter().enumerate() {
+        if !skus.insert(item.sku.as_str()) {
+            return Err(ApiError::validation(
+                &format!("items[{index}].sku"),
+                format!("sku `{}` appears twice", item.sku),
+            ));
+        }
+    }
+    let edges = grant_edges_of(&file.items);
+    let currency_codes: HashSet<String> = currencies.keys().cloned().collect();
+    for (index, item) in file.items.iter().enumerate() {
+        check_item_references(
+            item,
+            &format!("items[{index}]."),
+            &currency_codes,
+            |sku| skus.contains(sku),
+            &edges,
+        )?;
+    }
+    let mut offer_ids = HashSet::new();
+    for (index, offer) in file.offers.iter().enumerate() {
+        if !offer_ids.insert(offer.id) {
+            return Err(ApiError::validation(
+                &format!("offers[{index}].id"),
+                format!("offer `{}` appears twice", offer.id),
+            ));
+        }
+        check_offer_references(offer, &format!("offers[{index}]."), &currencies, |sku| skus.contains(sku))?;
+    }
+    Ok(())
+}
+
+fn grant_edges_of(items: &[Item]) -> HashMap<String, Vec<String>> {
+    items
+        .iter()
+        .map(|item| {
+            (
+                item.sku.as_str().to_owned(),
+                item.grants.items.iter().map(|grant| grant.sku.as_str().to_owned()).collect(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The draft
+
+/// A stored draft object with its `ETag`.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The object.
+    pub value: T,
+    /// Its `ETag`.
+    pub etag: String,
+}
+
+fn versioned<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> ApiResult<Versioned<T>> {
+    Ok(Versioned { value: parse_stored(what, body)?, etag: etag_of(body.as_bytes()) })
+}
+
+/// One draft item.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn find_draft_item(conn: &mut AnyConnection, sku: &Sku) -> ApiResult<Option<Versioned<Item>>> {
+    let body: Option<String> = sqlx::query_scalar("select body from draft_item where sku = $1")
+        .bind(sku.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    body.map(|body| versioned("item", &body)).transpose()
+}
+
+async fn draft_item_exists(conn: &mut AnyConnection, sku: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("select 1 from draft_item where sku = $1")
+        .bind(sku)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+async fn count_rows(conn: &mut AnyConnection, sql: &'static str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sql).fetch_one(&mut *conn).await
+}
+
+/// Writes a draft item (creating or replacing it) after checking its references.
+/// Returns the new `ETag`.
+///
+/// # Errors
+/// `validation_failed` for a bad reference or a grant cycle, `limit_exceeded` past the item limit.
+pub async fn put_draft_item(conn: &mut AnyConnection, item: &Item, is_new: bool) -> ApiResult<String> {
+    if is_new
+        && usize::try_from(count_rows(conn, "select count(*) from draft_item").await?).unwrap_or(usize::MAX)
+            >= CATALOG_ITEMS_MAX
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::LimitExceeded,
+            format!("a catalog has at most {CATALOG_ITEMS_MAX} items"),
+        ));
+    }
+    let currencies: HashSet<String> =
+        list_currencies(conn).await?.into_iter().map(|currency| currency.code.as_str().to_owned()).collect();
+    let mut existing = HashSet::new();
+    for grant in &item.grants.items {
+        if draft_item_exists(conn, grant.sku.as_str()).await? {
+            existing.insert(grant.sku.as_str().to_owned());
+        }
+    }
+    let edge_rows: Vec<(String, String)> =
+        sqlx::query_as("select sku, granted_sku from draft_item_grant").fetch_all(&mut *conn).await?;
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for (sku, granted) in edge_rows {
+        edges.entry(sku).or_default().push(granted);
+    }
+    edges.remove(item.sku.as_str());
+    check_item_references(item, "", &currencies, |sku| existing.contains(sku), &edges)?;
+
+    let body = canonical(item)?;
+    sqlx::query(
+        "insert into draft_item (sku, body) values ($1, $2) on conflict (sku) do update set body = $2",
+    )
+    .bind(item.sku.as_str())
+    .bind(&body)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("delete from draft_item_grant where sku = $1")
+        .bind(item.sku.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let granted: BTreeSet<&str> = item.grants.items.iter().map(|grant| grant.sku.as_str()).collect();
+    for granted_sku in granted {
+        sqlx::query("insert into draft_item_grant (sku, granted_sku) values ($1, $2)")
+            .bind(item.sku.as_str())
+            .bind(granted_sku)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(etag_of(body.as_bytes()))
+}
+
+/// Deletes a draft item that nothing else references.
+///
+/// # Errors
+/// `in_use` naming the offer or item that still refers to it.
+pub async fn delete_draft_item(conn: &mut AnyConnection, sku: &Sku) -> ApiResult<()> {
+    let offer: Option<String> = sqlx::query_scalar("select id from draft_offer where sku = $1 limit 1")
+        .bind(sku.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(offer) = offer {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::InUse,
+            format!("offer `{offer}` sells item `{sku}`"),
+        )
+        .with_detail("offer_id", offer));
+    }
+    let granting: Option<String> =
+        sqlx::query_scalar("select sku from draft_item_grant where granted_sku = $1 and sku <> $1 limit 1")
+            .bind(sku.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(granting) = granting {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::InUse,
+            format!("item `{granting}` grants `{sku}`"),
+        )
+        .with_detail("sku", granting));
+    }
+    sqlx::query("delete from draft_item where sku = $1").bind(sku.as_str()).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// A page of draft items, sorted by sku.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_draft_items(
+    conn: &mut AnyConnection,
+    page: &Page,
+) -> ApiResult<(Vec<Item>, Option<String>)> {
+    let bodies: Vec<String> =
+        sqlx::query_scalar("select body from draft_item where sku > $1 order by sku limit $2")
+            .bind(page.cursor.clone().unwrap_or_default())
+            .bind(page.fetch_count())
+            .fetch_all(&mut *conn)
+            .await?;
+    let items = bodies.iter().map(|body| parse_stored("item", body)).collect::<ApiResult<Vec<Item>>>()?;
+    Ok(page.finish(items, |item| item.sku.as_str().to_owned()))
+}
+
+/// One draft offer.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn find_draft_offer(conn: &mut AnyConnection, id: OfferId) -> ApiResult<Option<Versioned<Offer>>> {
+    let body: Option<String> = sqlx::query_scalar("select body from draft_offer where id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    body.map(|body| versioned("offer", &body)).transpose()
+}
+
+/// Writes a draft offer after checking its references. Returns the new `ETag`.
+///
+/// # Errors
+/// `validation_failed` for a bad reference or price, `limit_exceeded` past the offer limit.
+pub async fn put_draft_offer(conn: &mut AnyConnection, offer: &Offer, is_new: bool) -> ApiResult<String> {
+    if is_new
+        && usize::try_from(count_rows(conn, "select count(*) from draft_offer").await?).unwrap_or(usize::MAX)
+            >= CATALOG_OFFERS_MAX
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::LimitExceeded,
+            format!("a catalog has at most {CATALOG_OFFERS_MAX} offers"),
+        ));
+    }
+    let currencies: HashMap<String, Currency> = list_currencies(conn)
+        .await?
+        .into_iter()
+        .map(|currency| (currency.code.as_str().to_owned(), currency))
+        .collect();
+    let sku_exists = draft_item_exists(conn, offer.sku.as_str()).await?;
+    check_offer_references(offer, "", &currencies, |_| sku_exists)?;
+    let body = canonical(offer)?;
+    sqlx::query(
+        "insert into draft_offer (id, sku, body) values ($1, $2, $3) \
+         on conflict (id) do update set sku = $2, body = $3",
+    )
+    .bind(offer.id.to_string())
+    .bind(offer.sku.as_str())
+    .bind(&body)
+    .execute(&mut *conn)
+    .await?;
+    Ok(etag_of(body.as_bytes()))
+}
+
+/// Deletes a draft offer.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn delete_draft_offer(conn: &mut AnyConnection, id: OfferId) -> ApiResult<()> {
+    sqlx::query("delete from draft_offer where id = $1").bind(id.to_string()).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// A page of draft offers, sorted by id (which is creation order, ids being UUID v7).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_draft_offers(
+    conn: &mut AnyConnection,
+    page: &Page,
+) -> ApiResult<(Vec<Offer>, Option<String>)> {
+    let bodies: Vec<String> =
+        sqlx::query_scalar("select body from draft_offer where id > $1 order by id limit $2")
+            .bind(page.cursor.clone().unwrap_or_default())
+            .bind(page.fetch_count())
+            .fetch_all(&mut *conn)
+            .await?;
+    let offers = bodies.iter().map(|body| parse_stored("offer", body)).collect::<ApiResult<Vec<Offer>>>()?;
+    Ok(page.finish(offers, |offer| offer.id.to_string()))
+}
+
+/// The whole draft, sorted, as stored bodies keyed by sku and offer id.
+async fn draft_bodies(
+    conn: &mut AnyConnection,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), sqlx::Error> {
+    let items: Vec<(String, String)> =
+        sqlx::query_as("select sku, body from draft_item").fetch_all(&mut *conn).await?;
+    let offers: Vec<(String, String)> =
+        sqlx::query_as("select id, body from draft_offer").fetch_all(&mut *conn).await?;
+    Ok((items.into_iter().collect(), offers.into_iter().collect()))
+}
+
+/// The draft as a snapshot.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn draft_snapshot(conn: &mut AnyConnection) -> ApiResult<CatalogSnapshot> {
+    let (items, offers) = draft_bodies(conn).await?;
+    Ok(CatalogSnapshot {
+        items: items.values().map(|body| parse_stored("item", body)).collect::<ApiResult<_>>()?,
+        offers: offers.values().map(|body| parse_stored("offer", body)).collect::<ApiResult<_>>()?,
+    })
+}
+
+/// The newest published version and its snapshot, if any version exists.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn live_snapshot(conn: &mut AnyConnection) -> ApiResult<Option<(i64, CatalogSnapshot)>> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as("select version, body from catalog_version order by version desc limit 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(version, body)| Ok((version, parse_stored("catalog version", &body)?))).transpose()
+}
+
+/// What publishing would change.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn diff_draft(conn: &mut AnyConnection) -> ApiResult<CatalogDiff> {
+    let (draft_items, draft_offers) = draft_bodies(conn).await?;
+    let (base_version, live) = live_snapshot(conn).await?.unwrap_or_default();
+    let live_items: BTreeMap<String, String> = live
+        .items
+        .iter()
+        .map(|item| Ok((item.sku.as_str().to_owned(), canonical(item)?)))
+        .collect::<ApiResult<_>>()?;
+    let live_offers: BTreeMap<String, String> = live
+        .offers
+        .iter()
+        .map(|offer| Ok((offer.id.to_string(), canonical(offer)?)))
+        .collect::<ApiResult<_>>()?;
+    Ok(CatalogDiff {
+        base_version,
+        items: diff_keys(&draft_items, &live_items),
+        offers: diff_keys(&draft_offers, &live_offers),
+    })
+}
+
+fn diff_keys(draft: &BTreeMap<String, String>, live: &BTreeMap<String, String>) -> DiffKeys {
+    DiffKeys {
+        added: draft.keys().filter(|key| !live.contains_key(*key)).cloned().collect(),
+        removed: live.keys().filter(|key| !draft.contains_key(*key)).cloned().collect(),
+        changed: draft
+            .iter()
+            .filter(|(key, body)| live.get(*key).is_some_and(|live_body| live_body != *body))
+            .map(|(key, _)| key.clone())
+            .collect(),
+    }
+}
+
+/// Whether the diff changes anything.
+#[must_use]
+pub fn diff_has_changes(diff: &CatalogDiff) -> bool {
+    diff.base_version == 0 || !diff.items.is_empty() || !diff.offers.is_empty()
+}
+
+/// Publishes the draft as the next immutable version after validating all of it.
+///
+/// # Errors
+/// `validation_failed` when the draft breaks a rule; `nothing_to_publish` when it equals the
+/// live version.
+pub async fn publish(conn: &mut AnyConnection, published_by: Option<&str>) -> ApiResult<CatalogVersion> {
+    let diff = diff_draft(conn).await?;
+    if !diff_has_changes(&diff) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NothingToPublish,
+            format!("the draft is the same as live version {}", diff.base_version),
+        ));
+    }
+    let snapshot = draft_snapshot(conn).await?;
+    let currencies = list_currencies(conn).await?;
+    validate_catalog(&CatalogFile {
+        currencies,
+        items: snapshot.items.clone(),
+        offers: snapshot.offers.clone(),
+    })?;
+    let version = diff.base_version + 1;
+    let published_at = now_micros();
+    let item_count = i64::try_from(snapshot.items.len()).unwrap_or(i64::MAX);
+    let offer_count = i64::try_from(snapshot.offers.len()).unwrap_or(i64::MAX);
+    sqlx::query(
+        "insert into catalog_version (version, body, item_count, offer_count, published_at, published_by) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(version)
+    .bind(canonical(&snapshot)?)
+    .bind(item_count)
+    .bind(offer_count)
+    .bind(published_at)
+    .bind(published_by)
+    .execute(&mut *conn)
+    .await?;
+    touch_live_catalog(conn).await?;
+    Ok(CatalogVersion {
+        version,
+        published_at: from_micros(published_at),
+        published_by: published_by.map(str::to_owned),
+        item_count,
+        offer_count,
+    })
+}
+
+/// A page of published versions, newest first.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_versions(
+    conn: &mut AnyConnection,
+    page: &Page,
+) -> ApiResult<(Vec<CatalogVersion>, Option<String>)> {
+    let before = match &page.cursor {
+        None => i64::MAX,
+        Some(cursor) => {
+            cursor.parse().map_err(|_| ApiError::invalid("cursor", "cursor is not from this list"))?
+        }
+    };
+    let rows: Vec<(i64, i64, i64, i64, Option<String>)> = sqlx::query_as(
+        "select version, item_count, offer_count, published_at, published_by from catalog_version \
+         where version < $1 order by version desc limit $2",
+    )
+    .bind(before)
+    .bind(page.fetch_count())
+    .fetch_all(&mut *conn)
+    .await?;
+    let versions = rows
+        .into_iter()
+        .map(|(version, item_count, offer_count, published_at, published_by)| CatalogVersion {
+            version,
+            published_at: from_micros(published_at),
+            published_by,
+            item_count,
+            offer_count,
+        })
+        .collect();
+    Ok(page.finish(versions, |version| version.version.to_string()))
+}
+
+/// The editable catalog as a file: currencies and the draft.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn export_catalog(conn: &mut AnyConnection) -> ApiResult<CatalogFile> {
+    let snapshot = draft_snapshot(conn).await?;
+    Ok(CatalogFile {
+        currencies: list_currencies(conn).await?,
+        items: snapshot.items,
+        offers: snapshot.offers,
+    })
+}
+
+/// Replaces the draft with a file's items and offers and creates or updates its currencies,
+/// after validating the whole file. Currencies not in the file are kept (wallets may hold them).
+///
+/// # Errors
+/// `validation_failed` naming the first field at fault; nothing is written then.
+pub async fn import_catalog(conn: &mut AnyConnection, file: &CatalogFile) -> ApiResult<()> {
+    let mut codes = HashSet::new();
+    for (index, currency) in file.currencies.iter().enumerate() {
+        if !codes.insert(currency.code.as_str()) {
+            return Err(ApiError::validation(
+                &format!("currencies[{index}].code"),
+                format!("currency `{}` appears twice", currency.code),
+            ));
+        }
+    }
+    let mut currencies: BTreeMap<String, Currency> = list_currencies(conn)
+        .await?
+        .into_iter()
+        .map(|currency| (currency.code.as_str().to_owned(), currency))
+        .collect();
+    for currency in &file.currencies {
+        currencies.insert(currency.code.as_str().to_owned(), currency.clone());
+    }
+    let merged = CatalogFile { currencies: currencies.into_values().collect(), ..file.clone() };
+    validate_catalog(&merged)?;
+    for currency in &file.currencies {
+        match find_currency(conn, &currency.code).await? {
+            Some(existing) if existing == *currency => {}
+            Some(_) => update_currency(conn, currency).await?,
+            None => create_currency(conn, currency).await?,
+        }
+    }
+    sqlx::query("delete from draft_offer").execute(&mut *conn).await?;
+    sqlx::query("delete from draft_item_grant").execute(&mut *conn).await?;
+    sqlx::query("delete from draft_item").execute(&mut *conn).await?;
+    // Items first without their item grants, then the grants, so order in the file is free.
+    for item in &file.items {
+        sqlx::query("insert into draft_item (sku, body) values ($1, $2)")
+            .bind(item.sku.as_str())
+            .bind(canonical(item)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for item in &file.items {
+        let granted: BTreeSet<&str> = item.grants.items.iter().map(|grant| grant.sku.as_str()).collect();
+        for granted_sku in granted {
+            sqlx::query("insert into draft_item_grant (sku, granted_sku) values ($1, $2)")
+                .bind(item.sku.as_str())
+                .bind(granted_sku)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for offer in &file.offers {
+        sqlx::query("insert into draft_offer (id, sku, body) values ($1, $2, $3)")
+            .bind(offer.id.to_string())
+            .bind(offer.sku.as_str())
+            .bind(canonical(offer)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live catalog players read, cached by the stamp that every live change moves.
+
+/// A rendered live catalog.
+#[derive(Debug)]
+pub struct RenderedCatalog {
+    stamp: String,
+    /// The `ETag` players send back in `If-None-Match`.
+    pub etag: String,
+    /// The JSON body.
+    pub body: axum::body::Bytes,
+}
+
+/// A read-through cache of the rendered live catalog. Each read checks the stored stamp (one
+/// indexed row), so every instance serves a change as soon as it commits.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    current: RwLock<Option<Arc<RenderedCatalog>>>,
+}
+
+impl CatalogCache {
+    /// The live catalog, rendered at most once per change.
+    ///
+    /// # Errors
+    /// Fails when the database does.
+    pub async fn get(&self, conn: &mut AnyConnection) -> ApiResult<Arc<RenderedCatalog>> {
+        let stamp: String = sqlx::query_scalar("select value from meta where key = 'catalog_stamp'")
+            .fetch_one(&mut *conn)
+            .await?;
+        if let Some(cached) = self.current.read().await.as_ref().filter(|cached| cached.stamp == stamp) {
+            return Ok(Arc::clone(cached));
+        }
+        let (version, snapshot) = live_snapshot(conn).await?.unwrap_or_default();
+        let catalog = Catalog {
+            version,
+            currencies: list_currencies(conn).await?,
+            items: snapshot.items,
+            offers: snapshot.offers,
+        };
+        let body = canonical(&catalog)?;
+        let rendered = Arc::new(RenderedCatalog { stamp, etag: etag_of(body.as_bytes()), body: body.into() });
+        *self.current.write().await = Some(Arc::clone(&rendered));
+        Ok(rendered)
+    }
+}

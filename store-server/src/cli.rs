@@ -1,0 +1,248 @@
+//! The command line: `serve` (the default), `migrate`, `admin create-key`, `catalog import` and
+//! `catalog export`. Every subcommand reads the same settings, from flags or `COINSLOT_*`
+//! environment variables.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use store_api::auth::Scope;
+
+use crate::app::Application;
+use crate::auth::create_api_key;
+use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
+use crate::db::Db;
+use crate::install::{prepare, read_catalog_file};
+use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings};
+
+/// Coinslot store server.
+#[derive(Debug, Parser)]
+#[command(name = "store-server", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Args)]
+struct SettingsArgs {
+    /// Database URL: `sqlite://path` or `postgres://user:pass@host/db`.
+    #[arg(long, env = "COINSLOT_DATABASE_URL", default_value = DATABASE_URL_DEFAULT, global = true)]
+    database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "COINSLOT_LISTEN", default_value = LISTEN_DEFAULT, global = true)]
+    listen: SocketAddr,
+    /// URL the server is reached at, if not `http://<listen>`.
+    #[arg(long, env = "COINSLOT_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// Folder with `catalog/catalog.json` and the demo's art.
+    #[arg(long, env = "COINSLOT_ASSETS", default_value = ASSETS_DIR_DEFAULT, global = true)]
+    assets: PathBuf,
+    /// Player session lifetime in seconds.
+    #[arg(long, env = "COINSLOT_SESSION_TTL_S", default_value_t = 86_400, global = true)]
+    session_ttl_s: u64,
+    /// Seconds shutdown waits for requests in flight.
+    #[arg(long, env = "COINSLOT_SHUTDOWN_TIMEOUT_S", default_value_t = 10, global = true)]
+    shutdown_timeout_s: u64,
+    /// Most database connections.
+    #[arg(long, env = "COINSLOT_DB_CONNECTIONS_MAX", default_value_t = 16, global = true)]
+    db_connections_max: u32,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "COINSLOT_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+impl SettingsArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.database_url.clone(),
+            listen: self.listen,
+            public_url: self.public_url.clone(),
+            assets_dir: self.assets.clone(),
+            session_ttl: Duration::from_secs(self.session_ttl_s),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+            db_connections_max: self.db_connections_max,
+            ..Settings::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Operator administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Catalog files.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an operator API key and print only the key on stdout.
+    CreateKey {
+        /// Comma-separated scopes, e.g. `catalog:read,catalog:write`.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// What the key is for.
+        #[arg(long, default_value = "created from the command line")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Replace the draft with a catalog file (and create or update its currencies).
+    Import {
+        /// The file, as written by `catalog export`.
+        file: PathBuf,
+        /// Publish the imported draft as a new version.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Print the currencies and the draft as a catalog file.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text)
+}
+
+impl Cli {
+    /// Whether logs should be JSON lines.
+    #[must_use]
+    pub fn log_json(&self) -> bool {
+        self.settings.log_json
+    }
+
+    /// Runs the chosen subcommand.
+    ///
+    /// # Errors
+    /// Fails with a message for the operator when the command cannot complete.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let settings = self.settings.settings();
+        match self.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => {
+                open_db(&settings).await?.close().await;
+                eprintln!("migrations applied");
+                Ok(())
+            }
+            Command::Admin(AdminCommand::CreateKey { scopes, name }) => {
+                let db = open_db(&settings).await?;
+                let mut tx = db.begin_write().await?;
+                let (key, _) = create_api_key(&mut tx, &name, &scopes).await?;
+                tx.commit().await?;
+                db.close().await;
+                println!("{key}");
+                Ok(())
+            }
+            Command::Catalog(CatalogCommand::Import { file, publish: also_publish }) => {
+                let catalog = read_catalog_file(&file)?;
+                let db = open_db(&settings).await?;
+                prepare(&db, &settings.assets_dir).await?;
+                let mut tx = db.begin_write().await?;
+                lock_catalog(&mut tx).await?;
+                import_catalog(&mut tx, &catalog).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+                let published = if also_publish {
+                    Some(publish(&mut tx, Some("cli")).await.map_err(|error| anyhow::anyhow!("{error}"))?)
+                } else {
+                    None
+                };
+                tx.commit().await?;
+                db.close().await;
+                eprintln!(
+                    "imported {} currencies, {} items and {} offers into the draft{}",
+                    catalog.currencies.len(),
+                    catalog.items.len(),
+                    catalog.offers.len(),
+                    published
+                        .map(|version| format!("; published version {}", version.version))
+                        .unwrap_or_default()
+                );
+                Ok(())
+            }
+            Command::Catalog(CatalogCommand::Export { output }) => {
+                let db = open_db(&settings).await?;
+                let mut conn = db.pool().acquire().await?;
+                let catalog = export_catalog(&mut conn).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+                drop(conn);
+                db.close().await;
+                let mut json = serde_json::to_string_pretty(&catalog)?;
+                json.push('\n');
+                match output {
+                    Some(path) => {
+                        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?
+                    }
+                    None => std::io::stdout().write_all(json.as_bytes())?,
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout)
+        .await
+        .with_context(|| format!("cannot open the database at {}", settings.database_url))?;
+    db.migrate().await.context("cannot migrate the database")?;
+    Ok(db)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let application = Application::build(settings).await?;
+    let url = application.public_url();
+    tracing::info!(%url, "Coinslot store server listening");
+    println!("Coinslot store server listening on {url}");
+    if let Some(key) = application.first_operator_key() {
+        println!();
+        println!("First start: created an operator API key with every scope. It is shown only this once:");
+        println!();
+        println!("    {key}");
+        println!();
+        println!("Use it as `Authorization: Bearer <key>` on {url}/admin/v1/…");
+    }
+    application.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,170 @@
+//! The database: one `AnyPool` over SQLite or PostgreSQL, chosen by the URL scheme, with each
+//! backend's durability settings and migrations.
+//!
+//! Both backends take the same SQL (`$1` placeholders, `bigint` and `text` columns), so every
+//! query is written once. Writes go through [`Db::begin_write`], which on SQLite takes the
+//! write lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock upgrading a read lock.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Transaction};
+
+/// An open write transaction on either backend.
+pub type Tx = Transaction<'static, sqlx::Any>;
+
+/// Which database engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Chooses the backend from a database URL's scheme.
+    ///
+    /// # Errors
+    /// Fails for any scheme but `sqlite:`, `postgres:` and `postgresql:`.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            anyhow::bail!("database URL must start with sqlite: or postgres:, not `{url}`")
+        }
+    }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The connection pool and what it connects to.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to the database named by `url`, creating a SQLite file if it does not exist.
+    ///
+    /// # Errors
+    /// Fails when the URL is not understood or the database cannot be reached.
+    pub async fn connect(url: &str, connections_max: u32, timeout: Duration) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            // Create the file on first start; an explicit mode in the URL wins.
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let busy_timeout_ms = timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections_max)
+            .acquire_timeout(timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match backend {
+                        // Durable before acknowledged: WAL with a full fsync on every commit.
+                        Backend::Sqlite => {
+                            let pragmas = format!(
+                                "pragma journal_mode = wal; pragma synchronous = full; \
+                                 pragma foreign_keys = on; pragma busy_timeout = {busy_timeout_ms};"
+                            );
+                            conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute("set synchronous_commit = on").await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the backend's migrations that have not run yet.
+    ///
+    /// # Errors
+    /// Fails when a migration fails or the recorded migrations differ from the embedded ones.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether every embedded migration has been applied (for `/readyz`).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be queried.
+    pub async fn migrations_applied(&self) -> Result<bool, sqlx::Error> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        let latest = migrator.iter().map(|migration| migration.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("select max(version) from _sqlx_migrations where success = true")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(applied.unwrap_or(0) >= latest)
+    }
+
+    /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
+    ///
+    /// # Errors
+    /// Fails when no connection can be had or the lock is not granted within the timeout.
+    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// The pool, for reads.
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Now, as integer microseconds since the Unix epoch: how times are stored.
+#[must_use]
+pub fn now_micros() -> i64 {
+    to_micros(time::OffsetDateTime::now_utc())
+}
+
+/// A time as integer microseconds since the Unix epoch.
+#[must_use]
+pub fn to_micros(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// A stored time back as a UTC date-time.
+#[must_use]
+pub fn from_micros(micros: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}

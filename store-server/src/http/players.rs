@@ -1,0 +1,110 @@
+//! Player routes: device login and the live catalog.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use store_api::auth::{DeviceLoginRequest, Session};
+use store_api::catalog::Catalog;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{PlayerAuth, SessionClaims};
+use crate::db::{Tx, from_micros, now_micros, to_micros};
+use crate::error::ApiResult;
+use crate::extract::ApiJson;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login_device)).routes(routes!(get_catalog))
+}
+
+/// Finds the player with this device id, creating it on first sight.
+async fn find_or_create_player(tx: &mut Tx, request: &DeviceLoginRequest, now: i64) -> ApiResult<Uuid> {
+    let country = request.country.as_ref().map(|country| country.as_str().to_owned());
+    sqlx::query(
+        "insert into player (id, device_id, country, created_at) values ($1, $2, $3, $4) \
+         on conflict (device_id) do nothing",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(request.device_id.as_str())
+    .bind(country.clone())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let id: String = sqlx::query_scalar(
+        "update player set country = coalesce($2, country) where device_id = $1 returning id",
+    )
+    .bind(request.device_id.as_str())
+    .bind(country)
+    .fetch_one(&mut **tx)
+    .await?;
+    Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored player id `{id}`: {error}").into())
+}
+
+/// Logs a player in by device id, creating the player on first sight, and returns a signed
+/// session token.
+#[utoipa::path(
+    post, path = "/v1/auth/device", tag = "players",
+    request_body = DeviceLoginRequest,
+    responses(
+        (status = 200, body = Session),
+        (status = 400, body = store_api::ErrorBody, description = "malformed body or device id"),
+    )
+)]
+async fn login_device(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<DeviceLoginRequest>,
+) -> ApiResult<axum::Json<Session>> {
+    let now = now_micros();
+    let expires_at =
+        now.saturating_add(to_micros(time::OffsetDateTime::UNIX_EPOCH + state.settings().session_ttl));
+    let mut tx = state.db().begin_write().await?;
+    let player_id = find_or_create_player(&mut tx, &request, now).await?;
+    let session_id = Uuid::now_v7();
+    sqlx::query("insert into session (id, player_id, created_at, expires_at) values ($1, $2, $3, $4)")
+        .bind(session_id.to_string())
+        .bind(player_id.to_string())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let session_token = state.signer().sign(SessionClaims { session_id, player_id, expires_at });
+    Ok(axum::Json(Session { player_id, session_token, expires_at: from_micros(expires_at) }))
+}
+
+/// The live catalog: currencies, items and offers of the newest published version.
+/// Send the `ETag` back as `If-None-Match` to get `304` while nothing changed.
+#[utoipa::path(
+    get, path = "/v1/catalog", tag = "players",
+    security(("player" = [])),
+    responses(
+        (status = 200, body = Catalog, headers(("ETag" = String))),
+        (status = 304, description = "unchanged since the ETag in If-None-Match"),
+        (status = 401, body = store_api::ErrorBody),
+    )
+)]
+async fn get_catalog(
+    State(state): State<AppState>,
+    _player: PlayerAuth,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let mut conn = state.db().pool().acquire().await?;
+    let rendered = state.catalog_cache().get(&mut conn).await?;
+    let etag = rendered.etag.as_str();
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let status = if unchanged { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
+    let mut response = if unchanged {
+        status.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], rendered.body.clone()).into_response()
+    };
+    if let Ok(value) = etag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}

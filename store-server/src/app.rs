@@ -23,7 +23,7 @@ use crate::auth::SessionSigner;
 use crate::catalog::CatalogCache;
 use crate::db::Db;
 use crate::error::{ApiError, error_response};
-use crate::install::prepare;
+use crate::install::{Seed, prepare};
 use crate::settings::Settings;
 
 /// State every handler shares; cheap to clone.
@@ -209,7 +209,7 @@ impl Application {
         let db =
             Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
         db.migrate().await?;
-        let installation = prepare(&db, &settings.assets_dir).await?;
+        let installation = prepare(&db, &settings.assets_dir, Seed::DefaultCatalog).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let openapi_json = openapi().to_json()?.into();
         let state = AppState(Arc::new(Shared {

@@ -15,7 +15,7 @@ use crate::app::Application;
 use crate::auth::create_api_key;
 use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
 use crate::db::Db;
-use crate::install::{prepare, read_catalog_file};
+use crate::install::{Seed, prepare, read_catalog_file};
 use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings};
 
 /// Coinslot store server.
@@ -153,25 +153,31 @@ impl Cli {
             Command::Catalog(CatalogCommand::Import { file, publish: also_publish }) => {
                 let catalog = read_catalog_file(&file)?;
                 let db = open_db(&settings).await?;
-                prepare(&db, &settings.assets_dir).await?;
+                // Mark the database initialized so a later first `serve` does not seed the
+                // default catalog over the imported one.
+                prepare(&db, &settings.assets_dir, Seed::Nothing).await?;
                 let mut tx = db.begin_write().await?;
                 lock_catalog(&mut tx).await?;
                 import_catalog(&mut tx, &catalog).await.map_err(|error| anyhow::anyhow!("{error}"))?;
                 let published = if also_publish {
-                    Some(publish(&mut tx, Some("cli")).await.map_err(|error| anyhow::anyhow!("{error}"))?)
+                    match publish(&mut tx, Some("cli")).await {
+                        Ok(version) => format!("; published version {}", version.version),
+                        // Importing the file that is already live is a normal deploy step.
+                        Err(error) if error.code() == store_api::ErrorCode::NothingToPublish => {
+                            "; it equals the live version, so nothing was published".to_owned()
+                        }
+                        Err(error) => anyhow::bail!("{error}"),
+                    }
                 } else {
-                    None
+                    String::new()
                 };
                 tx.commit().await?;
                 db.close().await;
                 eprintln!(
-                    "imported {} currencies, {} items and {} offers into the draft{}",
+                    "imported {} currencies, {} items and {} offers into the draft{published}",
                     catalog.currencies.len(),
                     catalog.items.len(),
                     catalog.offers.len(),
-                    published
-                        .map(|version| format!("; published version {}", version.version))
-                        .unwrap_or_default()
                 );
                 Ok(())
             }

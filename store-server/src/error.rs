@@ -12,7 +12,7 @@ use store_api::{ErrorBody, ErrorCode, ErrorDetail};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A failure the client caused or can act on.
-    #[error("{code}: {message}")]
+    #[error("{code}{}: {message}", at_field(details))]
     Client {
         /// HTTP status.
         status: StatusCode,
@@ -29,6 +29,11 @@ pub enum ApiError {
     /// Any other failure inside the server.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+/// ` at <field>` when the details name a field, for messages outside HTTP (the command line).
+fn at_field(details: &Map<String, Value>) -> String {
+    details.get("field").and_then(Value::as_str).map(|field| format!(" at {field}")).unwrap_or_default()
 }
 
 /// Shorthand for handler results.

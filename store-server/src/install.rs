@@ -38,13 +38,21 @@ pub fn read_catalog_file(path: &Path) -> anyhow::Result<CatalogFile> {
         .map_err(|error| anyhow::anyhow!("catalog file {} is not valid: {error}", path.display()))
 }
 
-/// Makes sure the installation's secrets exist; on a database never initialized, seeds the
-/// currencies and catalog from `assets_dir` and publishes them as version 1; and when no
-/// operator key exists, creates one with every scope.
+/// What a database never initialized is filled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// The default catalog from the assets folder, published as version 1 (a first `serve`).
+    DefaultCatalog,
+    /// Nothing: the caller brings its own catalog (`catalog import` into a new database).
+    Nothing,
+}
+
+/// Makes sure the installation's secrets exist; on a database never initialized, seeds it as
+/// `seed` says; and when no operator key exists, creates one with every scope.
 ///
 /// # Errors
 /// Fails when the database does or the seed catalog is invalid.
-pub async fn prepare(db: &Db, assets_dir: &Path) -> anyhow::Result<Installation> {
+pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<Installation> {
     let mut tx = db.begin_write().await?;
     let mut secret = [0_u8; 32];
     rand::rng().fill_bytes(&mut secret);
@@ -66,7 +74,7 @@ pub async fn prepare(db: &Db, assets_dir: &Path) -> anyhow::Result<Installation>
             .await?
             .rows_affected()
             == 1;
-    if newly_initialized {
+    if newly_initialized && seed == Seed::DefaultCatalog {
         let path = assets_dir.join(CATALOG_FILE);
         if path.exists() {
             let file = read_catalog_file(&path)?;

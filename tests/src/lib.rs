@@ -1,1 +1,526 @@
-//! End-to-end test package; the tests live in `tests/`.
+//! The end-to-end test harness: a real store server on a loopback port over a real database (a
+//! temporary SQLite file, or a fresh database on a real PostgreSQL server), a real HTTP client,
+//! and direct database reads to check that a refused request changed nothing.
+//!
+//! PostgreSQL cases need `COINSLOT_TEST_POSTGRES_URL`, a URL of a server where the test user may
+//! create databases (the README's test command starts one). Under `CI=true` a PostgreSQL case
+//! without it fails; elsewhere it says why it did not run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use store_server::{Application, Settings};
+
+/// Which database a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at `COINSLOT_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_URL_VAR: &str = "COINSLOT_TEST_POSTGRES_URL";
+
+/// A database that lives as long as the test: a temporary folder, or a PostgreSQL database
+/// dropped when this is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    url: String,
+    backend: Backend,
+    _dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh, empty database, or `None` when PostgreSQL is asked for outside CI with no server
+    /// configured.
+    ///
+    /// # Panics
+    /// When the database cannot be created, or PostgreSQL is not configured under `CI=true`.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("coinslot.db").display());
+                Some(Self { url, backend, _dir: dir, postgres: None })
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url()?;
+                let name = format!("coinslot_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = connect_postgres(&admin_url).await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the test database");
+                let url = replace_database(&admin_url, &name);
+                Some(Self { url, backend, _dir: dir, postgres: Some((admin_url, name)) })
+            }
+        }
+    }
+
+    /// The database URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Which backend this is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else { return };
+        // Drop runs inside the test's runtime, where blocking is not allowed; a thread with its
+        // own runtime drops the database and is joined so nothing outlives the test.
+        let dropper = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                let mut admin = connect_postgres(&admin_url).await;
+                let sql = format!("drop database if exists {name} with (force)");
+                if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+                    eprintln!("could not drop test database {name}: {error}");
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+fn postgres_admin_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("{POSTGRES_URL_VAR} is not set under CI=true: the PostgreSQL cases must run in CI")
+        }
+        _ => {
+            eprintln!("PostgreSQL case not run: set {POSTGRES_URL_VAR} (the README's test command does)");
+            None
+        }
+    }
+}
+
+async fn connect_postgres(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("cannot reach PostgreSQL at {url}: {error}"))
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (without_query, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let base = match without_query.rfind('/') {
+        Some(slash)
+            if without_query[..slash].contains("://")
+                && slash > without_query.find("://").unwrap_or(0) + 2 =>
+        {
+            &without_query[..slash]
+        }
+        _ => without_query,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Settings for a test server on `db`: port 0 on loopback, the repository's assets.
+#[must_use]
+pub fn test_settings(db: &TestDb) -> Settings {
+    Settings {
+        database_url: db.url().to_owned(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+/// A running store server and a client for it.
+#[derive(Debug)]
+pub struct TestServer {
+    base_url: String,
+    client: reqwest::Client,
+    operator_key: String,
+    db: Arc<TestDb>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    reader: sqlx::AnyPool,
+}
+
+impl TestServer {
+    /// A server on a fresh database of `backend`, or `None` for PostgreSQL outside CI with no
+    /// server configured.
+    pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with settings adjusted by `adjust`.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<Self> {
+        let db = Arc::new(TestDb::new(backend).await?);
+        Some(Self::start_on(db, None, adjust).await)
+    }
+
+    /// A server on an existing database. `operator_key` is the key from an earlier start, since
+    /// only the first start creates one.
+    ///
+    /// # Panics
+    /// When the server cannot start.
+    pub async fn start_on(
+        db: Arc<TestDb>,
+        operator_key: Option<String>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let mut settings = test_settings(&db);
+        adjust(&mut settings);
+        let application = Application::build(settings).await.expect("the server starts");
+        let operator_key = application
+            .first_operator_key()
+            .map(str::to_owned)
+            .or(operator_key)
+            .expect("a first start prints an operator key; a restart is given the earlier one");
+        let base_url = format!("http://127.0.0.1:{}", application.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            application
+                .run_until_stopped(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(|error| format!("{error:#}"))
+        });
+        let reader = reader_pool(db.url()).await;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a client");
+        Self { base_url, client, operator_key, db, stop: Some(stop), task: Some(task), reader }
+    }
+
+    /// Stops the server gracefully and hands back its database and operator key for a restart.
+    ///
+    /// # Panics
+    /// When the server failed while running.
+    pub async fn stop(mut self) -> (Arc<TestDb>, String) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("the server task joins").expect("the server ran without failing");
+        }
+        self.reader.close().await;
+        (Arc::clone(&self.db), self.operator_key.clone())
+    }
+
+    /// The server's base URL.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The operator key with every scope.
+    #[must_use]
+    pub fn operator_key(&self) -> &str {
+        &self.operator_key
+    }
+
+    /// The database under the server.
+    #[must_use]
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    /// A request to `path` with no credentials.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// A request with the all-scopes operator key.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(&self.operator_key)
+    }
+
+    /// A request as the player holding `token`.
+    pub fn player(&self, token: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(token)
+    }
+
+    /// Logs in with `device_id` and returns the session token.
+    ///
+    /// # Panics
+    /// When the login fails.
+    pub async fn login(&self, device_id: &str) -> String {
+        let body = serde_json::json!({ "device_id": device_id });
+        let (status, session) = send(self.request(Method::POST, "/v1/auth/device").json(&body)).await;
+        assert_eq!(status, StatusCode::OK, "login failed: {session}");
+        session["session_token"].as_str().expect("a session token").to_owned()
+    }
+
+    /// Creates an operator key with the given scopes and returns it.
+    ///
+    /// # Panics
+    /// When the key cannot be created.
+    pub async fn key_with_scopes(&self, scopes: &[&str]) -> String {
+        let body = serde_json::json!({ "name": "test key", "scopes": scopes });
+        let (status, created) = send(self.admin(Method::POST, "/admin/v1/api-keys").json(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "key creation failed: {created}");
+        created["key"].as_str().expect("a key").to_owned()
+    }
+
+    /// Runs a `select count(*) …` (or any single-integer query) directly on the database.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.reader).await.unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// A fingerprint of every table the foundation writes: row counts and the draft's and
+    /// versions' contents. Equal fingerprints before and after a refused request mean it changed
+    /// nothing.
+    pub async fn fingerprint(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        for table in [
+            "api_key",
+            "player",
+            "session",
+            "currency",
+            "draft_item",
+            "draft_item_grant",
+            "draft_offer",
+            "catalog_version",
+            "audit_log",
+        ] {
+            let sql = format!("select count(*) from {table}");
+            let count: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.reader).await.expect("count");
+            parts.push(format!("{table}={count}"));
+        }
+        for sql in [
+            "select coalesce(max(body), '') from draft_item",
+            "select coalesce(max(body), '') from draft_offer",
+            "select coalesce(max(code || name || kind || initial_grant || '/' || balance_max), '') from currency",
+            "select coalesce(max(coalesce(revoked_at, 0)), 0) || '' from api_key",
+        ] {
+            let text: String = sqlx::query_scalar(sql).fetch_one(&self.reader).await.expect("fingerprint");
+            parts.push(text);
+        }
+        parts
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn reader_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new().max_connections(2).connect(url).await.expect("a reader connection")
+}
+
+/// Sends a request and returns its status and JSON body (`Value::Null` when the body is empty,
+/// the text as a string when it is not JSON).
+///
+/// # Panics
+/// When the request cannot be sent.
+pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("the request is sent");
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Asserts that a response is the typed error `code` with `status`, and returns its body.
+///
+/// # Panics
+/// When it is not.
+#[track_caller]
+pub fn assert_error(
+    case: &str,
+    (status, body): &(StatusCode, Value),
+    expected_status: StatusCode,
+    code: &str,
+) {
+    assert_eq!(*status, expected_status, "{case}: status; body {body}");
+    assert_eq!(body["error"]["code"], code, "{case}: error code; body {body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|message| !message.is_empty()),
+        "{case}: a message; body {body}"
+    );
+}
+
+/// The `store-server` binary, built once per test process (a no-op when `cargo test
+/// --workspace` already built it).
+///
+/// # Panics
+/// When it cannot be built.
+pub fn store_server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "store-server",
+                "--bin",
+                "store-server",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building store-server failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the store-server executable")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn the_database_name_in_a_postgres_url_is_replaced() {
+        assert_eq!(
+            replace_database("postgres://u@127.0.0.1:5432/postgres", "x"),
+            "postgres://u@127.0.0.1:5432/x"
+        );
+        assert_eq!(replace_database("postgres://u@127.0.0.1:5432", "x"), "postgres://u@127.0.0.1:5432/x");
+        assert_eq!(
+            replace_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}
+
+/// A `store-server` child process, for tests of the real binary: its command line, signals and
+/// restarts. It is killed if still running when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stdout line read so far.
+    pub stdout: Vec<String>,
+    /// The URL the server printed.
+    pub base_url: String,
+}
+
+/// A `store-server` command with no inherited `COINSLOT_*` settings, run in `cwd`.
+#[must_use]
+pub fn store_server_command(cwd: &Path, database_url: Option<&str>) -> Command {
+    let mut command = Command::new(store_server_binary());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("COINSLOT_") {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(cwd).env("RUST_LOG", "warn");
+    if let Some(url) = database_url {
+        command.env("COINSLOT_DATABASE_URL", url);
+    }
+    command
+}
+
+impl ServerProcess {
+    /// Starts `store-server serve` on a free loopback port and waits until it says where it
+    /// listens.
+    ///
+    /// # Panics
+    /// When it does not start within 60 seconds.
+    pub fn start(cwd: &Path, database_url: &str) -> Self {
+        let mut child = store_server_command(cwd, Some(database_url))
+            .env("COINSLOT_LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("store-server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self { child, lines, stdout: Vec::new(), base_url: String::new() };
+        let line = process.read_line_until(|line| line.contains("listening on "), Duration::from_secs(60));
+        process.base_url = line.rsplit(' ').next().expect("a URL").to_owned();
+        // The first-start banner, if any, follows at once; give it a moment to arrive.
+        while let Ok(line) = process.lines.recv_timeout(Duration::from_millis(300)) {
+            process.stdout.push(line);
+        }
+        process
+    }
+
+    fn read_line_until(&mut self, wanted: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("store-server printed no expected line in {limit:?}; so far: {:?}", self.stdout)
+            });
+            self.stdout.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The operator key printed on first start, if this start printed one.
+    #[must_use]
+    pub fn printed_key(&self) -> Option<String> {
+        self.stdout.iter().map(|line| line.trim()).find(|line| line.starts_with("csk_")).map(str::to_owned)
+    }
+
+    /// Sends SIGTERM and waits (at most 30 seconds) for the exit status.
+    ///
+    /// # Panics
+    /// When the process does not exit in time.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "store-server did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

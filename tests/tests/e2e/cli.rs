@@ -1,0 +1,135 @@
+//! The `store-server` binary itself: first start, SIGTERM, restart, `admin create-key`,
+//! `migrate` and `catalog export` / `import`.
+
+use std::process::Output;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::{Backend, ServerProcess, TestDb, assert_error, send, store_server_command};
+
+async fn get_json(client: &reqwest::Client, url: String, token: &str) -> (StatusCode, Value) {
+    send(client.get(url).bearer_auth(token)).await
+}
+
+fn run(command: &mut std::process::Command) -> Output {
+    command.output().expect("store-server runs")
+}
+
+async fn first_start_prints_a_key_and_a_restart_keeps_everything(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    // Started from an unrelated directory: the assets are still found.
+    let cwd = tempfile::tempdir().expect("a directory");
+    let client = reqwest::Client::new();
+
+    let server = ServerProcess::start(cwd.path(), db.url());
+    let key = server.printed_key().expect("the first start prints an operator key");
+    let (status, currencies) =
+        get_json(&client, format!("{}/admin/v1/currencies", server.base_url), &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(currencies["currencies"].as_array().expect("seeded").len(), 2, "seeded from assets/catalog");
+    let ruby =
+        json!({ "code": "ruby", "name": "Rubies", "kind": "hard", "initial_grant": 0, "balance_max": 100 });
+    let (status, _) =
+        send(client.post(format!("{}/admin/v1/currencies", server.base_url)).bearer_auth(&key).json(&ruby))
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
+
+    let server = ServerProcess::start(cwd.path(), db.url());
+    assert_eq!(server.printed_key(), None, "a key is printed only on the first start");
+    let (status, ruby_again) =
+        get_json(&client, format!("{}/admin/v1/currencies/ruby", server.base_url), &key).await;
+    assert_eq!(status, StatusCode::OK, "the key and the currency survived the restart");
+    assert_eq!(ruby_again, ruby);
+    let (_, versions) =
+        get_json(&client, format!("{}/admin/v1/catalog/versions", server.base_url), &key).await;
+    assert_eq!(
+        versions["versions"].as_array().expect("versions").len(),
+        1,
+        "the seed is not published twice"
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_key_and_a_restart_keeps_everything_on_sqlite() {
+    first_start_prints_a_key_and_a_restart_keeps_everything(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_key_and_a_restart_keeps_everything_on_postgres() {
+    first_start_prints_a_key_and_a_restart_keeps_everything(Backend::Postgres).await;
+}
+
+#[test]
+fn with_no_settings_the_database_is_a_sqlite_file_in_the_working_directory() {
+    let cwd = tempfile::tempdir().expect("a directory");
+    let output = run(store_server_command(cwd.path(), None).arg("migrate"));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(cwd.path().join("coinslot.db").exists(), "coinslot.db is created in the working directory");
+}
+
+#[test]
+fn a_bad_scope_is_refused_by_the_command_line() {
+    let cwd = tempfile::tempdir().expect("a directory");
+    let output = run(store_server_command(cwd.path(), None).args([
+        "admin",
+        "create-key",
+        "--scopes",
+        "catalog:read,root",
+    ]));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scope `root`"));
+    assert!(output.stdout.is_empty());
+}
+
+on_both_backends! {
+    async fn admin_create_key_prints_only_the_key(server: TestServer) {
+        let cwd = tempfile::tempdir().expect("a directory");
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).args(["admin", "create-key", "--scopes", "catalog:read"]));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout).expect("utf-8");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "only the key: {stdout:?}");
+        let key = lines[0];
+        assert!(key.starts_with("csk_"));
+        let (status, _) = send(server.player(key, Method::GET, "/admin/v1/currencies")).await;
+        assert_eq!(status, StatusCode::OK, "the new key reads");
+        let body = json!({ "code": "ruby", "name": "Rubies", "kind": "hard", "initial_grant": 0, "balance_max": 100 });
+        let response = send(server.player(key, Method::POST, "/admin/v1/currencies").json(&body)).await;
+        assert_error("write with a read-only key", &response, StatusCode::FORBIDDEN, "insufficient_scope");
+    }
+
+    async fn catalog_export_and_import_round_trip_the_whole_catalog(server: TestServer) {
+        let cwd = tempfile::tempdir().expect("a directory");
+        let exported = cwd.path().join("catalog.json");
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).args(["catalog", "export", "--output"]).arg(&exported));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let file: Value = serde_json::from_slice(&std::fs::read(&exported).expect("exported")).expect("json");
+        assert_eq!(file["items"].as_array().expect("items").len(), 8);
+        assert_eq!(file["currencies"].as_array().expect("currencies").len(), 2);
+
+        // Into a fresh installation, published, then exported again: the same file.
+        let fresh = TestDb::new(server.db().backend()).await.expect("the same backend as the server");
+        let output = run(store_server_command(cwd.path(), Some(fresh.url())).args(["catalog", "import", "--publish"]).arg(&exported));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = run(store_server_command(cwd.path(), Some(fresh.url())).args(["catalog", "export"]));
+        assert!(output.status.success());
+        let again: Value = serde_json::from_slice(&output.stdout).expect("export prints JSON on stdout");
+        assert_eq!(again, file);
+
+        // A broken file is refused, naming the field, and changes nothing.
+        let mut broken = file.clone();
+        let duplicate = broken["items"][0].clone();
+        broken["items"].as_array_mut().expect("items").push(duplicate);
+        let broken_path = cwd.path().join("broken.json");
+        std::fs::write(&broken_path, broken.to_string()).expect("written");
+        let before = server.fingerprint().await;
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).args(["catalog", "import"]).arg(&broken_path));
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("items[8].sku"), "the error names the field: {stderr}");
+        assert_eq!(server.fingerprint().await, before);
+    }
+}

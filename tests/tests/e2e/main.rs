@@ -1,0 +1,33 @@
+//! End-to-end tests: the real store server over real HTTP, each case on SQLite and on
+//! PostgreSQL. One test binary, one module per area.
+
+/// Declares each case once and runs it on both backends: `mod name { on_sqlite, on_postgres }`.
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($server:ident: TestServer) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn case($server: tests::TestServer) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                let server = tests::TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");
+                case(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                if let Some(server) = tests::TestServer::start(tests::Backend::Postgres).await {
+                    case(server).await;
+                }
+            }
+        }
+    )*};
+}
+
+mod auth;
+mod catalog;
+mod cli;
+mod currencies;
+mod ops;

@@ -15,9 +15,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use store_api::ErrorCode;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::auth::SessionSigner;
 use crate::catalog::CatalogCache;
@@ -114,7 +116,13 @@ pub fn router(state: AppState) -> Router {
                     ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
                 }))
                 .layer(middleware::from_fn(record_metrics))
-                .layer(TraceLayer::new_for_http())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                        .on_response(
+                            DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
+                        ),
+                )
                 .layer(middleware::from_fn(type_every_error))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
                 .layer(DefaultBodyLimit::max(body_limit)),

@@ -31,3 +31,4 @@ mod catalog;
 mod cli;
 mod currencies;
 mod ops;
+mod readme;

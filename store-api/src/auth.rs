@@ -27,26 +27,9 @@ impl DeviceId {
             Err(format!("device_id must be 1 to {DEVICE_ID_BYTES_MAX} printable ASCII characters"))
         }
     }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for DeviceId {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<DeviceId> for String {
-    fn from(id: DeviceId) -> Self {
-        id.0
-    }
-}
+string_newtype!(DeviceId);
 
 /// An ISO 3166-1 alpha-2 country code (`DE`, `KR`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -66,26 +49,9 @@ impl Country {
             Err(format!("country `{text}` must be an ISO 3166-1 alpha-2 code such as \"DE\""))
         }
     }
-
-    /// The code as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Country {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<Country> for String {
-    fn from(country: Country) -> Self {
-        country.0
-    }
-}
+string_newtype!(Country);
 
 /// `POST /v1/auth/device`: log in (creating the player on first sight) with a device id.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

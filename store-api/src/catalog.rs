@@ -37,32 +37,9 @@ impl Sku {
             Err(format!("sku `{text}` must match [a-z0-9][a-z0-9_.-]{{0,63}}"))
         }
     }
-
-    /// The sku as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Sku {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<Sku> for String {
-    fn from(sku: Sku) -> Self {
-        sku.0
-    }
-}
-
-impl std::fmt::Display for Sku {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(Sku);
 
 /// An offer's id: a UUID v7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -425,17 +402,24 @@ struct OfferFields {
     sale_window: Option<SaleWindow>,
 }
 
+/// The rules every offer keeps on its own: one to eight prices, a sale window that starts before
+/// it ends.
+fn check_offer_terms(prices: &[Price], sale_window: Option<&SaleWindow>) -> Result<(), String> {
+    if !(1..=OFFER_PRICES_MAX).contains(&prices.len()) {
+        return Err(format!("an offer has 1 to {OFFER_PRICES_MAX} prices"));
+    }
+    if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = sale_window.copied()
+        && starts >= ends
+    {
+        return Err("sale_window.starts_at must be before sale_window.ends_at".to_owned());
+    }
+    Ok(())
+}
+
 impl TryFrom<OfferFields> for Offer {
     type Error = String;
     fn try_from(fields: OfferFields) -> Result<Self, String> {
-        if !(1..=OFFER_PRICES_MAX).contains(&fields.prices.len()) {
-            return Err(format!("an offer has 1 to {OFFER_PRICES_MAX} prices"));
-        }
-        if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = fields.sale_window
-            && starts >= ends
-        {
-            return Err("sale_window.starts_at must be before sale_window.ends_at".to_owned());
-        }
+        check_offer_terms(&fields.prices, fields.sale_window.as_ref())?;
         Ok(Self { id: fields.id, sku: fields.sku, prices: fields.prices, sale_window: fields.sale_window })
     }
 }
@@ -455,6 +439,22 @@ pub struct NewOffer {
     /// Optional sale window.
     #[serde(default)]
     pub sale_window: Option<SaleWindow>,
+}
+
+impl NewOffer {
+    /// The offer, with `id` when the operator gave none.
+    ///
+    /// # Errors
+    /// Returns a message when the offer breaks a rule of its own (price count, sale window).
+    pub fn into_offer(self, id: OfferId) -> Result<Offer, String> {
+        check_offer_terms(&self.prices, self.sale_window.as_ref())?;
+        Ok(Offer {
+            id: self.id.unwrap_or(id),
+            sku: self.sku,
+            prices: self.prices,
+            sale_window: self.sale_window,
+        })
+    }
 }
 
 /// The live catalog as players read it.

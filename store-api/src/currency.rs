@@ -26,32 +26,9 @@ impl CurrencyCode {
             Err(format!("currency code `{text}` must match [a-z][a-z0-9_]{{1,31}}"))
         }
     }
-
-    /// The code as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for CurrencyCode {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<CurrencyCode> for String {
-    fn from(code: CurrencyCode) -> Self {
-        code.0
-    }
-}
-
-impl std::fmt::Display for CurrencyCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(CurrencyCode);
 
 /// A display name: 1 to 100 characters, not blank, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -76,26 +53,9 @@ impl Name {
         }
         Ok(Self(text.to_owned()))
     }
-
-    /// The name as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Name {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<Name> for String {
-    fn from(name: Name) -> Self {
-        name.0
-    }
-}
+string_newtype!(Name);
 
 /// Whether a currency is mostly earned (`soft`) or mostly bought (`hard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -4,6 +4,39 @@
 //! This crate has no axum, sqlx, tokio or bevy in it: both sides of the wire depend on it, so it
 //! stays plain data plus the parsing that turns raw input into domain types once, at the edge.
 
+/// The conversions every string newtype shares: `as_str`, `Display`, and serde's
+/// `try_from = "String"` / `into = "String"` through the type's own `parse`.
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl $name {
+            /// The value as text.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                Self::parse(&text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 pub mod auth;
 pub mod catalog;
 pub mod currency;

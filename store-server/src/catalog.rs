@@ -404,20 +404,103 @@ pub struct Versioned<T> {
     pub etag: String,
 }
 
-fn versioned<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> ApiResult<Versioned<T>> {
-    Ok(Versioned { value: parse_stored(what, body)?, etag: etag_of(body.as_bytes()) })
+/// A kind of object the draft holds: items (keyed by sku) and offers (keyed by id). What differs
+/// between them (the table, the references to check) is here; reading, listing, writing and
+/// deleting are the generic functions below.
+pub trait DraftObject: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The object's name in messages and the audit log (`item`, `offer`).
+    const NAME: &'static str;
+    /// The most a draft may hold.
+    const COUNT_MAX: usize;
+    /// `select body … where key = $1`.
+    const SELECT_ONE: &'static str;
+    /// `select body … where key > $1 order by key limit $2`.
+    const SELECT_PAGE: &'static str;
+    /// `select count(*) …`.
+    const COUNT: &'static str;
+    /// `delete … where key = $1`.
+    const DELETE: &'static str;
+
+    /// The key as text (sku or offer id).
+    fn key(&self) -> String;
+
+    /// Whether `text` could be a key (a malformed one names nothing, so it is `not_found`).
+    fn is_key(text: &str) -> bool;
+
+    /// Checks the references the object makes, against the draft and the currencies.
+    fn check_references(&self, conn: &mut AnyConnection) -> impl Future<Output = ApiResult<()>> + Send;
+
+    /// Writes the object's row (and anything derived from it) with its canonical body.
+    fn write(&self, conn: &mut AnyConnection, body: &str) -> impl Future<Output = ApiResult<()>> + Send;
+
+    /// Checks that nothing else in the draft refers to the object with this key.
+    fn check_unreferenced(conn: &mut AnyConnection, key: &str) -> impl Future<Output = ApiResult<()>> + Send;
 }
 
-/// One draft item.
+/// One draft object.
 ///
 /// # Errors
 /// Fails when the database does.
-pub async fn find_draft_item(conn: &mut AnyConnection, sku: &Sku) -> ApiResult<Option<Versioned<Item>>> {
-    let body: Option<String> = sqlx::query_scalar("select body from draft_item where sku = $1")
-        .bind(sku.as_str())
-        .fetch_optional(&mut *conn)
+pub async fn find_draft<T: DraftObject>(
+    conn: &mut AnyConnection,
+    key: &str,
+) -> ApiResult<Option<Versioned<T>>> {
+    let body: Option<String> = sqlx::query_scalar(T::SELECT_ONE).bind(key).fetch_optional(&mut *conn).await?;
+    body.map(|body| Ok(Versioned { value: parse_stored(T::NAME, &body)?, etag: etag_of(body.as_bytes()) }))
+        .transpose()
+}
+
+/// A page of draft objects, sorted by key.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_draft<T: DraftObject>(
+    conn: &mut AnyConnection,
+    page: &Page,
+) -> ApiResult<(Vec<T>, Option<String>)> {
+    let bodies: Vec<String> = sqlx::query_scalar(T::SELECT_PAGE)
+        .bind(page.cursor.clone().unwrap_or_default())
+        .bind(page.fetch_count())
+        .fetch_all(&mut *conn)
         .await?;
-    body.map(|body| versioned("item", &body)).transpose()
+    let objects = bodies.iter().map(|body| parse_stored(T::NAME, body)).collect::<ApiResult<Vec<T>>>()?;
+    Ok(page.finish(objects, T::key))
+}
+
+/// Writes a draft object (creating or replacing it) after checking its references.
+/// Returns the new `ETag`.
+///
+/// # Errors
+/// `validation_failed` for a bad reference, `limit_exceeded` past the count limit.
+pub async fn put_draft<T: DraftObject>(
+    conn: &mut AnyConnection,
+    object: &T,
+    is_new: bool,
+) -> ApiResult<String> {
+    if is_new {
+        let count: i64 = sqlx::query_scalar(T::COUNT).fetch_one(&mut *conn).await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= T::COUNT_MAX {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::LimitExceeded,
+                format!("a catalog has at most {} {}s", T::COUNT_MAX, T::NAME),
+            ));
+        }
+    }
+    object.check_references(conn).await?;
+    let body = canonical(object)?;
+    object.write(conn, &body).await?;
+    Ok(etag_of(body.as_bytes()))
+}
+
+/// Deletes a draft object that nothing else refers to.
+///
+/// # Errors
+/// `in_use` naming what still refers to it.
+pub async fn delete_draft<T: DraftObject>(conn: &mut AnyConnection, key: &str) -> ApiResult<()> {
+    T::check_unreferenced(conn, key).await?;
+    sqlx::query(T::DELETE).bind(key).execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn draft_item_exists(conn: &mut AnyConnection, sku: &str) -> Result<bool, sqlx::Error> {
@@ -428,55 +511,86 @@ async fn draft_item_exists(conn: &mut AnyConnection, sku: &str) -> Result<bool, 
     Ok(found.is_some())
 }
 
-async fn count_rows(conn: &mut AnyConnection, sql: &'static str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(sql).fetch_one(&mut *conn).await
+fn in_use(message: String, key: &str, value: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, ErrorCode::InUse, message).with_detail(key, value)
 }
 
-/// Writes a draft item (creating or replacing it) after checking its references.
-/// Returns the new `ETag`.
-///
-/// # Errors
-/// `validation_failed` for a bad reference or a grant cycle, `limit_exceeded` past the item limit.
-pub async fn put_draft_item(conn: &mut AnyConnection, item: &Item, is_new: bool) -> ApiResult<String> {
-    if is_new
-        && usize::try_from(count_rows(conn, "select count(*) from draft_item").await?).unwrap_or(usize::MAX)
-            >= CATALOG_ITEMS_MAX
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::LimitExceeded,
-            format!("a catalog has at most {CATALOG_ITEMS_MAX} items"),
-        ));
-    }
-    let currencies: HashSet<String> =
-        list_currencies(conn).await?.into_iter().map(|currency| currency.code.as_str().to_owned()).collect();
-    let mut existing = HashSet::new();
-    for grant in &item.grants.items {
-        if draft_item_exists(conn, grant.sku.as_str()).await? {
-            existing.insert(grant.sku.as_str().to_owned());
-        }
-    }
-    let edge_rows: Vec<(String, String)> =
-        sqlx::query_as("select sku, granted_sku from draft_item_grant").fetch_all(&mut *conn).await?;
-    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
-    for (sku, granted) in edge_rows {
-        edges.entry(sku).or_default().push(granted);
-    }
-    edges.remove(item.sku.as_str());
-    check_item_references(item, "", &currencies, |sku| existing.contains(sku), &edges)?;
+impl DraftObject for Item {
+    const NAME: &'static str = "item";
+    const COUNT_MAX: usize = CATALOG_ITEMS_MAX;
+    const SELECT_ONE: &'static str = "select body from draft_item where sku = $1";
+    const SELECT_PAGE: &'static str = "select body from draft_item where sku > $1 order by sku limit $2";
+    const COUNT: &'static str = "select count(*) from draft_item";
+    const DELETE: &'static str = "delete from draft_item where sku = $1";
 
-    let body = canonical(item)?;
-    sqlx::query(
-        "insert into draft_item (sku, body) values ($1, $2) on conflict (sku) do update set body = $2",
-    )
-    .bind(item.sku.as_str())
-    .bind(&body)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("delete from draft_item_grant where sku = $1")
-        .bind(item.sku.as_str())
+    fn key(&self) -> String {
+        self.sku.as_str().to_owned()
+    }
+
+    fn is_key(text: &str) -> bool {
+        Sku::parse(text).is_ok()
+    }
+
+    async fn check_references(&self, conn: &mut AnyConnection) -> ApiResult<()> {
+        let currencies: HashSet<String> = list_currencies(conn)
+            .await?
+            .into_iter()
+            .map(|currency| currency.code.as_str().to_owned())
+            .collect();
+        let mut existing = HashSet::new();
+        for grant in &self.grants.items {
+            if draft_item_exists(conn, grant.sku.as_str()).await? {
+                existing.insert(grant.sku.as_str().to_owned());
+            }
+        }
+        let edge_rows: Vec<(String, String)> =
+            sqlx::query_as("select sku, granted_sku from draft_item_grant").fetch_all(&mut *conn).await?;
+        let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+        for (sku, granted) in edge_rows {
+            edges.entry(sku).or_default().push(granted);
+        }
+        edges.remove(self.sku.as_str());
+        check_item_references(self, "", &currencies, |sku| existing.contains(sku), &edges)
+    }
+
+    async fn write(&self, conn: &mut AnyConnection, body: &str) -> ApiResult<()> {
+        sqlx::query(
+            "insert into draft_item (sku, body) values ($1, $2) on conflict (sku) do update set body = $2",
+        )
+        .bind(self.sku.as_str())
+        .bind(body)
         .execute(&mut *conn)
         .await?;
+        sqlx::query("delete from draft_item_grant where sku = $1")
+            .bind(self.sku.as_str())
+            .execute(&mut *conn)
+            .await?;
+        write_grant_edges(conn, self).await
+    }
+
+    async fn check_unreferenced(conn: &mut AnyConnection, sku: &str) -> ApiResult<()> {
+        let offer: Option<String> = sqlx::query_scalar("select id from draft_offer where sku = $1 limit 1")
+            .bind(sku)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(offer) = offer {
+            return Err(in_use(format!("offer `{offer}` sells item `{sku}`"), "offer_id", offer));
+        }
+        let granting: Option<String> = sqlx::query_scalar(
+            "select sku from draft_item_grant where granted_sku = $1 and sku <> $1 limit 1",
+        )
+        .bind(sku)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match granting {
+            Some(granting) => Err(in_use(format!("item `{granting}` grants `{sku}`"), "sku", granting)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Records which items an item grants, for reference checks without reading every document.
+async fn write_grant_edges(conn: &mut AnyConnection, item: &Item) -> ApiResult<()> {
     let granted: BTreeSet<&str> = item.grants.items.iter().map(|grant| grant.sku.as_str()).collect();
     for granted_sku in granted {
         sqlx::query("insert into draft_item_grant (sku, granted_sku) values ($1, $2)")
@@ -485,133 +599,52 @@ pub async fn put_draft_item(conn: &mut AnyConnection, item: &Item, is_new: bool)
             .execute(&mut *conn)
             .await?;
     }
-    Ok(etag_of(body.as_bytes()))
-}
-
-/// Deletes a draft item that nothing else references.
-///
-/// # Errors
-/// `in_use` naming the offer or item that still refers to it.
-pub async fn delete_draft_item(conn: &mut AnyConnection, sku: &Sku) -> ApiResult<()> {
-    let offer: Option<String> = sqlx::query_scalar("select id from draft_offer where sku = $1 limit 1")
-        .bind(sku.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(offer) = offer {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::InUse,
-            format!("offer `{offer}` sells item `{sku}`"),
-        )
-        .with_detail("offer_id", offer));
-    }
-    let granting: Option<String> =
-        sqlx::query_scalar("select sku from draft_item_grant where granted_sku = $1 and sku <> $1 limit 1")
-            .bind(sku.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some(granting) = granting {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::InUse,
-            format!("item `{granting}` grants `{sku}`"),
-        )
-        .with_detail("sku", granting));
-    }
-    sqlx::query("delete from draft_item where sku = $1").bind(sku.as_str()).execute(&mut *conn).await?;
     Ok(())
 }
 
-/// A page of draft items, sorted by sku.
-///
-/// # Errors
-/// Fails when the database does.
-pub async fn list_draft_items(
-    conn: &mut AnyConnection,
-    page: &Page,
-) -> ApiResult<(Vec<Item>, Option<String>)> {
-    let bodies: Vec<String> =
-        sqlx::query_scalar("select body from draft_item where sku > $1 order by sku limit $2")
-            .bind(page.cursor.clone().unwrap_or_default())
-            .bind(page.fetch_count())
-            .fetch_all(&mut *conn)
-            .await?;
-    let items = bodies.iter().map(|body| parse_stored("item", body)).collect::<ApiResult<Vec<Item>>>()?;
-    Ok(page.finish(items, |item| item.sku.as_str().to_owned()))
-}
+impl DraftObject for Offer {
+    const NAME: &'static str = "offer";
+    const COUNT_MAX: usize = CATALOG_OFFERS_MAX;
+    const SELECT_ONE: &'static str = "select body from draft_offer where id = $1";
+    const SELECT_PAGE: &'static str = "select body from draft_offer where id > $1 order by id limit $2";
+    const COUNT: &'static str = "select count(*) from draft_offer";
+    const DELETE: &'static str = "delete from draft_offer where id = $1";
 
-/// One draft offer.
-///
-/// # Errors
-/// Fails when the database does.
-pub async fn find_draft_offer(conn: &mut AnyConnection, id: OfferId) -> ApiResult<Option<Versioned<Offer>>> {
-    let body: Option<String> = sqlx::query_scalar("select body from draft_offer where id = $1")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    body.map(|body| versioned("offer", &body)).transpose()
-}
-
-/// Writes a draft offer after checking its references. Returns the new `ETag`.
-///
-/// # Errors
-/// `validation_failed` for a bad reference or price, `limit_exceeded` past the offer limit.
-pub async fn put_draft_offer(conn: &mut AnyConnection, offer: &Offer, is_new: bool) -> ApiResult<String> {
-    if is_new
-        && usize::try_from(count_rows(conn, "select count(*) from draft_offer").await?).unwrap_or(usize::MAX)
-            >= CATALOG_OFFERS_MAX
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::LimitExceeded,
-            format!("a catalog has at most {CATALOG_OFFERS_MAX} offers"),
-        ));
+    fn key(&self) -> String {
+        self.id.to_string()
     }
-    let currencies: HashMap<String, Currency> = list_currencies(conn)
-        .await?
-        .into_iter()
-        .map(|currency| (currency.code.as_str().to_owned(), currency))
-        .collect();
-    let sku_exists = draft_item_exists(conn, offer.sku.as_str()).await?;
-    check_offer_references(offer, "", &currencies, |_| sku_exists)?;
-    let body = canonical(offer)?;
-    sqlx::query(
-        "insert into draft_offer (id, sku, body) values ($1, $2, $3) \
-         on conflict (id) do update set sku = $2, body = $3",
-    )
-    .bind(offer.id.to_string())
-    .bind(offer.sku.as_str())
-    .bind(&body)
-    .execute(&mut *conn)
-    .await?;
-    Ok(etag_of(body.as_bytes()))
-}
 
-/// Deletes a draft offer.
-///
-/// # Errors
-/// Fails when the database does.
-pub async fn delete_draft_offer(conn: &mut AnyConnection, id: OfferId) -> ApiResult<()> {
-    sqlx::query("delete from draft_offer where id = $1").bind(id.to_string()).execute(&mut *conn).await?;
-    Ok(())
-}
+    fn is_key(text: &str) -> bool {
+        OfferId::parse(text).is_ok()
+    }
 
-/// A page of draft offers, sorted by id (which is creation order, ids being UUID v7).
-///
-/// # Errors
-/// Fails when the database does.
-pub async fn list_draft_offers(
-    conn: &mut AnyConnection,
-    page: &Page,
-) -> ApiResult<(Vec<Offer>, Option<String>)> {
-    let bodies: Vec<String> =
-        sqlx::query_scalar("select body from draft_offer where id > $1 order by id limit $2")
-            .bind(page.cursor.clone().unwrap_or_default())
-            .bind(page.fetch_count())
-            .fetch_all(&mut *conn)
-            .await?;
-    let offers = bodies.iter().map(|body| parse_stored("offer", body)).collect::<ApiResult<Vec<Offer>>>()?;
-    Ok(page.finish(offers, |offer| offer.id.to_string()))
+    async fn check_references(&self, conn: &mut AnyConnection) -> ApiResult<()> {
+        let currencies: HashMap<String, Currency> = list_currencies(conn)
+            .await?
+            .into_iter()
+            .map(|currency| (currency.code.as_str().to_owned(), currency))
+            .collect();
+        let sku_exists = draft_item_exists(conn, self.sku.as_str()).await?;
+        check_offer_references(self, "", &currencies, |_| sku_exists)
+    }
+
+    async fn write(&self, conn: &mut AnyConnection, body: &str) -> ApiResult<()> {
+        sqlx::query(
+            "insert into draft_offer (id, sku, body) values ($1, $2, $3) \
+             on conflict (id) do update set sku = $2, body = $3",
+        )
+        .bind(self.id.to_string())
+        .bind(self.sku.as_str())
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn check_unreferenced(_conn: &mut AnyConnection, _id: &str) -> ApiResult<()> {
+        // Nothing in the draft refers to an offer.
+        Ok(())
+    }
 }
 
 /// The whole draft, sorted, as stored bodies keyed by sku and offer id.
@@ -830,14 +863,7 @@ pub async fn import_catalog(conn: &mut AnyConnection, file: &CatalogFile) -> Api
             .await?;
     }
     for item in &file.items {
-        let granted: BTreeSet<&str> = item.grants.items.iter().map(|grant| grant.sku.as_str()).collect();
-        for granted_sku in granted {
-            sqlx::query("insert into draft_item_grant (sku, granted_sku) values ($1, $2)")
-                .bind(item.sku.as_str())
-                .bind(granted_sku)
-                .execute(&mut *conn)
-                .await?;
-        }
+        write_grant_edges(conn, item).await?;
     }
     for offer in &file.offers {
         sqlx::query("insert into draft_offer (id, sku, body) values ($1, $2, $3)")

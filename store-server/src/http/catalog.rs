@@ -4,9 +4,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use store_api::ErrorCode;
 use store_api::catalog::{
     CatalogDiff, CatalogVersion, CatalogVersionPage, DraftSummary, Item, ItemPage, NewOffer, Offer, OfferId,
-    OfferPage, Sku,
+    OfferPage,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,9 +16,8 @@ use crate::app::AppState;
 use crate::auth::Operator;
 use crate::auth::scopes::{CatalogRead, CatalogWrite};
 use crate::catalog::{
-    append_audit, delete_draft_item, delete_draft_offer, diff_draft, diff_has_changes, find_draft_item,
-    find_draft_offer, list_draft_items, list_draft_offers, list_versions, lock_catalog, publish,
-    put_draft_item, put_draft_offer,
+    DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft, list_draft,
+    list_versions, lock_catalog, publish, put_draft,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IfMatch, PageQuery};
@@ -35,16 +35,114 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_diff))
 }
 
-fn path_sku(sku: &str) -> ApiResult<Sku> {
-    Sku::parse(sku).map_err(|_| ApiError::not_found("sku", sku))
-}
-
-fn path_offer_id(id: &str) -> ApiResult<OfferId> {
-    OfferId::parse(id).map_err(|_| ApiError::not_found("offer", id))
-}
-
 fn json_text<T: serde::Serialize>(value: &T) -> ApiResult<String> {
     Ok(serde_json::to_string(value).map_err(anyhow::Error::from)?)
+}
+
+/// The key in a path, if it could name a `T` (anything else names nothing: 404).
+fn path_key<T: DraftObject>(key: &str) -> ApiResult<&str> {
+    if T::is_key(key) { Ok(key) } else { Err(ApiError::not_found(T::NAME, key)) }
+}
+
+/// One draft object with its `ETag`.
+async fn get_draft_object<T: DraftObject>(state: &AppState, key: &str) -> ApiResult<Response> {
+    let key = path_key::<T>(key)?;
+    let mut conn = state.db().pool().acquire().await?;
+    let found = find_draft::<T>(&mut conn, key).await?.ok_or_else(|| ApiError::not_found(T::NAME, key))?;
+    Ok(with_etag(StatusCode::OK, &found.etag, axum::Json(found.value)))
+}
+
+/// Adds a new object to the draft; 409 when its key is taken.
+async fn create_draft_object<T: DraftObject>(
+    state: &AppState,
+    actor: &str,
+    object: T,
+) -> ApiResult<Response> {
+    let key = object.key();
+    let mut tx = state.db().begin_write().await?;
+    lock_catalog(&mut tx).await?;
+    if find_draft::<T>(&mut tx, &key).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyExists,
+            format!("{} `{key}` already exists", T::NAME),
+        )
+        .with_detail("field", if T::NAME == "item" { "sku" } else { "id" }));
+    }
+    let etag = put_draft(&mut tx, &object, true).await?;
+    append_audit(
+        &mut tx,
+        actor,
+        &format!("draft_{}.create", T::NAME),
+        &key,
+        None,
+        Some(&json_text(&object)?),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::CREATED, &etag, axum::Json(object)))
+}
+
+/// Creates or replaces the object at `key`, honouring `If-Match`.
+async fn replace_draft_object<T: DraftObject>(
+    state: &AppState,
+    actor: &str,
+    key: &str,
+    if_match: &IfMatch,
+    object: T,
+) -> ApiResult<Response> {
+    let key = path_key::<T>(key)?;
+    if object.key() != key {
+        let field = if T::NAME == "item" { "sku" } else { "id" };
+        return Err(ApiError::invalid(field, format!("the body's {field} must be `{key}`, as in the path")));
+    }
+    let mut tx = state.db().begin_write().await?;
+    lock_catalog(&mut tx).await?;
+    let before = find_draft::<T>(&mut tx, key).await?;
+    if_match.check(before.as_ref().map(|found| found.etag.as_str()))?;
+    let etag = put_draft(&mut tx, &object, before.is_none()).await?;
+    let before_json = before.map(|found| json_text(&found.value)).transpose()?;
+    let action = format!("draft_{}.replace", T::NAME);
+    append_audit(&mut tx, actor, &action, key, before_json.as_deref(), Some(&json_text(&object)?)).await?;
+    tx.commit().await?;
+    let status = if before_json.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(with_etag(status, &etag, axum::Json(object)))
+}
+
+/// Deletes the object at `key`, honouring `If-Match`, unless something refers to it.
+async fn delete_draft_object<T: DraftObject>(
+    state: &AppState,
+    actor: &str,
+    key: &str,
+    if_match: &IfMatch,
+) -> ApiResult<StatusCode> {
+    let key = path_key::<T>(key)?;
+    let mut tx = state.db().begin_write().await?;
+    lock_catalog(&mut tx).await?;
+    let before = find_draft::<T>(&mut tx, key).await?.ok_or_else(|| ApiError::not_found(T::NAME, key))?;
+    if_match.check(Some(&before.etag))?;
+    delete_draft::<T>(&mut tx, key).await?;
+    append_audit(
+        &mut tx,
+        actor,
+        &format!("draft_{}.delete", T::NAME),
+        key,
+        Some(&json_text(&before.value)?),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of draft objects.
+async fn list_draft_objects<T: DraftObject>(
+    state: &AppState,
+    query: PageQuery,
+) -> ApiResult<(Vec<T>, Option<String>)> {
+    let page = query.parse()?;
+    let mut conn = state.db().pool().acquire().await?;
+    list_draft::<T>(&mut conn, &page).await
 }
 
 /// A summary of the draft: counts, the live version it builds on, and whether it differs.
@@ -82,9 +180,7 @@ async fn list_items(
     _operator: Operator<CatalogRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<axum::Json<ItemPage>> {
-    let page = query.parse()?;
-    let mut conn = state.db().pool().acquire().await?;
-    let (items, next_cursor) = list_draft_items(&mut conn, &page).await?;
+    let (items, next_cursor) = list_draft_objects(&state, query).await?;
     Ok(axum::Json(ItemPage { items, next_cursor }))
 }
 
@@ -104,28 +200,7 @@ async fn create_item(
     operator: Operator<CatalogWrite>,
     ApiJson(item): ApiJson<Item>,
 ) -> ApiResult<Response> {
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    if find_draft_item(&mut tx, &item.sku).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            store_api::ErrorCode::AlreadyExists,
-            format!("item `{}` already exists", item.sku),
-        )
-        .with_detail("field", "sku"));
-    }
-    let etag = put_draft_item(&mut tx, &item, true).await?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_item.create",
-        item.sku.as_str(),
-        None,
-        Some(&json_text(&item)?),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::CREATED, &etag, axum::Json(item)))
+    create_draft_object(&state, &operator.actor(), item).await
 }
 
 /// One draft item, with its `ETag`.
@@ -140,11 +215,7 @@ async fn get_item(
     _operator: Operator<CatalogRead>,
     Path(sku): Path<String>,
 ) -> ApiResult<Response> {
-    let sku = path_sku(&sku)?;
-    let mut conn = state.db().pool().acquire().await?;
-    let found =
-        find_draft_item(&mut conn, &sku).await?.ok_or_else(|| ApiError::not_found("sku", sku.as_str()))?;
-    Ok(with_etag(StatusCode::OK, &found.etag, axum::Json(found.value)))
+    get_draft_object::<Item>(&state, &sku).await
 }
 
 /// Creates or replaces a draft item. The body's `sku` must be the path's. With `If-Match`, a
@@ -168,28 +239,7 @@ async fn replace_item(
     if_match: IfMatch,
     ApiJson(item): ApiJson<Item>,
 ) -> ApiResult<Response> {
-    let sku = path_sku(&sku)?;
-    if item.sku != sku {
-        return Err(ApiError::invalid("sku", format!("the body's sku must be `{sku}`, as in the path")));
-    }
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    let before = find_draft_item(&mut tx, &sku).await?;
-    if_match.check(before.as_ref().map(|found| found.etag.as_str()))?;
-    let etag = put_draft_item(&mut tx, &item, before.is_none()).await?;
-    let before_json = before.map(|found| json_text(&found.value)).transpose()?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_item.replace",
-        sku.as_str(),
-        before_json.as_deref(),
-        Some(&json_text(&item)?),
-    )
-    .await?;
-    tx.commit().await?;
-    let status = if before_json.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok(with_etag(status, &etag, axum::Json(item)))
+    replace_draft_object(&state, &operator.actor(), &sku, &if_match, item).await
 }
 
 /// Removes an item from the draft, unless an offer or another item still refers to it (409).
@@ -210,24 +260,7 @@ async fn delete_item(
     Path(sku): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<StatusCode> {
-    let sku = path_sku(&sku)?;
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    let before =
-        find_draft_item(&mut tx, &sku).await?.ok_or_else(|| ApiError::not_found("sku", sku.as_str()))?;
-    if_match.check(Some(&before.etag))?;
-    delete_draft_item(&mut tx, &sku).await?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_item.delete",
-        sku.as_str(),
-        Some(&json_text(&before.value)?),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_draft_object::<Item>(&state, &operator.actor(), &sku, &if_match).await
 }
 
 /// Draft offers, sorted by id, a page at a time.
@@ -242,9 +275,7 @@ async fn list_offers(
     _operator: Operator<CatalogRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<axum::Json<OfferPage>> {
-    let page = query.parse()?;
-    let mut conn = state.db().pool().acquire().await?;
-    let (offers, next_cursor) = list_draft_offers(&mut conn, &page).await?;
+    let (offers, next_cursor) = list_draft_objects(&state, query).await?;
     Ok(axum::Json(OfferPage { offers, next_cursor }))
 }
 
@@ -264,36 +295,9 @@ async fn create_offer(
     operator: Operator<CatalogWrite>,
     ApiJson(new_offer): ApiJson<NewOffer>,
 ) -> ApiResult<Response> {
-    let offer_json = serde_json::json!({
-        "id": new_offer.id.unwrap_or_else(OfferId::generate),
-        "sku": new_offer.sku,
-        "prices": new_offer.prices,
-        "sale_window": new_offer.sale_window,
-    });
-    let offer: Offer =
-        serde_json::from_value(offer_json).map_err(|error| ApiError::invalid("", error.to_string()))?;
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    if find_draft_offer(&mut tx, offer.id).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            store_api::ErrorCode::AlreadyExists,
-            format!("offer `{}` already exists", offer.id),
-        )
-        .with_detail("field", "id"));
-    }
-    let etag = put_draft_offer(&mut tx, &offer, true).await?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_offer.create",
-        &offer.id.to_string(),
-        None,
-        Some(&json_text(&offer)?),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::CREATED, &etag, axum::Json(offer)))
+    let offer =
+        new_offer.into_offer(OfferId::generate()).map_err(|message| ApiError::invalid(".", message))?;
+    create_draft_object(&state, &operator.actor(), offer).await
 }
 
 /// One draft offer, with its `ETag`.
@@ -308,12 +312,7 @@ async fn get_offer(
     _operator: Operator<CatalogRead>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = path_offer_id(&id)?;
-    let mut conn = state.db().pool().acquire().await?;
-    let found = find_draft_offer(&mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("offer", &id.to_string()))?;
-    Ok(with_etag(StatusCode::OK, &found.etag, axum::Json(found.value)))
+    get_draft_object::<Offer>(&state, &id).await
 }
 
 /// Creates or replaces a draft offer. The body's `id` must be the path's. With `If-Match`, a
@@ -337,28 +336,7 @@ async fn replace_offer(
     if_match: IfMatch,
     ApiJson(offer): ApiJson<Offer>,
 ) -> ApiResult<Response> {
-    let id = path_offer_id(&id)?;
-    if offer.id != id {
-        return Err(ApiError::invalid("id", format!("the body's id must be `{id}`, as in the path")));
-    }
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    let before = find_draft_offer(&mut tx, id).await?;
-    if_match.check(before.as_ref().map(|found| found.etag.as_str()))?;
-    let etag = put_draft_offer(&mut tx, &offer, before.is_none()).await?;
-    let before_json = before.map(|found| json_text(&found.value)).transpose()?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_offer.replace",
-        &id.to_string(),
-        before_json.as_deref(),
-        Some(&json_text(&offer)?),
-    )
-    .await?;
-    tx.commit().await?;
-    let status = if before_json.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok(with_etag(status, &etag, axum::Json(offer)))
+    replace_draft_object(&state, &operator.actor(), &id, &if_match, offer).await
 }
 
 /// Removes an offer from the draft.
@@ -374,24 +352,7 @@ async fn delete_offer(
     Path(id): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<StatusCode> {
-    let id = path_offer_id(&id)?;
-    let mut tx = state.db().begin_write().await?;
-    lock_catalog(&mut tx).await?;
-    let before =
-        find_draft_offer(&mut tx, id).await?.ok_or_else(|| ApiError::not_found("offer", &id.to_string()))?;
-    if_match.check(Some(&before.etag))?;
-    delete_draft_offer(&mut tx, id).await?;
-    append_audit(
-        &mut tx,
-        &operator.actor(),
-        "draft_offer.delete",
-        &id.to_string(),
-        Some(&json_text(&before.value)?),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_draft_object::<Offer>(&state, &operator.actor(), &id, &if_match).await
 }
 
 /// Validates the whole draft and makes it live as the next immutable version.

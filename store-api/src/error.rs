@@ -59,6 +59,36 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Too many requests; retry after the `Retry-After` header.
     RateLimited,
+    // Idempotency.
+    /// A money-moving request came without an `Idempotency-Key` header.
+    IdempotencyKeyRequired,
+    /// The key was used before with a different request.
+    IdempotencyKeyReused,
+    /// A request with this key is still being processed.
+    RequestInProgress,
+    // The store's rules.
+    /// The wallet holds less than the price (`details.required`, `details.available`).
+    InsufficientFunds,
+    /// The offer is unknown, not live, or outside its sale window (`details.reason`).
+    OfferNotAvailable,
+    /// The chosen price is real money; buy it with `POST /v1/orders`.
+    PriceRequiresOrder,
+    /// The player bought this item as often as its limit allows in this period (`details.resets_at`).
+    PurchaseLimitReached,
+    /// No stock is left.
+    OutOfStock,
+    /// The grant would take a wallet over the currency's `balance_max`.
+    BalanceMaxExceeded,
+    /// The player is blocked from buying and earning.
+    PlayerBlocked,
+    /// A durable item the player already owns.
+    AlreadyOwned,
+    /// The player holds fewer of the item than asked to consume.
+    InsufficientQuantity,
+    /// The item is not a consumable.
+    NotConsumable,
+    /// The reward rule's cap for this period is reached (`details.resets_at`).
+    RewardCapReached,
     // Server side (5xx).
     /// Something went wrong inside the server; it is logged with its cause.
     Internal,
@@ -96,6 +126,20 @@ impl ErrorCode {
             Self::NothingToPublish => "nothing_to_publish",
             Self::LimitExceeded => "limit_exceeded",
             Self::RateLimited => "rate_limited",
+            Self::IdempotencyKeyRequired => "idempotency_key_required",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RequestInProgress => "request_in_progress",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::OfferNotAvailable => "offer_not_available",
+            Self::PriceRequiresOrder => "price_requires_order",
+            Self::PurchaseLimitReached => "purchase_limit_reached",
+            Self::OutOfStock => "out_of_stock",
+            Self::BalanceMaxExceeded => "balance_max_exceeded",
+            Self::PlayerBlocked => "player_blocked",
+            Self::AlreadyOwned => "already_owned",
+            Self::InsufficientQuantity => "insufficient_quantity",
+            Self::NotConsumable => "not_consumable",
+            Self::RewardCapReached => "reward_cap_reached",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::Other => "other",

@@ -41,8 +41,10 @@ pub mod auth;
 pub mod catalog;
 pub mod currency;
 pub mod error;
+pub mod ledger;
 pub mod limits;
 pub mod money;
+pub mod receipt;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use money::{Money, MoneyCurrency};

@@ -25,8 +25,9 @@ use crate::auth::SessionSigner;
 use crate::catalog::CatalogCache;
 use crate::db::Db;
 use crate::error::{ApiError, error_response};
+use crate::idempotency::delete_expired_keys;
 use crate::install::{Seed, prepare};
-use crate::settings::Settings;
+use crate::settings::{IDEMPOTENCY_RETENTION_MIN, Settings};
 
 /// State every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
@@ -267,6 +268,11 @@ impl Application {
         let Self { listener, state, .. } = self;
         let limit: Duration = state.settings().shutdown_timeout;
         let db = state.db().clone();
+        let cleanup = tokio::spawn(clean_idempotency_keys(
+            db.clone(),
+            state.settings().idempotency_retention.max(IDEMPOTENCY_RETENTION_MIN),
+            state.settings().idempotency_cleanup_interval,
+        ));
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, router(state).into_make_service())
             .with_graceful_shutdown(async move {
@@ -285,7 +291,21 @@ impl Application {
                 }
             }
         }
+        cleanup.abort();
         db.close().await;
         Ok(())
+    }
+}
+
+/// Deletes expired idempotency keys every `interval`, for as long as the server runs.
+async fn clean_idempotency_keys(db: Db, retention: Duration, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        match delete_expired_keys(&db, retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted expired idempotency keys"),
+            Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+        }
     }
 }

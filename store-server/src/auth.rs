@@ -206,11 +206,15 @@ fn bearer(parts: &Parts) -> ApiResult<Bearer<'_>> {
     }
 }
 
-/// A scope a route requires, as a type so the route's signature says it.
+/// The scope(s) a route requires, as a type so the route's signature says it.
 pub trait RequiredScope: Send + Sync + 'static {
-    /// The scope.
-    const SCOPE: Scope;
+    /// The scopes any one of which lets the key in.
+    const ANY_OF: &'static [Scope];
 }
+
+/// Either of two scopes: `AnyOf<PlayersWrite, RewardsWrite>`.
+#[derive(Debug, Clone, Copy)]
+pub struct AnyOf<A, B>(PhantomData<(A, B)>);
 
 /// Marker types for [`RequiredScope`], one per scope.
 pub mod scopes {
@@ -222,7 +226,7 @@ pub mod scopes {
             #[derive(Debug, Clone, Copy)]
             pub struct $marker;
             impl RequiredScope for $marker {
-                const SCOPE: Scope = Scope::$scope;
+                const ANY_OF: &'static [Scope] = &[Scope::$scope];
             }
         )*};
     }
@@ -232,8 +236,16 @@ pub mod scopes {
         CatalogWrite => CatalogWrite,
         PlayersRead => PlayersRead,
         PlayersWrite => PlayersWrite,
+        RewardsWrite => RewardsWrite,
         KeysAdmin => KeysAdmin,
     }
+
+    /// Operators who manage players, and game servers that grant rewards.
+    pub type GrantWriters = super::AnyOf<PlayersWrite, RewardsWrite>;
+}
+
+impl<A: RequiredScope, B: RequiredScope> RequiredScope for AnyOf<A, B> {
+    const ANY_OF: &'static [Scope] = &[A::ANY_OF[0], B::ANY_OF[0]];
 }
 
 /// An operator authenticated by an API key that has scope `S`.
@@ -245,10 +257,19 @@ pub struct Operator<S> {
 }
 
 impl<S> Operator<S> {
-    /// How the operator is named in the audit log.
+    /// How the operator is named in the audit log and ledger entries; also the scope of its
+    /// idempotency keys.
     #[must_use]
     pub fn actor(&self) -> String {
         format!("api_key:{}", self.key_id)
+    }
+}
+
+impl PlayerAuth {
+    /// The scope of the player's idempotency keys.
+    #[must_use]
+    pub fn idempotency_scope(&self) -> String {
+        format!("player:{}", self.player_id)
     }
 }
 
@@ -277,13 +298,15 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
         if revoked_at.is_some() {
             return Err(credential_error(ErrorCode::ApiKeyRevoked, "the API key was revoked"));
         }
-        if !parse_scopes(&scope_text).contains(&S::SCOPE) {
+        let held = parse_scopes(&scope_text);
+        if !S::ANY_OF.iter().any(|scope| held.contains(scope)) {
+            let required: Vec<&str> = S::ANY_OF.iter().map(|scope| scope.as_str()).collect();
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::InsufficientScope,
-                format!("the API key lacks the `{}` scope", S::SCOPE),
+                format!("the API key needs the `{}` scope", required.join("` or `")),
             )
-            .with_detail("required_scope", S::SCOPE.as_str()));
+            .with_detail("required_scope", required.join(" or ")));
         }
         let key_id =
             Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored api key id `{id}`: {error}"))?;

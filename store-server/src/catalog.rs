@@ -879,7 +879,7 @@ pub async fn import_catalog(conn: &mut AnyConnection, file: &CatalogFile) -> Api
 // ---------------------------------------------------------------------------------------------
 // The live catalog players read, cached by the stamp that every live change moves.
 
-/// A rendered live catalog.
+/// The live catalog, parsed for purchases and rendered for players.
 #[derive(Debug)]
 pub struct RenderedCatalog {
     stamp: String,
@@ -887,6 +887,45 @@ pub struct RenderedCatalog {
     pub etag: String,
     /// The JSON body.
     pub body: axum::body::Bytes,
+    /// The published version (0 before any).
+    pub version: i64,
+    offers: HashMap<OfferId, Offer>,
+    items: HashMap<Sku, Item>,
+    currencies: HashMap<CurrencyCode, Currency>,
+}
+
+impl RenderedCatalog {
+    /// A live offer.
+    #[must_use]
+    pub fn offer(&self, id: OfferId) -> Option<&Offer> {
+        self.offers.get(&id)
+    }
+
+    /// A live item.
+    #[must_use]
+    pub fn item(&self, sku: &Sku) -> Option<&Item> {
+        self.items.get(sku)
+    }
+
+    /// A currency.
+    #[must_use]
+    pub fn currency(&self, code: &CurrencyCode) -> Option<&Currency> {
+        self.currencies.get(code)
+    }
+
+    /// Every currency.
+    pub fn currencies(&self) -> impl Iterator<Item = &Currency> {
+        self.currencies.values()
+    }
+
+    /// The most a wallet may hold, per currency code.
+    #[must_use]
+    pub fn balance_maxima(&self) -> BTreeMap<String, i64> {
+        self.currencies
+            .values()
+            .map(|currency| (currency.code.as_str().to_owned(), currency.balance_max))
+            .collect()
+    }
 }
 
 /// A read-through cache of the rendered live catalog. Each read checks the stored stamp (one
@@ -916,7 +955,19 @@ impl CatalogCache {
             offers: snapshot.offers,
         };
         let body = canonical(&catalog)?;
-        let rendered = Arc::new(RenderedCatalog { stamp, etag: etag_of(body.as_bytes()), body: body.into() });
+        let rendered = Arc::new(RenderedCatalog {
+            stamp,
+            etag: etag_of(body.as_bytes()),
+            body: body.into(),
+            version: catalog.version,
+            offers: catalog.offers.into_iter().map(|offer| (offer.id, offer)).collect(),
+            items: catalog.items.into_iter().map(|item| (item.sku.clone(), item)).collect(),
+            currencies: catalog
+                .currencies
+                .into_iter()
+                .map(|currency| (currency.code.clone(), currency))
+                .collect(),
+        });
         *self.current.write().await = Some(Arc::clone(&rendered));
         Ok(rendered)
     }

@@ -12,10 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use store_api::auth::Scope;
 
 use crate::app::Application;
+use crate::audit::audit;
 use crate::auth::create_api_key;
 use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
 use crate::db::Db;
 use crate::install::{Seed, prepare, read_catalog_file};
+use crate::receipts::rotate_receipt_key;
 use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings};
 
 /// Coinslot store server.
@@ -84,6 +86,8 @@ enum Command {
     /// Catalog files.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Check every ledger invariant; exits non-zero with a report when one fails.
+    Audit,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +101,8 @@ enum AdminCommand {
         #[arg(long, default_value = "created from the command line")]
         name: String,
     },
+    /// Start signing receipts with a new key; the old key keeps verifying what it signed.
+    RotateReceiptKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +155,22 @@ impl Cli {
                 db.close().await;
                 println!("{key}");
                 Ok(())
+            }
+            Command::Admin(AdminCommand::RotateReceiptKey) => {
+                let db = open_db(&settings).await?;
+                let mut tx = db.begin_write().await?;
+                let key_id = rotate_receipt_key(&mut tx).await?;
+                tx.commit().await?;
+                db.close().await;
+                println!("{key_id}");
+                Ok(())
+            }
+            Command::Audit => {
+                let db = open_db(&settings).await?;
+                let report = audit(&db).await?;
+                db.close().await;
+                print!("{report}");
+                if report.is_clean() { Ok(()) } else { anyhow::bail!("the audit found broken invariants") }
             }
             Command::Catalog(CatalogCommand::Import { file, publish: also_publish }) => {
                 let catalog = read_catalog_file(&file)?;

@@ -14,6 +14,7 @@ use crate::auth::{SessionSigner, create_api_key};
 use crate::catalog::{import_catalog, publish};
 use crate::db::Db;
 use crate::extract::parse_json;
+use crate::receipts::ensure_receipt_key;
 
 /// The default catalog inside the assets folder.
 pub const CATALOG_FILE: &str = "catalog/catalog.json";
@@ -89,6 +90,7 @@ pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<I
             tracing::warn!(path = %path.display(), "no seed catalog found; starting with an empty catalog");
         }
     }
+    ensure_receipt_key(&mut tx).await?;
     let key_count: i64 = sqlx::query_scalar("select count(*) from api_key").fetch_one(&mut *tx).await?;
     let first_operator_key = if key_count == 0 {
         let (key, _) = create_api_key(&mut tx, "first operator key", &Scope::ALL).await?;

@@ -6,6 +6,7 @@
 //! [`db`] the pool and migrations; [`cli`] the command line `main` runs.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
@@ -13,7 +14,12 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod idempotency;
 pub mod install;
+pub mod ledger;
+pub mod operations;
+pub mod receipts;
+pub mod rewards;
 pub mod settings;
 
 pub use app::Application;

@@ -13,6 +13,9 @@ pub const DATABASE_URL_DEFAULT: &str = "sqlite://coinslot.db";
 /// Where the server listens when no address is given.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 
+/// The least time idempotency keys are kept (DESIGN.md section 11).
+pub const IDEMPOTENCY_RETENTION_MIN: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,6 +39,10 @@ pub struct Settings {
     pub request_body_bytes_max: usize,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// How long idempotency keys are kept (at least 24 hours).
+    pub idempotency_retention: Duration,
+    /// How often expired idempotency keys are deleted.
+    pub idempotency_cleanup_interval: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +58,8 @@ impl Default for Settings {
             db_timeout: Duration::from_secs(5),
             request_body_bytes_max: store_api::limits::REQUEST_BODY_BYTES_MAX,
             request_timeout: Duration::from_secs(30),
+            idempotency_retention: IDEMPOTENCY_RETENTION_MIN * 2,
+            idempotency_cleanup_interval: Duration::from_secs(10 * 60),
         }
     }
 }

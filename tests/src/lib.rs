@@ -24,6 +24,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// Offers of the seed catalog (`assets/catalog/catalog.json`).
+pub mod seed {
+    /// `skin.red` (durable): 500 gold or 50 gems.
+    pub const SKIN_RED: &str = "019a6b1e-0001-7000-8000-000000000001";
+    /// `skin.blue` (durable): 80 gems.
+    pub const SKIN_BLUE: &str = "019a6b1e-0002-7000-8000-000000000002";
+    /// `magnet` (consumable): 100 gold.
+    pub const MAGNET: &str = "019a6b1e-0003-7000-8000-000000000003";
+    /// `shield` (consumable): 150 gold.
+    pub const SHIELD: &str = "019a6b1e-0004-7000-8000-000000000004";
+    /// `extra_life` (consumable): USD 0.05 on a tab, or 300 gold.
+    pub const EXTRA_LIFE: &str = "019a6b1e-0005-7000-8000-000000000005";
+    /// `gems.small` (currency pack): USD 0.99.
+    pub const GEMS_SMALL: &str = "019a6b1e-0006-7000-8000-000000000006";
+}
+
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VAR: &str = "COINSLOT_TEST_POSTGRES_URL";
 
@@ -180,6 +196,7 @@ impl TestServer {
         operator_key: Option<String>,
         adjust: impl FnOnce(&mut Settings),
     ) -> Self {
+        init_logs();
         let mut settings = test_settings(&db);
         adjust(&mut settings);
         let application = Application::build(settings).await.expect("the server starts");
@@ -262,6 +279,69 @@ impl TestServer {
         session["session_token"].as_str().expect("a session token").to_owned()
     }
 
+    /// Logs in with `device_id` and returns the player id and session token.
+    ///
+    /// # Panics
+    /// When the login fails.
+    pub async fn login_player(&self, device_id: &str) -> (String, String) {
+        let body = serde_json::json!({ "device_id": device_id });
+        let (status, session) = send(self.request(Method::POST, "/v1/auth/device").json(&body)).await;
+        assert_eq!(status, StatusCode::OK, "login failed: {session}");
+        (
+            session["player_id"].as_str().expect("a player id").to_owned(),
+            session["session_token"].as_str().expect("a session token").to_owned(),
+        )
+    }
+
+    /// Grants `amount` of `currency` to a player as the operator.
+    ///
+    /// # Panics
+    /// When the grant fails.
+    pub async fn grant(&self, player_id: &str, currency: &str, amount: i64) -> Value {
+        let body = serde_json::json!({ "currency": currency, "amount": amount, "reason": "test setup" });
+        let (status, result) = send(
+            self.admin(Method::POST, &format!("/admin/v1/players/{player_id}/grants"))
+                .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "grant failed: {result}");
+        result
+    }
+
+    /// A purchase request as the player, with the given idempotency key.
+    pub fn purchase(&self, token: &str, key: &str, body: &Value) -> RequestBuilder {
+        self.player(token, Method::POST, "/v1/purchases").header("idempotency-key", key).json(body)
+    }
+
+    /// A player's balance of one currency, read over HTTP.
+    ///
+    /// # Panics
+    /// When the wallet cannot be read or has no such currency.
+    pub async fn balance(&self, token: &str, currency: &str) -> i64 {
+        let (status, wallet) = send(self.player(token, Method::GET, "/v1/wallet")).await;
+        assert_eq!(status, StatusCode::OK, "{wallet}");
+        wallet["balances"]
+            .as_array()
+            .expect("balances")
+            .iter()
+            .find(|balance| balance["currency"] == currency)
+            .and_then(|balance| balance["balance"].as_i64())
+            .unwrap_or_else(|| panic!("no {currency} in {wallet}"))
+    }
+
+    /// Runs `store-server audit`'s checks on the database and asserts every invariant holds.
+    ///
+    /// # Panics
+    /// When an invariant is broken.
+    pub async fn assert_audit_clean(&self) {
+        let db =
+            store_server::db::Db::connect(self.db.url(), 2, Duration::from_secs(30)).await.expect("connect");
+        let report = store_server::audit::audit(&db).await.expect("audit runs");
+        db.close().await;
+        assert!(report.is_clean(), "{report}");
+    }
+
     /// Creates an operator key with the given scopes and returns it.
     ///
     /// # Panics
@@ -307,6 +387,10 @@ impl TestServer {
             "select coalesce(max(body), '') from draft_offer",
             "select coalesce(max(code || name || kind || initial_grant || '/' || balance_max), '') from currency",
             "select coalesce(max(coalesce(revoked_at, 0)), 0) || '' from api_key",
+            "select coalesce(sum(balance), 0) || '/' || coalesce(sum(abs(balance)), 0) from account",
+            "select coalesce(sum(quantity), 0) || '' from inventory",
+            "select coalesce(sum(sold), 0) || '' from item_sold",
+            "select count(*) || '' from idempotency where status_code <> 0",
         ] {
             let text: String = sqlx::query_scalar(sql).fetch_one(&self.reader).await.expect("fingerprint");
             parts.push(text);
@@ -321,6 +405,18 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Server warnings and errors go to the test's captured output (shown when a test fails).
+fn init_logs() {
+    static LOGS: OnceLock<()> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,store_server=info,tower_http=warn"));
+        if let Err(error) = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init() {
+            eprintln!("test logs are off: {error}");
+        }
+    });
 }
 
 async fn reader_pool(url: &str) -> sqlx::AnyPool {

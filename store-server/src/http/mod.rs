@@ -6,6 +6,9 @@ pub mod catalog;
 pub mod currencies;
 pub mod ops;
 pub mod players;
+pub mod purchases;
+pub mod rewards;
+pub mod wallet;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +60,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(api_keys::routes())
         .merge(currencies::routes())
         .merge(catalog::routes())
+        .merge(wallet::routes())
+        .merge(purchases::routes())
+        .merge(rewards::routes())
 }
 
 /// A JSON response carrying an `ETag`.

@@ -1,28 +1,41 @@
 //! Player routes: device login and the live catalog.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use store_api::auth::{DeviceLoginRequest, Session};
 use store_api::catalog::Catalog;
+use store_api::ledger::{GrantRequest, GrantResult};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{PlayerAuth, SessionClaims};
-use crate::db::{Tx, from_micros, now_micros, to_micros};
+use crate::auth::scopes::GrantWriters;
+use crate::auth::{Operator, PlayerAuth, SessionClaims};
+use crate::db::{Tx, from_micros, now_micros};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::idempotency::{IdempotentJson, run_once};
+use crate::operations::{GrantOp, grant_initial_balances};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login_device)).routes(routes!(get_catalog))
+    OpenApiRouter::new()
+        .routes(routes!(login_device))
+        .routes(routes!(get_catalog))
+        .routes(routes!(grant_to_player))
 }
 
-/// Finds the player with this device id, creating it on first sight.
-async fn find_or_create_player(tx: &mut Tx, request: &DeviceLoginRequest, now: i64) -> ApiResult<Uuid> {
+/// Finds the player with this device id, creating it (with its initial balances) on first
+/// sight.
+async fn find_or_create_player(
+    state: &AppState,
+    tx: &mut Tx,
+    request: &DeviceLoginRequest,
+    now: i64,
+) -> ApiResult<Uuid> {
     let country = request.country.as_ref().map(|country| country.as_str().to_owned());
-    sqlx::query(
+    let created = sqlx::query(
         "insert into player (id, device_id, country, created_at) values ($1, $2, $3, $4) \
          on conflict (device_id) do nothing",
     )
@@ -31,7 +44,9 @@ async fn find_or_create_player(tx: &mut Tx, request: &DeviceLoginRequest, now: i
     .bind(country.clone())
     .bind(now)
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     let id: String = sqlx::query_scalar(
         "update player set country = coalesce($2, country) where device_id = $1 returning id",
     )
@@ -39,7 +54,12 @@ async fn find_or_create_player(tx: &mut Tx, request: &DeviceLoginRequest, now: i
     .bind(country)
     .fetch_one(&mut **tx)
     .await?;
-    Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored player id `{id}`: {error}").into())
+    let player_id =
+        Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored player id `{id}`: {error}"))?;
+    if created {
+        grant_initial_balances(tx, state, player_id).await?;
+    }
+    Ok(player_id)
 }
 
 /// Logs a player in by device id, creating the player on first sight, and returns a signed
@@ -58,9 +78,9 @@ async fn login_device(
 ) -> ApiResult<axum::Json<Session>> {
     let now = now_micros();
     let expires_at =
-        now.saturating_add(to_micros(time::OffsetDateTime::UNIX_EPOCH + state.settings().session_ttl));
+        now.saturating_add(i64::try_from(state.settings().session_ttl.as_micros()).unwrap_or(i64::MAX));
     let mut tx = state.db().begin_write().await?;
-    let player_id = find_or_create_player(&mut tx, &request, now).await?;
+    let player_id = find_or_create_player(&state, &mut tx, &request, now).await?;
     let session_id = Uuid::now_v7();
     sqlx::query("insert into session (id, player_id, created_at, expires_at) values ($1, $2, $3, $4)")
         .bind(session_id.to_string())
@@ -107,4 +127,30 @@ async fn get_catalog(
         response.headers_mut().insert(header::ETAG, value);
     }
     Ok(response)
+}
+
+/// Gives a player currency and/or items, with a reason recorded in the entry and the audit log.
+/// For operators (`players:write`) and game servers (`rewards:write`). Needs an
+/// `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/admin/v1/players/{id}/grants", tag = "operators",
+    security(("operator" = ["players:write"]), ("operator" = ["rewards:write"])),
+    params(("id" = String, Path, description = "Player id"), ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
+    request_body = GrantRequest,
+    responses(
+        (status = 201, body = GrantResult),
+        (status = 404, body = store_api::ErrorBody),
+        (status = 409, body = store_api::ErrorBody, description = "balance_max_exceeded, already_owned, idempotency_key_reused"),
+        (status = 422, body = store_api::ErrorBody, description = "validation_failed"),
+    )
+)]
+async fn grant_to_player(
+    State(state): State<AppState>,
+    operator: Operator<GrantWriters>,
+    Path(id): Path<String>,
+    request: IdempotentJson<GrantRequest>,
+) -> ApiResult<Response> {
+    let player_id = Uuid::parse_str(&id).map_err(|_| crate::error::ApiError::not_found("player", &id))?;
+    let op = GrantOp { player_id, actor: operator.actor(), request: request.body };
+    run_once(&state, &operator.actor(), request.idempotency, op).await
 }

@@ -31,4 +31,5 @@ mod catalog;
 mod cli;
 mod currencies;
 mod ops;
+mod purchases;
 mod readme;

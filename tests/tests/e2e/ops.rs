@@ -35,6 +35,19 @@ const ROUTES: &[&str] = &[
     "POST /admin/v1/catalog/publish",
     "GET /admin/v1/catalog/versions",
     "GET /admin/v1/catalog/diff",
+    "GET /v1/wallet",
+    "GET /v1/wallet/history",
+    "GET /v1/inventory",
+    "POST /v1/inventory/{sku}/consume",
+    "POST /v1/purchases",
+    "POST /v1/rewards/{rule}",
+    "GET /v1/receipts/{id}",
+    "GET /v1/receipt-keys",
+    "GET /admin/v1/reward-rules",
+    "POST /admin/v1/reward-rules",
+    "GET /admin/v1/reward-rules/{rule}",
+    "PUT /admin/v1/reward-rules/{rule}",
+    "POST /admin/v1/players/{id}/grants",
 ];
 
 fn documented_routes(openapi: &serde_json::Value) -> BTreeSet<String> {
@@ -71,7 +84,8 @@ on_both_backends! {
             let path = path
                 .replace("{id}", "019a6b1e-0001-7000-8000-000000000001")
                 .replace("{code}", "gold")
-                .replace("{sku}", "magnet");
+                .replace("{sku}", "magnet")
+                .replace("{rule}", "coin");
             let method = Method::from_bytes(method.as_bytes()).expect("a method");
             let (status, body) = send(server.request(method, &path)).await;
             assert_ne!(body["error"]["code"], "route_not_found", "{route} is documented but not served");

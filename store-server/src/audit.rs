@@ -1,0 +1,134 @@
+//! `store-server audit`: checks every ledger invariant straight from the tables, so any operator
+//! can prove the books are sound. Each check is a query for violations; a clean database
+//! returns no rows for any of them.
+
+use std::fmt;
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use crate::db::Db;
+
+/// Violations shown per check; the count is always complete.
+const SAMPLES_MAX: i64 = 20;
+
+/// One invariant and what breaks it.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What must hold.
+    pub invariant: &'static str,
+    /// How many rows break it.
+    pub violations: i64,
+    /// Up to twenty of them, described.
+    pub samples: Vec<String>,
+}
+
+/// The result of an audit.
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+impl AuditReport {
+    /// Whether every invariant holds.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.checks.iter().all(|check| check.violations == 0)
+    }
+}
+
+impl fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for check in &self.checks {
+            if check.violations == 0 {
+                writeln!(f, "ok    {}", check.invariant)?;
+            } else {
+                writeln!(f, "FAIL  {} ({} violations)", check.invariant, check.violations)?;
+                for sample in &check.samples {
+                    writeln!(f, "        {sample}")?;
+                }
+            }
+        }
+        if self.is_clean() {
+            writeln!(f, "audit clean: every invariant holds")
+        } else {
+            writeln!(f, "audit FAILED")
+        }
+    }
+}
+
+/// Each invariant with the query that lists its violations, as `(description)` rows.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "every entry's postings sum to zero per currency",
+        "select 'entry ' || entry_id || ' ' || currency || ' sums to ' || sum(amount) from posting \
+         group by entry_id, currency having sum(amount) <> 0",
+    ),
+    (
+        "every account's balance equals the sum of its postings",
+        "select 'account ' || a.id || ' holds ' || a.balance || ' but its postings sum to ' || coalesce(p.total, 0) \
+         from account a left join (select account_id, sum(amount) as total from posting group by account_id) p \
+         on p.account_id = a.id where a.balance <> coalesce(p.total, 0)",
+    ),
+    (
+        "every posting's balance_after is the balance before it plus its amount",
+        "select 'posting ' || id || ' of ' || account_id || ' records ' || balance_after from \
+         (select id, account_id, amount, balance_after, \
+          lag(balance_after) over (partition by account_id order by id) as balance_before from posting) t \
+         where balance_after <> coalesce(balance_before, 0) + amount",
+    ),
+    (
+        "no wallet is below zero without a recorded debt",
+        "select 'wallet ' || id || ' holds ' || balance from account where kind = 'wallet' and balance < 0 and in_debt = 0",
+    ),
+    (
+        "every inventory count equals the sum of its changes and is not negative",
+        "select 'player ' || i.player_id || ' holds ' || i.quantity || ' ' || i.sku || ' but its changes sum to ' || \
+         coalesce(c.total, 0) from inventory i left join \
+         (select player_id, sku, sum(delta) as total from inventory_change group by player_id, sku) c \
+         on c.player_id = i.player_id and c.sku = i.sku where i.quantity <> coalesce(c.total, 0) or i.quantity < 0",
+    ),
+    (
+        "every purchase entry belongs to exactly one purchase",
+        "select 'entry ' || e.id || ' has ' || count(p.id) || ' purchases' from entry e \
+         left join purchase p on p.entry_id = e.id where e.kind = 'purchase' group by e.id having count(p.id) <> 1",
+    ),
+    (
+        "every purchase was paid and granted by its own entry, once",
+        "select 'purchase ' || p.id || ' has no matching revenue posting' from purchase p \
+         where (select count(*) from posting r where r.entry_id = p.entry_id \
+                and r.account_id = 's:revenue:' || p.currency and r.amount = p.amount) <> 1 \
+            or (select count(*) from entry e where e.id = p.entry_id and e.kind = 'purchase') <> 1",
+    ),
+    (
+        "every receipt vouches for an existing entry of its player",
+        "select 'receipt ' || r.id || ' names entry ' || r.entry_id from receipt r \
+         left join entry e on e.id = r.entry_id where e.id is null or e.player_id <> r.player_id",
+    ),
+];
+
+/// Runs every check.
+///
+/// # Errors
+/// Fails when the database cannot be queried.
+pub async fn audit(db: &Db) -> Result<AuditReport, sqlx::Error> {
+    let mut checks = Vec::new();
+    for (invariant, violations_sql) in CHECKS {
+        let count_sql = format!("select count(*) from ({violations_sql}) violations");
+        let violations: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql)).fetch_one(db.pool()).await?;
+        let samples = if violations == 0 {
+            Vec::new()
+        } else {
+            let sample_sql = format!("{violations_sql} limit {SAMPLES_MAX}");
+            let rows: Vec<AnyRow> = sqlx::query(sqlx::AssertSqlSafe(sample_sql)).fetch_all(db.pool()).await?;
+            rows.iter()
+                .map(|row| {
+                    row.try_get::<String, _>(0).unwrap_or_else(|error| format!("(unreadable: {error})"))
+                })
+                .collect()
+        };
+        checks.push(Check { invariant, violations, samples });
+    }
+    Ok(AuditReport { checks })
+}

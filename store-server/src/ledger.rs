@@ -1,0 +1,551 @@
+//! The double-entry ledger: accounts with stored balances, immutable entries whose postings sum
+//! to zero per currency, each posting recording the balance after it, and the inventory changes
+//! an entry makes.
+//!
+//! [`append_entry`] is the only way a balance or an item count changes. It asserts the entry is
+//! balanced (only a bug can break that), then applies every change with a guarded `UPDATE` (the
+//! database's half of "no wallet below zero, none above its maximum"); the callers check the
+//! same rules in Rust first, so a guard failing means a race, and it is still refused.
+//!
+//! Lock order, so two transactions never deadlock: the player row ([`lock_player`]) first, then
+//! accounts in id order (system accounts `s:…` sort before wallets `w:…`), then inventory rows.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use sqlx::AnyConnection;
+use store_api::ErrorCode;
+use store_api::catalog::Sku;
+use store_api::currency::CurrencyCode;
+use store_api::ledger::{Balance, BalanceChange, EntryKind, HistoryEntry, InventoryItem, ItemChange, Wallet};
+use uuid::Uuid;
+
+use crate::db::{from_micros, now_micros};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Page;
+
+/// The kinds of system account, one per currency each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SystemAccount {
+    /// Where currency comes from: its balance is minus everything ever granted.
+    Issuance,
+    /// What players paid for purchases.
+    Revenue,
+    /// Corrections.
+    Adjustment,
+}
+
+impl SystemAccount {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Issuance => "issuance",
+            Self::Revenue => "revenue",
+            Self::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// An account's id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AccountId {
+    /// A player's wallet for one currency.
+    Wallet(Uuid, CurrencyCode),
+    /// A system account for one currency.
+    System(SystemAccount, CurrencyCode),
+}
+
+impl AccountId {
+    /// The stored id: `w:<player>:<currency>` or `s:<kind>:<currency>`.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Self::Wallet(player, currency) => format!("w:{player}:{currency}"),
+            Self::System(kind, currency) => format!("s:{}:{currency}", kind.as_str()),
+        }
+    }
+
+    fn currency(&self) -> &CurrencyCode {
+        match self {
+            Self::Wallet(_, currency) | Self::System(_, currency) => currency,
+        }
+    }
+}
+
+/// One account's change within an entry.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    /// The account.
+    pub account: AccountId,
+    /// Positive credit, negative debit.
+    pub amount: i64,
+}
+
+/// One item count's change within an entry.
+#[derive(Debug, Clone)]
+pub struct ItemDelta {
+    /// The item.
+    pub sku: Sku,
+    /// Positive gained, negative used up.
+    pub delta: i64,
+    /// The most the player may hold afterwards (1 for durable items).
+    pub quantity_max: i64,
+}
+
+/// An entry about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Why.
+    pub kind: EntryKind,
+    /// The player it concerns.
+    pub player_id: Uuid,
+    /// Who caused it: `player:<id>`, `api_key:<id>` or `system`.
+    pub actor: String,
+    /// The operator's reason, for grants.
+    pub reason: Option<String>,
+    /// Balance changes; they must sum to zero per currency.
+    pub postings: Vec<Posting>,
+    /// Item changes of the player.
+    pub items: Vec<ItemDelta>,
+}
+
+/// What appending an entry did.
+#[derive(Debug, Clone)]
+pub struct AppendedEntry {
+    /// The entry's id.
+    pub id: Uuid,
+    /// The player's balances it changed.
+    pub changes: Vec<BalanceChange>,
+    /// The player's items it changed.
+    pub items: Vec<ItemChange>,
+}
+
+/// A player's row, locked until the transaction ends.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct PlayerLock {
+    blocked: bool,
+}
+
+impl PlayerLock {
+    /// Refuses a blocked player (players' own requests; operators may still grant).
+    ///
+    /// # Errors
+    /// `player_blocked`.
+    pub fn refuse_if_blocked(self) -> ApiResult<()> {
+        if self.blocked {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PlayerBlocked,
+                "this player is blocked from the store",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Serializes every money-moving transaction of one player: a row lock on PostgreSQL (SQLite's
+/// `BEGIN IMMEDIATE` already holds the database's write lock). Reads made after it (balances,
+/// caps, limits) stay true until commit.
+///
+/// # Errors
+/// `not_found` for an unknown player.
+pub async fn lock_player(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<PlayerLock> {
+    let blocked: Option<i64> = sqlx::query_scalar(
+        "update player set lock_version = lock_version + 1 where id = $1 returning blocked",
+    )
+    .bind(player_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match blocked {
+        None => Err(ApiError::not_found("player", &player_id.to_string())),
+        Some(blocked) => Ok(PlayerLock { blocked: blocked != 0 }),
+    }
+}
+
+/// A wallet's balance (0 when the wallet was never used).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn wallet_balance(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    currency: &CurrencyCode,
+) -> ApiResult<i64> {
+    let balance: Option<i64> = sqlx::query_scalar("select balance from account where id = $1")
+        .bind(AccountId::Wallet(player_id, currency.clone()).key())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(balance.unwrap_or(0))
+}
+
+/// How many of an item a player holds.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn item_quantity(conn: &mut AnyConnection, player_id: Uuid, sku: &Sku) -> ApiResult<i64> {
+    let quantity: Option<i64> =
+        sqlx::query_scalar("select quantity from inventory where player_id = $1 and sku = $2")
+            .bind(player_id.to_string())
+            .bind(sku.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(quantity.unwrap_or(0))
+}
+
+/// 402 `insufficient_funds` with what was required and what is available.
+#[must_use]
+pub fn insufficient_funds(currency: &CurrencyCode, required: i64, available: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::InsufficientFunds,
+        format!("this needs {required} {currency} and the wallet holds {available}"),
+    )
+    .with_detail("currency", currency.as_str())
+    .with_detail("required", required)
+    .with_detail("available", available)
+}
+
+/// 409 `balance_max_exceeded`: a credit would take the wallet over the currency's maximum.
+#[must_use]
+pub fn balance_max_exceeded(
+    currency: &CurrencyCode,
+    balance: i64,
+    credit: i64,
+    balance_max: i64,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::BalanceMaxExceeded,
+        format!(
+            "adding {credit} {currency} to {balance} would pass the most a wallet may hold ({balance_max})"
+        ),
+    )
+    .with_detail("currency", currency.as_str())
+    .with_detail("balance", balance)
+    .with_detail("credit", credit)
+    .with_detail("balance_max", balance_max)
+}
+
+/// Appends an entry: checks it is balanced, applies every posting and item change with a
+/// guarded update, and records the entry, its postings and item changes.
+///
+/// `balance_max` maps each currency to the most a wallet may hold.
+///
+/// # Errors
+/// `insufficient_funds`, `balance_max_exceeded` or `insufficient_quantity` when a guard refuses
+/// (the caller's own checks should have refused first); database failures.
+///
+/// # Panics
+/// When the postings do not sum to zero per currency: only a bug can cause that.
+pub async fn append_entry(
+    conn: &mut AnyConnection,
+    entry: &NewEntry,
+    balance_max: &BTreeMap<String, i64>,
+) -> ApiResult<AppendedEntry> {
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in &entry.postings {
+        let sum = sums.entry(posting.account.currency().as_str()).or_default();
+        *sum =
+            sum.checked_add(posting.amount).unwrap_or_else(|| panic!("posting sum overflows in {entry:?}"));
+    }
+    assert!(
+        sums.values().all(|sum| *sum == 0),
+        "an entry's postings must sum to zero per currency: {entry:?}"
+    );
+
+    let id = Uuid::now_v7();
+    let now = now_micros();
+    sqlx::query(
+        "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(entry.kind.as_str())
+    .bind(entry.player_id.to_string())
+    .bind(&entry.actor)
+    .bind(entry.reason.clone())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+
+    // Merge postings per account and apply them in account-id order (the lock order).
+    let mut per_account: BTreeMap<String, (AccountId, i64)> = BTreeMap::new();
+    for posting in &entry.postings {
+        let slot = per_account.entry(posting.account.key()).or_insert_with(|| (posting.account.clone(), 0));
+        slot.1 = slot.1.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting overflow"))?;
+    }
+    let mut changes = Vec::new();
+    for (key, (account, amount)) in per_account {
+        if amount == 0 {
+            continue;
+        }
+        let currency = account.currency().clone();
+        let max = balance_max.get(currency.as_str()).copied().unwrap_or(i64::MAX);
+        let balance_after = apply_posting(conn, &key, &account, amount, max, now).await?;
+        sqlx::query("insert into posting (entry_id, account_id, currency, amount, balance_after) values ($1, $2, $3, $4, $5)")
+            .bind(id.to_string())
+            .bind(&key)
+            .bind(currency.as_str())
+            .bind(amount)
+            .bind(balance_after)
+            .execute(&mut *conn)
+            .await?;
+        if matches!(account, AccountId::Wallet(..)) {
+            changes.push(BalanceChange { currency, amount, balance_after });
+        }
+    }
+
+    let mut per_item: BTreeMap<String, ItemDelta> = BTreeMap::new();
+    for change in &entry.items {
+        let slot = per_item.entry(change.sku.as_str().to_owned()).or_insert_with(|| ItemDelta {
+            sku: change.sku.clone(),
+            delta: 0,
+            quantity_max: change.quantity_max,
+        });
+        slot.delta =
+            slot.delta.checked_add(change.delta).ok_or_else(|| anyhow::anyhow!("item delta overflow"))?;
+        slot.quantity_max = slot.quantity_max.min(change.quantity_max);
+    }
+    let mut items = Vec::new();
+    for change in per_item.into_values().filter(|change| change.delta != 0) {
+        let quantity_after = apply_item_delta(conn, entry.player_id, &change).await?;
+        sqlx::query(
+            "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(entry.player_id.to_string())
+        .bind(change.sku.as_str())
+        .bind(change.delta)
+        .bind(quantity_after)
+        .execute(&mut *conn)
+        .await?;
+        items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
+    }
+    Ok(AppendedEntry { id, changes, items })
+}
+
+/// Applies one account's change with a guard: a wallet stays at or above zero on a debit and at
+/// or below `balance_max` on a credit. Returns the balance after.
+async fn apply_posting(
+    conn: &mut AnyConnection,
+    key: &str,
+    account: &AccountId,
+    amount: i64,
+    balance_max: i64,
+    now: i64,
+) -> ApiResult<i64> {
+    let (kind, player_id) = match account {
+        AccountId::Wallet(player, _) => ("wallet", Some(player.to_string())),
+        AccountId::System(kind, _) => (kind.as_str(), None),
+    };
+    sqlx::query(
+        "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \
+         on conflict (id) do nothing",
+    )
+    .bind(key)
+    .bind(kind)
+    .bind(player_id)
+    .bind(account.currency().as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let balance_after: Option<i64> = sqlx::query_scalar(
+        "update account set balance = balance + $2 where id = $1 and (kind <> 'wallet' or \
+         (($2 >= 0 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
+    )
+    .bind(key)
+    .bind(amount)
+    .bind(balance_max)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(balance_after) = balance_after {
+        return Ok(balance_after);
+    }
+    let balance: i64 = sqlx::query_scalar("select balance from account where id = $1")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    let currency = account.currency();
+    Err(if amount < 0 {
+        insufficient_funds(currency, -amount, balance)
+    } else {
+        balance_max_exceeded(currency, balance, amount, balance_max)
+    })
+}
+
+/// Applies one item change with a guard: never below zero, never above the item's maximum.
+/// Returns the quantity after.
+async fn apply_item_delta(conn: &mut AnyConnection, player_id: Uuid, change: &ItemDelta) -> ApiResult<i64> {
+    sqlx::query("insert into inventory (player_id, sku, quantity) values ($1, $2, 0) on conflict (player_id, sku) do nothing")
+        .bind(player_id.to_string())
+        .bind(change.sku.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let quantity_after: Option<i64> = sqlx::query_scalar(
+        "update inventory set quantity = quantity + $3 \
+         where player_id = $1 and sku = $2 and quantity + $3 >= 0 and quantity + $3 <= $4 returning quantity",
+    )
+    .bind(player_id.to_string())
+    .bind(change.sku.as_str())
+    .bind(change.delta)
+    .bind(change.quantity_max)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(quantity_after) = quantity_after {
+        return Ok(quantity_after);
+    }
+    let held = item_quantity(conn, player_id, &change.sku).await?;
+    Err(if change.delta < 0 {
+        insufficient_quantity(&change.sku, -change.delta, held)
+    } else {
+        already_owned(&change.sku)
+    })
+}
+
+/// 409 `insufficient_quantity`.
+#[must_use]
+pub fn insufficient_quantity(sku: &Sku, required: i64, held: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::InsufficientQuantity,
+        format!("this needs {required} `{sku}` and the player holds {held}"),
+    )
+    .with_detail("sku", sku.as_str())
+    .with_detail("required", required)
+    .with_detail("available", held)
+}
+
+/// 409 `already_owned` for a durable item.
+#[must_use]
+pub fn already_owned(sku: &Sku) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyOwned,
+        format!("the player already owns `{sku}`, which can be owned once"),
+    )
+    .with_detail("sku", sku.as_str())
+}
+
+/// A player's wallet: every currency, with 0 for those never used.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn read_wallet(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<Wallet> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select c.code, coalesce(a.balance, 0) from currency c \
+         left join account a on a.id = 'w:' || $1 || ':' || c.code order by c.code",
+    )
+    .bind(player_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let balances = rows
+        .into_iter()
+        .map(|(code, balance)| Ok(Balance { currency: stored_code(&code)?, balance }))
+        .collect::<ApiResult<_>>()?;
+    Ok(Wallet { balances })
+}
+
+/// A player's items held at least once, sorted by sku.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn read_inventory(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<Vec<InventoryItem>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select sku, quantity from inventory where player_id = $1 and quantity > 0 order by sku",
+    )
+    .bind(player_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(|(sku, quantity)| Ok(InventoryItem { sku: stored_sku(&sku)?, quantity })).collect()
+}
+
+fn stored_code(code: &str) -> ApiResult<CurrencyCode> {
+    CurrencyCode::parse(code).map_err(|error| anyhow::anyhow!("stored currency code: {error}").into())
+}
+
+fn stored_sku(sku: &str) -> ApiResult<Sku> {
+    Sku::parse(sku).map_err(|error| anyhow::anyhow!("stored sku: {error}").into())
+}
+
+fn stored_uuid(id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|error| anyhow::anyhow!("stored id `{id}`: {error}").into())
+}
+
+/// A page of a player's history, newest first: each entry with the changes to the player's
+/// balances and items.
+///
+/// # Errors
+/// Fails when the database does; `invalid_request` for a cursor not from this list.
+pub async fn read_history(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    page: &Page,
+) -> ApiResult<(Vec<HistoryEntry>, Option<String>)> {
+    let before = match &page.cursor {
+        None => "~".to_owned(), // sorts after every UUID
+        Some(cursor) => stored_uuid(cursor)
+            .map_err(|_| ApiError::invalid("cursor", "cursor is not from this list"))?
+            .to_string(),
+    };
+    let player = player_id.to_string();
+    let entries: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "select id, kind, reason, created_at from entry where player_id = $1 and id < $2 order by id desc limit $3",
+    )
+    .bind(&player)
+    .bind(&before)
+    .bind(page.fetch_count())
+    .fetch_all(&mut *conn)
+    .await?;
+    let (entries, next_cursor) = page.finish(entries, |(id, ..)| id.clone());
+    let Some(oldest) = entries.last().map(|(id, ..)| id.clone()) else { return Ok((Vec::new(), None)) };
+    let newest = entries.first().map(|(id, ..)| id.clone()).unwrap_or_default();
+    let postings: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "select p.entry_id, p.currency, p.amount, p.balance_after from posting p join entry e on e.id = p.entry_id \
+         where e.player_id = $1 and e.id >= $2 and e.id <= $3 and p.account_id = 'w:' || $1 || ':' || p.currency \
+         order by p.id",
+    )
+    .bind(&player)
+    .bind(&oldest)
+    .bind(&newest)
+    .fetch_all(&mut *conn)
+    .await?;
+    let item_changes: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "select c.entry_id, c.sku, c.delta, c.quantity_after from inventory_change c \
+         where c.player_id = $1 and c.entry_id >= $2 and c.entry_id <= $3 order by c.id",
+    )
+    .bind(&player)
+    .bind(&oldest)
+    .bind(&newest)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut history: Vec<HistoryEntry> = entries
+        .into_iter()
+        .map(|(id, kind, reason, created_at)| {
+            Ok(HistoryEntry {
+                id: stored_uuid(&id)?,
+                kind: EntryKind::parse(&kind),
+                reason,
+                created_at: from_micros(created_at),
+                changes: Vec::new(),
+                items: Vec::new(),
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    let index: BTreeMap<String, usize> =
+        history.iter().enumerate().map(|(i, entry)| (entry.id.to_string(), i)).collect();
+    for (entry_id, currency, amount, balance_after) in postings {
+        if let Some(&i) = index.get(&entry_id) {
+            history[i].changes.push(BalanceChange {
+                currency: stored_code(&currency)?,
+                amount,
+                balance_after,
+            });
+        }
+    }
+    for (entry_id, sku, delta, quantity_after) in item_changes {
+        if let Some(&i) = index.get(&entry_id) {
+            history[i].items.push(ItemChange { sku: stored_sku(&sku)?, delta, quantity_after });
+        }
+    }
+    Ok((history, next_cursor))
+}

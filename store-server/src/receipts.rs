@@ -1,0 +1,167 @@
+//! Receipt signing: the installation's Ed25519 keys (made on first start, rotatable, the old
+//! ones kept so their receipts still verify), and issuing a signed receipt for an entry.
+//!
+//! The secret keys live in the database, which is as trusted as the ledger they vouch for.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signer as _, SigningKey};
+use rand::RngCore;
+use sqlx::AnyConnection;
+use store_api::catalog::OfferId;
+use store_api::ledger::{CurrencyAmount, EntryKind, Granted};
+use store_api::receipt::{RECEIPT_SIGNING_CONTEXT, ReceiptKey, ReceiptPayload, SignedReceipt};
+use uuid::Uuid;
+
+use crate::db::{from_micros, now_micros};
+use crate::error::{ApiError, ApiResult};
+
+/// Creates a new signing key and retires the current one (which keeps verifying what it signed).
+/// Returns the new key's id.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn rotate_receipt_key(conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
+    let now = now_micros();
+    sqlx::query("update receipt_key set retired_at = $1 where retired_at is null")
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    insert_key(conn, now).await
+}
+
+/// Makes a signing key if there is none (first start).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn ensure_receipt_key(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    let active: i64 = sqlx::query_scalar("select count(*) from receipt_key where retired_at is null")
+        .fetch_one(&mut *conn)
+        .await?;
+    if active == 0 {
+        insert_key(conn, now_micros()).await?;
+    }
+    Ok(())
+}
+
+async fn insert_key(conn: &mut AnyConnection, now: i64) -> Result<String, sqlx::Error> {
+    let mut secret = [0_u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let signing_key = SigningKey::from_bytes(&secret);
+    let id = format!("rk_{}", Uuid::now_v7().simple());
+    sqlx::query("insert into receipt_key (id, public_key, secret_key, created_at) values ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(STANDARD.encode(signing_key.verifying_key().as_bytes()))
+        .bind(hex::encode(secret))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+/// Every key that ever signed, newest first.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn list_receipt_keys(conn: &mut AnyConnection) -> ApiResult<Vec<ReceiptKey>> {
+    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "select id, public_key, created_at, retired_at from receipt_key order by created_at desc, id desc",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, public_key, created_at, retired_at)| ReceiptKey {
+            id,
+            public_key,
+            created_at: from_micros(created_at),
+            retired_at: retired_at.map(from_micros),
+        })
+        .collect())
+}
+
+/// What a receipt is about, besides its player and entry.
+#[derive(Debug, Clone)]
+pub struct ReceiptFacts {
+    /// The kind of movement.
+    pub kind: EntryKind,
+    /// The purchase, for purchases.
+    pub purchase_id: Option<Uuid>,
+    /// The offer, for purchases.
+    pub offer_id: Option<OfferId>,
+    /// What was paid, for purchases.
+    pub paid: Option<CurrencyAmount>,
+    /// What the player received.
+    pub granted: Granted,
+}
+
+/// Signs and stores a receipt for an entry with the current key.
+///
+/// # Errors
+/// Fails when the database does or no key exists.
+pub async fn issue_receipt(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    entry_id: Uuid,
+    facts: ReceiptFacts,
+) -> ApiResult<SignedReceipt> {
+    let (key_id, secret_hex): (String, String) = sqlx::query_as(
+        "select id, secret_key from receipt_key where retired_at is null order by created_at desc, id desc limit 1",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let secret: [u8; 32] = hex::decode(&secret_hex)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("receipt key {key_id} is not 32 hex bytes")))?;
+    let signing_key = SigningKey::from_bytes(&secret);
+    let now = now_micros();
+    let id = Uuid::now_v7();
+    let payload = ReceiptPayload {
+        receipt_id: id,
+        player_id,
+        entry_id,
+        kind: facts.kind,
+        purchase_id: facts.purchase_id,
+        offer_id: facts.offer_id,
+        paid: facts.paid,
+        granted: facts.granted,
+        issued_at: from_micros(now),
+    };
+    let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
+    let mut message = RECEIPT_SIGNING_CONTEXT.to_vec();
+    message.extend_from_slice(payload.as_bytes());
+    let signature = STANDARD.encode(signing_key.sign(&message).to_bytes());
+    sqlx::query(
+        "insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id.to_string())
+    .bind(player_id.to_string())
+    .bind(entry_id.to_string())
+    .bind(&key_id)
+    .bind(&payload)
+    .bind(&signature)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(SignedReceipt { id, key_id, payload, signature })
+}
+
+/// One of a player's receipts.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn find_receipt(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    id: Uuid,
+) -> ApiResult<Option<SignedReceipt>> {
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("select key_id, payload, signature from receipt where id = $1 and player_id = $2")
+            .bind(id.to_string())
+            .bind(player_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|(key_id, payload, signature)| SignedReceipt { id, key_id, payload, signature }))
+}

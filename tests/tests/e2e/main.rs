@@ -29,7 +29,11 @@ macro_rules! on_both_backends {
 mod auth;
 mod catalog;
 mod cli;
+mod concurrency;
 mod currencies;
+mod earning;
+mod idempotency;
 mod ops;
 mod purchases;
 mod readme;
+mod receipts;

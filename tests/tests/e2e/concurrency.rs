@@ -1,0 +1,55 @@
+//! Concurrency: a thousand purchases racing for a balance that covers a hundred.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tests::{Backend, TestServer, seed, send};
+
+async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend) {
+    let Some(server) =
+        TestServer::start_with(backend, |settings| settings.db_timeout = Duration::from_secs(120)).await
+    else {
+        return;
+    };
+    let (player, token) = server.login_player("racer").await;
+    // 100 gold to start; 9,900 more covers exactly 100 magnets at 100 gold.
+    server.grant(&player, "gold", 9_900).await;
+    let server = Arc::new(server);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..1_000 {
+        let (server, token) = (Arc::clone(&server), token.clone());
+        tasks.spawn(async move {
+            send(server.purchase(&token, &format!("race-{index}"), &json!({ "offer_id": seed::MAGNET })))
+                .await
+        });
+    }
+    let (mut bought, mut refused) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (status, body) = joined.expect("task");
+        match status {
+            StatusCode::CREATED => bought += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                assert_eq!(body["error"]["code"], "insufficient_funds", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((bought, refused), (100, 900));
+    assert_eq!(server.balance(&token, "gold").await, 0);
+    assert_eq!(server.count("select count(*) from purchase").await, 100);
+    assert_eq!(server.count("select quantity from inventory where sku = 'magnet'").await, 100);
+    server.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_covering_100_purchases_allows_exactly_100_on_sqlite() {
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_covering_100_purchases_allows_exactly_100_on_postgres() {
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres).await;
+}

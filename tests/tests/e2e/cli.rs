@@ -133,3 +133,32 @@ on_both_backends! {
         assert_eq!(server.fingerprint().await, before);
     }
 }
+
+on_both_backends! {
+    async fn the_audit_command_reports_clean_books_and_catches_a_tampered_balance(server: TestServer) {
+        let (player, token) = server.login_player("audited").await;
+        server.grant(&player, "gold", 1_000).await;
+        let (status, _) = send(server.purchase(&token, "audit-1", &json!({ "offer_id": tests::seed::MAGNET }))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let cwd = tempfile::tempdir().expect("a directory");
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).arg("audit"));
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{report}");
+        assert!(report.contains("audit clean"), "{report}");
+        assert!(!report.contains("FAIL"), "{report}");
+
+        // Change a balance behind the ledger's back: the audit must notice and fail.
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(server.db().url()).await.expect("connect");
+        sqlx::query("update account set balance = balance + 7 where id = $1")
+            .bind(format!("w:{player}:gold"))
+            .execute(&pool)
+            .await
+            .expect("tamper");
+        pool.close().await;
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).arg("audit"));
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(!output.status.success(), "a broken invariant fails the command: {report}");
+        assert!(report.contains("FAIL  every account's balance equals the sum of its postings"), "{report}");
+        assert!(report.contains(&format!("w:{player}:gold")), "the report names the account: {report}");
+    }
+}

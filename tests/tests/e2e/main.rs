@@ -33,6 +33,7 @@ mod concurrency;
 mod currencies;
 mod earning;
 mod idempotency;
+mod model;
 mod ops;
 mod purchases;
 mod readme;

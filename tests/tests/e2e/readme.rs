@@ -31,8 +31,18 @@ on_both_backends! {
         .expect("joined");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "the tour failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-        let last_lines: Vec<&str> = stdout.lines().rev().take(3).collect();
-        assert_eq!(last_lines, [r#""version":2"#, r#""sku":"top_hat""#, r#""code":"stars""#], "{stdout}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        for line in [r#""version":2"#, r#""sku":"top_hat""#, r#""code":"stars""#] {
+            assert!(lines.contains(&line), "the player sees {line}: {stdout}");
+        }
         assert!(stdout.contains(r#""added":["top_hat"]"#), "the diff shows the new item: {stdout}");
+        assert!(stdout.contains(r#""earned":{"currency":"gold","amount":10}"#), "the reward: {stdout}");
+        assert!(stdout.contains(r#""remaining":0"#), "the magnet is used: {stdout}");
+        assert_eq!(
+            lines.last().copied(),
+            Some(r#"{"balances":[{"currency":"gems","balance":0},{"currency":"gold","balance":10},{"currency":"stars","balance":0}]}"#),
+            "100 + 10 - 100 gold: {stdout}"
+        );
+        server.assert_audit_clean().await;
     }
 }

@@ -118,6 +118,8 @@ on_both_backends! {
         assert_eq!(history["entries"][0]["kind"], "operator_grant");
         assert_eq!(history["entries"][0]["reason"], "tournament prize");
         assert_eq!(server.count("select count(*) from audit_log where action = 'player.grant'").await, 1);
+        let (status, _) = send(grant(server.operator_key(), json!({ "items": [{ "sku": "skin.red", "quantity": 1 }], "reason": "gift" }))).await;
+        assert_eq!(status, StatusCode::CREATED);
 
         let before = server.fingerprint().await;
         let unknown_player = server
@@ -135,6 +137,8 @@ on_both_backends! {
             ("a read-only key", grant(&read_key, json!({ "currency": "gold", "amount": 5, "reason": "x" })), StatusCode::FORBIDDEN, "insufficient_scope"),
             ("a player's token", grant(&token, json!({ "currency": "gold", "amount": 5, "reason": "x" })), StatusCode::FORBIDDEN, "wrong_credential_kind"),
             ("unknown player", unknown_player, StatusCode::NOT_FOUND, "not_found"),
+            ("a durable item already owned", grant(server.operator_key(), json!({ "items": [{ "sku": "skin.red", "quantity": 1 }], "reason": "again" })), StatusCode::CONFLICT, "already_owned"),
+            ("two of a durable item", grant(server.operator_key(), json!({ "items": [{ "sku": "skin.blue", "quantity": 2 }], "reason": "x" })), StatusCode::CONFLICT, "already_owned"),
         ];
         for (case, request, status, code) in cases {
             assert_error(case, &send(request).await, status, code);

@@ -89,6 +89,27 @@ pub enum ErrorCode {
     NotConsumable,
     /// The reward rule's cap for this period is reached (`details.resets_at`).
     RewardCapReached,
+    // Real money.
+    /// The chosen price is virtual currency or settles on a tab; buy it with `POST /v1/purchases`.
+    PriceRequiresPurchase,
+    /// The order is below the currency's minimum card charge (`details.minimum`).
+    AmountBelowMinimum,
+    /// The order is above the largest single order (`details.maximum`).
+    AmountAboveMaximum,
+    /// The order would pass the player's spending limit (`details.remaining`, `details.period`).
+    SpendingLimitExceeded,
+    /// The wallet owes a clawed-back debt in this currency; it must be repaid first.
+    OutstandingDebt,
+    /// The order is not in a state that allows this (`details.status`).
+    OrderStateConflict,
+    /// A refund larger than what is left to refund (`details.refundable`).
+    RefundExceedsPaid,
+    /// The payment provider could not be reached or refused the request.
+    ProviderUnavailable,
+    /// The webhook's signature is missing or does not match.
+    WebhookSignatureInvalid,
+    /// The webhook's timestamp is outside the tolerance.
+    WebhookTimestampOutOfTolerance,
     // Server side (5xx).
     /// Something went wrong inside the server; it is logged with its cause.
     Internal,
@@ -140,6 +161,16 @@ impl ErrorCode {
             Self::InsufficientQuantity => "insufficient_quantity",
             Self::NotConsumable => "not_consumable",
             Self::RewardCapReached => "reward_cap_reached",
+            Self::PriceRequiresPurchase => "price_requires_purchase",
+            Self::AmountBelowMinimum => "amount_below_minimum",
+            Self::AmountAboveMaximum => "amount_above_maximum",
+            Self::SpendingLimitExceeded => "spending_limit_exceeded",
+            Self::OutstandingDebt => "outstanding_debt",
+            Self::OrderStateConflict => "order_state_conflict",
+            Self::RefundExceedsPaid => "refund_exceeds_paid",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::WebhookSignatureInvalid => "webhook_signature_invalid",
+            Self::WebhookTimestampOutOfTolerance => "webhook_timestamp_out_of_tolerance",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::Other => "other",

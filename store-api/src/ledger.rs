@@ -45,6 +45,10 @@ pub enum EntryKind {
     Purchase,
     /// Items used up.
     Consume,
+    /// A paid real-money order granted.
+    OrderFulfillment,
+    /// Money returned and the grant clawed back (refund or chargeback).
+    Reversal,
     /// A kind this version of the contract does not know.
     #[serde(other)]
     Other,
@@ -60,6 +64,8 @@ impl EntryKind {
             Self::OperatorGrant => "operator_grant",
             Self::Purchase => "purchase",
             Self::Consume => "consume",
+            Self::OrderFulfillment => "order_fulfillment",
+            Self::Reversal => "reversal",
             Self::Other => "other",
         }
     }
@@ -67,8 +73,16 @@ impl EntryKind {
     /// Parses a stored kind; unknown kinds are [`EntryKind::Other`].
     #[must_use]
     pub fn parse(text: &str) -> Self {
-        [Self::InitialGrant, Self::Reward, Self::OperatorGrant, Self::Purchase, Self::Consume]
-            .into_iter()
+        [
+            Self::InitialGrant,
+            Self::Reward,
+            Self::OperatorGrant,
+            Self::Purchase,
+            Self::Consume,
+            Self::OrderFulfillment,
+            Self::Reversal,
+        ]
+        .into_iter()
             .find(|kind| kind.as_str() == text)
             .unwrap_or(Self::Other)
     }
@@ -152,6 +166,12 @@ impl Quantity {
     /// One.
     pub const ONE: Self = Self(1);
 
+    /// One, for serde defaults.
+    #[must_use]
+    pub fn one() -> Self {
+        Self::ONE
+    }
+
     /// Checks a quantity.
     ///
     /// # Errors
@@ -190,15 +210,11 @@ pub struct PurchaseRequest {
     /// The offer.
     pub offer_id: OfferId,
     /// How many, 1 to 100; 1 when absent.
-    #[serde(default = "one")]
+    #[serde(default = "Quantity::one")]
     pub quantity: Quantity,
     /// Which of the offer's prices; the first virtual price when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_index: Option<u32>,
-}
-
-fn one() -> Quantity {
-    Quantity::ONE
 }
 
 /// A virtual amount of one currency.
@@ -260,7 +276,7 @@ pub struct PurchaseResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsumeRequest {
     /// How many to use up, 1 to 100; 1 when absent.
-    #[serde(default = "one")]
+    #[serde(default = "Quantity::one")]
     pub quantity: Quantity,
 }
 

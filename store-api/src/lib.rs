@@ -44,6 +44,7 @@ pub mod error;
 pub mod ledger;
 pub mod limits;
 pub mod money;
+pub mod orders;
 pub mod receipt;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::catalog::OfferId;
 use crate::ledger::{CurrencyAmount, EntryKind, Granted};
+use crate::money::Money;
 
 /// Prepended to every payload before signing, so a receipt signature can never be mistaken for
 /// a signature over anything else.
@@ -71,9 +72,15 @@ pub struct ReceiptPayload {
     /// The offer, for purchases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer_id: Option<OfferId>,
-    /// What was paid, for purchases.
+    /// What was paid in virtual currency, for purchases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid: Option<CurrencyAmount>,
+    /// What was paid in real money, for orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_money: Option<Money>,
+    /// The order, for orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
     /// What the player received.
     pub granted: Granted,
     /// When.

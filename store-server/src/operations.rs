@@ -281,6 +281,8 @@ impl MoneyOp for PurchaseOp {
                 purchase_id: Some(purchase_id),
                 offer_id: Some(offer.id),
                 paid: Some(paid.clone()),
+                paid_money: None,
+                order_id: None,
                 granted: movement.granted.clone(),
             },
         )
@@ -474,13 +476,7 @@ impl MoneyOp for RewardOp {
             .bind(now_micros())
             .execute(&mut *conn)
             .await?;
-        let facts = ReceiptFacts {
-            kind: EntryKind::Reward,
-            purchase_id: None,
-            offer_id: None,
-            paid: None,
-            granted: movement.granted,
-        };
+        let facts = ReceiptFacts::given(EntryKind::Reward, movement.granted);
         let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
         Ok(RewardClaimResult {
             rule: code,
@@ -554,13 +550,7 @@ impl MoneyOp for GrantOp {
             Some(&granted_json),
         )
         .await?;
-        let facts = ReceiptFacts {
-            kind: EntryKind::OperatorGrant,
-            purchase_id: None,
-            offer_id: None,
-            paid: None,
-            granted: movement.granted.clone(),
-        };
+        let facts = ReceiptFacts::given(EntryKind::OperatorGrant, movement.granted.clone());
         let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
         Ok(GrantResult {
             entry_id: entry.id,

@@ -9,6 +9,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use rand::RngCore;
 use sqlx::AnyConnection;
 use store_api::catalog::OfferId;
+use store_api::Money;
 use store_api::ledger::{CurrencyAmount, EntryKind, Granted};
 use store_api::receipt::{RECEIPT_SIGNING_CONTEXT, ReceiptKey, ReceiptPayload, SignedReceipt};
 use uuid::Uuid;
@@ -91,8 +92,20 @@ pub struct ReceiptFacts {
     pub offer_id: Option<OfferId>,
     /// What was paid, for purchases.
     pub paid: Option<CurrencyAmount>,
+    /// What was paid in real money, for orders.
+    pub paid_money: Option<Money>,
+    /// The order, for orders.
+    pub order_id: Option<Uuid>,
     /// What the player received.
     pub granted: Granted,
+}
+
+impl ReceiptFacts {
+    /// A receipt for something given without payment (a reward, a grant).
+    #[must_use]
+    pub fn given(kind: EntryKind, granted: Granted) -> Self {
+        Self { kind, purchase_id: None, offer_id: None, paid: None, paid_money: None, order_id: None, granted }
+    }
 }
 
 /// Signs and stores a receipt for an entry with the current key.
@@ -125,6 +138,8 @@ pub async fn issue_receipt(
         purchase_id: facts.purchase_id,
         offer_id: facts.offer_id,
         paid: facts.paid,
+        paid_money: facts.paid_money,
+        order_id: facts.order_id,
         granted: facts.granted,
         issued_at: from_micros(now),
     };

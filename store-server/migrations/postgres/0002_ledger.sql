@@ -7,12 +7,15 @@ alter table player add column trusted bigint not null default 0;
 -- Bumped by every money-moving transaction of the player: the row lock that serializes them.
 alter table player add column lock_version bigint not null default 0;
 
--- Wallets are `w:<player>:<currency>`; system accounts `s:<kind>:<currency>`.
+-- Wallets are `w:<player>:<currency>`; system accounts `s:<kind>:<currency>`. A wallet holds a
+-- virtual currency; system accounts hold a virtual currency or, for real money, an ISO 4217 code
+-- (amounts in micros).
 create table account (
     id text not null constraint account_pk primary key,
-    kind text not null constraint account_kind_check check (kind in ('wallet', 'issuance', 'revenue', 'adjustment')),
+    kind text not null constraint account_kind_check
+        check (kind in ('wallet', 'issuance', 'revenue', 'adjustment', 'clearing', 'fees')),
     player_id text constraint account_player_fk references player (id),
-    currency text not null constraint account_currency_fk references currency (code),
+    currency text not null,
     balance bigint not null default 0,
     -- Set only by a recorded clawback; until then a wallet never goes below zero.
     in_debt bigint not null default 0,

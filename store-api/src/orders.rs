@@ -1,0 +1,277 @@
+//! Real-money orders and refunds, and the events a player's stream carries.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::catalog::{OfferId, Sku};
+use crate::ledger::{BalanceChange, ItemChange, Quantity, Reason};
+use crate::money::Money;
+use crate::receipt::SignedReceipt;
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Waiting for the player to pay at `checkout_url`.
+    RequiresPayment,
+    /// The provider is processing the payment.
+    Processing,
+    /// Paid; fulfilment follows in the same transaction.
+    Paid,
+    /// Paid and granted.
+    Fulfilled,
+    /// The payment failed (declined, insufficient funds).
+    Failed,
+    /// Not paid in time.
+    Expired,
+    /// Canceled before payment.
+    Canceled,
+    /// Fully refunded; the grant was clawed back.
+    Refunded,
+    /// Partly refunded.
+    PartiallyRefunded,
+    /// The payment is disputed.
+    Disputed,
+    /// The dispute was lost; the money and the grant were taken back.
+    ChargedBack,
+}
+
+impl OrderStatus {
+    /// Every status.
+    pub const ALL: [Self; 11] = [
+        Self::RequiresPayment,
+        Self::Processing,
+        Self::Paid,
+        Self::Fulfilled,
+        Self::Failed,
+        Self::Expired,
+        Self::Canceled,
+        Self::Refunded,
+        Self::PartiallyRefunded,
+        Self::Disputed,
+        Self::ChargedBack,
+    ];
+
+    /// The status as stored and on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequiresPayment => "requires_payment",
+            Self::Processing => "processing",
+            Self::Paid => "paid",
+            Self::Fulfilled => "fulfilled",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Canceled => "canceled",
+            Self::Refunded => "refunded",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Disputed => "disputed",
+            Self::ChargedBack => "charged_back",
+        }
+    }
+
+    /// Parses a stored status.
+    ///
+    /// # Errors
+    /// Returns a message for an unknown status.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text).ok_or_else(|| format!("unknown order status `{text}`"))
+    }
+
+    /// Whether an order may move from this status to `next`. A payment that arrives after its
+    /// order expired is still honoured (`expired → paid`): money taken is never ignored.
+    #[must_use]
+    pub fn can_become(self, next: Self) -> bool {
+        use OrderStatus::{
+            Canceled, ChargedBack, Disputed, Expired, Failed, Fulfilled, Paid, PartiallyRefunded, Processing,
+            Refunded, RequiresPayment,
+        };
+        matches!(
+            (self, next),
+            (RequiresPayment, Processing | Paid | Failed | Expired | Canceled)
+                | (Processing, Paid | Failed | Expired)
+                | (Expired, Paid)
+                | (Paid, Fulfilled | Refunded)
+                | (Fulfilled | PartiallyRefunded, Refunded | PartiallyRefunded | Disputed)
+                | (Disputed, ChargedBack | Fulfilled)
+        )
+    }
+}
+
+/// `POST /v1/orders`: buy an offer with real money. The server prices it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreateOrderRequest {
+    /// The offer.
+    pub offer_id: OfferId,
+    /// How many, 1 to 100; 1 when absent.
+    #[serde(default = "Quantity::one")]
+    pub quantity: Quantity,
+    /// Which of the offer's prices; the first immediate real-money price when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_index: Option<u32>,
+}
+
+/// One recorded change of an order's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderTransition {
+    /// The status before.
+    pub from: OrderStatus,
+    /// The status after.
+    pub to: OrderStatus,
+    /// Why (`webhook payment.succeeded evt_…`, `expired by sweeper`, …).
+    pub cause: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A real-money order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Where it is.
+    pub status: OrderStatus,
+    /// The offer bought.
+    pub offer_id: OfferId,
+    /// The item bought.
+    pub sku: Sku,
+    /// How many.
+    pub quantity: i64,
+    /// The price index used.
+    pub price_index: u32,
+    /// What the player is charged (price x quantity).
+    pub amount: Money,
+    /// The provider's fee, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<Money>,
+    /// What the store keeps after the fee, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Money>,
+    /// How much was refunded or charged back.
+    pub refunded: Money,
+    /// The provider's hosted checkout page.
+    pub checkout_url: String,
+    /// When an unpaid order expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Why the payment failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The receipt of the fulfilment, once fulfilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<SignedReceipt>,
+    /// Every status change, oldest first (on single-order reads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<OrderTransition>,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    /// Orders, newest first.
+    pub orders: Vec<Order>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /admin/v1/orders/{id}/refunds`: refund all or part of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefundRequest {
+    /// How much, in the order's currency, as a decimal string; everything refundable when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "0.99")]
+    pub amount: Option<String>,
+    /// Why; recorded with the refund.
+    pub reason: Reason,
+}
+
+/// Whether money went back by the operator's choice or the provider's chargeback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundKind {
+    /// An operator refund.
+    Refund,
+    /// A lost dispute.
+    Chargeback,
+}
+
+/// Where a refund is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Recorded; being sent to the provider.
+    Pending,
+    /// Sent; waiting for the provider's confirmation.
+    Submitted,
+    /// Done: money returned, grant clawed back.
+    Succeeded,
+    /// The provider refused it.
+    Failed,
+}
+
+/// A refund or chargeback of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Refund {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// Refund or chargeback.
+    pub kind: RefundKind,
+    /// How much.
+    pub amount: Money,
+    /// Why.
+    pub reason: String,
+    /// Where it is.
+    pub status: RefundStatus,
+    /// When it was asked for.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `wallet.updated` on `/v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WalletUpdated {
+    /// The entry that changed the wallet.
+    pub entry_id: Uuid,
+    /// Each balance it changed, with the balance after.
+    pub changes: Vec<BalanceChange>,
+}
+
+/// `inventory.updated` on `/v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryUpdated {
+    /// The entry that changed the inventory.
+    pub entry_id: Uuid,
+    /// Each item it changed, with the quantity after.
+    pub items: Vec<ItemChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderStatus;
+
+    #[test]
+    fn terminal_states_go_nowhere_and_fulfilment_needs_payment() {
+        for terminal in [OrderStatus::Failed, OrderStatus::Refunded, OrderStatus::ChargedBack, OrderStatus::Canceled] {
+            assert!(OrderStatus::ALL.iter().all(|next| !terminal.can_become(*next)), "{terminal:?}");
+        }
+        assert!(!OrderStatus::RequiresPayment.can_become(OrderStatus::Fulfilled));
+        assert!(OrderStatus::Expired.can_become(OrderStatus::Paid), "a late payment is honoured");
+        assert!(!OrderStatus::Expired.can_become(OrderStatus::Fulfilled));
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+}

@@ -83,8 +83,8 @@ impl EntryKind {
             Self::Reversal,
         ]
         .into_iter()
-            .find(|kind| kind.as_str() == text)
-            .unwrap_or(Self::Other)
+        .find(|kind| kind.as_str() == text)
+        .unwrap_or(Self::Other)
     }
 }
 

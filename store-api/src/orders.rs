@@ -77,7 +77,10 @@ impl OrderStatus {
     /// # Errors
     /// Returns a message for an unknown status.
     pub fn parse(text: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|status| status.as_str() == text).ok_or_else(|| format!("unknown order status `{text}`"))
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| format!("unknown order status `{text}`"))
     }
 
     /// Whether an order may move from this status to `next`. A payment that arrives after its
@@ -263,7 +266,9 @@ mod tests {
 
     #[test]
     fn terminal_states_go_nowhere_and_fulfilment_needs_payment() {
-        for terminal in [OrderStatus::Failed, OrderStatus::Refunded, OrderStatus::ChargedBack, OrderStatus::Canceled] {
+        for terminal in
+            [OrderStatus::Failed, OrderStatus::Refunded, OrderStatus::ChargedBack, OrderStatus::Canceled]
+        {
             assert!(OrderStatus::ALL.iter().all(|next| !terminal.can_become(*next)), "{terminal:?}");
         }
         assert!(!OrderStatus::RequiresPayment.can_become(OrderStatus::Fulfilled));

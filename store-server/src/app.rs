@@ -27,6 +27,8 @@ use crate::db::Db;
 use crate::error::{ApiError, error_response};
 use crate::idempotency::delete_expired_keys;
 use crate::install::{Seed, prepare};
+use crate::payments::{PaymentProvider, SandboxProvider};
+use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::settings::{IDEMPOTENCY_RETENTION_MIN, Settings};
 
 /// State every handler shares; cheap to clone.
@@ -37,10 +39,13 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     db: Db,
     settings: Settings,
+    public_url: String,
     signer: SessionSigner,
     catalog_cache: CatalogCache,
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
+    providers: Vec<Arc<dyn PaymentProvider>>,
+    sandbox: Option<Sandbox>,
 }
 
 impl AppState {
@@ -74,6 +79,24 @@ impl AppState {
         &self.0.metrics
     }
 
+    /// The URL the server is reached at.
+    #[must_use]
+    pub fn public_url(&self) -> &str {
+        &self.0.public_url
+    }
+
+    /// The payment provider named `name`.
+    #[must_use]
+    pub fn provider(&self, name: &str) -> Option<&dyn PaymentProvider> {
+        self.0.providers.iter().find(|provider| provider.name() == name).map(|provider| &**provider)
+    }
+
+    /// The provider new orders are paid through.
+    #[must_use]
+    pub fn default_provider(&self) -> Option<&dyn PaymentProvider> {
+        self.0.providers.first().map(|provider| &**provider)
+    }
+
     /// The OpenAPI document, rendered once at start.
     #[must_use]
     pub fn openapi_json(&self) -> axum::body::Bytes {
@@ -96,10 +119,11 @@ fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// The OpenAPI document of every route the router serves.
+/// The OpenAPI document of every route the router serves, the sandbox provider's included.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, openapi) = crate::http::routes().split_for_parts();
+    let mut openapi = crate::http::routes().into_openapi();
+    openapi.merge(crate::sandbox::routes().into_openapi());
     openapi
 }
 
@@ -107,28 +131,29 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings().request_body_bytes_max;
     let request_timeout = state.settings().request_timeout;
-    let (router, _) = crate::http::routes().split_for_parts();
-    router
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-                }))
-                .layer(middleware::from_fn(record_metrics))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                        .on_response(
-                            DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
-                        ),
-                )
-                .layer(middleware::from_fn(type_every_error))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .with_state(state)
+    let (store, _) = crate::http::routes().split_for_parts();
+    let mut router = store.with_state(state.clone());
+    if let Some(sandbox) = &state.0.sandbox {
+        let (sandbox_routes, _) = crate::sandbox::routes().split_for_parts();
+        router = router.merge(sandbox_routes.with_state(sandbox.clone()));
+    }
+    router.fallback(route_not_found).method_not_allowed_fallback(method_not_allowed).layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+            }))
+            .layer(middleware::from_fn(record_metrics))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .on_response(
+                        DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
+                    ),
+            )
+            .layer(middleware::from_fn(type_every_error))
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
 }
 
 async fn route_not_found(request: Request) -> ApiError {
@@ -220,14 +245,40 @@ impl Application {
         db.migrate().await?;
         let installation = prepare(&db, &settings.assets_dir, Seed::DefaultCatalog).await?;
         let listener = TcpListener::bind(settings.listen).await?;
+        let bound = listener.local_addr()?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let openapi_json = openapi().to_json()?.into();
+        let mut providers: Vec<Arc<dyn PaymentProvider>> = Vec::new();
+        let sandbox = if settings.sandbox_enabled {
+            let sandbox_url = format!("{public_url}/sandbox");
+            providers.push(Arc::new(SandboxProvider::new(
+                sandbox_url.clone(),
+                installation.sandbox_api_key.clone(),
+                installation.sandbox_webhook_secret.clone(),
+                settings.webhook_tolerance,
+            )));
+            Some(Sandbox::new(SandboxConfig {
+                db: db.clone(),
+                api_key: installation.sandbox_api_key,
+                webhook_secret: installation.sandbox_webhook_secret,
+                webhook_url: format!("{public_url}/v1/webhooks/sandbox"),
+                public_url: sandbox_url,
+                fees: settings.sandbox_fees.clone(),
+                dispute_delay: settings.sandbox_dispute_delay,
+            }))
+        } else {
+            None
+        };
         let state = AppState(Arc::new(Shared {
             db,
             settings,
+            public_url,
             signer: installation.signer,
             catalog_cache: CatalogCache::default(),
             metrics: prometheus(),
             openapi_json,
+            providers,
+            sandbox,
         }));
         Ok(Self { listener, state, first_operator_key: installation.first_operator_key })
     }
@@ -247,7 +298,7 @@ impl Application {
     /// The URL the server is reached at.
     #[must_use]
     pub fn public_url(&self) -> String {
-        self.state.settings().public_url.clone().unwrap_or_else(|| format!("http://{}", self.local_addr()))
+        self.state.public_url().to_owned()
     }
 
     /// The operator key created on this start because the database had none (shown once).
@@ -268,11 +319,20 @@ impl Application {
         let Self { listener, state, .. } = self;
         let limit: Duration = state.settings().shutdown_timeout;
         let db = state.db().clone();
-        let cleanup = tokio::spawn(clean_idempotency_keys(
-            db.clone(),
-            state.settings().idempotency_retention.max(IDEMPOTENCY_RETENTION_MIN),
-            state.settings().idempotency_cleanup_interval,
-        ));
+        let mut workers = vec![
+            tokio::spawn(clean_idempotency_keys(
+                db.clone(),
+                state.settings().idempotency_retention.max(IDEMPOTENCY_RETENTION_MIN),
+                state.settings().idempotency_cleanup_interval,
+            )),
+            tokio::spawn(run_order_workers(state.clone())),
+        ];
+        if let Some(sandbox) = &state.0.sandbox {
+            workers.push(tokio::spawn(crate::sandbox::run_deliveries(
+                sandbox.clone(),
+                state.settings().worker_tick,
+            )));
+        }
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, router(state).into_make_service())
             .with_graceful_shutdown(async move {
@@ -291,9 +351,26 @@ impl Application {
                 }
             }
         }
-        cleanup.abort();
+        for worker in workers {
+            worker.abort();
+        }
         db.close().await;
         Ok(())
+    }
+}
+
+/// Expires unpaid orders and sends pending refunds to their providers, every worker tick.
+async fn run_order_workers(state: AppState) {
+    let mut ticks = tokio::time::interval(state.settings().worker_tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = crate::orders::expire_due_orders(&state).await {
+            tracing::warn!(%error, "could not expire orders");
+        }
+        if let Err(error) = crate::orders::submit_pending_refunds(&state).await {
+            tracing::warn!(%error, "could not submit refunds");
+        }
     }
 }
 

@@ -236,6 +236,7 @@ pub mod scopes {
         CatalogWrite => CatalogWrite,
         PlayersRead => PlayersRead,
         PlayersWrite => PlayersWrite,
+        RefundsWrite => RefundsWrite,
         RewardsWrite => RewardsWrite,
         KeysAdmin => KeysAdmin,
     }

@@ -682,6 +682,18 @@ pub async fn live_snapshot(conn: &mut AnyConnection) -> ApiResult<Option<(i64, C
     row.map(|(version, body)| Ok((version, parse_stored("catalog version", &body)?))).transpose()
 }
 
+/// A published version's items and offers.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn version_snapshot(conn: &mut AnyConnection, version: i64) -> ApiResult<Option<CatalogSnapshot>> {
+    let body: Option<String> = sqlx::query_scalar("select body from catalog_version where version = $1")
+        .bind(version)
+        .fetch_optional(&mut *conn)
+        .await?;
+    body.map(|body| parse_stored("catalog version", &body)).transpose()
+}
+
 /// What publishing would change.
 ///
 /// # Errors
@@ -911,6 +923,16 @@ impl RenderedCatalog {
     #[must_use]
     pub fn currency(&self, code: &CurrencyCode) -> Option<&Currency> {
         self.currencies.get(code)
+    }
+
+    /// The live items and offers, sorted.
+    #[must_use]
+    pub fn snapshot(&self) -> CatalogSnapshot {
+        let mut items: Vec<Item> = self.items.values().cloned().collect();
+        items.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let mut offers: Vec<Offer> = self.offers.values().cloned().collect();
+        offers.sort_by_key(|offer| offer.id);
+        CatalogSnapshot { items, offers }
     }
 
     /// Every currency.

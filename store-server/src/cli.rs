@@ -16,9 +16,10 @@ use crate::audit::audit;
 use crate::auth::create_api_key;
 use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
 use crate::db::Db;
+use crate::fees::FeeSchedule;
 use crate::install::{Seed, prepare, read_catalog_file};
 use crate::receipts::rotate_receipt_key;
-use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings};
+use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings, SpendingLimits};
 
 /// Coinslot store server.
 #[derive(Debug, Parser)]
@@ -54,6 +55,22 @@ struct SettingsArgs {
     /// Most database connections.
     #[arg(long, env = "COINSLOT_DB_CONNECTIONS_MAX", default_value_t = 16, global = true)]
     db_connections_max: u32,
+    /// Seconds an unpaid order waits for its payment.
+    #[arg(long, env = "COINSLOT_ORDER_TTL_S", default_value_t = 1_800, global = true)]
+    order_ttl_s: u64,
+    /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
+    /// currency's minimum card charge; players flagged minor get 20%).
+    #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
+    spending_limits: SpendingLimits,
+    /// The merchant name on checkout pages.
+    #[arg(long, env = "COINSLOT_MERCHANT_NAME", default_value = "Coinslot demo store", global = true)]
+    merchant_name: String,
+    /// Do not mount the sandbox payment provider.
+    #[arg(long, env = "COINSLOT_NO_SANDBOX", global = true)]
+    no_sandbox: bool,
+    /// The sandbox's fees, e.g. `USD=0.30+2.9%` (others: 60% of the minimum charge + 2.9%).
+    #[arg(long, env = "COINSLOT_SANDBOX_FEES", default_value = "", global = true, value_parser = FeeSchedule::parse)]
+    sandbox_fees: FeeSchedule,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "COINSLOT_LOG_JSON", global = true)]
     log_json: bool,
@@ -69,6 +86,11 @@ impl SettingsArgs {
             session_ttl: Duration::from_secs(self.session_ttl_s),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
             db_connections_max: self.db_connections_max,
+            order_ttl: Duration::from_secs(self.order_ttl_s),
+            spending_limits: self.spending_limits.clone(),
+            merchant_name: self.merchant_name.clone(),
+            sandbox_enabled: !self.no_sandbox,
+            sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()
         }
     }

@@ -120,6 +120,39 @@ fn stored_response(stored: Stored, replayed: bool) -> Response {
     response
 }
 
+/// The stored answer for a key, if the key was used: for work that must not start again on a
+/// retry (opening a provider session) before `run_once` replays.
+///
+/// # Errors
+/// `idempotency_key_reused` for the same key with another request.
+pub async fn stored_answer(
+    state: &AppState,
+    scope: &str,
+    idempotency: &Idempotency,
+) -> ApiResult<Option<Response>> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(
+        "select request_hash, status_code, response_body from idempotency where scope = $1 and key = $2",
+    )
+    .bind(scope)
+    .bind(&idempotency.key)
+    .fetch_optional(state.db().pool())
+    .await?;
+    let Some((hash, status, body)) = row else { return Ok(None) };
+    if hash != idempotency.request_hash {
+        return Err(key_reused());
+    }
+    let status = u16::try_from(status).ok().and_then(|status| StatusCode::from_u16(status).ok());
+    Ok(status.map(|status| stored_response(Stored { status, body: body.into() }, true)))
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different request; use a new key for a new request",
+    )
+}
+
 /// Runs `op` once per `(scope, key)`: the first time for real, afterwards replaying the first
 /// answer.
 ///
@@ -183,11 +216,7 @@ async fn claim(
     .fetch_one(&mut *conn)
     .await?;
     if first_hash != request_hash {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used for a different request; use a new key for a new request",
-        ));
+        return Err(key_reused());
     }
     let status = u16::try_from(status)
         .ok()

@@ -26,6 +26,10 @@ pub struct Installation {
     pub signer: SessionSigner,
     /// The operator key created because the database had none; shown once.
     pub first_operator_key: Option<String>,
+    /// The sandbox provider's API key (per installation).
+    pub sandbox_api_key: String,
+    /// The sandbox provider's webhook signing secret (per installation).
+    pub sandbox_webhook_secret: Vec<u8>,
 }
 
 /// Reads a catalog file (the format `catalog export` writes).
@@ -57,10 +61,16 @@ pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<I
     let mut tx = db.begin_write().await?;
     let mut secret = [0_u8; 32];
     rand::rng().fill_bytes(&mut secret);
+    let mut sandbox_api_key = [0_u8; 24];
+    rand::rng().fill_bytes(&mut sandbox_api_key);
+    let mut sandbox_webhook_secret = [0_u8; 32];
+    rand::rng().fill_bytes(&mut sandbox_webhook_secret);
     for (key, value) in [
         ("catalog_lock", String::new()),
         ("catalog_stamp", uuid::Uuid::now_v7().to_string()),
         ("session_key_1", hex::encode(secret)),
+        ("sandbox_api_key", format!("sk_sandbox_{}", hex::encode(sandbox_api_key))),
+        ("sandbox_webhook_secret", format!("whsec_{}", hex::encode(sandbox_webhook_secret))),
     ] {
         sqlx::query("insert into meta (key, value) values ($1, $2) on conflict (key) do nothing")
             .bind(key)
@@ -100,7 +110,19 @@ pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<I
     };
     let secret_hex: String =
         sqlx::query_scalar("select value from meta where key = 'session_key_1'").fetch_one(&mut *tx).await?;
+    let sandbox_api_key: String = sqlx::query_scalar("select value from meta where key = 'sandbox_api_key'")
+        .fetch_one(&mut *tx)
+        .await?;
+    let sandbox_webhook_secret: String =
+        sqlx::query_scalar("select value from meta where key = 'sandbox_webhook_secret'")
+            .fetch_one(&mut *tx)
+            .await?;
     tx.commit().await?;
     let secret = hex::decode(secret_hex).context("the stored session key is not hex")?;
-    Ok(Installation { signer: SessionSigner::new(secret), first_operator_key })
+    Ok(Installation {
+        signer: SessionSigner::new(secret),
+        first_operator_key,
+        sandbox_api_key,
+        sandbox_webhook_secret: sandbox_webhook_secret.into_bytes(),
+    })
 }

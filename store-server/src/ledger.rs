@@ -18,10 +18,12 @@ use store_api::ErrorCode;
 use store_api::catalog::Sku;
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{Balance, BalanceChange, EntryKind, HistoryEntry, InventoryItem, ItemChange, Wallet};
+use store_api::orders::{InventoryUpdated, WalletUpdated};
 use uuid::Uuid;
 
 use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
+use crate::events::push_event;
 use crate::extract::Page;
 
 /// The kinds of system account, one per currency each.
@@ -33,6 +35,10 @@ pub enum SystemAccount {
     Revenue,
     /// Corrections.
     Adjustment,
+    /// Real money in the payment provider's hands: gives the gross of each order.
+    Clearing,
+    /// Payment fees.
+    Fees,
 }
 
 impl SystemAccount {
@@ -41,6 +47,8 @@ impl SystemAccount {
             Self::Issuance => "issuance",
             Self::Revenue => "revenue",
             Self::Adjustment => "adjustment",
+            Self::Clearing => "clearing",
+            Self::Fees => "fees",
         }
     }
 }
@@ -50,8 +58,8 @@ impl SystemAccount {
 pub enum AccountId {
     /// A player's wallet for one currency.
     Wallet(Uuid, CurrencyCode),
-    /// A system account for one currency.
-    System(SystemAccount, CurrencyCode),
+    /// A system account for one virtual currency code or ISO 4217 code.
+    System(SystemAccount, String),
 }
 
 impl AccountId {
@@ -64,9 +72,10 @@ impl AccountId {
         }
     }
 
-    fn currency(&self) -> &CurrencyCode {
+    fn currency(&self) -> &str {
         match self {
-            Self::Wallet(_, currency) | Self::System(_, currency) => currency,
+            Self::Wallet(_, currency) => currency.as_str(),
+            Self::System(_, currency) => currency,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct NewEntry {
     pub postings: Vec<Posting>,
     /// Item changes of the player.
     pub items: Vec<ItemDelta>,
+    /// A clawback: wallet debits may take a wallet below zero, which records a debt.
+    pub clawback: bool,
 }
 
 /// What appending an entry did.
@@ -124,6 +135,7 @@ pub struct AppendedEntry {
 #[must_use]
 pub struct PlayerLock {
     blocked: bool,
+    minor: bool,
 }
 
 impl PlayerLock {
@@ -142,6 +154,12 @@ impl PlayerLock {
             Ok(())
         }
     }
+
+    /// Whether the player is flagged `minor` (tighter spending limits).
+    #[must_use]
+    pub fn is_minor(self) -> bool {
+        self.minor
+    }
 }
 
 /// Serializes every money-moving transaction of one player: a row lock on PostgreSQL (SQLite's
@@ -151,15 +169,15 @@ impl PlayerLock {
 /// # Errors
 /// `not_found` for an unknown player.
 pub async fn lock_player(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<PlayerLock> {
-    let blocked: Option<i64> = sqlx::query_scalar(
-        "update player set lock_version = lock_version + 1 where id = $1 returning blocked",
+    let flags: Option<(i64, i64)> = sqlx::query_as(
+        "update player set lock_version = lock_version + 1 where id = $1 returning blocked, minor",
     )
     .bind(player_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    match blocked {
+    match flags {
         None => Err(ApiError::not_found("player", &player_id.to_string())),
-        Some(blocked) => Ok(PlayerLock { blocked: blocked != 0 }),
+        Some((blocked, minor)) => Ok(PlayerLock { blocked: blocked != 0, minor: minor != 0 }),
     }
 }
 
@@ -245,7 +263,7 @@ pub async fn append_entry(
 ) -> ApiResult<AppendedEntry> {
     let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
     for posting in &entry.postings {
-        let sum = sums.entry(posting.account.currency().as_str()).or_default();
+        let sum = sums.entry(posting.account.currency()).or_default();
         *sum =
             sum.checked_add(posting.amount).unwrap_or_else(|| panic!("posting sum overflows in {entry:?}"));
     }
@@ -279,19 +297,19 @@ pub async fn append_entry(
         if amount == 0 {
             continue;
         }
-        let currency = account.currency().clone();
-        let max = balance_max.get(currency.as_str()).copied().unwrap_or(i64::MAX);
-        let balance_after = apply_posting(conn, &key, &account, amount, max, now).await?;
+        let currency = account.currency().to_owned();
+        let max = balance_max.get(&currency).copied().unwrap_or(i64::MAX);
+        let balance_after = apply_posting(conn, &key, &account, amount, max, entry.clawback, now).await?;
         sqlx::query("insert into posting (entry_id, account_id, currency, amount, balance_after) values ($1, $2, $3, $4, $5)")
             .bind(id.to_string())
             .bind(&key)
-            .bind(currency.as_str())
+            .bind(&currency)
             .bind(amount)
             .bind(balance_after)
             .execute(&mut *conn)
             .await?;
-        if matches!(account, AccountId::Wallet(..)) {
-            changes.push(BalanceChange { currency, amount, balance_after });
+        if let AccountId::Wallet(_, code) = &account {
+            changes.push(BalanceChange { currency: code.clone(), amount, balance_after });
         }
     }
 
@@ -321,17 +339,37 @@ pub async fn append_entry(
         .await?;
         items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
     }
+    if !changes.is_empty() {
+        push_event(
+            conn,
+            entry.player_id,
+            "wallet.updated",
+            &WalletUpdated { entry_id: id, changes: changes.clone() },
+        )
+        .await?;
+    }
+    if !items.is_empty() {
+        push_event(
+            conn,
+            entry.player_id,
+            "inventory.updated",
+            &InventoryUpdated { entry_id: id, items: items.clone() },
+        )
+        .await?;
+    }
     Ok(AppendedEntry { id, changes, items })
 }
 
-/// Applies one account's change with a guard: a wallet stays at or above zero on a debit and at
-/// or below `balance_max` on a credit. Returns the balance after.
+/// Applies one account's change with a guard: a wallet stays at or above zero on a debit (unless
+/// this is a clawback, which records the debt) and at or below `balance_max` on a credit. A wallet
+/// back at zero or above no longer owes. Returns the balance after.
 async fn apply_posting(
     conn: &mut AnyConnection,
     key: &str,
     account: &AccountId,
     amount: i64,
     balance_max: i64,
+    clawback: bool,
     now: i64,
 ) -> ApiResult<i64> {
     let (kind, player_id) = match account {
@@ -345,17 +383,20 @@ async fn apply_posting(
     .bind(key)
     .bind(kind)
     .bind(player_id)
-    .bind(account.currency().as_str())
+    .bind(account.currency())
     .bind(now)
     .execute(&mut *conn)
     .await?;
     let balance_after: Option<i64> = sqlx::query_scalar(
-        "update account set balance = balance + $2 where id = $1 and (kind <> 'wallet' or \
-         (($2 >= 0 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
+        "update account set balance = balance + $2, \
+         in_debt = case when kind <> 'wallet' then 0 when balance + $2 >= 0 then 0 when $4 = 1 then 1 else in_debt end \
+         where id = $1 and (kind <> 'wallet' or \
+         (($2 >= 0 or $4 = 1 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
     )
     .bind(key)
     .bind(amount)
     .bind(balance_max)
+    .bind(i64::from(clawback))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(balance_after) = balance_after {
@@ -365,7 +406,9 @@ async fn apply_posting(
         .bind(key)
         .fetch_one(&mut *conn)
         .await?;
-    let currency = account.currency();
+    let AccountId::Wallet(_, currency) = account else {
+        return Err(ApiError::Internal(anyhow::anyhow!("system account {key} refused a posting")));
+    };
     Err(if amount < 0 {
         insufficient_funds(currency, -amount, balance)
     } else {

@@ -54,17 +54,17 @@ pub fn period_window(period: LimitPeriod, now: OffsetDateTime) -> (OffsetDateTim
 
 /// What a player pays and receives, before it is written.
 #[derive(Debug, Default)]
-struct Movement {
-    postings: Vec<Posting>,
-    items: Vec<ItemDelta>,
-    granted: Granted,
+pub(crate) struct Movement {
+    pub(crate) postings: Vec<Posting>,
+    pub(crate) items: Vec<ItemDelta>,
+    pub(crate) granted: Granted,
 }
 
 impl Movement {
     /// Gives `amount` of `currency` from issuance.
-    fn grant_currency(&mut self, player_id: Uuid, currency: &CurrencyCode, amount: i64) {
+    pub(crate) fn grant_currency(&mut self, player_id: Uuid, currency: &CurrencyCode, amount: i64) {
         self.postings.push(Posting {
-            account: AccountId::System(SystemAccount::Issuance, currency.clone()),
+            account: AccountId::System(SystemAccount::Issuance, currency.as_str().to_owned()),
             amount: -amount,
         });
         self.postings.push(Posting { account: AccountId::Wallet(player_id, currency.clone()), amount });
@@ -72,15 +72,38 @@ impl Movement {
     }
 
     /// Gives `quantity` of an item (at most one of a durable one).
-    fn grant_item(&mut self, item: &Item, quantity: i64) {
+    pub(crate) fn grant_item(&mut self, item: &Item, quantity: i64) {
         let quantity_max = if item.kind == ItemKind::Durable { 1 } else { i64::MAX };
         self.items.push(ItemDelta { sku: item.sku.clone(), delta: quantity, quantity_max });
         self.granted.items.push(ItemGrant { sku: item.sku.clone(), quantity });
     }
 
+    /// Gives what buying `quantity` of `item` gives: the item itself (consumables and durables)
+    /// and its grants. `lookup` finds the granted items in the catalog version sold from.
+    pub(crate) fn grant_bought<'c>(
+        &mut self,
+        player_id: Uuid,
+        item: &Item,
+        quantity: i64,
+        lookup: impl Fn(&Sku) -> Option<&'c Item>,
+    ) -> ApiResult<()> {
+        if matches!(item.kind, ItemKind::Consumable | ItemKind::Durable) {
+            self.grant_item(item, quantity);
+        }
+        for grant in &item.grants.items {
+            let granted = lookup(&grant.sku)
+                .ok_or_else(|| anyhow::anyhow!("item {} grants unknown sku {}", item.sku, grant.sku))?;
+            self.grant_item(granted, grant.quantity * quantity);
+        }
+        for grant in &item.grants.currencies {
+            self.grant_currency(player_id, &grant.currency, grant.amount * quantity);
+        }
+        Ok(())
+    }
+
     /// Checks in Rust what the entry's guarded updates will check again: every wallet ends
     /// between zero and its maximum, no durable item is held twice.
-    async fn check(
+    pub(crate) async fn check(
         &self,
         conn: &mut AnyConnection,
         player_id: Uuid,
@@ -118,6 +141,22 @@ fn offer_not_available(reason: &str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, ErrorCode::OfferNotAvailable, message).with_detail("reason", reason)
 }
 
+/// Refuses an offer outside its sale window.
+///
+/// # Errors
+/// `offer_not_available` with `details.reason` `not_started` or `ended`.
+pub fn check_sale_window(offer: &store_api::catalog::Offer, now: OffsetDateTime) -> ApiResult<()> {
+    if let Some(window) = offer.sale_window {
+        if window.starts_at.is_some_and(|starts| now < starts) {
+            return Err(offer_not_available("not_started", "the offer's sale has not started".to_owned()));
+        }
+        if window.ends_at.is_some_and(|ends| now >= ends) {
+            return Err(offer_not_available("ended", "the offer's sale has ended".to_owned()));
+        }
+    }
+    Ok(())
+}
+
 fn player_actor(player_id: Uuid) -> String {
     format!("player:{player_id}")
 }
@@ -143,17 +182,7 @@ impl MoneyOp for PurchaseOp {
         let offer = catalog.offer(request.offer_id).ok_or_else(|| {
             offer_not_available("unknown", format!("offer `{}` is not in the live catalog", request.offer_id))
         })?;
-        if let Some(window) = offer.sale_window {
-            if window.starts_at.is_some_and(|starts| now < starts) {
-                return Err(offer_not_available(
-                    "not_started",
-                    "the offer's sale has not started".to_owned(),
-                ));
-            }
-            if window.ends_at.is_some_and(|ends| now >= ends) {
-                return Err(offer_not_available("ended", "the offer's sale has ended".to_owned()));
-            }
-        }
+        check_sale_window(offer, now)?;
         let item = catalog
             .item(&offer.sku)
             .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
@@ -177,6 +206,14 @@ impl MoneyOp for PurchaseOp {
                 )
             })?;
         let Price::Virtual { currency, amount } = price else { return Err(price_requires_order()) };
+        if wallet_balance(conn, player_id, currency).await? < 0 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::OutstandingDebt,
+                format!("the wallet owes {currency} from a refunded order; earn or receive enough to repay it first"),
+            )
+            .with_detail("currency", currency.as_str()));
+        }
         let quantity = request.quantity.get();
         if item.kind == ItemKind::Durable && quantity > 1 {
             return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
@@ -219,21 +256,10 @@ impl MoneyOp for PurchaseOp {
             .postings
             .push(Posting { account: AccountId::Wallet(player_id, currency.clone()), amount: -total });
         movement.postings.push(Posting {
-            account: AccountId::System(SystemAccount::Revenue, currency.clone()),
+            account: AccountId::System(SystemAccount::Revenue, currency.as_str().to_owned()),
             amount: total,
         });
-        if matches!(item.kind, ItemKind::Consumable | ItemKind::Durable) {
-            movement.grant_item(item, quantity);
-        }
-        for grant in &item.grants.items {
-            let granted = catalog
-                .item(&grant.sku)
-                .ok_or_else(|| anyhow::anyhow!("live item {} grants unknown sku {}", item.sku, grant.sku))?;
-            movement.grant_item(granted, grant.quantity * quantity);
-        }
-        for grant in &item.grants.currencies {
-            movement.grant_currency(player_id, &grant.currency, grant.amount * quantity);
-        }
+        movement.grant_bought(player_id, item, quantity, |sku| catalog.item(sku))?;
         movement.check(conn, player_id, &catalog).await?;
         if let Some(stock) = item.stock {
             take_stock(conn, &item.sku, quantity, stock).await?;
@@ -248,6 +274,7 @@ impl MoneyOp for PurchaseOp {
                 reason: None,
                 postings: movement.postings,
                 items: movement.items,
+                clawback: false,
             },
             &catalog.balance_maxima(),
         )
@@ -314,7 +341,7 @@ fn price_requires_order() -> ApiError {
     )
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
@@ -384,6 +411,7 @@ impl MoneyOp for ConsumeOp {
                 reason: None,
                 postings: Vec::new(),
                 items: vec![ItemDelta { sku: sku.clone(), delta: -quantity, quantity_max: i64::MAX }],
+                clawback: false,
             },
             &BTreeMap::new(),
         )
@@ -463,6 +491,7 @@ impl MoneyOp for RewardOp {
                 reason: Some(format!("reward rule `{code}`")),
                 postings: movement.postings,
                 items: Vec::new(),
+                clawback: false,
             },
             &catalog.balance_maxima(),
         )
@@ -536,6 +565,7 @@ impl MoneyOp for GrantOp {
                 reason: Some(request.reason.as_str().to_owned()),
                 postings: movement.postings,
                 items: movement.items,
+                clawback: false,
             },
             &catalog.balance_maxima(),
         )
@@ -590,6 +620,7 @@ pub async fn grant_initial_balances(
             reason: None,
             postings: movement.postings,
             items: Vec::new(),
+            clawback: false,
         },
         &catalog.balance_maxima(),
     )

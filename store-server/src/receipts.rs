@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
 use rand::RngCore;
 use sqlx::AnyConnection;
-use store_api::catalog::OfferId;
 use store_api::Money;
+use store_api::catalog::OfferId;
 use store_api::ledger::{CurrencyAmount, EntryKind, Granted};
 use store_api::receipt::{RECEIPT_SIGNING_CONTEXT, ReceiptKey, ReceiptPayload, SignedReceipt};
 use uuid::Uuid;
@@ -104,7 +104,15 @@ impl ReceiptFacts {
     /// A receipt for something given without payment (a reward, a grant).
     #[must_use]
     pub fn given(kind: EntryKind, granted: Granted) -> Self {
-        Self { kind, purchase_id: None, offer_id: None, paid: None, paid_money: None, order_id: None, granted }
+        Self {
+            kind,
+            purchase_id: None,
+            offer_id: None,
+            paid: None,
+            paid_money: None,
+            order_id: None,
+            granted,
+        }
     }
 }
 
@@ -179,4 +187,25 @@ pub async fn find_receipt(
             .fetch_optional(&mut *conn)
             .await?;
     Ok(row.map(|(key_id, payload, signature)| SignedReceipt { id, key_id, payload, signature }))
+}
+
+/// The receipt issued for an entry, if any.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn find_receipt_of_entry(
+    conn: &mut AnyConnection,
+    entry_id: &str,
+) -> ApiResult<Option<SignedReceipt>> {
+    let row: Option<(String, String, String, String)> =
+        sqlx::query_as("select id, key_id, payload, signature from receipt where entry_id = $1")
+            .bind(entry_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(id, key_id, payload, signature)| {
+        let id = Uuid::parse_str(&id)
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored receipt id: {error}")))?;
+        Ok(SignedReceipt { id, key_id, payload, signature })
+    })
+    .transpose()
 }

@@ -1,6 +1,7 @@
 //! Settings: plain data that `main` fills from flags and `COINSLOT_*` variables, and that tests
 //! build directly.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,76 @@ pub struct Settings {
     pub idempotency_retention: Duration,
     /// How often expired idempotency keys are deleted.
     pub idempotency_cleanup_interval: Duration,
+    /// How long an unpaid order waits for its payment.
+    pub order_ttl: Duration,
+    /// Players' spending limits per day and month.
+    pub spending_limits: SpendingLimits,
+    /// How far a webhook's timestamp may be from now.
+    pub webhook_tolerance: Duration,
+    /// How often the background workers (order expiry, refunds, sandbox deliveries) run.
+    pub worker_tick: Duration,
+    /// The merchant name shown on checkout pages.
+    pub merchant_name: String,
+    /// Mount the sandbox payment provider at `/sandbox` and take its payments.
+    pub sandbox_enabled: bool,
+    /// The sandbox's fees.
+    pub sandbox_fees: crate::fees::FeeSchedule,
+    /// How long after a payment with the dispute test card the dispute arrives.
+    pub sandbox_dispute_delay: Duration,
+}
+
+/// Spending limits per currency, per UTC day and calendar month. Currencies without an entry
+/// allow 200 times their minimum card charge a day and 1,000 times a month (USD 100 and 500);
+/// players flagged `minor` get `minor_percent` of that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendingLimits {
+    per_currency: BTreeMap<&'static str, (rust_decimal::Decimal, rust_decimal::Decimal)>,
+    minor_percent: u32,
+}
+
+impl Default for SpendingLimits {
+    fn default() -> Self {
+        Self { per_currency: BTreeMap::new(), minor_percent: 20 }
+    }
+}
+
+impl SpendingLimits {
+    /// Parses `USD=100/500,EUR=80/400` (per day / per month).
+    ///
+    /// # Errors
+    /// Returns a message naming the entry that is not `CODE=DAY/MONTH`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut limits = Self::default();
+        for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let bad = || format!("spending limit `{entry}` must look like USD=100/500");
+            let (code, amounts) = entry.split_once('=').ok_or_else(bad)?;
+            let (day, month) = amounts.split_once('/').ok_or_else(bad)?;
+            let currency = store_api::MoneyCurrency::parse(code.trim())?;
+            let day = store_api::money::parse_amount(day.trim()).map_err(|_| bad())?;
+            let month = store_api::money::parse_amount(month.trim()).map_err(|_| bad())?;
+            limits.per_currency.insert(currency.code(), (day, month));
+        }
+        Ok(limits)
+    }
+
+    /// The day and month limits for a player.
+    #[must_use]
+    pub fn limits(
+        &self,
+        currency: store_api::MoneyCurrency,
+        minor: bool,
+    ) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
+        let (day, month) = self.per_currency.get(currency.code()).copied().unwrap_or_else(|| {
+            let minimum = currency.minimum_charge().amount;
+            (minimum * rust_decimal::Decimal::from(200), minimum * rust_decimal::Decimal::from(1_000))
+        });
+        if minor {
+            let share = rust_decimal::Decimal::from(self.minor_percent) / rust_decimal::Decimal::ONE_HUNDRED;
+            (day * share, month * share)
+        } else {
+            (day, month)
+        }
+    }
 }
 
 impl Default for Settings {
@@ -60,6 +131,14 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             idempotency_retention: IDEMPOTENCY_RETENTION_MIN * 2,
             idempotency_cleanup_interval: Duration::from_secs(10 * 60),
+            order_ttl: Duration::from_secs(30 * 60),
+            spending_limits: SpendingLimits::default(),
+            webhook_tolerance: Duration::from_secs(300),
+            worker_tick: Duration::from_millis(200),
+            merchant_name: "Coinslot demo store".to_owned(),
+            sandbox_enabled: true,
+            sandbox_fees: crate::fees::FeeSchedule::default(),
+            sandbox_dispute_delay: Duration::from_secs(2),
         }
     }
 }

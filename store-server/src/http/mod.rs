@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod catalog;
 pub mod currencies;
 pub mod ops;
+pub mod orders;
 pub mod players;
 pub mod purchases;
 pub mod rewards;
@@ -63,6 +64,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(wallet::routes())
         .merge(purchases::routes())
         .merge(rewards::routes())
+        .merge(orders::routes())
 }
 
 /// A JSON response carrying an `ETag`.

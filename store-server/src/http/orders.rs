@@ -1,0 +1,296 @@
+//! Real-money orders for players, orders and refunds for operators, and the payment providers'
+//! webhooks.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use store_api::orders::{CreateOrderRequest, Order, OrderPage, Refund, RefundRequest};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::scopes::{PlayersRead, RefundsWrite};
+use crate::auth::{Operator, PlayerAuth};
+use crate::db::now_micros;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, PageQuery};
+use crate::idempotency::{IdempotentJson, run_once, stored_answer};
+use crate::orders::{
+    CreateOrderOp, RefundOp, find_order, list_orders, order_detail, payment_disputed, payment_failed,
+    payment_succeeded, price_order, refund_succeeded,
+};
+use crate::payments::{CheckoutRequest, ProviderEvent};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_order, list_my_orders))
+        .routes(routes!(get_my_order))
+        .routes(routes!(list_all_orders))
+        .routes(routes!(get_any_order))
+        .routes(routes!(refund_order))
+        .routes(routes!(receive_webhook))
+        .routes(routes!(crate::events::stream_events))
+}
+
+fn provider_unavailable() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        store_api::ErrorCode::ProviderUnavailable,
+        "no payment provider is configured",
+    )
+}
+
+/// Starts a real-money purchase: the server prices the offer, checks the minimum charge, the
+/// order limit and the player's spending limits, opens a checkout session with the payment
+/// provider and returns the order with its `checkout_url`. Needs an `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "players",
+    security(("player" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
+    request_body = CreateOrderRequest,
+    responses(
+        (status = 201, body = Order),
+        (status = 409, body = store_api::ErrorBody, description = "offer_not_available, price_requires_purchase, amount_below_minimum, amount_above_maximum, spending_limit_exceeded"),
+        (status = 502, body = store_api::ErrorBody, description = "provider_unavailable"),
+    )
+)]
+async fn create_order(
+    State(state): State<AppState>,
+    player: PlayerAuth,
+    request: IdempotentJson<CreateOrderRequest>,
+) -> ApiResult<Response> {
+    let scope = player.idempotency_scope();
+    if let Some(replay) = stored_answer(&state, &scope, &request.idempotency).await? {
+        return Ok(replay);
+    }
+    let provider = state.default_provider().ok_or_else(provider_unavailable)?;
+    // Price first, so a request the store would refuse never opens a checkout session.
+    let (amount, description) = {
+        let mut conn = state.db().pool().acquire().await?;
+        let catalog = state.catalog_cache().get(&mut conn).await?;
+        let priced = price_order(&catalog, &request.body)?;
+        (priced.total, format!("{} × {}", priced.item.name.as_str(), request.body.quantity.get()))
+    };
+    let order_id = Uuid::now_v7();
+    let ttl_micros = i64::try_from(state.settings().order_ttl.as_micros()).unwrap_or(i64::MAX / 2);
+    let expires_at = now_micros() + ttl_micros;
+    // The provider's session is keyed by this request, so a retry reuses the same session.
+    let session_key = hex::encode(Sha256::digest(format!("{scope}\n{}", request.idempotency.key)));
+    let checkout = provider
+        .create_checkout(&CheckoutRequest {
+            idempotency_key: session_key,
+            merchant: state.settings().merchant_name.clone(),
+            reference: order_id.to_string(),
+            description,
+            amount,
+            expires_at: expires_at / 1_000_000,
+        })
+        .await?;
+    let op = CreateOrderOp {
+        order_id,
+        player_id: player.player_id,
+        request: request.body,
+        provider: provider.name(),
+        checkout,
+        expires_at,
+    };
+    run_once(&state, &scope, request.idempotency, op).await
+}
+
+/// The player's orders, newest first.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "players",
+    security(("player" = [])),
+    params(PageQuery),
+    responses((status = 200, body = OrderPage))
+)]
+async fn list_my_orders(
+    State(state): State<AppState>,
+    player: PlayerAuth,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<axum::Json<OrderPage>> {
+    let page = query.parse()?;
+    let mut conn = state.db().pool().acquire().await?;
+    let (orders, next_cursor) = list_orders(&mut conn, Some(player.player_id), &page).await?;
+    Ok(axum::Json(OrderPage { orders, next_cursor }))
+}
+
+async fn load_order(state: &AppState, id: &str, player: Option<Uuid>) -> ApiResult<Order> {
+    let not_found = || ApiError::not_found("order", id);
+    let order_id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let mut conn = state.db().pool().acquire().await?;
+    let record = find_order(&mut conn, order_id)
+        .await?
+        .filter(|record| player.is_none_or(|player| record.player_id == player))
+        .ok_or_else(not_found)?;
+    order_detail(&mut conn, &record).await
+}
+
+/// One of the player's orders, with its transitions and, once fulfilled, its receipt.
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "players",
+    security(("player" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = Order), (status = 404, body = store_api::ErrorBody))
+)]
+async fn get_my_order(
+    State(state): State<AppState>,
+    player: PlayerAuth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Order>> {
+    Ok(axum::Json(load_order(&state, &id, Some(player.player_id)).await?))
+}
+
+/// Every order, newest first.
+#[utoipa::path(
+    get, path = "/admin/v1/orders", tag = "operators",
+    security(("operator" = ["players:read"])),
+    params(PageQuery),
+    responses((status = 200, body = OrderPage))
+)]
+async fn list_all_orders(
+    State(state): State<AppState>,
+    _operator: Operator<PlayersRead>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<axum::Json<OrderPage>> {
+    let page = query.parse()?;
+    let mut conn = state.db().pool().acquire().await?;
+    let (orders, next_cursor) = list_orders(&mut conn, None, &page).await?;
+    Ok(axum::Json(OrderPage { orders, next_cursor }))
+}
+
+/// Any order, with its transitions and receipt.
+#[utoipa::path(
+    get, path = "/admin/v1/orders/{id}", tag = "operators",
+    security(("operator" = ["players:read"])),
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = Order), (status = 404, body = store_api::ErrorBody))
+)]
+async fn get_any_order(
+    State(state): State<AppState>,
+    _operator: Operator<PlayersRead>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Order>> {
+    Ok(axum::Json(load_order(&state, &id, None).await?))
+}
+
+/// Refunds all (no `amount`) or part of a fulfilled order. The refund goes to the provider;
+/// when it confirms, the money entries are reversed and the grant is clawed back (what was spent
+/// becomes a debt). Answers `202` with the pending refund. Needs an `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/admin/v1/orders/{id}/refunds", tag = "operators",
+    security(("operator" = ["refunds:write"])),
+    params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
+    request_body = RefundRequest,
+    responses(
+        (status = 202, body = Refund),
+        (status = 404, body = store_api::ErrorBody),
+        (status = 409, body = store_api::ErrorBody, description = "order_state_conflict, refund_exceeds_paid"),
+    )
+)]
+async fn refund_order(
+    State(state): State<AppState>,
+    operator: Operator<RefundsWrite>,
+    Path(id): Path<String>,
+    request: IdempotentJson<RefundRequest>,
+) -> ApiResult<Response> {
+    let order_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("order", &id))?;
+    let op = RefundOp {
+        order_id,
+        amount: request.body.amount,
+        reason: request.body.reason.as_str().to_owned(),
+        actor: operator.actor(),
+    };
+    run_once(&state, &operator.actor(), request.idempotency, op).await
+}
+
+/// The answer to a webhook.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAck {
+    /// `processed`, `duplicate` or `ignored`.
+    pub status: String,
+}
+
+/// Receives a payment provider's signed event. Forged, stale and malformed events are refused
+/// (`400`) and change nothing; a duplicate is acknowledged and ignored; an event that arrives
+/// before what it depends on is refused with `409` so the provider retries it later.
+#[utoipa::path(
+    post, path = "/v1/webhooks/{provider}", tag = "providers",
+    params(("provider" = String, Path, description = "Provider name, e.g. sandbox"), ("Coinslot-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256 of t.body>")),
+    request_body = Object,
+    responses(
+        (status = 200, body = WebhookAck),
+        (status = 400, body = store_api::ErrorBody, description = "webhook_signature_invalid, webhook_timestamp_out_of_tolerance"),
+        (status = 404, body = store_api::ErrorBody),
+        (status = 409, body = store_api::ErrorBody, description = "order_state_conflict: retry later"),
+    )
+)]
+async fn receive_webhook(
+    State(state): State<AppState>,
+    Path(provider_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<WebhookAck>> {
+    let outcome = process_webhook(&state, &provider_name, &headers, &body).await;
+    let label = match &outcome {
+        Ok(ack) => ack.status.clone(),
+        Err(error) => error.code().to_string(),
+    };
+    metrics::counter!("coinslot_webhooks_total", "provider" => provider_name, "outcome" => label)
+        .increment(1);
+    outcome.map(axum::Json)
+}
+
+async fn process_webhook(
+    state: &AppState,
+    provider_name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<WebhookAck> {
+    let provider =
+        state.provider(provider_name).ok_or_else(|| ApiError::not_found("provider", provider_name))?;
+    let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
+    let mut tx = state.db().begin_write().await?;
+    let fresh = sqlx::query(
+        "insert into webhook_event (provider, event_id, event_type, received_at) values ($1, $2, $3, $4) \
+         on conflict (provider, event_id) do nothing",
+    )
+    .bind(provider.name())
+    .bind(&verified.id)
+    .bind(&verified.event_type)
+    .bind(now_micros())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(WebhookAck { status: "duplicate".to_owned() });
+    }
+    let cause = format!("webhook {} {}", verified.event_type, verified.id);
+    let status = match verified.event {
+        ProviderEvent::PaymentSucceeded { session_id, payment_id, fee } => {
+            payment_succeeded(&mut tx, state, provider.name(), &session_id, &payment_id, fee, &cause).await?;
+            "processed"
+        }
+        ProviderEvent::PaymentFailed { session_id, reason } => {
+            payment_failed(&mut tx, provider.name(), &session_id, &reason, &cause).await?;
+            "processed"
+        }
+        ProviderEvent::RefundSucceeded { refund_id, provider_refund_id } => {
+            refund_succeeded(&mut tx, state, refund_id, &provider_refund_id, &cause).await?;
+            "processed"
+        }
+        ProviderEvent::PaymentDisputed { payment_id } => {
+            payment_disputed(&mut tx, state, provider.name(), &payment_id, &cause).await?;
+            "processed"
+        }
+        ProviderEvent::Ignored => "ignored",
+    };
+    tx.commit().await?;
+    Ok(WebhookAck { status: status.to_owned() })
+}

@@ -1,0 +1,341 @@
+//! Payment providers behind one trait, so Stripe, Steam microtransactions or Xsolla can be
+//! added as adapters. The sandbox provider's adapter talks to the sandbox service over HTTP,
+//! exactly as an adapter for a real provider would.
+//!
+//! Webhooks are signed `Coinslot-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` over
+//! `"{t}.{body}"`, checked in constant time with a tolerance on `t`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use store_api::{ErrorCode, Money};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The header carrying a webhook's signature.
+pub const SIGNATURE_HEADER: &str = "coinslot-signature";
+
+/// A boxed future, so providers can sit behind `dyn PaymentProvider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a checkout session is opened for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutRequest {
+    /// Makes the request safe to retry: the same key opens the same session.
+    pub idempotency_key: String,
+    /// Shown on the checkout page.
+    pub merchant: String,
+    /// The store's reference (the order id).
+    pub reference: String,
+    /// Shown on the checkout page.
+    pub description: String,
+    /// The charge.
+    pub amount: Money,
+    /// When the session closes, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// An open checkout session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkout {
+    /// The provider's session id.
+    pub id: String,
+    /// Where the player pays.
+    pub checkout_url: String,
+}
+
+/// A refund asked of the provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundCall {
+    /// Our refund id: the same id refunds once.
+    pub idempotency_key: String,
+    /// The provider's payment.
+    pub payment_id: String,
+    /// How much.
+    pub amount: Money,
+}
+
+/// The provider's answer to a refund.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundAccepted {
+    /// The provider's refund id.
+    pub id: String,
+}
+
+/// A webhook event as providers send it: `{"id","type","created","data"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Unique per event; duplicates carry the same id.
+    pub id: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When, Unix seconds.
+    pub created: i64,
+    /// The event's facts.
+    pub data: serde_json::Value,
+}
+
+/// What a verified webhook says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderEvent {
+    /// A checkout session was paid.
+    PaymentSucceeded {
+        /// The session.
+        session_id: String,
+        /// The payment.
+        payment_id: String,
+        /// The provider's fee.
+        fee: Money,
+    },
+    /// A checkout session's payment failed.
+    PaymentFailed {
+        /// The session.
+        session_id: String,
+        /// Why (`card_declined`, `insufficient_funds`).
+        reason: String,
+    },
+    /// A refund went through.
+    RefundSucceeded {
+        /// Our refund id (the idempotency key we sent).
+        refund_id: Uuid,
+        /// The provider's refund id.
+        provider_refund_id: String,
+    },
+    /// A payment was disputed and the dispute lost: the money is taken back.
+    PaymentDisputed {
+        /// The payment.
+        payment_id: String,
+    },
+    /// An event type this store does not act on.
+    Ignored,
+}
+
+/// A webhook whose signature checked out.
+#[derive(Debug, Clone)]
+pub struct VerifiedEvent {
+    /// The event id, for deduplication.
+    pub id: String,
+    /// Its type, as sent.
+    pub event_type: String,
+    /// What it says.
+    pub event: ProviderEvent,
+}
+
+/// A payment provider.
+pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
+    /// The name in `POST /v1/webhooks/{provider}` and in stored orders.
+    fn name(&self) -> &'static str;
+
+    /// Opens (or, for the same idempotency key, returns) a checkout session.
+    fn create_checkout<'a>(&'a self, request: &'a CheckoutRequest) -> BoxFuture<'a, ApiResult<Checkout>>;
+
+    /// Asks for a refund; the outcome arrives as a webhook.
+    fn refund<'a>(&'a self, call: &'a RefundCall) -> BoxFuture<'a, ApiResult<RefundAccepted>>;
+
+    /// Checks a webhook's signature and freshness and reads it.
+    ///
+    /// # Errors
+    /// `webhook_signature_invalid`, `webhook_timestamp_out_of_tolerance`, `invalid_request`.
+    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> ApiResult<VerifiedEvent>;
+}
+
+/// Signs a webhook body: the header value for `t`.
+#[must_use]
+pub fn sign_webhook(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = webhook_mac(secret, t);
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn webhook_mac(secret: &[u8], t: i64) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac
+}
+
+fn signature_error(code: ErrorCode, message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Checks a `Coinslot-Signature` header against the body: one of its `v1` signatures must match
+/// (compared in constant time) and `t` must be within `tolerance` of now.
+///
+/// # Errors
+/// `webhook_signature_invalid` or `webhook_timestamp_out_of_tolerance`.
+pub fn verify_signature(
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+    now_s: i64,
+    tolerance: Duration,
+) -> ApiResult<()> {
+    let invalid = || {
+        signature_error(
+            ErrorCode::WebhookSignatureInvalid,
+            "the webhook's signature is missing or does not match",
+        )
+    };
+    let header = headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(invalid)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+            Some(("v1", value)) => signatures.extend(hex::decode(value).ok()),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or_else(invalid)?;
+    let matches = signatures.iter().any(|signature| {
+        let mut mac = webhook_mac(secret, timestamp);
+        mac.update(body);
+        mac.verify_slice(signature).is_ok()
+    });
+    if !matches {
+        return Err(invalid());
+    }
+    let tolerance_s = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    if (now_s - timestamp).abs() > tolerance_s {
+        return Err(signature_error(
+            ErrorCode::WebhookTimestampOutOfTolerance,
+            "the webhook's timestamp is too far from now; it may be a replay",
+        ));
+    }
+    Ok(())
+}
+
+/// The sandbox provider's adapter: HTTP calls to the sandbox service's API.
+#[derive(Debug, Clone)]
+pub struct SandboxProvider {
+    api_url: String,
+    api_key: String,
+    webhook_secret: Vec<u8>,
+    tolerance: Duration,
+    http: reqwest::Client,
+}
+
+impl SandboxProvider {
+    /// An adapter for the sandbox at `api_url` (`…/sandbox`).
+    #[must_use]
+    pub fn new(api_url: String, api_key: String, webhook_secret: Vec<u8>, tolerance: Duration) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        Self { api_url, api_key, webhook_secret, tolerance, http }
+    }
+
+    async fn call<B: Serialize + Sync, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ApiResult<R> {
+        let unavailable =
+            |message: String| ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnavailable, message);
+        let response = self
+            .http
+            .post(format!("{}{path}", self.api_url))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| unavailable(format!("the payment provider could not be reached: {error}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(unavailable(format!("the payment provider refused ({status}): {text}")));
+        }
+        response
+            .json()
+            .await
+            .map_err(|error| unavailable(format!("the payment provider's answer is unreadable: {error}")))
+    }
+}
+
+fn data_str(data: &serde_json::Value, field: &str) -> ApiResult<String> {
+    data.get(field).and_then(serde_json::Value::as_str).map(str::to_owned).ok_or_else(|| {
+        ApiError::invalid(&format!("data.{field}"), format!("the event has no `data.{field}`"))
+    })
+}
+
+impl PaymentProvider for SandboxProvider {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn create_checkout<'a>(&'a self, request: &'a CheckoutRequest) -> BoxFuture<'a, ApiResult<Checkout>> {
+        Box::pin(self.call("/v1/checkout-sessions", request))
+    }
+
+    fn refund<'a>(&'a self, call: &'a RefundCall) -> BoxFuture<'a, ApiResult<RefundAccepted>> {
+        Box::pin(self.call("/v1/refunds", call))
+    }
+
+    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> ApiResult<VerifiedEvent> {
+        verify_signature(&self.webhook_secret, headers, body, now_s, self.tolerance)?;
+        let envelope: EventEnvelope = crate::extract::parse_json(body)?;
+        let data = &envelope.data;
+        let event = match envelope.event_type.as_str() {
+            "payment.succeeded" => ProviderEvent::PaymentSucceeded {
+                session_id: data_str(data, "session_id")?,
+                payment_id: data_str(data, "payment_id")?,
+                fee: serde_json::from_value(data.get("fee").cloned().unwrap_or_default())
+                    .map_err(|error| ApiError::invalid("data.fee", error.to_string()))?,
+            },
+            "payment.failed" => ProviderEvent::PaymentFailed {
+                session_id: data_str(data, "session_id")?,
+                reason: data_str(data, "reason")?,
+            },
+            "refund.succeeded" => ProviderEvent::RefundSucceeded {
+                refund_id: Uuid::parse_str(&data_str(data, "idempotency_key")?)
+                    .map_err(|_| ApiError::invalid("data.idempotency_key", "not a refund of this store"))?,
+                provider_refund_id: data_str(data, "refund_id")?,
+            },
+            "payment.disputed" => {
+                ProviderEvent::PaymentDisputed { payment_id: data_str(data, "payment_id")? }
+            }
+            _ => ProviderEvent::Ignored,
+        };
+        Ok(VerifiedEvent { id: envelope.id, event_type: envelope.event_type, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(SIGNATURE_HEADER, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_signed_body_verifies_within_the_tolerance_only() {
+        let secret = b"whsec";
+        let body = br#"{"id":"evt_1"}"#;
+        let tolerance = Duration::from_secs(300);
+        let signed = headers(&sign_webhook(secret, 1_000, body));
+        assert!(verify_signature(secret, &signed, body, 1_200, tolerance).is_ok());
+        let stale = verify_signature(secret, &signed, body, 1_301, tolerance).unwrap_err();
+        assert_eq!(stale.code(), ErrorCode::WebhookTimestampOutOfTolerance);
+        let forged = verify_signature(b"other", &signed, body, 1_000, tolerance).unwrap_err();
+        assert_eq!(forged.code(), ErrorCode::WebhookSignatureInvalid);
+        let altered = verify_signature(secret, &signed, br#"{"id":"evt_2"}"#, 1_000, tolerance).unwrap_err();
+        assert_eq!(altered.code(), ErrorCode::WebhookSignatureInvalid);
+        let missing = verify_signature(secret, &HeaderMap::new(), body, 1_000, tolerance).unwrap_err();
+        assert_eq!(missing.code(), ErrorCode::WebhookSignatureInvalid);
+        // A stale timestamp cannot be refreshed without the secret: the signature covers it.
+        let moved = headers(&sign_webhook(secret, 1_000, body).replace("t=1000", "t=1200"));
+        assert_eq!(
+            verify_signature(secret, &moved, body, 1_200, tolerance).unwrap_err().code(),
+            ErrorCode::WebhookSignatureInvalid
+        );
+    }
+}

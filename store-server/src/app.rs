@@ -190,6 +190,7 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 
 /// The safety net behind "every failure is a typed JSON error": any error response that a
 /// layer or extractor produced as plain text becomes `{"error":{…}}` with a code for its status.
+/// (HTML pages, such as the sandbox checkout's, keep their own error pages.)
 async fn type_every_error(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
@@ -197,7 +198,7 @@ async fn type_every_error(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
+        .is_some_and(|value| value.starts_with("application/json") || value.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -118,7 +118,7 @@ impl Movement {
         }
         for (currency, (debit, credit)) in net {
             let balance = wallet_balance(conn, player_id, &currency).await?;
-            if balance < debit {
+            if debit > 0 && balance < debit {
                 return Err(insufficient_funds(&currency, debit, balance));
             }
             let balance_max = catalog.currency(&currency).map_or(i64::MAX, |known| known.balance_max);

@@ -371,6 +371,28 @@ pub fn price_order<'c>(catalog: &'c RenderedCatalog, request: &CreateOrderReques
     Ok(Priced { offer, item, price_index, total })
 }
 
+/// Prices an order request and checks the player's limits without writing anything, so a
+/// request the store would refuse never opens a checkout session. Returns the total and a
+/// description for the checkout page. The order's own transaction checks all of it again.
+///
+/// # Errors
+/// As [`price_order`], and `spending_limit_exceeded`.
+pub async fn precheck_order(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    player_id: Uuid,
+    request: &CreateOrderRequest,
+) -> ApiResult<(Money, String)> {
+    let catalog = state.catalog_cache().get(conn).await?;
+    let priced = price_order(&catalog, request)?;
+    let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
+        .bind(player_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    check_spending(conn, state, player_id, minor.unwrap_or(0) != 0, priced.total).await?;
+    Ok((priced.total, format!("{} × {}", priced.item.name.as_str(), request.quantity.get())))
+}
+
 /// Checks the player's spending limits for a new order of `total`.
 async fn check_spending(
     conn: &mut AnyConnection,
@@ -968,12 +990,13 @@ pub async fn expire_due_orders(state: &AppState) -> ApiResult<u64> {
     let mut expired = 0;
     for id in due {
         let mut tx = state.db().begin_write().await?;
-        if let Some(mut record) = lock_order(&mut tx, "id = $1", &[&id]).await? {
-            if record.status == OrderStatus::RequiresPayment && record.expires_at <= now_micros() {
-                transition(&mut tx, &mut record, OrderStatus::Expired, "not paid in time (expiry sweeper)")
-                    .await?;
-                expired += 1;
-            }
+        if let Some(mut record) = lock_order(&mut tx, "id = $1", &[&id]).await?
+            && record.status == OrderStatus::RequiresPayment
+            && record.expires_at <= now_micros()
+        {
+            transition(&mut tx, &mut record, OrderStatus::Expired, "not paid in time (expiry sweeper)")
+                .await?;
+            expired += 1;
         }
         tx.commit().await?;
     }

@@ -173,8 +173,11 @@ struct Session {
     expires_at_s: i64,
 }
 
+/// `id, merchant, reference, description, currency, amount_micros, status, expires_at`.
+type SessionRow = (String, String, String, String, String, i64, String, i64);
+
 async fn find_session(conn: &mut sqlx::AnyConnection, id: &str) -> ApiResult<Option<Session>> {
-    let row: Option<(String, String, String, String, String, i64, String, i64)> = sqlx::query_as(
+    let row: Option<SessionRow> = sqlx::query_as(
         "select id, merchant, reference, description, currency, amount_micros, status, expires_at \
          from sandbox_session where id = $1",
     )
@@ -326,7 +329,7 @@ fn luhn_ok(digits: &str) -> bool {
             if index % 2 == 1 { if digit * 2 > 9 { digit * 2 - 9 } else { digit * 2 } } else { digit }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Pays a checkout session with a test card: from the page's form, or as JSON `{card_number}`

@@ -38,6 +38,10 @@ pub mod seed {
     pub const EXTRA_LIFE: &str = "019a6b1e-0005-7000-8000-000000000005";
     /// `gems.small` (currency pack): USD 0.99.
     pub const GEMS_SMALL: &str = "019a6b1e-0006-7000-8000-000000000006";
+    /// `gems.large` (currency pack): USD 4.99.
+    pub const GEMS_LARGE: &str = "019a6b1e-0007-7000-8000-000000000007";
+    /// `starter_bundle`: USD 1.99.
+    pub const STARTER_BUNDLE: &str = "019a6b1e-0008-7000-8000-000000000008";
 }
 
 /// The environment variable naming the PostgreSQL server for tests.
@@ -157,6 +161,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
         database_url: db.url().to_owned(),
         listen: ([127, 0, 0, 1], 0).into(),
         shutdown_timeout: Duration::from_secs(5),
+        worker_tick: Duration::from_millis(50),
+        sandbox_dispute_delay: Duration::from_millis(300),
         ..Settings::default()
     }
 }
@@ -328,6 +334,77 @@ impl TestServer {
             .find(|balance| balance["currency"] == currency)
             .and_then(|balance| balance["balance"].as_i64())
             .unwrap_or_else(|| panic!("no {currency} in {wallet}"))
+    }
+
+    /// Starts a real-money order as the player and returns it.
+    ///
+    /// # Panics
+    /// When the order is refused.
+    pub async fn order(&self, token: &str, offer_id: &str) -> Value {
+        let (status, order) = send(
+            self.player(token, Method::POST, "/v1/orders")
+                .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+                .json(&serde_json::json!({ "offer_id": offer_id })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "order refused: {order}");
+        order
+    }
+
+    /// Pays a checkout with a test card through the sandbox's JSON endpoint.
+    pub async fn pay(&self, checkout_url: &str, card: &str) -> (StatusCode, Value) {
+        send(
+            self.client.post(format!("{checkout_url}/pay")).json(&serde_json::json!({ "card_number": card })),
+        )
+        .await
+    }
+
+    /// Polls the player's order until `done` holds (at most 20 seconds) and returns it.
+    ///
+    /// # Panics
+    /// When it does not happen in time.
+    pub async fn wait_for_order(&self, token: &str, order_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, order) = send(self.player(token, Method::GET, &format!("/v1/orders/{order_id}"))).await;
+            if done(&order) {
+                return order;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the order never reached the expected state: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The sandbox's webhook signing secret, read from the database (as only a test may).
+    pub async fn sandbox_webhook_secret(&self) -> Vec<u8> {
+        let secret: String =
+            sqlx::query_scalar("select value from meta where key = 'sandbox_webhook_secret'")
+                .fetch_one(&self.reader)
+                .await
+                .expect("the sandbox secret");
+        secret.into_bytes()
+    }
+
+    /// The sandbox's API key, read from the database (as only a test may).
+    pub async fn sandbox_api_key(&self) -> String {
+        sqlx::query_scalar("select value from meta where key = 'sandbox_api_key'")
+            .fetch_one(&self.reader)
+            .await
+            .expect("the sandbox key")
+    }
+
+    /// Sets the sandbox's test controls.
+    ///
+    /// # Panics
+    /// When the sandbox refuses them.
+    pub async fn sandbox_controls(&self, controls: Value) {
+        let key = self.sandbox_api_key().await;
+        let (status, body) =
+            send(self.request(Method::POST, "/sandbox/v1/controls").bearer_auth(key).json(&controls)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 
     /// Runs `store-server audit`'s checks on the database and asserts every invariant holds.

@@ -22,7 +22,7 @@ use crate::extract::{ApiQuery, PageQuery};
 use crate::idempotency::{IdempotentJson, run_once, stored_answer};
 use crate::orders::{
     CreateOrderOp, RefundOp, find_order, list_orders, order_detail, payment_disputed, payment_failed,
-    payment_succeeded, price_order, refund_succeeded,
+    payment_succeeded, precheck_order, refund_succeeded,
 };
 use crate::payments::{CheckoutRequest, ProviderEvent};
 
@@ -72,9 +72,7 @@ async fn create_order(
     // Price first, so a request the store would refuse never opens a checkout session.
     let (amount, description) = {
         let mut conn = state.db().pool().acquire().await?;
-        let catalog = state.catalog_cache().get(&mut conn).await?;
-        let priced = price_order(&catalog, &request.body)?;
-        (priced.total, format!("{} × {}", priced.item.name.as_str(), request.body.quantity.get()))
+        precheck_order(&mut conn, &state, player.player_id, &request.body).await?
     };
     let order_id = Uuid::now_v7();
     let ttl_micros = i64::try_from(state.settings().order_ttl.as_micros()).unwrap_or(i64::MAX / 2);

@@ -35,6 +35,7 @@ mod earning;
 mod idempotency;
 mod model;
 mod ops;
+mod orders;
 mod purchases;
 mod readme;
 mod receipts;

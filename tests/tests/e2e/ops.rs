@@ -48,6 +48,19 @@ const ROUTES: &[&str] = &[
     "GET /admin/v1/reward-rules/{rule}",
     "PUT /admin/v1/reward-rules/{rule}",
     "POST /admin/v1/players/{id}/grants",
+    "POST /v1/orders",
+    "GET /v1/orders",
+    "GET /v1/orders/{id}",
+    "GET /admin/v1/orders",
+    "GET /admin/v1/orders/{id}",
+    "POST /admin/v1/orders/{id}/refunds",
+    "POST /v1/webhooks/{provider}",
+    "GET /v1/events",
+    "POST /sandbox/v1/checkout-sessions",
+    "GET /sandbox/checkout/{session}",
+    "POST /sandbox/checkout/{session}/pay",
+    "POST /sandbox/v1/refunds",
+    "POST /sandbox/v1/controls",
 ];
 
 fn documented_routes(openapi: &serde_json::Value) -> BTreeSet<String> {
@@ -85,7 +98,9 @@ on_both_backends! {
                 .replace("{id}", "019a6b1e-0001-7000-8000-000000000001")
                 .replace("{code}", "gold")
                 .replace("{sku}", "magnet")
-                .replace("{rule}", "coin");
+                .replace("{rule}", "coin")
+                .replace("{provider}", "sandbox")
+                .replace("{session}", "cs_unknown");
             let method = Method::from_bytes(method.as_bytes()).expect("a method");
             let (status, body) = send(server.request(method, &path)).await;
             assert_ne!(body["error"]["code"], "route_not_found", "{route} is documented but not served");

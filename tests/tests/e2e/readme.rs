@@ -38,10 +38,12 @@ on_both_backends! {
         assert!(stdout.contains(r#""added":["top_hat"]"#), "the diff shows the new item: {stdout}");
         assert!(stdout.contains(r#""earned":{"currency":"gold","amount":10}"#), "the reward: {stdout}");
         assert!(stdout.contains(r#""remaining":0"#), "the magnet is used: {stdout}");
+        assert!(lines.contains(&r#""status":"fulfilled""#), "the gem pack order is fulfilled: {stdout}");
+        assert!(lines.contains(&r#""fee":{"currency":"USD","amount":"0.33"}"#), "the fee: {stdout}");
         assert_eq!(
             lines.last().copied(),
-            Some(r#"{"balances":[{"currency":"gems","balance":0},{"currency":"gold","balance":10},{"currency":"stars","balance":0}]}"#),
-            "100 + 10 - 100 gold: {stdout}"
+            Some(r#"{"balances":[{"currency":"gems","balance":100},{"currency":"gold","balance":10},{"currency":"stars","balance":0}]}"#),
+            "100 + 10 - 100 gold, 100 gems bought: {stdout}"
         );
         server.assert_audit_clean().await;
     }

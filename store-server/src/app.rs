@@ -29,7 +29,7 @@ use crate::idempotency::delete_expired_keys;
 use crate::install::{Seed, prepare};
 use crate::payments::{PaymentProvider, SandboxProvider};
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::settings::{IDEMPOTENCY_RETENTION_MIN, Settings};
+use crate::settings::{IDEMPOTENCY_RETENTION_MIN, SandboxMode, Settings};
 
 /// State every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
@@ -250,25 +250,35 @@ impl Application {
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let openapi_json = openapi().to_json()?.into();
         let mut providers: Vec<Arc<dyn PaymentProvider>> = Vec::new();
-        let sandbox = if settings.sandbox_enabled {
-            let sandbox_url = format!("{public_url}/sandbox");
-            providers.push(Arc::new(SandboxProvider::new(
-                sandbox_url.clone(),
-                installation.sandbox_api_key.clone(),
-                installation.sandbox_webhook_secret.clone(),
-                settings.webhook_tolerance,
-            )));
-            Some(Sandbox::new(SandboxConfig {
-                db: db.clone(),
-                api_key: installation.sandbox_api_key,
-                webhook_secret: installation.sandbox_webhook_secret,
-                webhook_url: format!("{public_url}/v1/webhooks/sandbox"),
-                public_url: sandbox_url,
-                fees: settings.sandbox_fees.clone(),
-                dispute_delay: settings.sandbox_dispute_delay,
-            }))
-        } else {
-            None
+        let sandbox = match &settings.sandbox {
+            SandboxMode::Mounted => {
+                let sandbox_url = format!("{public_url}/sandbox");
+                providers.push(Arc::new(SandboxProvider::new(
+                    sandbox_url.clone(),
+                    installation.sandbox_api_key.clone(),
+                    installation.sandbox_webhook_secret.clone(),
+                    settings.webhook_tolerance,
+                )));
+                Some(Sandbox::new(SandboxConfig {
+                    db: db.clone(),
+                    api_key: installation.sandbox_api_key,
+                    webhook_secret: installation.sandbox_webhook_secret,
+                    webhook_url: format!("{public_url}/v1/webhooks/sandbox"),
+                    public_url: sandbox_url,
+                    fees: settings.sandbox_fees.clone(),
+                    dispute_delay: settings.sandbox_dispute_delay,
+                }))
+            }
+            SandboxMode::External { url, api_key, webhook_secret } => {
+                providers.push(Arc::new(SandboxProvider::new(
+                    url.trim_end_matches('/').to_owned(),
+                    api_key.clone(),
+                    webhook_secret.clone(),
+                    settings.webhook_tolerance,
+                )));
+                None
+            }
+            SandboxMode::Off => None,
         };
         let state = AppState(Arc::new(Shared {
             db,
@@ -373,6 +383,31 @@ async fn run_order_workers(state: AppState) {
             tracing::warn!(%error, "could not submit refunds");
         }
     }
+}
+
+/// Serves only the sandbox payment provider (`store-server sandbox`), with its delivery worker,
+/// until `shutdown` resolves.
+///
+/// # Errors
+/// Fails when the address cannot be bound or the server fails.
+pub async fn run_sandbox(
+    config: SandboxConfig,
+    listen: SocketAddr,
+    tick: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(config);
+    let listener = TcpListener::bind(listen).await?;
+    let (routes, _) = crate::sandbox::routes().split_for_parts();
+    let router = routes.with_state(sandbox.clone()).fallback(route_not_found).layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(type_every_error))
+            .layer(DefaultBodyLimit::max(store_api::limits::REQUEST_BODY_BYTES_MAX)),
+    );
+    let deliveries = tokio::spawn(crate::sandbox::run_deliveries(sandbox, tick));
+    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    deliveries.abort();
+    Ok(served?)
 }
 
 /// Deletes expired idempotency keys every `interval`, for as long as the server runs.

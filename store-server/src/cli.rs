@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use store_api::auth::Scope;
 
-use crate::app::Application;
+use crate::app::{Application, run_sandbox};
 use crate::audit::audit;
 use crate::auth::create_api_key;
 use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
@@ -19,7 +19,10 @@ use crate::db::Db;
 use crate::fees::FeeSchedule;
 use crate::install::{Seed, prepare, read_catalog_file};
 use crate::receipts::rotate_receipt_key;
-use crate::settings::{ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, Settings, SpendingLimits};
+use crate::sandbox::SandboxConfig;
+use crate::settings::{
+    ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, SandboxMode, Settings, SpendingLimits,
+};
 
 /// Coinslot store server.
 #[derive(Debug, Parser)]
@@ -68,6 +71,16 @@ struct SettingsArgs {
     /// Do not mount the sandbox payment provider.
     #[arg(long, env = "COINSLOT_NO_SANDBOX", global = true)]
     no_sandbox: bool,
+    /// Use a standalone sandbox (`store-server sandbox`) at this URL (ending in `/sandbox`)
+    /// instead of mounting one.
+    #[arg(long, env = "COINSLOT_SANDBOX_URL", global = true)]
+    sandbox_url: Option<String>,
+    /// The standalone sandbox's API key.
+    #[arg(long, env = "COINSLOT_SANDBOX_API_KEY", global = true)]
+    sandbox_api_key: Option<String>,
+    /// The standalone sandbox's webhook signing secret.
+    #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET", global = true)]
+    sandbox_webhook_secret: Option<String>,
     /// The sandbox's fees, e.g. `USD=0.30+2.9%` (others: 60% of the minimum charge + 2.9%).
     #[arg(long, env = "COINSLOT_SANDBOX_FEES", default_value = "", global = true, value_parser = FeeSchedule::parse)]
     sandbox_fees: FeeSchedule,
@@ -77,8 +90,23 @@ struct SettingsArgs {
 }
 
 impl SettingsArgs {
-    fn settings(&self) -> Settings {
-        Settings {
+    fn sandbox_mode(&self) -> anyhow::Result<SandboxMode> {
+        if self.no_sandbox {
+            return Ok(SandboxMode::Off);
+        }
+        match (&self.sandbox_url, &self.sandbox_api_key, &self.sandbox_webhook_secret) {
+            (None, None, None) => Ok(SandboxMode::Mounted),
+            (Some(url), Some(api_key), Some(secret)) => Ok(SandboxMode::External {
+                url: url.clone(),
+                api_key: api_key.clone(),
+                webhook_secret: secret.clone().into_bytes(),
+            }),
+            _ => anyhow::bail!("--sandbox-url, --sandbox-api-key and --sandbox-webhook-secret go together"),
+        }
+    }
+
+    fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(Settings {
             database_url: self.database_url.clone(),
             listen: self.listen,
             public_url: self.public_url.clone(),
@@ -89,10 +117,10 @@ impl SettingsArgs {
             order_ttl: Duration::from_secs(self.order_ttl_s),
             spending_limits: self.spending_limits.clone(),
             merchant_name: self.merchant_name.clone(),
-            sandbox_enabled: !self.no_sandbox,
+            sandbox: self.sandbox_mode()?,
             sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()
-        }
+        })
     }
 }
 
@@ -110,6 +138,18 @@ enum Command {
     Catalog(CatalogCommand),
     /// Check every ledger invariant; exits non-zero with a report when one fails.
     Audit,
+    /// Run only the sandbox payment provider, for a store configured with `--sandbox-url`.
+    Sandbox {
+        /// Where the store receives webhooks, e.g. `http://127.0.0.1:8080/v1/webhooks/sandbox`.
+        #[arg(long)]
+        webhook_url: String,
+        /// The API key stores must send.
+        #[arg(long, env = "COINSLOT_SANDBOX_API_KEY")]
+        api_key: String,
+        /// The secret webhooks are signed with.
+        #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET")]
+        webhook_secret: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,8 +201,24 @@ impl Cli {
     /// # Errors
     /// Fails with a message for the operator when the command cannot complete.
     pub async fn run(self) -> anyhow::Result<()> {
-        let settings = self.settings.settings();
+        let settings = self.settings.settings()?;
         match self.command.unwrap_or(Command::Serve) {
+            Command::Sandbox { webhook_url, api_key, webhook_secret } => {
+                let db = open_db(&settings).await?;
+                let public_url =
+                    settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+                let config = SandboxConfig {
+                    db,
+                    api_key,
+                    webhook_secret: webhook_secret.into_bytes(),
+                    webhook_url,
+                    public_url: format!("{public_url}/sandbox"),
+                    fees: settings.sandbox_fees.clone(),
+                    dispute_delay: settings.sandbox_dispute_delay,
+                };
+                println!("Coinslot sandbox payment provider listening on {public_url}/sandbox");
+                run_sandbox(config, settings.listen, settings.worker_tick, shutdown_signal()).await
+            }
             Command::Serve => serve(settings).await,
             Command::Migrate => {
                 open_db(&settings).await?.close().await;

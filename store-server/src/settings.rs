@@ -54,12 +54,30 @@ pub struct Settings {
     pub worker_tick: Duration,
     /// The merchant name shown on checkout pages.
     pub merchant_name: String,
-    /// Mount the sandbox payment provider at `/sandbox` and take its payments.
-    pub sandbox_enabled: bool,
+    /// Where the sandbox payment provider is: mounted in this server, running elsewhere, or off.
+    pub sandbox: SandboxMode,
     /// The sandbox's fees.
     pub sandbox_fees: crate::fees::FeeSchedule,
     /// How long after a payment with the dispute test card the dispute arrives.
     pub sandbox_dispute_delay: Duration,
+}
+
+/// Where the sandbox payment provider runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// Mounted at `/sandbox` of this server, with per-installation secrets.
+    Mounted,
+    /// A standalone sandbox (`store-server sandbox`) at `url` (ending in `/sandbox`).
+    External {
+        /// Its base URL, e.g. `http://127.0.0.1:8090/sandbox`.
+        url: String,
+        /// Its API key.
+        api_key: String,
+        /// Its webhook signing secret.
+        webhook_secret: Vec<u8>,
+    },
+    /// No sandbox: real-money orders are refused with `provider_unavailable`.
+    Off,
 }
 
 /// Spending limits per currency, per UTC day and calendar month. Currencies without an entry
@@ -136,7 +154,7 @@ impl Default for Settings {
             webhook_tolerance: Duration::from_secs(300),
             worker_tick: Duration::from_millis(200),
             merchant_name: "Coinslot demo store".to_owned(),
-            sandbox_enabled: true,
+            sandbox: SandboxMode::Mounted,
             sandbox_fees: crate::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),
         }

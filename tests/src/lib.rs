@@ -625,8 +625,17 @@ impl ServerProcess {
     /// # Panics
     /// When it does not start within 60 seconds.
     pub fn start(cwd: &Path, database_url: &str) -> Self {
-        let mut child = store_server_command(cwd, Some(database_url))
-            .env("COINSLOT_LISTEN", "127.0.0.1:0")
+        let mut command = store_server_command(cwd, Some(database_url));
+        command.env("COINSLOT_LISTEN", "127.0.0.1:0");
+        Self::spawn(command)
+    }
+
+    /// Starts a prepared `store-server` command and waits until it says where it listens.
+    ///
+    /// # Panics
+    /// When it does not start within 60 seconds.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

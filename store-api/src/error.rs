@@ -110,6 +110,12 @@ pub enum ErrorCode {
     WebhookSignatureInvalid,
     /// The webhook's timestamp is outside the tolerance.
     WebhookTimestampOutOfTolerance,
+    // Tabs.
+    /// The tab must be settled before more is added (`details.reason`: threshold, age,
+    /// credit_limit or settling).
+    TabSettlementRequired,
+    /// There is no tab with anything to settle.
+    NothingToSettle,
     // Server side (5xx).
     /// Something went wrong inside the server; it is logged with its cause.
     Internal,
@@ -171,6 +177,8 @@ impl ErrorCode {
             Self::ProviderUnavailable => "provider_unavailable",
             Self::WebhookSignatureInvalid => "webhook_signature_invalid",
             Self::WebhookTimestampOutOfTolerance => "webhook_timestamp_out_of_tolerance",
+            Self::TabSettlementRequired => "tab_settlement_required",
+            Self::NothingToSettle => "nothing_to_settle",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::Other => "other",

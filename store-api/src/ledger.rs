@@ -49,6 +49,8 @@ pub enum EntryKind {
     OrderFulfillment,
     /// Money returned and the grant clawed back (refund or chargeback).
     Reversal,
+    /// A tab paid off by its settlement order.
+    TabSettlement,
     /// A kind this version of the contract does not know.
     #[serde(other)]
     Other,
@@ -66,6 +68,7 @@ impl EntryKind {
             Self::Consume => "consume",
             Self::OrderFulfillment => "order_fulfillment",
             Self::Reversal => "reversal",
+            Self::TabSettlement => "tab_settlement",
             Self::Other => "other",
         }
     }
@@ -81,6 +84,7 @@ impl EntryKind {
             Self::Consume,
             Self::OrderFulfillment,
             Self::Reversal,
+            Self::TabSettlement,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)
@@ -239,8 +243,12 @@ pub struct Purchase {
     pub quantity: i64,
     /// The price index used.
     pub price_index: u32,
-    /// What was paid in all (price x quantity).
-    pub paid: CurrencyAmount,
+    /// What was paid in all (price x quantity), for virtual prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid: Option<CurrencyAmount>,
+    /// What was added to the player's tab (price x quantity), for tab prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_to_tab: Option<crate::money::Money>,
     /// The catalog version it was priced from.
     pub catalog_version: i64,
     /// When.

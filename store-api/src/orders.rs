@@ -137,10 +137,15 @@ pub struct Order {
     pub id: Uuid,
     /// Where it is.
     pub status: OrderStatus,
-    /// The offer bought.
-    pub offer_id: OfferId,
-    /// The item bought.
-    pub sku: Sku,
+    /// The offer bought (absent for a tab settlement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<OfferId>,
+    /// The item bought (absent for a tab settlement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    /// The tab this order settles, for tab settlements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab_id: Option<Uuid>,
     /// How many.
     pub quantity: i64,
     /// The price index used.
@@ -279,4 +284,95 @@ mod tests {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
     }
+}
+
+/// A player's tab in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tab {
+    /// UUID v7.
+    pub id: Uuid,
+    /// `open`, `settling` (a settlement order is waiting for payment) or `settled`.
+    pub status: String,
+    /// What the player owes on it (micro-precise; the card charge rounds down to whole minor
+    /// units and carries the rest to the next tab).
+    pub amount: Money,
+    /// The remainder carried in from the previous tab.
+    pub carried_in: Money,
+    /// Items charged to it.
+    pub item_count: i64,
+    /// When it opened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    /// The amount at which it must be settled.
+    pub threshold: Money,
+    /// The most it may hold for this player.
+    pub credit_limit: Money,
+    /// When it must be settled at the latest.
+    #[serde(with = "time::serde::rfc3339")]
+    pub settle_by: OffsetDateTime,
+    /// Whether new tab purchases are refused until it is settled.
+    pub settlement_required: bool,
+    /// What settling now would charge to a card (whole minor units).
+    pub settle_amount: Money,
+    /// The settlement order, while settling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_order_id: Option<Uuid>,
+}
+
+/// `GET /v1/tab`: the player's open tabs, one per currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TabList {
+    /// Open and settling tabs.
+    pub tabs: Vec<Tab>,
+}
+
+/// `POST /v1/tab/settle`: settle the tab in `currency` (the only open tab when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SettleTabRequest {
+    /// The tab's ISO currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<crate::money::MoneyCurrency>,
+}
+
+/// One item on a tab, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TabItem {
+    /// The item.
+    pub sku: Sku,
+    /// How many.
+    pub quantity: i64,
+    /// What it added to the tab.
+    pub amount: Money,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A tab as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdminTab {
+    /// The tab.
+    #[serde(flatten)]
+    pub tab: Tab,
+    /// Its player.
+    pub player_id: Uuid,
+    /// How old it is, in seconds.
+    pub age_s: i64,
+    /// What it holds.
+    pub items: Vec<TabItem>,
+    /// What the card was charged, once settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<Money>,
+    /// The provider's fees for charging each item separately minus the fee for one charge.
+    pub fee_saved: Money,
+}
+
+/// `GET /admin/v1/tabs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdminTabPage {
+    /// Tabs, newest first.
+    pub tabs: Vec<AdminTab>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }

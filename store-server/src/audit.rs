@@ -102,6 +102,15 @@ const CHECKS: &[(&str, &str)] = &[
             or (select count(*) from entry e where e.id = p.entry_id and e.kind = 'purchase') <> 1",
     ),
     (
+        "every open tab holds what was carried in plus its items, and the tab receivable owes exactly that",
+        "select 'tab ' || t.id || ' holds ' || t.amount_micros from tab t where t.status in ('open', 'settling') \
+         and t.amount_micros <> t.carried_in_micros + coalesce((select sum(i.amount_micros) from tab_item i where i.tab_id = t.id), 0) \
+         union all \
+         select 'tab receivable ' || a.id || ' holds ' || a.balance from account a where a.kind = 'tab_receivable' \
+         and a.balance <> -coalesce((select sum(t.amount_micros) from tab t where t.status in ('open', 'settling') \
+         and 's:tab_receivable:' || t.currency = a.id), 0)",
+    ),
+    (
         "every receipt vouches for an existing entry of its player",
         "select 'receipt ' || r.id || ' names entry ' || r.entry_id from receipt r \
          left join entry e on e.id = r.entry_id where e.id is null or e.player_id <> r.player_id",

@@ -43,6 +43,14 @@ impl FeeSchedule {
     /// The fee on a charge of `amount`, never more than the charge itself.
     #[must_use]
     pub fn fee(&self, amount: Money) -> Money {
+        let fee = self.fee_uncapped(amount);
+        Money { currency: amount.currency, amount: fee.amount.min(amount.amount).normalize() }
+    }
+
+    /// What the schedule would take from a charge of `amount` on its own, even more than the
+    /// charge: the cost of charging a micro-price to a card, which tabs save.
+    #[must_use]
+    pub fn fee_uncapped(&self, amount: Money) -> Money {
         let currency = amount.currency;
         let (fixed, percent) = self.per_currency.get(currency.code()).copied().unwrap_or_else(|| {
             let fixed = (currency.minimum_charge().amount * Decimal::new(6, 1))
@@ -51,7 +59,7 @@ impl FeeSchedule {
         });
         let variable = (amount.amount * percent / Decimal::ONE_HUNDRED)
             .round_dp_with_strategy(currency.minor_units(), RoundingStrategy::MidpointAwayFromZero);
-        Money { currency, amount: (fixed + variable).min(amount.amount).normalize() }
+        Money { currency, amount: (fixed + variable).normalize() }
     }
 }
 

@@ -39,6 +39,8 @@ pub enum SystemAccount {
     Clearing,
     /// Payment fees.
     Fees,
+    /// What players owe on their tabs.
+    TabReceivable,
 }
 
 impl SystemAccount {
@@ -49,6 +51,7 @@ impl SystemAccount {
             Self::Adjustment => "adjustment",
             Self::Clearing => "clearing",
             Self::Fees => "fees",
+            Self::TabReceivable => "tab_receivable",
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod receipts;
 pub mod rewards;
 pub mod sandbox;
 pub mod settings;
+pub mod tabs;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use sqlx::AnyConnection;
 use store_api::ErrorCode;
-use store_api::catalog::{Item, ItemGrant, ItemKind, LimitPeriod, Price, Sku};
+use store_api::Money;
+use store_api::catalog::{Item, ItemGrant, ItemKind, LimitPeriod, Price, Settlement, Sku};
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{
     ConsumeRequest, ConsumeResult, CurrencyAmount, EntryKind, GrantRequest, GrantResult, Granted, Inventory,
@@ -176,7 +177,8 @@ impl MoneyOp for PurchaseOp {
 
     async fn apply(self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<PurchaseResult> {
         let Self { player_id, request } = self;
-        lock_player(conn, player_id).await?.refuse_if_blocked()?;
+        let lock = lock_player(conn, player_id).await?;
+        lock.refuse_if_blocked()?;
         let catalog = state.catalog_cache().get(conn).await?;
         let now = OffsetDateTime::now_utc();
         let offer = catalog.offer(request.offer_id).ok_or_else(|| {
@@ -191,7 +193,9 @@ impl MoneyOp for PurchaseOp {
             None => offer
                 .prices
                 .iter()
-                .position(|price| matches!(price, Price::Virtual { .. }))
+                .position(|price| {
+                    matches!(price, Price::Virtual { .. } | Price::Real { settlement: Settlement::Tab, .. })
+                })
                 .and_then(|index| u32::try_from(index).ok())
                 .ok_or_else(price_requires_order)?,
         };
@@ -205,16 +209,35 @@ impl MoneyOp for PurchaseOp {
                     ),
                 )
             })?;
-        let Price::Virtual { currency, amount } = price else { return Err(price_requires_order()) };
-        if wallet_balance(conn, player_id, currency).await? < 0 {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::OutstandingDebt,
-                format!("the wallet owes {currency} from a refunded order; earn or receive enough to repay it first"),
-            )
-            .with_detail("currency", currency.as_str()));
-        }
         let quantity = request.quantity.get();
+        // What the purchase is paid with: a wallet, or the player's tab.
+        let (unit, total, tab) = match price {
+            Price::Virtual { currency, amount } => {
+                if wallet_balance(conn, player_id, currency).await? < 0 {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        ErrorCode::OutstandingDebt,
+                        format!("the wallet owes {currency} from a refunded order; earn or receive enough to repay it first"),
+                    )
+                    .with_detail("currency", currency.as_str()));
+                }
+                let total = amount
+                    .checked_mul(quantity)
+                    .ok_or_else(|| ApiError::invalid("quantity", "the total price is too large"))?;
+                (currency.as_str().to_owned(), total, None)
+            }
+            Price::Real { money, settlement: Settlement::Tab } => {
+                let charge = Money {
+                    currency: money.currency,
+                    amount: money.amount * rust_decimal::Decimal::from(quantity),
+                };
+                let tab =
+                    crate::tabs::tab_for_charge(conn, state, player_id, lock.is_minor(), charge).await?;
+                let total = charge.to_micros().map_err(|error| ApiError::invalid("quantity", error))?;
+                (money.currency.code().to_owned(), total, Some((tab, charge)))
+            }
+            Price::Real { settlement: Settlement::Immediate, .. } => return Err(price_requires_order()),
+        };
         if item.kind == ItemKind::Durable && quantity > 1 {
             return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
         }
@@ -247,16 +270,14 @@ impl MoneyOp for PurchaseOp {
                 return Err(error);
             }
         }
-        let total = amount
-            .checked_mul(quantity)
-            .ok_or_else(|| ApiError::invalid("quantity", "the total price is too large"))?;
-
         let mut movement = Movement::default();
-        movement
-            .postings
-            .push(Posting { account: AccountId::Wallet(player_id, currency.clone()), amount: -total });
+        let source = match (&tab, price) {
+            (None, Price::Virtual { currency, .. }) => AccountId::Wallet(player_id, currency.clone()),
+            _ => AccountId::System(SystemAccount::TabReceivable, unit.clone()),
+        };
+        movement.postings.push(Posting { account: source, amount: -total });
         movement.postings.push(Posting {
-            account: AccountId::System(SystemAccount::Revenue, currency.as_str().to_owned()),
+            account: AccountId::System(SystemAccount::Revenue, unit.clone()),
             amount: total,
         });
         movement.grant_bought(player_id, item, quantity, |sku| catalog.item(sku))?;
@@ -291,14 +312,25 @@ impl MoneyOp for PurchaseOp {
         .bind(item.sku.as_str())
         .bind(quantity)
         .bind(i64::from(price_index))
-        .bind(currency.as_str())
+        .bind(&unit)
         .bind(total)
         .bind(catalog.version)
         .bind(entry.id.to_string())
         .bind(created_at)
         .execute(&mut *conn)
         .await?;
-        let paid = CurrencyAmount { currency: currency.clone(), amount: total };
+        let (paid, charged_to_tab) = match (&tab, price) {
+            (Some((tab, charge)), _) => {
+                crate::tabs::add_to_tab(conn, tab, purchase_id, &item.sku, quantity, total).await?;
+                (None, Some(*charge))
+            }
+            (None, Price::Virtual { currency, .. }) => {
+                (Some(CurrencyAmount { currency: currency.clone(), amount: total }), None)
+            }
+            (None, Price::Real { .. }) => {
+                return Err(ApiError::Internal(anyhow::anyhow!("a real price without a tab")));
+            }
+        };
         let receipt = issue_receipt(
             conn,
             player_id,
@@ -307,8 +339,8 @@ impl MoneyOp for PurchaseOp {
                 kind: EntryKind::Purchase,
                 purchase_id: Some(purchase_id),
                 offer_id: Some(offer.id),
-                paid: Some(paid.clone()),
-                paid_money: None,
+                paid: paid.clone(),
+                paid_money: charged_to_tab,
                 order_id: None,
                 granted: movement.granted.clone(),
             },
@@ -322,6 +354,7 @@ impl MoneyOp for PurchaseOp {
                 quantity,
                 price_index,
                 paid,
+                charged_to_tab,
                 catalog_version: catalog.version,
                 created_at: from_micros(created_at),
             },

@@ -36,7 +36,7 @@ use crate::receipts::{ReceiptFacts, find_receipt_of_entry, issue_receipt};
 
 const ORDER_COLUMNS: &str = "id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, fee_micros, \
      net_micros, refunded_micros, status, provider, provider_session, provider_payment, checkout_url, catalog_version, \
-     entry_id, failure_reason, expires_at, created_at, updated_at";
+     entry_id, failure_reason, expires_at, created_at, updated_at, tab_id";
 
 /// An order as stored.
 #[derive(Debug, Clone)]
@@ -69,6 +69,8 @@ pub struct OrderRecord {
     expires_at: i64,
     created_at: i64,
     updated_at: i64,
+    /// The tab a settlement order settles.
+    pub tab_id: Option<Uuid>,
 }
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> ApiError {
@@ -105,6 +107,9 @@ impl OrderRecord {
             expires_at: number("expires_at")?,
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,
+            tab_id: optional_text("tab_id")?
+                .map(|id| Uuid::parse_str(&id).map_err(|error| corrupt("tab_id", error)))
+                .transpose()?,
         })
     }
 
@@ -124,9 +129,16 @@ impl OrderRecord {
         Ok(Order {
             id: self.id,
             status: self.status,
-            offer_id: store_api::catalog::OfferId::parse(&self.offer_id)
-                .map_err(|error| corrupt("offer_id", error))?,
-            sku: store_api::catalog::Sku::parse(&self.sku).map_err(|error| corrupt("sku", error))?,
+            offer_id: (!self.offer_id.is_empty())
+                .then(|| {
+                    store_api::catalog::OfferId::parse(&self.offer_id)
+                        .map_err(|error| corrupt("offer_id", error))
+                })
+                .transpose()?,
+            sku: (!self.sku.is_empty())
+                .then(|| store_api::catalog::Sku::parse(&self.sku).map_err(|error| corrupt("sku", error)))
+                .transpose()?,
+            tab_id: self.tab_id,
             quantity: self.quantity,
             price_index: u32::try_from(self.price_index).map_err(|error| corrupt("price_index", error))?,
             amount: self.money(self.gross_micros),
@@ -583,6 +595,29 @@ pub async fn payment_succeeded(
     record.net_micros = Some(net_micros);
     transition(conn, &mut record, OrderStatus::Paid, cause).await?;
 
+    if let Some(tab_id) = record.tab_id {
+        let entry_id =
+            crate::tabs::settlement_paid(conn, tab_id, record.id, record.gross_micros, fee_micros, provider)
+                .await?;
+        sqlx::query("update payment_order set entry_id = $2 where id = $1")
+            .bind(record.id.to_string())
+            .bind(entry_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        record.entry_id = Some(entry_id.to_string());
+        let facts = ReceiptFacts {
+            kind: EntryKind::TabSettlement,
+            purchase_id: None,
+            offer_id: None,
+            paid: None,
+            paid_money: Some(record.money(record.gross_micros)),
+            order_id: Some(record.id),
+            granted: store_api::ledger::Granted::default(),
+        };
+        issue_receipt(conn, record.player_id, entry_id, facts).await?;
+        return transition(conn, &mut record, OrderStatus::Fulfilled, "the tab is settled").await;
+    }
+
     let snapshot = order_snapshot(conn, state, &record).await?;
     let mut movement = granted_by(&snapshot, &record)?;
     let catalog = state.catalog_cache().get(conn).await?;
@@ -707,6 +742,9 @@ pub async fn payment_failed(
         .execute(&mut *conn)
         .await?;
     record.failure_reason = Some(reason.to_owned());
+    if let Some(tab_id) = record.tab_id {
+        crate::tabs::settlement_abandoned(conn, tab_id).await?;
+    }
     transition(conn, &mut record, OrderStatus::Failed, cause).await
 }
 
@@ -994,6 +1032,9 @@ pub async fn expire_due_orders(state: &AppState) -> ApiResult<u64> {
             && record.status == OrderStatus::RequiresPayment
             && record.expires_at <= now_micros()
         {
+            if let Some(tab_id) = record.tab_id {
+                crate::tabs::settlement_abandoned(&mut tx, tab_id).await?;
+            }
             transition(&mut tx, &mut record, OrderStatus::Expired, "not paid in time (expiry sweeper)")
                 .await?;
             expired += 1;

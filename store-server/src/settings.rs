@@ -60,6 +60,69 @@ pub struct Settings {
     pub sandbox_fees: crate::fees::FeeSchedule,
     /// How long after a payment with the dispute test card the dispute arrives.
     pub sandbox_dispute_delay: Duration,
+    /// Tab thresholds, credit limits and time limit.
+    pub tabs: TabSettings,
+}
+
+/// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
+/// sense in every currency: a tab must be settled at 10x (USD 5.00) or after `time_limit`; it may
+/// hold 20x (USD 10.00) for players who settled a tab before, 10x for new players and 2x for
+/// players flagged minor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TabSettings {
+    /// Settlement is required at this multiple of the minimum charge.
+    pub threshold_multiple: u32,
+    /// Credit limit for players who settled a tab before.
+    pub credit_multiple: u32,
+    /// Credit limit for players who never settled a tab.
+    pub credit_new_multiple: u32,
+    /// Credit limit for players flagged minor.
+    pub credit_minor_multiple: u32,
+    /// A tab must be settled this long after it opened.
+    pub time_limit: Duration,
+}
+
+impl Default for TabSettings {
+    fn default() -> Self {
+        Self {
+            threshold_multiple: 10,
+            credit_multiple: 20,
+            credit_new_multiple: 10,
+            credit_minor_multiple: 2,
+            time_limit: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+impl TabSettings {
+    fn times(currency: store_api::MoneyCurrency, multiple: u32) -> store_api::Money {
+        let minimum = currency.minimum_charge();
+        store_api::Money { currency, amount: minimum.amount * rust_decimal::Decimal::from(multiple) }
+    }
+
+    /// The amount at which a tab must be settled.
+    #[must_use]
+    pub fn threshold(&self, currency: store_api::MoneyCurrency) -> store_api::Money {
+        Self::times(currency, self.threshold_multiple)
+    }
+
+    /// The most a player's tab may hold.
+    #[must_use]
+    pub fn credit_limit(
+        &self,
+        currency: store_api::MoneyCurrency,
+        minor: bool,
+        settled_before: bool,
+    ) -> store_api::Money {
+        let multiple = if minor {
+            self.credit_minor_multiple
+        } else if settled_before {
+            self.credit_multiple
+        } else {
+            self.credit_new_multiple
+        };
+        Self::times(currency, multiple)
+    }
 }
 
 /// Where the sandbox payment provider runs.
@@ -157,6 +220,7 @@ impl Default for Settings {
             sandbox: SandboxMode::Mounted,
             sandbox_fees: crate::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),
+            tabs: TabSettings::default(),
         }
     }
 }

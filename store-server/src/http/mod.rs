@@ -9,6 +9,7 @@ pub mod orders;
 pub mod players;
 pub mod purchases;
 pub mod rewards;
+pub mod tabs;
 pub mod wallet;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -65,6 +66,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(purchases::routes())
         .merge(rewards::routes())
         .merge(orders::routes())
+        .merge(tabs::routes())
 }
 
 /// A JSON response carrying an `ETag`.

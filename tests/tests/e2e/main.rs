@@ -40,3 +40,4 @@ mod orders;
 mod purchases;
 mod readme;
 mod receipts;
+mod tabs;

@@ -61,6 +61,9 @@ const ROUTES: &[&str] = &[
     "POST /sandbox/checkout/{session}/pay",
     "POST /sandbox/v1/refunds",
     "POST /sandbox/v1/controls",
+    "GET /v1/tab",
+    "POST /v1/tab/settle",
+    "GET /admin/v1/tabs",
 ];
 
 fn documented_routes(openapi: &serde_json::Value) -> BTreeSet<String> {

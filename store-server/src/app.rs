@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::SessionSigner;
-use crate::catalog::CatalogCache;
+use crate::catalog::{CatalogCache, CatalogRules};
 use crate::db::Db;
 use crate::error::{ApiError, error_response};
 use crate::idempotency::delete_expired_keys;
@@ -244,7 +244,9 @@ impl Application {
         let db =
             Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
         db.migrate().await?;
-        let installation = prepare(&db, &settings.assets_dir, Seed::DefaultCatalog).await?;
+        let installation =
+            prepare(&db, &settings.assets_dir, Seed::DefaultCatalog, &CatalogRules::from_settings(&settings))
+                .await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let bound = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));

@@ -24,6 +24,62 @@ use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Page, etag_of};
 
+/// The rules a catalog is validated against that depend on settings: the payment provider's
+/// fees and the least an immediate-settlement price must net after them.
+#[derive(Debug, Clone)]
+pub struct CatalogRules {
+    /// The provider's fee schedule.
+    pub fees: crate::fees::FeeSchedule,
+    /// The least net of an immediate price, as a percentage of the currency's minimum card
+    /// charge (50: USD 0.25).
+    pub net_floor_percent: u32,
+}
+
+impl Default for CatalogRules {
+    fn default() -> Self {
+        Self { fees: crate::fees::FeeSchedule::default(), net_floor_percent: 50 }
+    }
+}
+
+impl CatalogRules {
+    /// The rules of these settings.
+    #[must_use]
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        Self { fees: settings.sandbox_fees.clone(), net_floor_percent: settings.net_floor_percent }
+    }
+
+    /// The least net of an immediate price in `currency`.
+    #[must_use]
+    pub fn net_floor(&self, currency: store_api::MoneyCurrency) -> store_api::Money {
+        let amount =
+            currency.minimum_charge().amount * Decimal::from(self.net_floor_percent) / Decimal::ONE_HUNDRED;
+        store_api::Money { currency, amount }
+    }
+
+    /// What a price nets after the provider's fee.
+    #[must_use]
+    pub fn net(&self, price: store_api::Money) -> Decimal {
+        price.amount - self.fees.fee(price).amount
+    }
+
+    /// The smallest whole-minor-unit price at or above the minimum charge whose net reaches the
+    /// floor (searched upwards, one minor unit at a time, within the order limit).
+    #[must_use]
+    pub fn smallest_viable_price(&self, currency: store_api::MoneyCurrency) -> Option<store_api::Money> {
+        let step = Decimal::new(1, currency.minor_units());
+        let floor = self.net_floor(currency).amount;
+        let mut price = store_api::Money { currency, amount: currency.minimum_charge().amount };
+        let limit = Decimal::from(ORDER_AMOUNT_UNITS_MAX);
+        while price.amount <= limit {
+            if self.net(price) >= floor {
+                return Some(store_api::Money { currency, amount: price.amount.normalize() });
+            }
+            price.amount += step;
+        }
+        None
+    }
+}
+
 /// What a published version stores: its items and offers, sorted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CatalogSnapshot {
@@ -259,6 +315,7 @@ fn check_item_references(
 fn check_offer_references(
     offer: &Offer,
     field: &str,
+    rules: &CatalogRules,
     currencies: &HashMap<String, Currency>,
     item_exists: impl Fn(&str) -> bool,
 ) -> ApiResult<()> {
@@ -316,6 +373,22 @@ fn check_offer_references(
                         )
                         .with_detail("minimum", minimum.amount.normalize().to_string()));
                     }
+                    let floor = rules.net_floor(money.currency);
+                    if rules.net(*money) < floor.amount {
+                        let mut error = ApiError::validation(
+                            &field,
+                            format!(
+                                "{money} nets {} {} after the provider's fee, below the floor of {floor}; raise the price or use settlement \"tab\"",
+                                rules.net(*money).normalize(),
+                                money.currency
+                            ),
+                        )
+                        .with_detail("net_floor", floor.amount.normalize().to_string());
+                        if let Some(smallest) = rules.smallest_viable_price(money.currency) {
+                            error = error.with_detail("smallest_price", smallest.amount.to_string());
+                        }
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -328,7 +401,7 @@ fn check_offer_references(
 ///
 /// # Errors
 /// `validation_failed` naming the first field at fault (`items[3].grants.items[0].sku`).
-pub fn validate_catalog(file: &CatalogFile) -> ApiResult<()> {
+pub fn validate_catalog(file: &CatalogFile, rules: &CatalogRules) -> ApiResult<()> {
     if file.currencies.len() > CURRENCIES_MAX {
         return Err(ApiError::validation("currencies", format!("at most {CURRENCIES_MAX} currencies")));
     }
@@ -375,7 +448,9 @@ pub fn validate_catalog(file: &CatalogFile) -> ApiResult<()> {
                 format!("offer `{}` appears twice", offer.id),
             ));
         }
-        check_offer_references(offer, &format!("offers[{index}]."), &currencies, |sku| skus.contains(sku))?;
+        check_offer_references(offer, &format!("offers[{index}]."), rules, &currencies, |sku| {
+            skus.contains(sku)
+        })?;
     }
     Ok(())
 }
@@ -428,7 +503,11 @@ pub trait DraftObject: Serialize + serde::de::DeserializeOwned + Clone + Send + 
     fn is_key(text: &str) -> bool;
 
     /// Checks the references the object makes, against the draft and the currencies.
-    fn check_references(&self, conn: &mut AnyConnection) -> impl Future<Output = ApiResult<()>> + Send;
+    fn check_references(
+        &self,
+        conn: &mut AnyConnection,
+        rules: &CatalogRules,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
 
     /// Writes the object's row (and anything derived from it) with its canonical body.
     fn write(&self, conn: &mut AnyConnection, body: &str) -> impl Future<Output = ApiResult<()>> + Send;
@@ -476,6 +555,7 @@ pub async fn put_draft<T: DraftObject>(
     conn: &mut AnyConnection,
     object: &T,
     is_new: bool,
+    rules: &CatalogRules,
 ) -> ApiResult<String> {
     if is_new {
         let count: i64 = sqlx::query_scalar(T::COUNT).fetch_one(&mut *conn).await?;
@@ -487,7 +567,7 @@ pub async fn put_draft<T: DraftObject>(
             ));
         }
     }
-    object.check_references(conn).await?;
+    object.check_references(conn, rules).await?;
     let body = canonical(object)?;
     object.write(conn, &body).await?;
     Ok(etag_of(body.as_bytes()))
@@ -531,7 +611,7 @@ impl DraftObject for Item {
         Sku::parse(text).is_ok()
     }
 
-    async fn check_references(&self, conn: &mut AnyConnection) -> ApiResult<()> {
+    async fn check_references(&self, conn: &mut AnyConnection, _rules: &CatalogRules) -> ApiResult<()> {
         let currencies: HashSet<String> = list_currencies(conn)
             .await?
             .into_iter()
@@ -618,14 +698,14 @@ impl DraftObject for Offer {
         OfferId::parse(text).is_ok()
     }
 
-    async fn check_references(&self, conn: &mut AnyConnection) -> ApiResult<()> {
+    async fn check_references(&self, conn: &mut AnyConnection, rules: &CatalogRules) -> ApiResult<()> {
         let currencies: HashMap<String, Currency> = list_currencies(conn)
             .await?
             .into_iter()
             .map(|currency| (currency.code.as_str().to_owned(), currency))
             .collect();
         let sku_exists = draft_item_exists(conn, self.sku.as_str()).await?;
-        check_offer_references(self, "", &currencies, |_| sku_exists)
+        check_offer_references(self, "", rules, &currencies, |_| sku_exists)
     }
 
     async fn write(&self, conn: &mut AnyConnection, body: &str) -> ApiResult<()> {
@@ -741,7 +821,11 @@ pub fn diff_has_changes(diff: &CatalogDiff) -> bool {
 /// # Errors
 /// `validation_failed` when the draft breaks a rule; `nothing_to_publish` when it equals the
 /// live version.
-pub async fn publish(conn: &mut AnyConnection, published_by: Option<&str>) -> ApiResult<CatalogVersion> {
+pub async fn publish(
+    conn: &mut AnyConnection,
+    published_by: Option<&str>,
+    rules: &CatalogRules,
+) -> ApiResult<CatalogVersion> {
     let diff = diff_draft(conn).await?;
     if !diff_has_changes(&diff) {
         return Err(ApiError::new(
@@ -752,11 +836,10 @@ pub async fn publish(conn: &mut AnyConnection, published_by: Option<&str>) -> Ap
     }
     let snapshot = draft_snapshot(conn).await?;
     let currencies = list_currencies(conn).await?;
-    validate_catalog(&CatalogFile {
-        currencies,
-        items: snapshot.items.clone(),
-        offers: snapshot.offers.clone(),
-    })?;
+    validate_catalog(
+        &CatalogFile { currencies, items: snapshot.items.clone(), offers: snapshot.offers.clone() },
+        rules,
+    )?;
     let version = diff.base_version + 1;
     let published_at = now_micros();
     let item_count = i64::try_from(snapshot.items.len()).unwrap_or(i64::MAX);
@@ -836,7 +919,11 @@ pub async fn export_catalog(conn: &mut AnyConnection) -> ApiResult<CatalogFile> 
 ///
 /// # Errors
 /// `validation_failed` naming the first field at fault; nothing is written then.
-pub async fn import_catalog(conn: &mut AnyConnection, file: &CatalogFile) -> ApiResult<()> {
+pub async fn import_catalog(
+    conn: &mut AnyConnection,
+    file: &CatalogFile,
+    rules: &CatalogRules,
+) -> ApiResult<()> {
     let mut codes = HashSet::new();
     for (index, currency) in file.currencies.iter().enumerate() {
         if !codes.insert(currency.code.as_str()) {
@@ -855,7 +942,7 @@ pub async fn import_catalog(conn: &mut AnyConnection, file: &CatalogFile) -> Api
         currencies.insert(currency.code.as_str().to_owned(), currency.clone());
     }
     let merged = CatalogFile { currencies: currencies.into_values().collect(), ..file.clone() };
-    validate_catalog(&merged)?;
+    validate_catalog(&merged, rules)?;
     for currency in &file.currencies {
         match find_currency(conn, &currency.code).await? {
             Some(existing) if existing == *currency => {}
@@ -992,5 +1079,23 @@ impl CatalogCache {
         });
         *self.current.write().await = Some(Arc::clone(&rendered));
         Ok(rendered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatalogRules;
+    use store_api::MoneyCurrency;
+
+    #[test]
+    fn the_smallest_viable_price_nets_the_floor_and_one_cent_less_does_not() {
+        let rules = CatalogRules::default();
+        let usd = MoneyCurrency::parse("USD").unwrap();
+        let smallest = rules.smallest_viable_price(usd).unwrap();
+        assert_eq!(smallest.amount.to_string(), "0.57");
+        assert!(rules.net(smallest) >= rules.net_floor(usd).amount);
+        let cheaper =
+            store_api::Money { currency: usd, amount: smallest.amount - rust_decimal::Decimal::new(1, 2) };
+        assert!(rules.net(cheaper) < rules.net_floor(usd).amount);
     }
 }

@@ -14,7 +14,7 @@ use store_api::auth::Scope;
 use crate::app::{Application, run_sandbox};
 use crate::audit::audit;
 use crate::auth::create_api_key;
-use crate::catalog::{export_catalog, import_catalog, lock_catalog, publish};
+use crate::catalog::{CatalogRules, export_catalog, import_catalog, lock_catalog, publish};
 use crate::db::Db;
 use crate::fees::FeeSchedule;
 use crate::install::{Seed, prepare, read_catalog_file};
@@ -255,12 +255,15 @@ impl Cli {
                 let db = open_db(&settings).await?;
                 // Mark the database initialized so a later first `serve` does not seed the
                 // default catalog over the imported one.
-                prepare(&db, &settings.assets_dir, Seed::Nothing).await?;
+                prepare(&db, &settings.assets_dir, Seed::Nothing, &CatalogRules::from_settings(&settings))
+                    .await?;
                 let mut tx = db.begin_write().await?;
                 lock_catalog(&mut tx).await?;
-                import_catalog(&mut tx, &catalog).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+                import_catalog(&mut tx, &catalog, &CatalogRules::from_settings(&settings))
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{error}"))?;
                 let published = if also_publish {
-                    match publish(&mut tx, Some("cli")).await {
+                    match publish(&mut tx, Some("cli"), &CatalogRules::from_settings(&settings)).await {
                         Ok(version) => format!("; published version {}", version.version),
                         // Importing the file that is already live is a normal deploy step.
                         Err(error) if error.code() == store_api::ErrorCode::NothingToPublish => {

@@ -11,7 +11,7 @@ use store_api::auth::Scope;
 use store_api::catalog::CatalogFile;
 
 use crate::auth::{SessionSigner, create_api_key};
-use crate::catalog::{import_catalog, publish};
+use crate::catalog::{CatalogRules, import_catalog, publish};
 use crate::db::Db;
 use crate::extract::parse_json;
 use crate::receipts::ensure_receipt_key;
@@ -57,7 +57,12 @@ pub enum Seed {
 ///
 /// # Errors
 /// Fails when the database does or the seed catalog is invalid.
-pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<Installation> {
+pub async fn prepare(
+    db: &Db,
+    assets_dir: &Path,
+    seed: Seed,
+    rules: &CatalogRules,
+) -> anyhow::Result<Installation> {
     let mut tx = db.begin_write().await?;
     let mut secret = [0_u8; 32];
     rand::rng().fill_bytes(&mut secret);
@@ -89,10 +94,10 @@ pub async fn prepare(db: &Db, assets_dir: &Path, seed: Seed) -> anyhow::Result<I
         let path = assets_dir.join(CATALOG_FILE);
         if path.exists() {
             let file = read_catalog_file(&path)?;
-            import_catalog(&mut tx, &file)
+            import_catalog(&mut tx, &file, rules)
                 .await
                 .map_err(|error| anyhow::anyhow!("seeding {}: {error}", path.display()))?;
-            publish(&mut tx, None)
+            publish(&mut tx, None, rules)
                 .await
                 .map_err(|error| anyhow::anyhow!("publishing the seed catalog: {error}"))?;
             tracing::info!(path = %path.display(), "seeded the catalog as version 1");

@@ -62,6 +62,9 @@ pub struct Settings {
     pub sandbox_dispute_delay: Duration,
     /// Tab thresholds, credit limits and time limit.
     pub tabs: TabSettings,
+    /// The least an immediate-settlement price must net after the provider's fee, as a
+    /// percentage of the currency's minimum card charge (50: USD 0.25).
+    pub net_floor_percent: u32,
 }
 
 /// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
@@ -221,6 +224,7 @@ impl Default for Settings {
             sandbox_fees: crate::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),
             tabs: TabSettings::default(),
+            net_floor_percent: 50,
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::app::AppState;
 use crate::auth::Operator;
 use crate::auth::scopes::{CatalogRead, CatalogWrite};
 use crate::catalog::{
-    DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft, list_draft,
-    list_versions, lock_catalog, publish, put_draft,
+    CatalogRules, DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft,
+    list_draft, list_versions, lock_catalog, publish, put_draft,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IfMatch, PageQuery};
@@ -69,7 +69,7 @@ async fn create_draft_object<T: DraftObject>(
         )
         .with_detail("field", if T::NAME == "item" { "sku" } else { "id" }));
     }
-    let etag = put_draft(&mut tx, &object, true).await?;
+    let etag = put_draft(&mut tx, &object, true, &CatalogRules::from_settings(state.settings())).await?;
     append_audit(
         &mut tx,
         actor,
@@ -100,7 +100,8 @@ async fn replace_draft_object<T: DraftObject>(
     lock_catalog(&mut tx).await?;
     let before = find_draft::<T>(&mut tx, key).await?;
     if_match.check(before.as_ref().map(|found| found.etag.as_str()))?;
-    let etag = put_draft(&mut tx, &object, before.is_none()).await?;
+    let etag =
+        put_draft(&mut tx, &object, before.is_none(), &CatalogRules::from_settings(state.settings())).await?;
     let before_json = before.map(|found| json_text(&found.value)).transpose()?;
     let action = format!("draft_{}.replace", T::NAME);
     append_audit(&mut tx, actor, &action, key, before_json.as_deref(), Some(&json_text(&object)?)).await?;
@@ -371,7 +372,8 @@ async fn publish_draft(
 ) -> ApiResult<impl IntoResponse> {
     let mut tx = state.db().begin_write().await?;
     lock_catalog(&mut tx).await?;
-    let version = publish(&mut tx, Some(&operator.actor())).await?;
+    let version =
+        publish(&mut tx, Some(&operator.actor()), &CatalogRules::from_settings(state.settings())).await?;
     append_audit(
         &mut tx,
         &operator.actor(),

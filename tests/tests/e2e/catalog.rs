@@ -159,6 +159,11 @@ on_both_backends! {
                 "prices[0].money.amount",
             ),
             (
+                "a price that nets less than the floor after fees",
+                hat_offer(json!([{ "money": { "currency": "USD", "amount": "0.50" }, "settlement": "immediate" }])),
+                "prices[0].money.amount",
+            ),
+            (
                 "an immediate price under the minimum card charge",
                 hat_offer(json!([{ "money": { "currency": "USD", "amount": "0.05" }, "settlement": "immediate" }])),
                 "prices[0].money.amount",
@@ -196,6 +201,10 @@ on_both_backends! {
                 assert_eq!(response.1["error"]["details"]["field"], field, "{case}: {}", response.1);
             }
         }
+        let thin = send(server.admin(Method::POST, "/admin/v1/catalog/draft/offers").json(&hat_offer(json!([{ "money": { "currency": "USD", "amount": "0.50" }, "settlement": "immediate" }])))).await;
+        assert_eq!(thin.1["error"]["details"]["smallest_price"], "0.57", "0.57 − (0.30 + 2.9%) = 0.25: {}", thin.1);
+        assert_eq!(thin.1["error"]["details"]["net_floor"], "0.25");
+        assert!(thin.1["error"]["message"].as_str().is_some_and(|message| message.contains("tab")), "{}", thin.1);
         // A cycle through another item: hat would grant box, which grants hat.
         let mut cyclic_hat = hat();
         cyclic_hat["kind"] = json!("bundle");

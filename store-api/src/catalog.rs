@@ -41,6 +41,43 @@ impl Sku {
 
 string_newtype!(Sku);
 
+/// A creator who earns a share of an item's sales: `[a-z0-9][a-z0-9_-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "pixel_studio")]
+pub struct CreatorId(String);
+
+impl CreatorId {
+    /// Parses a creator id.
+    ///
+    /// # Errors
+    /// Returns a message when the text does not match `[a-z0-9][a-z0-9_-]{0,63}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut chars = text.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if first_ok && rest_ok && text.len() <= 64 {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!("creator `{text}` must match [a-z0-9][a-z0-9_-]{{0,63}}"))
+        }
+    }
+}
+
+string_newtype!(CreatorId);
+
+/// A creator's share of an item's net revenue, in basis points (1 = 0.01%, 10,000 = 100%).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatorShare {
+    /// Who.
+    pub creator: CreatorId,
+    /// How much, 1 to 10,000 basis points.
+    pub share_bps: i64,
+}
+
+/// The most all of an item's creator shares may add up to: 100%.
+pub const CREATOR_SHARES_BPS_MAX: i64 = 10_000;
+
 /// An offer's id: a UUID v7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
@@ -190,6 +227,9 @@ pub struct Item {
     /// Optional total stock; absent means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stock: Option<i64>,
+    /// Creators who earn a share of the item's real-money net revenue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub creators: Vec<CreatorShare>,
 }
 
 /// The unchecked fields of an [`Item`], as they arrive.
@@ -210,6 +250,8 @@ struct ItemFields {
     purchase_limit: Option<PurchaseLimit>,
     #[serde(default)]
     stock: Option<i64>,
+    #[serde(default)]
+    creators: Vec<CreatorShare>,
 }
 
 impl TryFrom<ItemFields> for Item {
@@ -261,6 +303,20 @@ impl TryFrom<ItemFields> for Item {
         if fields.stock.is_some_and(|stock| stock < 0) {
             return Err("stock must not be negative".to_owned());
         }
+        if fields.creators.iter().any(|share| !(1..=CREATOR_SHARES_BPS_MAX).contains(&share.share_bps)) {
+            return Err(format!("a creator's share_bps must be from 1 to {CREATOR_SHARES_BPS_MAX}"));
+        }
+        let total: i64 = fields.creators.iter().map(|share| share.share_bps).sum();
+        if total > CREATOR_SHARES_BPS_MAX {
+            return Err(format!(
+                "creator shares add up to {total} basis points, more than 100% ({CREATOR_SHARES_BPS_MAX})"
+            ));
+        }
+        let mut creators: Vec<&CreatorId> = fields.creators.iter().map(|share| &share.creator).collect();
+        creators.sort();
+        if creators.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("a creator is named twice".to_owned());
+        }
         Ok(Self {
             sku: fields.sku,
             kind: fields.kind,
@@ -271,6 +327,7 @@ impl TryFrom<ItemFields> for Item {
             grants: fields.grants,
             purchase_limit: fields.purchase_limit,
             stock: fields.stock,
+            creators: fields.creators,
         })
     }
 }

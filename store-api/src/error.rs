@@ -116,6 +116,8 @@ pub enum ErrorCode {
     TabSettlementRequired,
     /// There is no tab with anything to settle.
     NothingToSettle,
+    /// No balance of the creator has reached the payout threshold (`details.threshold`).
+    BelowPayoutThreshold,
     // Server side (5xx).
     /// Something went wrong inside the server; it is logged with its cause.
     Internal,
@@ -179,6 +181,7 @@ impl ErrorCode {
             Self::WebhookTimestampOutOfTolerance => "webhook_timestamp_out_of_tolerance",
             Self::TabSettlementRequired => "tab_settlement_required",
             Self::NothingToSettle => "nothing_to_settle",
+            Self::BelowPayoutThreshold => "below_payout_threshold",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::Other => "other",

@@ -51,6 +51,8 @@ pub enum EntryKind {
     Reversal,
     /// A tab paid off by its settlement order.
     TabSettlement,
+    /// A creator's balance paid out.
+    Payout,
     /// A kind this version of the contract does not know.
     #[serde(other)]
     Other,
@@ -69,6 +71,7 @@ impl EntryKind {
             Self::OrderFulfillment => "order_fulfillment",
             Self::Reversal => "reversal",
             Self::TabSettlement => "tab_settlement",
+            Self::Payout => "payout",
             Self::Other => "other",
         }
     }
@@ -85,6 +88,7 @@ impl EntryKind {
             Self::OrderFulfillment,
             Self::Reversal,
             Self::TabSettlement,
+            Self::Payout,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)

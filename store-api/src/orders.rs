@@ -376,3 +376,44 @@ pub struct AdminTabPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// A creator as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Creator {
+    /// The creator.
+    pub id: crate::catalog::CreatorId,
+    /// What the store owes them now, per currency.
+    pub balances: Vec<Money>,
+    /// Everything credited to them so far, per currency.
+    pub earned: Vec<Money>,
+    /// Sales that credited them.
+    pub sales: i64,
+}
+
+/// `GET /admin/v1/creators`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatorList {
+    /// Creators with any sale, sorted by id.
+    pub creators: Vec<Creator>,
+}
+
+/// One payout to a creator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Payout {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The creator.
+    pub creator: crate::catalog::CreatorId,
+    /// How much.
+    pub amount: Money,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Payouts to a creator, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PayoutList {
+    /// Payouts.
+    pub payouts: Vec<Payout>,
+}

@@ -96,9 +96,9 @@ const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "every purchase was paid and granted by its own entry, once",
-        "select 'purchase ' || p.id || ' has no matching revenue posting' from purchase p \
-         where (select count(*) from posting r where r.entry_id = p.entry_id \
-                and r.account_id = 's:revenue:' || p.currency and r.amount = p.amount) <> 1 \
+        "select 'purchase ' || p.id || ' has no matching revenue postings' from purchase p \
+         where coalesce((select sum(r.amount) from posting r where r.entry_id = p.entry_id \
+                and (r.account_id = 's:revenue:' || p.currency or r.account_id like 'c:%:' || p.currency)), 0) <> p.amount \
             or (select count(*) from entry e where e.id = p.entry_id and e.kind = 'purchase') <> 1",
     ),
     (

@@ -41,6 +41,8 @@ pub enum SystemAccount {
     Fees,
     /// What players owe on their tabs.
     TabReceivable,
+    /// Money paid out to creators.
+    Payouts,
 }
 
 impl SystemAccount {
@@ -52,6 +54,7 @@ impl SystemAccount {
             Self::Clearing => "clearing",
             Self::Fees => "fees",
             Self::TabReceivable => "tab_receivable",
+            Self::Payouts => "payouts",
         }
     }
 }
@@ -63,6 +66,8 @@ pub enum AccountId {
     Wallet(Uuid, CurrencyCode),
     /// A system account for one virtual currency code or ISO 4217 code.
     System(SystemAccount, String),
+    /// What the store owes a creator, in one ISO currency (micros).
+    CreatorPayable(String, String),
 }
 
 impl AccountId {
@@ -72,13 +77,14 @@ impl AccountId {
         match self {
             Self::Wallet(player, currency) => format!("w:{player}:{currency}"),
             Self::System(kind, currency) => format!("s:{}:{currency}", kind.as_str()),
+            Self::CreatorPayable(creator, currency) => format!("c:{creator}:{currency}"),
         }
     }
 
     fn currency(&self) -> &str {
         match self {
             Self::Wallet(_, currency) => currency.as_str(),
-            Self::System(_, currency) => currency,
+            Self::System(_, currency) | Self::CreatorPayable(_, currency) => currency,
         }
     }
 }
@@ -108,8 +114,8 @@ pub struct ItemDelta {
 pub struct NewEntry {
     /// Why.
     pub kind: EntryKind,
-    /// The player it concerns.
-    pub player_id: Uuid,
+    /// The player it concerns (none for the store's own movements, such as payouts).
+    pub player_id: Option<Uuid>,
     /// Who caused it: `player:<id>`, `api_key:<id>` or `system`.
     pub actor: String,
     /// The operator's reason, for grants.
@@ -282,7 +288,7 @@ pub async fn append_entry(
     )
     .bind(id.to_string())
     .bind(entry.kind.as_str())
-    .bind(entry.player_id.to_string())
+    .bind(entry.player_id.map(|player| player.to_string()))
     .bind(&entry.actor)
     .bind(entry.reason.clone())
     .bind(now)
@@ -328,13 +334,18 @@ pub async fn append_entry(
         slot.quantity_max = slot.quantity_max.min(change.quantity_max);
     }
     let mut items = Vec::new();
-    for change in per_item.into_values().filter(|change| change.delta != 0) {
-        let quantity_after = apply_item_delta(conn, entry.player_id, &change).await?;
+    let item_changes: Vec<ItemDelta> = per_item.into_values().filter(|change| change.delta != 0).collect();
+    if !item_changes.is_empty() && entry.player_id.is_none() {
+        return Err(ApiError::Internal(anyhow::anyhow!("item changes need a player: {entry:?}")));
+    }
+    let player_id = entry.player_id.unwrap_or_default();
+    for change in item_changes {
+        let quantity_after = apply_item_delta(conn, player_id, &change).await?;
         sqlx::query(
             "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
         )
         .bind(id.to_string())
-        .bind(entry.player_id.to_string())
+        .bind(player_id.to_string())
         .bind(change.sku.as_str())
         .bind(change.delta)
         .bind(quantity_after)
@@ -342,19 +353,14 @@ pub async fn append_entry(
         .await?;
         items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
     }
-    if !changes.is_empty() {
-        push_event(
-            conn,
-            entry.player_id,
-            "wallet.updated",
-            &WalletUpdated { entry_id: id, changes: changes.clone() },
-        )
-        .await?;
+    if let (false, Some(player)) = (changes.is_empty(), entry.player_id) {
+        push_event(conn, player, "wallet.updated", &WalletUpdated { entry_id: id, changes: changes.clone() })
+            .await?;
     }
-    if !items.is_empty() {
+    if let (false, Some(player)) = (items.is_empty(), entry.player_id) {
         push_event(
             conn,
-            entry.player_id,
+            player,
             "inventory.updated",
             &InventoryUpdated { entry_id: id, items: items.clone() },
         )
@@ -378,6 +384,7 @@ async fn apply_posting(
     let (kind, player_id) = match account {
         AccountId::Wallet(player, _) => ("wallet", Some(player.to_string())),
         AccountId::System(kind, _) => (kind.as_str(), None),
+        AccountId::CreatorPayable(..) => ("creator_payable", None),
     };
     sqlx::query(
         "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \

@@ -23,6 +23,7 @@ pub mod operations;
 pub mod orders;
 pub mod payments;
 pub mod receipts;
+pub mod revenue_share;
 pub mod rewards;
 pub mod sandbox;
 pub mod settings;

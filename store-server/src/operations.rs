@@ -280,6 +280,9 @@ impl MoneyOp for PurchaseOp {
             account: AccountId::System(SystemAccount::Revenue, unit.clone()),
             amount: total,
         });
+        if tab.is_some() {
+            movement.postings.extend(crate::revenue_share::share_postings(item, &unit, total));
+        }
         movement.grant_bought(player_id, item, quantity, |sku| catalog.item(sku))?;
         movement.check(conn, player_id, &catalog).await?;
         if let Some(stock) = item.stock {
@@ -290,7 +293,7 @@ impl MoneyOp for PurchaseOp {
             conn,
             &NewEntry {
                 kind: EntryKind::Purchase,
-                player_id,
+                player_id: Some(player_id),
                 actor: player_actor(player_id),
                 reason: None,
                 postings: movement.postings,
@@ -439,7 +442,7 @@ impl MoneyOp for ConsumeOp {
             conn,
             &NewEntry {
                 kind: EntryKind::Consume,
-                player_id,
+                player_id: Some(player_id),
                 actor: player_actor(player_id),
                 reason: None,
                 postings: Vec::new(),
@@ -519,7 +522,7 @@ impl MoneyOp for RewardOp {
             conn,
             &NewEntry {
                 kind: EntryKind::Reward,
-                player_id,
+                player_id: Some(player_id),
                 actor: player_actor(player_id),
                 reason: Some(format!("reward rule `{code}`")),
                 postings: movement.postings,
@@ -593,7 +596,7 @@ impl MoneyOp for GrantOp {
             conn,
             &NewEntry {
                 kind: EntryKind::OperatorGrant,
-                player_id,
+                player_id: Some(player_id),
                 actor: actor.clone(),
                 reason: Some(request.reason.as_str().to_owned()),
                 postings: movement.postings,
@@ -648,7 +651,7 @@ pub async fn grant_initial_balances(
         conn,
         &NewEntry {
             kind: EntryKind::InitialGrant,
-            player_id,
+            player_id: Some(player_id),
             actor: "system".to_owned(),
             reason: None,
             postings: movement.postings,

@@ -648,11 +648,18 @@ pub async fn payment_succeeded(
             amount: net_micros,
         });
     }
+    if let Some(item) = snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
+        movement.postings.extend(crate::revenue_share::share_postings(
+            item,
+            record.currency.code(),
+            net_micros,
+        ));
+    }
     let entry = append_entry(
         conn,
         &NewEntry {
             kind: EntryKind::OrderFulfillment,
-            player_id: record.player_id,
+            player_id: Some(record.player_id),
             actor: format!("provider:{provider}"),
             reason: Some(format!("order {}", record.id)),
             postings: movement.postings,
@@ -701,7 +708,7 @@ async fn record_money_received(conn: &mut AnyConnection, record: &OrderRecord) -
         conn,
         &NewEntry {
             kind: EntryKind::OrderFulfillment,
-            player_id: record.player_id,
+            player_id: Some(record.player_id),
             actor: format!("provider:{}", record.provider),
             reason: Some(format!("order {} paid but not fulfilled", record.id)),
             postings,
@@ -911,7 +918,7 @@ async fn reverse(
         conn,
         &NewEntry {
             kind: EntryKind::Reversal,
-            player_id: record.player_id,
+            player_id: Some(record.player_id),
             actor: format!("provider:{}", record.provider),
             reason: Some(cause.to_owned()),
             postings,

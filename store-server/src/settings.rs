@@ -65,6 +65,9 @@ pub struct Settings {
     /// The least an immediate-settlement price must net after the provider's fee, as a
     /// percentage of the currency's minimum card charge (50: USD 0.25).
     pub net_floor_percent: u32,
+    /// Creators are paid out once a balance reaches this multiple of the currency's minimum card
+    /// charge (20: USD 10.00).
+    pub creator_payout_multiple: u32,
 }
 
 /// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
@@ -225,6 +228,7 @@ impl Default for Settings {
             sandbox_dispute_delay: Duration::from_secs(2),
             tabs: TabSettings::default(),
             net_floor_percent: 50,
+            creator_payout_multiple: 20,
         }
     }
 }

@@ -442,7 +442,7 @@ pub async fn settlement_paid(
         conn,
         &NewEntry {
             kind: EntryKind::TabSettlement,
-            player_id: tab.player_id,
+            player_id: Some(tab.player_id),
             actor: format!("provider:{provider}"),
             reason: Some(format!("tab {} settled by order {order_id}", tab.id)),
             postings,

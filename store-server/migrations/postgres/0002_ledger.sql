@@ -13,7 +13,7 @@ alter table player add column lock_version bigint not null default 0;
 create table account (
     id text not null constraint account_pk primary key,
     kind text not null constraint account_kind_check
-        check (kind in ('wallet', 'issuance', 'revenue', 'adjustment', 'clearing', 'fees', 'tab_receivable')),
+        check (kind in ('wallet', 'issuance', 'revenue', 'adjustment', 'clearing', 'fees', 'tab_receivable', 'creator_payable', 'payouts')),
     player_id text constraint account_player_fk references player (id),
     currency text not null,
     balance bigint not null default 0,

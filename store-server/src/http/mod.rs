@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod catalog;
+pub mod creators;
 pub mod currencies;
 pub mod ops;
 pub mod orders;
@@ -67,6 +68,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(rewards::routes())
         .merge(orders::routes())
         .merge(tabs::routes())
+        .merge(creators::routes())
 }
 
 /// A JSON response carrying an `ETag`.

@@ -31,6 +31,7 @@ mod browser;
 mod catalog;
 mod cli;
 mod concurrency;
+mod creators;
 mod currencies;
 mod earning;
 mod idempotency;

@@ -64,6 +64,10 @@ const ROUTES: &[&str] = &[
     "GET /v1/tab",
     "POST /v1/tab/settle",
     "GET /admin/v1/tabs",
+    "GET /admin/v1/creators",
+    "GET /admin/v1/creators/{id}",
+    "GET /admin/v1/creators/{id}/payouts",
+    "POST /admin/v1/creators/{id}/payouts",
 ];
 
 fn documented_routes(openapi: &serde_json::Value) -> BTreeSet<String> {

@@ -32,7 +32,7 @@ impl DeviceId {
 string_newtype!(DeviceId);
 
 /// An ISO 3166-1 alpha-2 country code (`DE`, `KR`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, pattern = "^[A-Z]{2}$", example = "DE")]
 pub struct Country(String);

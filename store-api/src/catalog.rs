@@ -6,9 +6,17 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use crate::auth::Country;
 use crate::currency::{Currency, CurrencyCode, Name};
 use crate::limits::{DESCRIPTION_CHARS_MAX, ITEM_GRANTS_MAX, ITEM_TAGS_MAX, OFFER_PRICES_MAX, TAG_CHARS_MAX};
 use crate::money::Money;
+
+/// Countries one offer may have regional prices for.
+pub const OFFER_REGIONS_MAX: usize = 64;
+/// Variants in one price experiment.
+pub const OFFER_VARIANTS_MAX: usize = 8;
 
 /// Largest quantity of one item a single grant may give.
 pub const GRANT_QUANTITY_MAX: i64 = 1_000_000;
@@ -447,6 +455,29 @@ pub struct Offer {
     /// Optional sale window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sale_window: Option<SaleWindow>,
+    /// Prices for players in these countries instead of `prices` (and of any variant).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub regional_prices: BTreeMap<Country, Vec<Price>>,
+    /// An A/B price experiment: each player is assigned one variant (by weight, the same one
+    /// every time) and sees its prices instead of `prices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<PriceVariant>,
+    /// In a player's catalog: the variant the player is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// One arm of a price experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PriceVariant {
+    /// `[a-z0-9_-]{1,32}`, unique within the offer.
+    pub name: String,
+    /// Relative weight, 1 to 1,000.
+    pub weight: i64,
+    /// The variant's prices (1 to 8).
+    #[schema(value_type = Vec<PriceFields>)]
+    pub prices: Vec<Price>,
 }
 
 /// The unchecked fields of an [`Offer`], as they arrive.
@@ -457,13 +488,56 @@ struct OfferFields {
     prices: Vec<Price>,
     #[serde(default)]
     sale_window: Option<SaleWindow>,
+    #[serde(default)]
+    regional_prices: BTreeMap<Country, Vec<Price>>,
+    #[serde(default)]
+    variants: Vec<PriceVariant>,
+    #[serde(default)]
+    variant: Option<String>,
 }
 
 /// The rules every offer keeps on its own: one to eight prices, a sale window that starts before
 /// it ends.
-fn check_offer_terms(prices: &[Price], sale_window: Option<&SaleWindow>) -> Result<(), String> {
+fn check_offer_terms(
+    prices: &[Price],
+    sale_window: Option<&SaleWindow>,
+    regional_prices: &BTreeMap<Country, Vec<Price>>,
+    variants: &[PriceVariant],
+) -> Result<(), String> {
     if !(1..=OFFER_PRICES_MAX).contains(&prices.len()) {
         return Err(format!("an offer has 1 to {OFFER_PRICES_MAX} prices"));
+    }
+    if regional_prices.len() > OFFER_REGIONS_MAX {
+        return Err(format!("an offer has regional prices for at most {OFFER_REGIONS_MAX} countries"));
+    }
+    if let Some((country, _)) =
+        regional_prices.iter().find(|(_, prices)| !(1..=OFFER_PRICES_MAX).contains(&prices.len()))
+    {
+        return Err(format!("regional_prices.{country} has 1 to {OFFER_PRICES_MAX} prices"));
+    }
+    if variants.len() == 1 || variants.len() > OFFER_VARIANTS_MAX {
+        return Err(format!("an experiment has 2 to {OFFER_VARIANTS_MAX} variants"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for variant in variants {
+        let name_ok = !variant.name.is_empty()
+            && variant.name.len() <= 32
+            && variant
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !name_ok || !names.insert(variant.name.as_str()) {
+            return Err(format!(
+                "variant name `{}` must be unique and match [a-z0-9_-]{{1,32}}",
+                variant.name
+            ));
+        }
+        if !(1..=1_000).contains(&variant.weight) {
+            return Err(format!("variant `{}` needs a weight from 1 to 1000", variant.name));
+        }
+        if !(1..=OFFER_PRICES_MAX).contains(&variant.prices.len()) {
+            return Err(format!("variant `{}` has 1 to {OFFER_PRICES_MAX} prices", variant.name));
+        }
     }
     if let Some(SaleWindow { starts_at: Some(starts), ends_at: Some(ends) }) = sale_window.copied()
         && starts >= ends
@@ -476,8 +550,21 @@ fn check_offer_terms(prices: &[Price], sale_window: Option<&SaleWindow>) -> Resu
 impl TryFrom<OfferFields> for Offer {
     type Error = String;
     fn try_from(fields: OfferFields) -> Result<Self, String> {
-        check_offer_terms(&fields.prices, fields.sale_window.as_ref())?;
-        Ok(Self { id: fields.id, sku: fields.sku, prices: fields.prices, sale_window: fields.sale_window })
+        check_offer_terms(
+            &fields.prices,
+            fields.sale_window.as_ref(),
+            &fields.regional_prices,
+            &fields.variants,
+        )?;
+        Ok(Self {
+            id: fields.id,
+            sku: fields.sku,
+            prices: fields.prices,
+            sale_window: fields.sale_window,
+            regional_prices: fields.regional_prices,
+            variants: fields.variants,
+            variant: fields.variant,
+        })
     }
 }
 
@@ -496,6 +583,13 @@ pub struct NewOffer {
     /// Optional sale window.
     #[serde(default)]
     pub sale_window: Option<SaleWindow>,
+    /// Prices per country.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub regional_prices: BTreeMap<Country, Vec<Price>>,
+    /// An A/B price experiment.
+    #[serde(default)]
+    pub variants: Vec<PriceVariant>,
 }
 
 impl NewOffer {
@@ -504,11 +598,14 @@ impl NewOffer {
     /// # Errors
     /// Returns a message when the offer breaks a rule of its own (price count, sale window).
     pub fn into_offer(self, id: OfferId) -> Result<Offer, String> {
-        check_offer_terms(&self.prices, self.sale_window.as_ref())?;
+        check_offer_terms(&self.prices, self.sale_window.as_ref(), &self.regional_prices, &self.variants)?;
         Ok(Offer {
             id: self.id.unwrap_or(id),
             sku: self.sku,
             prices: self.prices,
+            regional_prices: self.regional_prices,
+            variants: self.variants,
+            variant: None,
             sale_window: self.sale_window,
         })
     }

@@ -325,8 +325,36 @@ fn check_offer_references(
             format!("item `{}` does not exist", offer.sku),
         ));
     }
-    for (index, price) in offer.prices.iter().enumerate() {
-        let at = format!("{field}prices[{index}]");
+    let mut lists: Vec<(String, &Vec<Price>)> = vec![(format!("{field}prices"), &offer.prices)];
+    lists.extend(
+        offer
+            .regional_prices
+            .iter()
+            .map(|(country, prices)| (format!("{field}regional_prices.{country}"), prices)),
+    );
+    lists.extend(
+        offer
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(index, variant)| (format!("{field}variants[{index}].prices"), &variant.prices)),
+    );
+    for (list_field, prices) in lists {
+        check_prices(&list_field, prices, rules, currencies)?;
+    }
+    Ok(())
+}
+
+/// Checks one list of an offer's prices against the currencies, the order limits, the minimum
+/// charge and the fee floor.
+fn check_prices(
+    list_field: &str,
+    prices: &[Price],
+    rules: &CatalogRules,
+    currencies: &HashMap<String, Currency>,
+) -> ApiResult<()> {
+    for (index, price) in prices.iter().enumerate() {
+        let at = format!("{list_field}[{index}]");
         match price {
             Price::Virtual { currency, amount } => {
                 let Some(known) = currencies.get(currency.as_str()) else {
@@ -1010,6 +1038,30 @@ impl RenderedCatalog {
     #[must_use]
     pub fn currency(&self, code: &CurrencyCode) -> Option<&Currency> {
         self.currencies.get(code)
+    }
+
+    /// Whether some offer's prices differ between players (regional prices, experiments).
+    #[must_use]
+    pub fn varies(&self) -> bool {
+        self.offers.values().any(crate::pricing::varies)
+    }
+
+    /// The catalog as `buyer` sees it (their prices only), rendered, with its `ETag`.
+    ///
+    /// # Errors
+    /// Fails only if serialization does.
+    pub fn render_for(&self, buyer: &crate::pricing::Buyer) -> ApiResult<(String, axum::body::Bytes)> {
+        let snapshot = self.snapshot();
+        let mut currencies: Vec<Currency> = self.currencies.values().cloned().collect();
+        currencies.sort_by(|a, b| a.code.cmp(&b.code));
+        let catalog = Catalog {
+            version: self.version,
+            currencies,
+            items: snapshot.items,
+            offers: snapshot.offers.iter().map(|offer| crate::pricing::personalize(offer, buyer)).collect(),
+        };
+        let body = canonical(&catalog)?;
+        Ok((etag_of(body.as_bytes()), body.into()))
     }
 
     /// The live items and offers, sorted.

@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod operations;
 pub mod orders;
 pub mod payments;
+pub mod pricing;
 pub mod receipts;
 pub mod revenue_share;
 pub mod rewards;

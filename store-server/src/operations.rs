@@ -188,10 +188,11 @@ impl MoneyOp for PurchaseOp {
         let item = catalog
             .item(&offer.sku)
             .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
+        let buyer = crate::pricing::buyer(conn, player_id).await?;
+        let (prices, variant) = crate::pricing::effective_prices(offer, &buyer);
         let price_index = match request.price_index {
             Some(index) => index,
-            None => offer
-                .prices
+            None => prices
                 .iter()
                 .position(|price| {
                     matches!(price, Price::Virtual { .. } | Price::Real { settlement: Settlement::Tab, .. })
@@ -200,13 +201,10 @@ impl MoneyOp for PurchaseOp {
                 .ok_or_else(price_requires_order)?,
         };
         let price =
-            usize::try_from(price_index).ok().and_then(|index| offer.prices.get(index)).ok_or_else(|| {
+            usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
                 ApiError::invalid(
                     "price_index",
-                    format!(
-                        "the offer has {} prices; price_index {price_index} is not one",
-                        offer.prices.len()
-                    ),
+                    format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
                 )
             })?;
         let quantity = request.quantity.get();
@@ -306,8 +304,8 @@ impl MoneyOp for PurchaseOp {
         let purchase_id = Uuid::now_v7();
         let created_at = now_micros();
         sqlx::query(
-            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(purchase_id.to_string())
         .bind(player_id.to_string())
@@ -320,6 +318,7 @@ impl MoneyOp for PurchaseOp {
         .bind(catalog.version)
         .bind(entry.id.to_string())
         .bind(created_at)
+        .bind(variant.map(str::to_owned))
         .execute(&mut *conn)
         .await?;
         let (paid, charged_to_tab) = match (&tab, price) {

@@ -311,6 +311,8 @@ pub struct Priced<'c> {
     pub price_index: u32,
     /// Price x quantity.
     pub total: Money,
+    /// The experiment variant the price comes from.
+    pub variant: Option<String>,
 }
 
 /// Prices an order request and checks the amount against the minimum charge and the order limit.
@@ -318,7 +320,11 @@ pub struct Priced<'c> {
 /// # Errors
 /// `offer_not_available`, `price_requires_purchase`, `invalid_request`, `amount_below_minimum`,
 /// `amount_above_maximum`.
-pub fn price_order<'c>(catalog: &'c RenderedCatalog, request: &CreateOrderRequest) -> ApiResult<Priced<'c>> {
+pub fn price_order<'c>(
+    catalog: &'c RenderedCatalog,
+    request: &CreateOrderRequest,
+    buyer: &crate::pricing::Buyer,
+) -> ApiResult<Priced<'c>> {
     let offer = catalog.offer(request.offer_id).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -338,22 +344,21 @@ pub fn price_order<'c>(catalog: &'c RenderedCatalog, request: &CreateOrderReques
             "this price is virtual currency or settles on a tab; buy it with POST /v1/purchases",
         )
     };
+    let (prices, variant) = crate::pricing::effective_prices(offer, buyer);
     let price_index = match request.price_index {
         Some(index) => index,
-        None => offer
-            .prices
+        None => prices
             .iter()
             .position(|price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. }))
             .and_then(|index| u32::try_from(index).ok())
             .ok_or_else(requires_purchase)?,
     };
-    let price =
-        usize::try_from(price_index).ok().and_then(|index| offer.prices.get(index)).ok_or_else(|| {
-            ApiError::invalid(
-                "price_index",
-                format!("the offer has {} prices; price_index {price_index} is not one", offer.prices.len()),
-            )
-        })?;
+    let price = usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
+        ApiError::invalid(
+            "price_index",
+            format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
+        )
+    })?;
     let Price::Real { money, settlement: Settlement::Immediate } = price else {
         return Err(requires_purchase());
     };
@@ -380,7 +385,7 @@ pub fn price_order<'c>(catalog: &'c RenderedCatalog, request: &CreateOrderReques
         )
         .with_detail("maximum", maximum.to_string()));
     }
-    Ok(Priced { offer, item, price_index, total })
+    Ok(Priced { offer, item, price_index, total, variant: variant.map(str::to_owned) })
 }
 
 /// Prices an order request and checks the player's limits without writing anything, so a
@@ -396,7 +401,7 @@ pub async fn precheck_order(
     request: &CreateOrderRequest,
 ) -> ApiResult<(Money, String)> {
     let catalog = state.catalog_cache().get(conn).await?;
-    let priced = price_order(&catalog, request)?;
+    let priced = price_order(&catalog, request, &crate::pricing::buyer(conn, player_id).await?)?;
     let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
         .bind(player_id.to_string())
         .fetch_optional(&mut *conn)
@@ -482,14 +487,15 @@ impl MoneyOp for CreateOrderOp {
         let lock = lock_player(conn, self.player_id).await?;
         lock.refuse_if_blocked()?;
         let catalog = state.catalog_cache().get(conn).await?;
-        let priced = price_order(&catalog, &self.request)?;
+        let priced =
+            price_order(&catalog, &self.request, &crate::pricing::buyer(conn, self.player_id).await?)?;
         check_spending(conn, state, self.player_id, lock.is_minor(), priced.total).await?;
         let gross_micros = priced.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
         let now = now_micros();
         sqlx::query(
             "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
-             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14)",
+             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15)",
         )
         .bind(self.order_id.to_string())
         .bind(self.player_id.to_string())
@@ -505,6 +511,7 @@ impl MoneyOp for CreateOrderOp {
         .bind(catalog.version)
         .bind(self.expires_at)
         .bind(now)
+        .bind(priced.variant.clone())
         .execute(&mut *conn)
         .await?;
         let record =

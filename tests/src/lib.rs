@@ -40,6 +40,8 @@ pub mod seed {
     pub const GEMS_SMALL: &str = "019a6b1e-0006-7000-8000-000000000006";
     /// `gems.large` (currency pack): USD 4.99.
     pub const GEMS_LARGE: &str = "019a6b1e-0007-7000-8000-000000000007";
+    /// `turbo` (consumable) in a price experiment: variant `a` 200 gold, `b` 250 gold.
+    pub const TURBO: &str = "019a6b1e-0009-7000-8000-000000000009";
     /// `starter_bundle`: USD 1.99.
     pub const STARTER_BUNDLE: &str = "019a6b1e-0008-7000-8000-000000000008";
 }

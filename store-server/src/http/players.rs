@@ -107,12 +107,19 @@ async fn login_device(
 )]
 async fn get_catalog(
     State(state): State<AppState>,
-    _player: PlayerAuth,
+    player: PlayerAuth,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let mut conn = state.db().pool().acquire().await?;
     let rendered = state.catalog_cache().get(&mut conn).await?;
-    let etag = rendered.etag.as_str();
+    // Regional prices and experiments make the catalog differ per player; otherwise every
+    // player gets the same cached bytes.
+    let (etag, body) = if rendered.varies() {
+        rendered.render_for(&crate::pricing::buyer(&mut conn, player.player_id).await?)?
+    } else {
+        (rendered.etag.clone(), rendered.body.clone())
+    };
+    let etag = etag.as_str();
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
@@ -121,7 +128,7 @@ async fn get_catalog(
     let mut response = if unchanged {
         status.into_response()
     } else {
-        ([(header::CONTENT_TYPE, "application/json")], rendered.body.clone()).into_response()
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     };
     if let Ok(value) = etag.parse() {
         response.headers_mut().insert(header::ETAG, value);

@@ -223,11 +223,11 @@ on_both_backends! {
         assert_eq!(skus, ["extra_life", "gems.large", "gems.small"], "sorted by sku");
         let cursor = first["next_cursor"].as_str().expect("more pages");
         let (_, rest) = send(server.admin(Method::GET, &format!("/admin/v1/catalog/draft/items?limit=200&cursor={cursor}"))).await;
-        assert_eq!(rest["items"].as_array().expect("items").len(), 5, "eight seeded items in all");
+        assert_eq!(rest["items"].as_array().expect("items").len(), 6, "nine seeded items in all");
         assert!(rest["next_cursor"].is_null());
         let (_, offers) = send(server.admin(Method::GET, "/admin/v1/catalog/draft/offers?limit=5")).await;
         assert_eq!(offers["offers"].as_array().expect("offers").len(), 5);
         let (_, summary) = send(server.admin(Method::GET, "/admin/v1/catalog/draft")).await;
-        assert_eq!(summary, json!({ "base_version": 1, "item_count": 8, "offer_count": 8, "has_changes": false }));
+        assert_eq!(summary, json!({ "base_version": 1, "item_count": 9, "offer_count": 9, "has_changes": false }));
     }
 }

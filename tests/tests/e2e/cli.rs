@@ -107,7 +107,7 @@ on_both_backends! {
         let output = run(store_server_command(cwd.path(), Some(server.db().url())).args(["catalog", "export", "--output"]).arg(&exported));
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let file: Value = serde_json::from_slice(&std::fs::read(&exported).expect("exported")).expect("json");
-        assert_eq!(file["items"].as_array().expect("items").len(), 8);
+        assert_eq!(file["items"].as_array().expect("items").len(), 9);
         assert_eq!(file["currencies"].as_array().expect("currencies").len(), 2);
 
         // Into a fresh installation, published, then exported again: the same file.
@@ -129,7 +129,7 @@ on_both_backends! {
         let output = run(store_server_command(cwd.path(), Some(server.db().url())).args(["catalog", "import"]).arg(&broken_path));
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("items[8].sku"), "the error names the field: {stderr}");
+        assert!(stderr.contains("items[9].sku"), "the error names the field: {stderr}");
         assert_eq!(server.fingerprint().await, before);
     }
 }

@@ -38,6 +38,7 @@ mod idempotency;
 mod model;
 mod ops;
 mod orders;
+mod pricing;
 mod purchases;
 mod readme;
 mod receipts;

@@ -39,7 +39,7 @@ on_both_backends! {
         assert!(stdout.contains(r#""earned":{"currency":"gold","amount":10}"#), "the reward: {stdout}");
         assert!(stdout.contains(r#""remaining":0"#), "the magnet is used: {stdout}");
         assert!(lines.contains(&r#""status":"fulfilled""#), "the gem pack order is fulfilled: {stdout}");
-        assert!(lines.contains(&r#""fee":{"currency":"USD","amount":"0.33"}"#), "the fee: {stdout}");
+        assert!(lines.contains(&r#""fee":{"currency":"EUR","amount":"0.33"}"#), "the fee of the German price: {stdout}");
         assert_eq!(
             lines.last().copied(),
             Some(r#"{"balances":[{"currency":"gems","balance":100},{"currency":"gold","balance":10},{"currency":"stars","balance":0}]}"#),

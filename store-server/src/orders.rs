@@ -889,9 +889,32 @@ async fn reverse(
         Posting { account: money_account(SystemAccount::Revenue, record.currency)?, amount: -amount_micros },
     ];
     let mut items = Vec::new();
-    let fulfilled = record.entry_id.is_some() && record.failure_reason.is_none();
+    let fulfilled = record.entry_id.is_some() && record.failure_reason.is_none() && record.tab_id.is_none();
     if fulfilled {
-        let granted = granted_by(&order_snapshot(conn, state, record).await?, record)?.granted;
+        let snapshot = order_snapshot(conn, state, record).await?;
+        // Creators give back their shares in the same proportion as the money refunded.
+        if let Some(item) = snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
+            let credited = crate::revenue_share::split(record.net_micros.unwrap_or(0), &item.creators);
+            for (share, part) in item.creators.iter().zip(credited) {
+                let owed = |refunded: i64| {
+                    i64::try_from(i128::from(part) * i128::from(refunded) / i128::from(record.gross_micros))
+                        .unwrap_or(0)
+                };
+                let back = owed(after) - owed(before);
+                if back > 0 {
+                    let code = record.currency.code().to_owned();
+                    postings.push(Posting {
+                        account: AccountId::CreatorPayable(share.creator.as_str().to_owned(), code.clone()),
+                        amount: -back,
+                    });
+                    postings.push(Posting {
+                        account: AccountId::System(SystemAccount::Revenue, code),
+                        amount: back,
+                    });
+                }
+            }
+        }
+        let granted = granted_by(&snapshot, record)?.granted;
         for grant in &granted.currencies {
             let share = |refunded: i64| {
                 i64::try_from(

@@ -62,6 +62,16 @@ on_both_backends! {
         assert_eq!(ana["sales"], 1);
         let (_, listed) = send(server.admin(Method::GET, "/admin/v1/creators/ana/payouts")).await;
         assert_eq!(listed["payouts"].as_array().expect("payouts").len(), 1);
+        // A full refund takes the creators' shares back too; ana, already paid, now owes hers.
+        let order_id = order["id"].as_str().expect("id");
+        let (status, _) = send(server.admin(Method::POST, &format!("/admin/v1/orders/{order_id}/refunds")).header("idempotency-key", "refund-posters").json(&json!({ "reason": "refund" }))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        server.wait_for_order(&token, order_id, |order| order["status"] == "refunded").await;
+        let (_, creators) = send(server.admin(Method::GET, "/admin/v1/creators")).await;
+        let balance = |id: &str| -> Value {
+            creators["creators"].as_array().expect("creators").iter().find(|c| c["id"] == id).expect("creator")["balances"][0]["amount"].clone()
+        };
+        assert_eq!((balance("ana"), balance("bo"), balance("cy")), (json!("-12.845382"), json!("0"), json!("0")));
         let unknown = send(server.admin(Method::GET, "/admin/v1/creators/nobody")).await;
         assert_error("an unknown creator", &unknown, StatusCode::NOT_FOUND, "not_found");
         server.assert_audit_clean().await;

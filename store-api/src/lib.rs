@@ -46,6 +46,7 @@ pub mod limits;
 pub mod money;
 pub mod orders;
 pub mod receipt;
+pub mod sandbox;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use money::{Money, MoneyCurrency};

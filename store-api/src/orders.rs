@@ -72,6 +72,13 @@ impl OrderStatus {
         }
     }
 
+    /// Whether the order is still on its way to being fulfilled (waiting for payment,
+    /// processing, or paid and about to be fulfilled).
+    #[must_use]
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::RequiresPayment | Self::Processing | Self::Paid)
+    }
+
     /// Parses a stored status.
     ///
     /// # Errors

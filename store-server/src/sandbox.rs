@@ -37,17 +37,7 @@ const DELIVERY_BATCH_MAX: i64 = 64;
 /// The longest wait between two attempts of one delivery.
 const DELIVERY_BACKOFF_MAX_MS: i64 = 30_000;
 
-/// The test cards.
-pub mod cards {
-    /// Always succeeds.
-    pub const SUCCEEDS: &str = "4242424242424242";
-    /// Always declined.
-    pub const DECLINED: &str = "4000000000000002";
-    /// Declined for insufficient funds.
-    pub const INSUFFICIENT_FUNDS: &str = "4000000000009995";
-    /// Succeeds, then is disputed (and the dispute lost) a little later.
-    pub const DISPUTED: &str = "4000000000000259";
-}
+pub use store_api::sandbox::{PayRequest, PayResult, PayStatus, cards};
 
 /// Test controls applied to the events emitted after they are set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -302,23 +292,6 @@ async fn checkout_page(
     Ok(page("Checkout", &body).into_response())
 }
 
-/// `{card_number}` for the JSON form of a payment.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct PayRequest {
-    /// Sixteen digits; spaces are ignored.
-    pub card_number: String,
-}
-
-/// The outcome of a payment attempt.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PayResult {
-    /// `succeeded`, `card_declined` or `insufficient_funds`.
-    pub status: String,
-    /// The payment, when it succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
-}
-
 fn luhn_ok(digits: &str) -> bool {
     let sum: u32 = digits
         .bytes()
@@ -372,17 +345,14 @@ async fn pay(
     }
     let outcome = charge(&sandbox, &session_id, &digits).await?;
     if is_form {
-        let (class, text) = match outcome.status.as_str() {
-            "succeeded" => ("ok", "Payment succeeded. You can return to the game."),
-            "insufficient_funds" => ("bad", "The card has insufficient funds."),
-            _ => ("bad", "The card was declined."),
+        let (class, text, status) = match outcome.status {
+            PayStatus::Succeeded => ("ok", "Payment succeeded. You can return to the game.", "succeeded"),
+            PayStatus::InsufficientFunds => ("bad", "The card has insufficient funds.", "insufficient_funds"),
+            PayStatus::CardDeclined | PayStatus::Other => ("bad", "The card was declined.", "card_declined"),
         };
         return Ok(page(
             "Checkout",
-            &format!(
-                "<h1>{}</h1><p class=\"{class}\" id=\"status\">{text}</p>",
-                escape_html(&outcome.status)
-            ),
+            &format!("<h1>{}</h1><p class=\"{class}\" id=\"status\">{text}</p>", escape_html(status)),
         )
         .into_response());
     }
@@ -432,11 +402,11 @@ async fn charge(sandbox: &Sandbox, session_id: &str, card: &str) -> ApiResult<Pa
         .with_detail("status", session.status));
     }
     let failure = match card {
-        cards::DECLINED => Some("card_declined"),
-        cards::INSUFFICIENT_FUNDS => Some("insufficient_funds"),
+        cards::DECLINED => Some((PayStatus::CardDeclined, "card_declined")),
+        cards::INSUFFICIENT_FUNDS => Some((PayStatus::InsufficientFunds, "insufficient_funds")),
         _ => None,
     };
-    let result = if let Some(reason) = failure {
+    let result = if let Some((status, reason)) = failure {
         sqlx::query("update sandbox_session set status = 'failed' where id = $1")
             .bind(&session.id)
             .execute(&mut *tx)
@@ -444,7 +414,7 @@ async fn charge(sandbox: &Sandbox, session_id: &str, card: &str) -> ApiResult<Pa
         let data =
             serde_json::json!({ "session_id": session.id, "reference": session.reference, "reason": reason });
         emit(sandbox, &mut tx, "payment.failed", data, Duration::ZERO).await?;
-        PayResult { status: reason.to_owned(), payment_id: None }
+        PayResult { status, payment_id: None }
     } else {
         let payment_id = random_id("py");
         let fee = sandbox.0.fees.fee(session.amount);
@@ -477,7 +447,7 @@ async fn charge(sandbox: &Sandbox, session_id: &str, card: &str) -> ApiResult<Pa
             let data = serde_json::json!({ "payment_id": payment_id, "reference": session.reference, "amount": session.amount });
             emit(sandbox, &mut tx, "payment.disputed", data, sandbox.0.dispute_delay).await?;
         }
-        PayResult { status: "succeeded".to_owned(), payment_id: Some(payment_id) }
+        PayResult { status: PayStatus::Succeeded, payment_id: Some(payment_id) }
     };
     tx.commit().await?;
     Ok(result)

@@ -1,0 +1,1 @@
+//! The storefront window (feature `egui`).

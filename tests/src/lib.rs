@@ -6,6 +6,9 @@
 //! create databases (the README's test command starts one). Under `CI=true` a PostgreSQL case
 //! without it fails; elsewhere it says why it did not run.
 
+pub mod game;
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -572,6 +575,19 @@ pub fn store_server_binary() -> &'static Path {
             .find_map(|message| message["executable"].as_str().map(PathBuf::from))
             .expect("cargo reports the store-server executable")
     })
+}
+
+/// The records of requests in flight a game's store keeps under `persistence`.
+///
+/// # Panics
+/// When the directory exists but cannot be read.
+#[must_use]
+pub fn pending_records(persistence: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(persistence.join("pending")) else { return Vec::new() };
+    entries
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().and_then(|ext| ext.to_str()) == Some("json"))
+        .collect()
 }
 
 #[cfg(test)]

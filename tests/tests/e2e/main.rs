@@ -42,4 +42,5 @@ mod pricing;
 mod purchases;
 mod readme;
 mod receipts;
+mod sdk;
 mod tabs;

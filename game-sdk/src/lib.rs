@@ -27,5 +27,10 @@ pub use plugin::{
 };
 pub use worker::DeviceIdSource;
 
+/// The crate README's quick start, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeQuickStart;
+
 /// Re-exported so games name prices, offers and orders without a direct dependency.
 pub use store_api;

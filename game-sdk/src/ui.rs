@@ -1,1 +1,526 @@
-//! The storefront window (feature `egui`).
+//! The storefront window (feature `egui`): balances, items with icons and prices in each
+//! currency, buy buttons, an in-game checkout form for the sandbox provider, the tab and its
+//! settlement, what is pending, and errors in words a player understands.
+//!
+//! A game adds it in one line, after [`crate::StorePlugin`]:
+//! `app.add_plugins(StoreUiPlugin::default())`. The window shows while
+//! [`Storefront::open`] is true.
+
+// Layout arithmetic (sizes in points) is the only float arithmetic here; money is formatted
+// from `Decimal` and never touches a float.
+#![allow(clippy::float_arithmetic)]
+
+use std::collections::BTreeMap;
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+use store_api::Money;
+use store_api::catalog::{ItemKind, Offer, Price, Settlement};
+use store_api::ledger::Quantity;
+use store_api::orders::OrderStatus;
+use store_api::sandbox::{PayStatus, cards};
+use uuid::Uuid;
+
+use crate::{
+    Catalog, Inventory, ItemConsumed, OrderUpdated, PaymentAttempted, PendingOrders, PurchaseCompleted,
+    RequestId, RewardClaimed, StoreError, StoreRequests, StoreStatus, Tab, Wallet,
+};
+
+/// Adds the storefront window. Adds bevy_egui's `EguiPlugin` too unless the game already has.
+#[derive(Debug, Clone)]
+pub struct StoreUiPlugin {
+    /// Whether the window shows from the start.
+    pub open_on_start: bool,
+}
+
+impl Default for StoreUiPlugin {
+    fn default() -> Self {
+        Self { open_on_start: true }
+    }
+}
+
+impl Plugin for StoreUiPlugin {
+    fn build(&self, app: &mut App) {
+        if !app.is_plugin_added::<EguiPlugin>() {
+            app.add_plugins(EguiPlugin::default());
+        }
+        app.insert_resource(Storefront { open: self.open_on_start, ..Storefront::default() })
+            .add_systems(Update, note_store_outcomes)
+            .add_systems(EguiPrimaryContextPass, show_storefront);
+    }
+}
+
+/// The storefront's own state: whether it shows, the checkout in progress, and what to tell
+/// the player.
+#[derive(Resource, Debug, Clone, Default)]
+pub struct Storefront {
+    /// Whether the window shows.
+    pub open: bool,
+    /// The order being paid in the checkout form.
+    pub checkout: Option<Uuid>,
+    /// The card number typed in the checkout form.
+    pub card_number: String,
+    /// The last thing to tell the player, and whether it is bad news.
+    pub notice: Option<(String, bool)>,
+    /// Requests sent and not yet answered, with what they are for ("Buying Coin magnet").
+    pub pending: BTreeMap<RequestId, String>,
+}
+
+impl Storefront {
+    fn tell(&mut self, text: impl Into<String>, bad: bool) {
+        self.notice = Some((text.into(), bad));
+    }
+}
+
+/// Turns the store's messages into notices for the player.
+#[expect(clippy::too_many_arguments, reason = "a Bevy system names each message it reads")]
+fn note_store_outcomes(
+    mut storefront: ResMut<Storefront>,
+    catalog: Res<Catalog>,
+    mut completed: MessageReader<PurchaseCompleted>,
+    mut orders: MessageReader<OrderUpdated>,
+    mut payments: MessageReader<PaymentAttempted>,
+    mut rewards: MessageReader<RewardClaimed>,
+    mut consumed: MessageReader<ItemConsumed>,
+    mut errors: MessageReader<StoreError>,
+) {
+    let name = |sku: &str| catalog.item(sku).map_or_else(|| sku.to_owned(), |item| item.name.to_string());
+    for purchase in completed.read() {
+        if let Some(request) = purchase.request {
+            storefront.pending.remove(&request);
+        }
+        let what = name(purchase.purchase.sku.as_str());
+        match &purchase.purchase.charged_to_tab {
+            Some(money) => {
+                storefront.tell(format!("Bought {what}: {} added to your tab.", format_money(money)), false)
+            }
+            None => storefront.tell(format!("Bought {what}."), false),
+        }
+    }
+    for update in orders.read() {
+        if let Some(request) = update.request {
+            storefront.pending.remove(&request);
+        }
+        let order = &update.order;
+        match order.status {
+            OrderStatus::RequiresPayment if update.request.is_some() => {
+                storefront.checkout = Some(order.id);
+                if storefront.card_number.is_empty() {
+                    storefront.card_number = spaced_card(cards::SUCCEEDS);
+                }
+            }
+            OrderStatus::Fulfilled => {
+                let what = order.sku.as_ref().map_or_else(|| "your tab".to_owned(), |sku| name(sku.as_str()));
+                storefront.tell(format!("Payment received: {what} is yours."), false);
+                storefront.checkout = storefront.checkout.filter(|id| *id != order.id);
+            }
+            OrderStatus::Failed | OrderStatus::Expired | OrderStatus::Canceled => {
+                // A declined card was already explained by its `PaymentAttempted`.
+                let explained = storefront.notice.as_ref().is_some_and(|(_, bad)| *bad);
+                if order.status == OrderStatus::Failed && storefront.checkout == Some(order.id) && !explained
+                {
+                    storefront.tell("The payment did not go through. You were not charged.", true);
+                }
+                storefront.checkout = storefront.checkout.filter(|id| *id != order.id);
+            }
+            _ => {}
+        }
+    }
+    for payment in payments.read() {
+        storefront.pending.remove(&payment.request);
+        match payment.status {
+            PayStatus::Succeeded => storefront.tell("Card accepted. Confirming your purchase…", false),
+            PayStatus::CardDeclined => storefront.tell("Your card was declined. Try another card.", true),
+            PayStatus::InsufficientFunds => storefront.tell("Your card has insufficient funds.", true),
+            PayStatus::Other => storefront.tell("The payment did not go through.", true),
+        }
+    }
+    for reward in rewards.read() {
+        if let Some(request) = reward.request {
+            storefront.pending.remove(&request);
+        }
+    }
+    for item in consumed.read() {
+        if let Some(request) = item.request {
+            storefront.pending.remove(&request);
+        }
+    }
+    for error in errors.read() {
+        if let Some(request) = error.request {
+            storefront.pending.remove(&request);
+        }
+        storefront.tell(error.error.player_message(), true);
+    }
+}
+
+/// Draws the storefront window.
+#[expect(clippy::too_many_arguments, reason = "a Bevy system names each resource it reads")]
+fn show_storefront(
+    mut contexts: EguiContexts,
+    mut storefront: ResMut<Storefront>,
+    status: Res<State<StoreStatus>>,
+    catalog: Res<Catalog>,
+    wallet: Res<Wallet>,
+    inventory: Res<Inventory>,
+    orders: Res<PendingOrders>,
+    tab: Res<Tab>,
+    store: StoreRequests,
+) -> Result {
+    if !storefront.open {
+        return Ok(());
+    }
+    let ctx = contexts.ctx_mut()?;
+    let mut open = storefront.open;
+    egui::Window::new("Store")
+        .id(egui::Id::new("coinslot-storefront"))
+        .open(&mut open)
+        .default_width(520.0)
+        .default_height(640.0)
+        .default_pos(egui::pos2(24.0, 24.0))
+        .resizable(true)
+        .show(ctx, |ui| {
+            status_line(ui, *status.get());
+            ui.separator();
+            balances(ui, &catalog, &wallet);
+            tab_section(ui, &tab, &store, &mut storefront);
+            ui.separator();
+            if let Some(order_id) = storefront.checkout {
+                checkout_form(ui, order_id, &orders, &catalog, &store, &mut storefront);
+                ui.separator();
+            }
+            notices(ui, &storefront);
+            offers(ui, &catalog, &inventory, *status.get() == StoreStatus::Ready, &store, &mut storefront);
+        });
+    storefront.open = open;
+    Ok(())
+}
+
+fn status_line(ui: &mut egui::Ui, status: StoreStatus) {
+    let (text, color) = match status {
+        StoreStatus::Ready => ("Connected", egui::Color32::from_rgb(90, 200, 120)),
+        StoreStatus::Connecting => ("Connecting to the store…", egui::Color32::from_rgb(230, 190, 80)),
+        StoreStatus::Offline => (
+            "Offline: the store cannot be reached; we will keep trying.",
+            egui::Color32::from_rgb(230, 100, 90),
+        ),
+    };
+    ui.colored_label(color, text);
+}
+
+fn balances(ui: &mut egui::Ui, catalog: &Catalog, wallet: &Wallet) {
+    ui.horizontal_wrapped(|ui| {
+        let currencies =
+            catalog.catalog.as_ref().map(|catalog| catalog.currencies.as_slice()).unwrap_or_default();
+        for currency in currencies {
+            let amount = wallet.balance(currency.code.as_str());
+            currency_badge(ui, currency.code.as_str());
+            ui.label(egui::RichText::new(format!("{amount} {}", currency.name)).strong());
+            ui.add_space(12.0);
+        }
+    });
+}
+
+fn tab_section(ui: &mut egui::Ui, tab: &Tab, store: &StoreRequests, storefront: &mut Storefront) {
+    let Some(open) = tab.open() else {
+        ui.weak("Tab: nothing owed. Small items can go on a tab and be paid together later.");
+        return;
+    };
+    ui.horizontal_wrapped(|ui| {
+        ui.label(egui::RichText::new(format!("Tab: {}", format_money(&open.amount))).strong());
+        ui.weak(format!(
+            "{} item(s), settles at {} or by {}",
+            open.item_count,
+            format_money(&open.threshold),
+            open.settle_by.date()
+        ));
+        if open.settlement_required {
+            ui.colored_label(egui::Color32::from_rgb(230, 190, 80), "Settle to keep buying on the tab.");
+        }
+        let settling = open.settle_order_id.is_some();
+        let button = egui::Button::new(format!("Settle {}", format_money(&open.settle_amount)));
+        if ui.add_enabled(!settling, button).clicked() {
+            match store.settle_tab(Some(open.amount.currency)) {
+                Ok(request) => {
+                    storefront.pending.insert(request, "Settling your tab".to_owned());
+                }
+                Err(busy) => storefront.tell(busy_words(busy), true),
+            }
+        }
+    });
+}
+
+fn checkout_form(
+    ui: &mut egui::Ui,
+    order_id: Uuid,
+    orders: &PendingOrders,
+    catalog: &Catalog,
+    store: &StoreRequests,
+    storefront: &mut Storefront,
+) {
+    let Some(order) = orders.orders.get(&order_id) else {
+        storefront.checkout = None;
+        return;
+    };
+    let what = order
+        .sku
+        .as_ref()
+        .and_then(|sku| catalog.item(sku.as_str()))
+        .map_or_else(|| "your tab".to_owned(), |item| item.name.to_string());
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.heading(format!("Pay {} for {what}", format_money(&order.amount)));
+        ui.weak("Sandbox checkout: use a test card. 4242 4242 4242 4242 succeeds; 4000 0000 0000 0002 is declined.");
+        ui.horizontal(|ui| {
+            ui.label("Card number");
+            ui.add(egui::TextEdit::singleline(&mut storefront.card_number).desired_width(200.0).hint_text("4242 4242 4242 4242"));
+        });
+        ui.horizontal(|ui| {
+            let paying = storefront.pending.values().any(|what| what.starts_with("Paying"));
+            let waiting = order.status != OrderStatus::RequiresPayment;
+            if ui.add_enabled(!paying && !waiting, egui::Button::new("Pay")).clicked() {
+                let card: String = storefront.card_number.chars().filter(char::is_ascii_digit).collect();
+                if card.len() == 16 {
+                    match store.pay_sandbox(order_id, &card) {
+                        Ok(request) => {
+                            storefront.pending.insert(request, format!("Paying for {what}"));
+                        }
+                        Err(busy) => storefront.tell(busy_words(busy), true),
+                    }
+                } else {
+                    storefront.tell("A card number has 16 digits.", true);
+                }
+            }
+            if ui.button("Cancel").clicked() {
+                storefront.checkout = None;
+            }
+            if waiting {
+                ui.spinner();
+                ui.label("Confirming the payment…");
+            }
+        });
+    });
+}
+
+fn notices(ui: &mut egui::Ui, storefront: &Storefront) {
+    for what in storefront.pending.values() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(format!("{what}…"));
+        });
+    }
+    if let Some((text, bad)) = &storefront.notice {
+        let color = if *bad {
+            egui::Color32::from_rgb(240, 110, 100)
+        } else {
+            egui::Color32::from_rgb(110, 210, 130)
+        };
+        ui.colored_label(color, text);
+    }
+}
+
+fn offers(
+    ui: &mut egui::Ui,
+    catalog: &Catalog,
+    inventory: &Inventory,
+    ready: bool,
+    store: &StoreRequests,
+    storefront: &mut Storefront,
+) {
+    if catalog.catalog.is_none() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Loading the store…");
+        });
+        return;
+    }
+    if catalog.offers().is_empty() {
+        ui.label("Nothing is for sale right now. Check back soon.");
+        return;
+    }
+    egui::ScrollArea::vertical().max_height(520.0).show(ui, |ui| {
+        for offer in catalog.offers() {
+            let Some(item) = catalog.item(offer.sku.as_str()) else { continue };
+            ui.horizontal(|ui| {
+                item_icon(ui, item.kind, item.name.as_str());
+                ui.vertical(|ui| {
+                    ui.horizontal(|ui| {
+                        ui.label(egui::RichText::new(item.name.as_str()).strong());
+                        let owned = inventory.quantity(item.sku.as_str());
+                        if owned > 0 {
+                            ui.weak(if item.kind == ItemKind::Durable {
+                                "owned".to_owned()
+                            } else {
+                                format!("× {owned}")
+                            });
+                        }
+                    });
+                    if !item.description.is_empty() {
+                        ui.weak(&item.description);
+                    }
+                    ui.horizontal_wrapped(|ui| {
+                        for (index, price) in offer.prices.iter().enumerate() {
+                            let label = price_label(price, catalog);
+                            let owned =
+                                item.kind == ItemKind::Durable && inventory.quantity(item.sku.as_str()) > 0;
+                            if ui.add_enabled(ready && !owned, egui::Button::new(label)).clicked() {
+                                buy(offer, index, price, item.name.as_str(), store, storefront);
+                            }
+                        }
+                    });
+                });
+            });
+            ui.add_space(6.0);
+        }
+    });
+}
+
+fn buy(
+    offer: &Offer,
+    index: usize,
+    price: &Price,
+    name: &str,
+    store: &StoreRequests,
+    storefront: &mut Storefront,
+) {
+    let price_index = u32::try_from(index).ok();
+    let card = matches!(price, Price::Real { settlement: Settlement::Immediate, .. });
+    let sent = if card {
+        store.start_order(offer.id, Quantity::one(), price_index)
+    } else {
+        store.purchase(offer.id, Quantity::one(), price_index)
+    };
+    match sent {
+        Ok(request) => {
+            let doing = if card { format!("Opening checkout for {name}") } else { format!("Buying {name}") };
+            storefront.pending.insert(request, doing);
+        }
+        Err(busy) => storefront.tell(busy_words(busy), true),
+    }
+}
+
+fn busy_words(_: crate::StoreBusy) -> &'static str {
+    "The store is busy. Please try again in a moment."
+}
+
+fn price_label(price: &Price, catalog: &Catalog) -> String {
+    match price {
+        Price::Virtual { currency, amount } => {
+            let name = catalog
+                .catalog
+                .as_ref()
+                .and_then(|catalog| catalog.currencies.iter().find(|known| &known.code == currency))
+                .map_or_else(|| currency.to_string(), |known| known.name.to_string());
+            format!("{amount} {name}")
+        }
+        Price::Real { money, settlement: Settlement::Immediate } => format_money(money),
+        Price::Real { money, settlement: Settlement::Tab } => format!("{} on tab", format_money(money)),
+    }
+}
+
+/// Money as players read it: `$0.99`, `€0.89`, `¥160`, `CHF 1.00`. Amounts finer than the
+/// currency's minor unit (tab prices such as $0.002) keep their digits.
+#[must_use]
+pub fn format_money(money: &Money) -> String {
+    let code = money.currency.code();
+    let minor = money.currency.minor_units();
+    let amount = money.amount.normalize();
+    let digits =
+        if amount.scale() > minor { amount.to_string() } else { format!("{:.*}", minor as usize, amount) };
+    match code {
+        "USD" => format!("${digits}"),
+        "EUR" => format!("€{digits}"),
+        "GBP" => format!("£{digits}"),
+        "JPY" => format!("¥{digits}"),
+        other => format!("{other} {digits}"),
+    }
+}
+
+fn spaced_card(digits: &str) -> String {
+    digits
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A coin for gold, a gem for gems, a square for any other currency, drawn rather than typed
+/// so no font is needed.
+fn currency_badge(ui: &mut egui::Ui, code: &str) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(16.0, 16.0), egui::Sense::hover());
+    let painter = ui.painter();
+    let center = rect.center();
+    match code {
+        "gold" => {
+            painter.circle_filled(center, 7.0, egui::Color32::from_rgb(240, 196, 60));
+            painter.circle_stroke(center, 4.5, egui::Stroke::new(1.5, egui::Color32::from_rgb(200, 150, 30)));
+        }
+        "gems" => {
+            let points = vec![
+                center + egui::vec2(0.0, -7.5),
+                center + egui::vec2(6.5, 0.0),
+                center + egui::vec2(0.0, 7.5),
+                center + egui::vec2(-6.5, 0.0),
+            ];
+            painter.add(egui::Shape::convex_polygon(
+                points,
+                egui::Color32::from_rgb(110, 200, 255),
+                egui::Stroke::NONE,
+            ));
+        }
+        _ => {
+            painter.rect_filled(
+                rect.shrink(2.0),
+                egui::CornerRadius::same(2),
+                egui::Color32::from_rgb(200, 200, 200),
+            );
+        }
+    }
+}
+
+/// A small badge for an item: a colour for its kind and the first letter of its name.
+fn item_icon(ui: &mut egui::Ui, kind: ItemKind, name: &str) {
+    let color = match kind {
+        ItemKind::Durable => egui::Color32::from_rgb(170, 110, 230),
+        ItemKind::Consumable => egui::Color32::from_rgb(80, 180, 140),
+        ItemKind::CurrencyPack => egui::Color32::from_rgb(70, 150, 230),
+        ItemKind::Bundle => egui::Color32::from_rgb(230, 140, 60),
+    };
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(44.0, 44.0), egui::Sense::hover());
+    let painter = ui.painter();
+    painter.rect_filled(rect, egui::CornerRadius::same(10), color);
+    let letter: String = name.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        letter,
+        egui::FontId::proportional(22.0),
+        egui::Color32::WHITE,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(text: &str, currency: &str) -> Money {
+        Money {
+            currency: store_api::MoneyCurrency::parse(currency).expect("a currency"),
+            amount: store_api::money::parse_amount(text).expect("an amount"),
+        }
+    }
+
+    #[test]
+    fn money_reads_as_players_expect() {
+        assert_eq!(format_money(&money("0.99", "USD")), "$0.99");
+        assert_eq!(format_money(&money("0.5", "USD")), "$0.50");
+        assert_eq!(format_money(&money("0.002", "USD")), "$0.002");
+        assert_eq!(format_money(&money("160", "JPY")), "¥160");
+        assert_eq!(format_money(&money("0.89", "EUR")), "€0.89");
+        assert_eq!(format_money(&money("1", "CHF")), "CHF 1.00");
+    }
+
+    #[test]
+    fn card_numbers_are_shown_in_groups_of_four() {
+        assert_eq!(spaced_card("4242424242424242"), "4242 4242 4242 4242");
+    }
+}

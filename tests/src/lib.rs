@@ -577,6 +577,37 @@ pub fn store_server_binary() -> &'static Path {
     })
 }
 
+/// Whether a test that needs an X display (a real window) can run: `DISPLAY` names one.
+/// Under `CI=true` a missing display fails the test instead of letting it pass unrun.
+///
+/// # Panics
+/// Under `CI=true` without a display.
+#[must_use]
+pub fn display_available() -> bool {
+    if std::env::var_os("DISPLAY").is_some_and(|display| !display.is_empty()) {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|ci| ci == "true"),
+        "DISPLAY is not set under CI=true: the window tests must run (scripts/test.sh starts Xvfb)"
+    );
+    eprintln!("DISPLAY is not set, so this window test cannot run here (scripts/test.sh starts Xvfb)");
+    false
+}
+
+/// How much a screenshot's pixels vary: the variance of their luminance (0 for a blank image).
+///
+/// # Panics
+/// When the file is not a readable PNG.
+#[must_use]
+pub fn luminance_variance(png: &Path) -> u64 {
+    let image = image::open(png).unwrap_or_else(|error| panic!("{}: {error}", png.display())).to_luma8();
+    let pixels: Vec<u64> = image.pixels().map(|pixel| u64::from(pixel.0[0])).collect();
+    let count = u64::try_from(pixels.len()).expect("a pixel count").max(1);
+    let mean = pixels.iter().sum::<u64>() / count;
+    pixels.iter().map(|value| value.abs_diff(mean).pow(2)).sum::<u64>() / count
+}
+
 /// The records of requests in flight a game's store keeps under `persistence`.
 ///
 /// # Panics

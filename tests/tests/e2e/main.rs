@@ -43,4 +43,5 @@ mod purchases;
 mod readme;
 mod receipts;
 mod sdk;
+mod storefront;
 mod tabs;

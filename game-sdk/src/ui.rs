@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use bevy::prelude::*;
-use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, EguiTextureHandle, egui};
 use store_api::Money;
 use store_api::catalog::{ItemKind, Offer, Price, Settlement};
 use store_api::ledger::Quantity;
@@ -69,6 +69,39 @@ pub struct Storefront {
 impl Storefront {
     fn tell(&mut self, text: impl Into<String>, bad: bool) {
         self.notice = Some((text.into(), bad));
+    }
+}
+
+/// Item icons (`Item::icon`, a path under the game's asset folder) loaded once and registered
+/// with egui. An icon that is missing or still loading is drawn as a lettered badge instead.
+#[derive(Resource, Debug, Default)]
+struct IconCache {
+    icons: BTreeMap<String, (Handle<Image>, egui::TextureId)>,
+}
+
+impl IconCache {
+    /// The egui textures of the catalog's icons that have finished loading, by sku.
+    fn ready(
+        &mut self,
+        catalog: &Catalog,
+        assets: Option<&AssetServer>,
+        contexts: &mut EguiContexts,
+    ) -> BTreeMap<String, egui::TextureId> {
+        let Some(assets) = assets else { return BTreeMap::new() };
+        let items = catalog.catalog.as_ref().map(|catalog| catalog.items.as_slice()).unwrap_or_default();
+        let mut ready = BTreeMap::new();
+        for item in items {
+            let Some(path) = &item.icon else { continue };
+            let (handle, texture) = self.icons.entry(path.clone()).or_insert_with(|| {
+                let handle: Handle<Image> = assets.load(path.clone());
+                let texture = contexts.add_image(EguiTextureHandle::Weak(handle.id()));
+                (handle, texture)
+            });
+            if assets.is_loaded_with_dependencies(handle.id()) {
+                ready.insert(item.sku.to_string(), *texture);
+            }
+        }
+        ready
     }
 }
 
@@ -165,10 +198,13 @@ fn show_storefront(
     orders: Res<PendingOrders>,
     tab: Res<Tab>,
     store: StoreRequests,
+    assets: Option<Res<AssetServer>>,
+    mut icons: Local<IconCache>,
 ) -> Result {
     if !storefront.open {
         return Ok(());
     }
+    let textures = icons.ready(&catalog, assets.as_deref(), &mut contexts);
     let ctx = contexts.ctx_mut()?;
     let mut open = storefront.open;
     egui::Window::new("Store")
@@ -189,7 +225,8 @@ fn show_storefront(
                 ui.separator();
             }
             notices(ui, &storefront);
-            offers(ui, &catalog, &inventory, *status.get() == StoreStatus::Ready, &store, &mut storefront);
+            let ready = *status.get() == StoreStatus::Ready;
+            offers(ui, &catalog, &inventory, &textures, ready, &store, &mut storefront);
         });
     storefront.open = open;
     Ok(())
@@ -321,6 +358,7 @@ fn offers(
     ui: &mut egui::Ui,
     catalog: &Catalog,
     inventory: &Inventory,
+    textures: &BTreeMap<String, egui::TextureId>,
     ready: bool,
     store: &StoreRequests,
     storefront: &mut Storefront,
@@ -340,7 +378,12 @@ fn offers(
         for offer in catalog.offers() {
             let Some(item) = catalog.item(offer.sku.as_str()) else { continue };
             ui.horizontal(|ui| {
-                item_icon(ui, item.kind, item.name.as_str());
+                match textures.get(item.sku.as_str()) {
+                    Some(texture) => {
+                        ui.add(egui::Image::new(egui::load::SizedTexture::new(*texture, [44.0, 44.0])));
+                    }
+                    None => item_icon(ui, item.kind, item.name.as_str()),
+                }
                 ui.vertical(|ui| {
                     ui.horizontal(|ui| {
                         ui.label(egui::RichText::new(item.name.as_str()).strong());

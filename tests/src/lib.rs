@@ -577,6 +577,21 @@ pub fn store_server_binary() -> &'static Path {
     })
 }
 
+/// The repository's `assets/` folder (item icons, the default catalog), as a plain absolute
+/// path: Bevy's asset server does not resolve `..` in the folder it is given.
+///
+/// # Panics
+/// When the folder is missing.
+#[must_use]
+pub fn repository_assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the repository")
+        .join("assets")
+        .canonicalize()
+        .expect("the repository has an assets folder")
+}
+
 /// Whether a test that needs an X display (a real window) can run: `DISPLAY` names one.
 /// Under `CI=true` a missing display fails the test instead of letting it pass unrun.
 ///

@@ -59,6 +59,7 @@ fn screenshot_each_step(
         exit.write(AppExit::error());
         return;
     }
+    // Frames pass while icons load; the count restarts whenever the window is not yet whole.
     let shown = match plan.step {
         Step::Storefront => {
             *status.get() == StoreStatus::Ready && catalog.catalog.is_some() && tab.open().is_some()
@@ -130,14 +131,20 @@ fn the_storefront_renders_balances_items_and_the_tab_in_a_real_window() {
     let _ = std::fs::remove_file(&checkout_png);
     let dir = tempfile::tempdir().expect("a temp dir");
     let exit = App::new()
-        .add_plugins(DefaultPlugins.set(WinitPlugin { run_on_any_thread: true }).set(WindowPlugin {
-            primary_window: Some(Window {
-                title: "Coinslot storefront test".into(),
-                resolution: (1024, 720).into(),
-                ..default()
-            }),
-            ..default()
-        }))
+        .add_plugins(
+            DefaultPlugins
+                .set(WinitPlugin { run_on_any_thread: true })
+                // The repository's assets, where the catalog's item icons are.
+                .set(AssetPlugin { file_path: tests::repository_assets().display().to_string(), ..default() })
+                .set(WindowPlugin {
+                    primary_window: Some(Window {
+                        title: "Coinslot storefront test".into(),
+                        resolution: (1024, 720).into(),
+                        ..default()
+                    }),
+                    ..default()
+                }),
+        )
         .add_plugins(StorePlugin {
             base_url: server.base_url().to_owned(),
             device_id: DeviceIdSource::Fixed("storefront-window".to_owned()),

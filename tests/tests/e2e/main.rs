@@ -33,6 +33,7 @@ mod cli;
 mod concurrency;
 mod creators;
 mod currencies;
+mod demo;
 mod earning;
 mod idempotency;
 mod model;

@@ -578,6 +578,22 @@ fn workspace_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reports the {name} executable"))
 }
 
+/// A SQLite server on a runtime of its own, for tests whose own thread is busy running a
+/// window (a Bevy app's event loop) or waiting on a child process.
+///
+/// # Panics
+/// When the runtime or the server cannot start.
+#[must_use]
+pub fn server_beside_a_window() -> (tokio::runtime::Runtime, TestServer) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server = runtime.block_on(TestServer::start(Backend::Sqlite)).expect("SQLite always runs");
+    (runtime, server)
+}
+
 /// The repository's `assets/` folder (item icons, the default catalog), as a plain absolute
 /// path: Bevy's asset server does not resolve `..` in the folder it is given.
 ///

@@ -6,8 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::TestServer;
-
 /// The longest an autoplay run may take before the test kills it.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -95,12 +93,7 @@ fn autoplay_names_the_step_that_failed_and_exits_non_zero() {
         return;
     }
     // A real server, but without the `coin` reward rule the game earns through.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let server = runtime.block_on(TestServer::start(tests::Backend::Sqlite)).expect("SQLite always runs");
+    let (runtime, server) = tests::server_beside_a_window();
     let dir = tempfile::tempdir().expect("a temp dir");
     let output = autoplay(server.base_url(), &dir.path().join("data"), &dir.path().join("shots"));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -13,7 +13,7 @@ use game_sdk::ui::{StoreUiPlugin, Storefront};
 use game_sdk::{Catalog, DeviceIdSource, StorePlugin, StoreRequests, StoreStatus, Tab};
 use reqwest::Method;
 use serde_json::json;
-use tests::{TestServer, seed, send};
+use tests::{seed, send};
 
 /// The longest the window test runs before it gives up.
 const WINDOW_WAIT: Duration = Duration::from_secs(90);
@@ -100,12 +100,7 @@ fn the_storefront_renders_balances_items_and_the_tab_in_a_real_window() {
     if !tests::display_available() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let server = runtime.block_on(TestServer::start(tests::Backend::Sqlite)).expect("SQLite always runs");
+    let (runtime, server) = tests::server_beside_a_window();
     // A player with gems and an extra life on the tab, so every part of the window has something.
     let (player_id, token) = runtime.block_on(server.login_player("storefront-window"));
     runtime.block_on(server.grant(&player_id, "gems", 120));

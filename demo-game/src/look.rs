@@ -32,6 +32,7 @@ mod palette {
     pub const BLUE: Color = Color::srgb(0.25, 0.52, 0.92);
     pub const SHIELD: Color = Color::srgba(0.47, 0.78, 1.0, 0.35);
     pub const MAGNET: Color = Color::srgba(0.98, 0.80, 0.22, 0.25);
+    pub const TURBO: Color = Color::srgb(1.0, 0.62, 0.18);
 }
 
 /// How far right of the window's centre the arena is drawn, leaving room for the shop.
@@ -102,6 +103,13 @@ fn set_the_stage(
         Transform::from_xyz(0.0, crate::play::PLAYER_Y, 0.8),
         Visibility::Hidden,
     ));
+    commands.spawn((
+        Aura(PowerUp::Turbo),
+        Mesh2d(meshes.add(Rectangle::new(PLAYER_SIZE.x * 1.3, 6.0))),
+        MeshMaterial2d(materials.add(ColorMaterial::from(palette::TURBO))),
+        Transform::from_xyz(0.0, crate::play::PLAYER_Y - PLAYER_SIZE.y / 2.0 - 6.0, 0.95),
+        Visibility::Hidden,
+    ));
 }
 
 fn read_keyboard(
@@ -127,6 +135,9 @@ fn read_keyboard(
     }
     if keys.just_pressed(KeyCode::KeyS) {
         power_ups.write(UsePowerUp(PowerUp::Shield));
+    }
+    if keys.just_pressed(KeyCode::KeyT) {
+        power_ups.write(UsePowerUp(PowerUp::Turbo));
     }
     if keys.just_pressed(KeyCode::KeyB) {
         storefront.open = !storefront.open;
@@ -184,6 +195,7 @@ fn show_power_ups(
         let seconds = match kind {
             PowerUp::Shield => power.shield_s,
             PowerUp::Magnet => power.magnet_s,
+            PowerUp::Turbo => power.turbo_s,
         };
         *visibility = if seconds > 0.0 { Visibility::Visible } else { Visibility::Hidden };
     }
@@ -266,6 +278,7 @@ fn show_hud(mut contexts: EguiContexts, view: HudView, mut act: HudActions) -> R
                     ui.separator();
                     for (kind, label, seconds) in [
                         (PowerUp::Magnet, "Magnet (M)", power.magnet_s),
+                        (PowerUp::Turbo, "Turbo (T)", power.turbo_s),
                         (PowerUp::Shield, "Shield (S)", power.shield_s),
                     ] {
                         let held = inventory.quantity(kind.sku());

@@ -25,7 +25,7 @@ struct Options {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The assets folder (art, icons, the default catalog); the repository's by default.
-    #[arg(long, env = "BEVY_ASSET_ROOT")]
+    #[arg(long, env = "COINSLOT_ASSETS")]
     assets: Option<PathBuf>,
     /// The player's country (ISO 3166-1 alpha-2), for regional prices.
     #[arg(long)]

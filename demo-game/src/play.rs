@@ -34,6 +34,10 @@ pub const MAGNET_DURATION_S: f32 = 10.0;
 pub const MAGNET_PULL_SPEED: f32 = 380.0;
 /// How long a shield lasts if nothing hits it.
 pub const SHIELD_DURATION_S: f32 = 20.0;
+/// How long a turbo lasts.
+pub const TURBO_DURATION_S: f32 = 20.0;
+/// How much faster the runner is with a turbo.
+pub const TURBO_SPEED_FACTOR: f32 = 1.6;
 
 /// The game's phases.
 #[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -77,6 +81,8 @@ pub struct PowerUps {
     pub magnet_s: f32,
     /// Seconds of shield left (it also ends when it takes a hit).
     pub shield_s: f32,
+    /// Seconds of turbo left.
+    pub turbo_s: f32,
 }
 
 /// What falls and how often. Tests turn it off and place things by hand.
@@ -160,6 +166,8 @@ pub enum PowerUp {
     Magnet,
     /// Takes one hit.
     Shield,
+    /// Runs faster.
+    Turbo,
 }
 
 impl PowerUp {
@@ -169,6 +177,7 @@ impl PowerUp {
         match self {
             Self::Magnet => "magnet",
             Self::Shield => "shield",
+            Self::Turbo => "turbo",
         }
     }
 }
@@ -236,10 +245,16 @@ fn spawn_player(mut commands: Commands) {
     commands.spawn((Player, Transform::from_xyz(0.0, PLAYER_Y, 1.0)));
 }
 
-fn move_player(input: Res<PlayerInput>, time: Res<Time>, mut players: Query<&mut Transform, With<Player>>) {
+fn move_player(
+    input: Res<PlayerInput>,
+    power: Res<PowerUps>,
+    time: Res<Time>,
+    mut players: Query<&mut Transform, With<Player>>,
+) {
     let limit = (ARENA_WIDTH - PLAYER_SIZE.x) / 2.0;
+    let speed = if power.turbo_s > 0.0 { PLAYER_SPEED * TURBO_SPEED_FACTOR } else { PLAYER_SPEED };
     for mut transform in &mut players {
-        let step = input.axis.clamp(-1.0, 1.0) * PLAYER_SPEED * time.delta_secs();
+        let step = input.axis.clamp(-1.0, 1.0) * speed * time.delta_secs();
         transform.translation.x = (transform.translation.x + step).clamp(-limit, limit);
     }
 }
@@ -342,6 +357,7 @@ fn wear_off_power_ups(time: Res<Time>, mut power: ResMut<PowerUps>) {
     let elapsed = time.delta_secs();
     power.magnet_s = (power.magnet_s - elapsed).max(0.0);
     power.shield_s = (power.shield_s - elapsed).max(0.0);
+    power.turbo_s = (power.turbo_s - elapsed).max(0.0);
 }
 
 fn start_power_ups(mut started: MessageReader<PowerUpStarted>, mut power: ResMut<PowerUps>) {
@@ -349,6 +365,7 @@ fn start_power_ups(mut started: MessageReader<PowerUpStarted>, mut power: ResMut
         match kind {
             PowerUp::Magnet => power.magnet_s = MAGNET_DURATION_S,
             PowerUp::Shield => power.shield_s = SHIELD_DURATION_S,
+            PowerUp::Turbo => power.turbo_s = TURBO_DURATION_S,
         }
     }
 }
@@ -520,6 +537,18 @@ mod tests {
         drop_on_runner::<Hazard>(&mut app, 40.0);
         frames(&mut app, 20);
         assert_eq!(app.world().resource::<Lives>().0, LIVES_START - 1, "the next hit counts");
+    }
+
+    #[test]
+    fn a_turbo_makes_the_runner_faster_while_it_lasts() {
+        let mut app = game();
+        app.world_mut().write_message(PowerUpStarted(PowerUp::Turbo));
+        app.update();
+        let start = runner_x(&mut app);
+        app.world_mut().resource_mut::<PlayerInput>().axis = 1.0;
+        frames(&mut app, 10);
+        let moved = runner_x(&mut app) - start;
+        assert!((moved - PLAYER_SPEED * TURBO_SPEED_FACTOR * 0.2).abs() < 1.0, "faster: {moved}");
     }
 
     #[test]

@@ -175,6 +175,10 @@ fn hear_from_store(
                 started.write(PowerUpStarted(PowerUp::Shield));
                 notice.tell("Shield up: the next hit is absorbed.", false, now);
             }
+            "turbo" => {
+                started.write(PowerUpStarted(PowerUp::Turbo));
+                notice.tell("Turbo: you run faster for twenty seconds.", false, now);
+            }
             "extra_life" => {
                 lives.write(LifeGained);
                 notice.tell("Extra life!", false, now);

@@ -22,8 +22,8 @@ mod worker;
 pub use plugin::{
     Catalog, CatalogLoaded, IN_FLIGHT_MAX_DEFAULT, Inventory, InventoryUpdated, ItemConsumed, OrderUpdated,
     PaymentAttempted, PendingOrders, PurchaseCompleted, PurchaseFailed, RequestId, RewardClaimed, StoreBusy,
-    StoreError, StorePlugin, StoreRequests, StoreSession, StoreStatus, StoreSystems, Tab, Wallet,
-    WalletUpdated,
+    StoreError, StorePlugin, StoreRequests, StoreSession, StoreSettings, StoreStatus, StoreSystems, Tab,
+    Wallet, WalletUpdated,
 };
 pub use worker::DeviceIdSource;
 

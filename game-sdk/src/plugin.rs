@@ -84,6 +84,11 @@ impl Default for StorePlugin {
     }
 }
 
+/// The plugin's configuration as it was built, for the game to read (which server, which
+/// limits). Changing it after startup changes nothing.
+#[derive(Resource, Debug, Clone)]
+pub struct StoreSettings(pub StorePlugin);
+
 /// The plugin's systems, for ordering a game's own systems around them.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreSystems {
@@ -397,33 +402,34 @@ impl Plugin for StorePlugin {
         if !app.is_plugin_added::<StatesPlugin>() {
             app.add_plugins(StatesPlugin);
         }
-        app.insert_resource(StoreBridge {
-            commands: command_tx,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            in_flight_max,
-            next_request: AtomicU64::new(1),
-            _worker: worker,
-        })
-        .insert_resource(ReplyInbox(Mutex::new(reply_rx)))
-        .init_resource::<StoreSession>()
-        .init_resource::<Catalog>()
-        .init_resource::<Wallet>()
-        .init_resource::<Inventory>()
-        .init_resource::<PendingOrders>()
-        .init_resource::<Tab>()
-        .init_state::<StoreStatus>()
-        .add_message::<CatalogLoaded>()
-        .add_message::<WalletUpdated>()
-        .add_message::<InventoryUpdated>()
-        .add_message::<PurchaseCompleted>()
-        .add_message::<PurchaseFailed>()
-        .add_message::<OrderUpdated>()
-        .add_message::<RewardClaimed>()
-        .add_message::<ItemConsumed>()
-        .add_message::<PaymentAttempted>()
-        .add_message::<StoreError>()
-        .configure_sets(PreUpdate, StoreSystems::ApplyReplies)
-        .add_systems(PreUpdate, apply_store_replies.in_set(StoreSystems::ApplyReplies));
+        app.insert_resource(StoreSettings(self.clone()))
+            .insert_resource(StoreBridge {
+                commands: command_tx,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                in_flight_max,
+                next_request: AtomicU64::new(1),
+                _worker: worker,
+            })
+            .insert_resource(ReplyInbox(Mutex::new(reply_rx)))
+            .init_resource::<StoreSession>()
+            .init_resource::<Catalog>()
+            .init_resource::<Wallet>()
+            .init_resource::<Inventory>()
+            .init_resource::<PendingOrders>()
+            .init_resource::<Tab>()
+            .init_state::<StoreStatus>()
+            .add_message::<CatalogLoaded>()
+            .add_message::<WalletUpdated>()
+            .add_message::<InventoryUpdated>()
+            .add_message::<PurchaseCompleted>()
+            .add_message::<PurchaseFailed>()
+            .add_message::<OrderUpdated>()
+            .add_message::<RewardClaimed>()
+            .add_message::<ItemConsumed>()
+            .add_message::<PaymentAttempted>()
+            .add_message::<StoreError>()
+            .configure_sets(PreUpdate, StoreSystems::ApplyReplies)
+            .add_systems(PreUpdate, apply_store_replies.in_set(StoreSystems::ApplyReplies));
     }
 }
 

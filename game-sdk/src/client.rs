@@ -12,6 +12,7 @@ use reqwest::header::{ETAG, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use store_api::analytics::{StoreViewedRequest, StoreViewedResult};
 use store_api::auth::{DeviceLoginRequest, Session};
 use store_api::catalog::{Catalog, Sku};
 use store_api::ledger::{
@@ -546,6 +547,16 @@ impl StoreClient {
         let body = PayRequest { card_number: card_number.to_owned() };
         let response = self.execute(|| Ok(self.inner.http.post(&url).json(&body))).await?;
         read_json(response).await
+    }
+
+    /// Tells the server which offers the storefront showed the player (for the operators'
+    /// price-sensitivity report).
+    ///
+    /// # Errors
+    /// `invalid_request` for an empty list, over 100 offers, or one not in the live catalog;
+    /// a transport failure.
+    pub async fn store_viewed(&self, request: &StoreViewedRequest) -> StoreResult<StoreViewedResult> {
+        self.send_json(Method::POST, "/v1/events/store-viewed", Some(request), None, true).await
     }
 
     /// The public keys receipts are signed with.

@@ -533,6 +533,16 @@ impl StoreRequests<'_> {
         self.send(PendingRequest::SettleTab(SettleTabRequest { currency }))
     }
 
+    /// Tells the store which offers the player was shown (the storefront does this when it
+    /// opens), for the operators' price-sensitivity report. Ends quietly, or with
+    /// [`StoreError`].
+    ///
+    /// # Errors
+    /// [`StoreBusy`].
+    pub fn store_viewed(&self, offer_ids: Vec<OfferId>) -> Result<RequestId, StoreBusy> {
+        self.submit(|request| Command::StoreViewed { request, offer_ids })
+    }
+
     /// Requests in flight now.
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -636,7 +646,7 @@ fn apply_reply(reply: Reply, state: &mut StoreState, out: &mut StoreWriters) {
             }
             state.session.session = Some(session);
         }
-        ReplyBody::Refreshed => {}
+        ReplyBody::Refreshed | ReplyBody::Viewed => {}
         ReplyBody::Catalog(catalog) => {
             out.catalog_loaded.write(CatalogLoaded { version: catalog.version });
             state.catalog.catalog = Some(*catalog);

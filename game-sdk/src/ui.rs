@@ -64,6 +64,9 @@ pub struct Storefront {
     pub notice: Option<(String, bool)>,
     /// Requests sent and not yet answered, with what they are for ("Buying Coin magnet").
     pub pending: BTreeMap<RequestId, String>,
+    /// The catalog version whose offers were last reported as seen while open, so each opening
+    /// (and each new catalog) is reported once.
+    reported_views: Option<i64>,
 }
 
 impl Storefront {
@@ -202,8 +205,10 @@ fn show_storefront(
     mut icons: Local<IconCache>,
 ) -> Result {
     if !storefront.open {
+        storefront.reported_views = None;
         return Ok(());
     }
+    report_views(&mut storefront, &catalog, *status.get(), &store);
     let textures = icons.ready(&catalog, assets.as_deref(), &mut contexts);
     let ctx = contexts.ctx_mut()?;
     let mut open = storefront.open;
@@ -230,6 +235,22 @@ fn show_storefront(
         });
     storefront.open = open;
     Ok(())
+}
+
+/// Tells the store, once per opening and catalog version, which offers the window shows.
+fn report_views(storefront: &mut Storefront, catalog: &Catalog, status: StoreStatus, store: &StoreRequests) {
+    let Some(live) = &catalog.catalog else { return };
+    if status != StoreStatus::Ready
+        || storefront.reported_views == Some(live.version)
+        || live.offers.is_empty()
+    {
+        return;
+    }
+    let offers =
+        live.offers.iter().take(store_api::analytics::STORE_VIEW_OFFERS_MAX).map(|offer| offer.id).collect();
+    if store.store_viewed(offers).is_ok() {
+        storefront.reported_views = Some(live.version);
+    }
 }
 
 fn status_line(ui: &mut egui::Ui, status: StoreStatus) {

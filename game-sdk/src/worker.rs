@@ -46,6 +46,10 @@ pub(crate) enum Command {
         order_id: Uuid,
         card_number: String,
     },
+    StoreViewed {
+        request: RequestId,
+        offer_ids: Vec<store_api::catalog::OfferId>,
+    },
     /// The ECS has reported this request's outcome: its local record can go.
     Forget(IdempotencyKey),
 }
@@ -102,6 +106,8 @@ pub(crate) enum ReplyBody {
         order_id: Uuid,
         outcome: StoreResult<PayResult>,
     },
+    /// Store views were recorded.
+    Viewed,
     /// A request could not be sent at all (its record could not be written); nothing left.
     NotSent(StoreError),
     /// A failure not tied to a request (the server went away) or the end of login/refresh.
@@ -419,6 +425,15 @@ async fn handle(shared: Shared, command: Command) {
                 Err(error) => Err(error),
             };
             shared.reply(Some(request), ReplyBody::Paid { order_id, outcome }).await;
+        }
+        Command::StoreViewed { request, offer_ids } => {
+            let outcome =
+                shared.client.store_viewed(&store_api::analytics::StoreViewedRequest { offer_ids }).await;
+            let body = match outcome {
+                Ok(_) => ReplyBody::Viewed,
+                Err(error) => ReplyBody::Error(error),
+            };
+            shared.reply(Some(request), body).await;
         }
         Command::Forget(key) => {
             shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);

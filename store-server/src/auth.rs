@@ -239,6 +239,7 @@ pub mod scopes {
         RefundsWrite => RefundsWrite,
         RewardsWrite => RewardsWrite,
         KeysAdmin => KeysAdmin,
+        AnalyticsRead => AnalyticsRead,
     }
 
     /// Operators who manage players, and game servers that grant rewards.

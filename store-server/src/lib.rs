@@ -5,6 +5,7 @@
 //! resource; [`catalog`] holds the catalog's rules and storage; [`auth`] the credentials;
 //! [`db`] the pool and migrations; [`cli`] the command line `main` runs.
 
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;

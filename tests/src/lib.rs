@@ -552,15 +552,6 @@ pub fn store_server_binary() -> &'static Path {
     BINARY.get_or_init(|| workspace_binary("store-server"))
 }
 
-/// The `demo-game` binary, built once per test process.
-///
-/// # Panics
-/// When it cannot be built.
-pub fn demo_game_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| workspace_binary("demo-game"))
-}
-
 /// Builds the binary of the workspace package `name` (its bin has the same name) with the
 /// profile the tests run under, and returns its path as cargo reports it.
 fn workspace_binary(name: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, each owning its routes, plus the OpenAPI
 //! document generated from those routes.
 
+pub mod analytics;
 pub mod api_keys;
 pub mod catalog;
 pub mod creators;
@@ -69,6 +70,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(orders::routes())
         .merge(tabs::routes())
         .merge(creators::routes())
+        .merge(analytics::routes())
 }
 
 /// A JSON response carrying an `ETag`.

@@ -26,6 +26,7 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod analytics;
 mod auth;
 mod browser;
 mod catalog;
@@ -33,7 +34,6 @@ mod cli;
 mod concurrency;
 mod creators;
 mod currencies;
-mod demo;
 mod earning;
 mod idempotency;
 mod model;

@@ -68,6 +68,13 @@ const ROUTES: &[&str] = &[
     "GET /admin/v1/creators/{id}",
     "GET /admin/v1/creators/{id}/payouts",
     "POST /admin/v1/creators/{id}/payouts",
+    "POST /v1/events/store-viewed",
+    "GET /admin/v1/analytics/revenue",
+    "GET /admin/v1/analytics/peak-times",
+    "GET /admin/v1/analytics/combinations",
+    "GET /admin/v1/analytics/price-sensitivity",
+    "GET /admin/v1/analytics/geography",
+    "GET /admin/v1/analytics/tabs",
 ];
 
 fn documented_routes(openapi: &serde_json::Value) -> BTreeSet<String> {

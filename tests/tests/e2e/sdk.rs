@@ -362,6 +362,21 @@ async fn the_plain_client_serves_non_bevy_programs_with_typed_errors() {
     let unreachable = nobody.catalog(None).await.expect_err("nobody listens on port 9");
     assert!(unreachable.is_transport() && unreachable.leaves_request_open(), "{unreachable:?}");
 
+    let viewed = client
+        .store_viewed(&game_sdk::store_api::analytics::StoreViewedRequest {
+            offer_ids: vec![offer(seed::MAGNET)],
+        })
+        .await
+        .expect("recorded");
+    assert_eq!(viewed.recorded, 1);
+    let unknown = client
+        .store_viewed(&game_sdk::store_api::analytics::StoreViewedRequest {
+            offer_ids: vec![offer("019a6b1e-00ff-7000-8000-0000000000ff")],
+        })
+        .await
+        .expect_err("not in the catalog");
+    assert_eq!(unknown.code(), Some(ErrorCode::InvalidRequest));
+
     let history = client.history(None, Some(5)).await.expect("a history");
     assert_eq!(history.entries.len(), 1, "the initial grant");
     assert_eq!(session.player_id, client.session().expect("a session").player_id);

@@ -162,5 +162,8 @@ fn the_storefront_renders_balances_items_and_the_tab_in_a_real_window() {
     let before = std::fs::read(&storefront_png).expect("the first screenshot");
     let after = std::fs::read(&checkout_png).expect("the second screenshot");
     assert_ne!(before, after, "the checkout form changed what the window shows");
+    // Opening the window told the store which offers the player saw (price-sensitivity views).
+    let views = runtime.block_on(server.count("select count(*) from store_view"));
+    assert!(views >= 9, "every offer shown was reported: {views}");
     runtime.block_on(server.stop());
 }

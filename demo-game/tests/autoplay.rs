@@ -18,7 +18,7 @@ fn nobody() -> String {
 }
 
 fn autoplay(server: &str, data: &Path, shots: &Path) -> Output {
-    let mut child = Command::new(tests::demo_game_binary())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demo-game"))
         .args(["--autoplay", "--server", server, "--data-dir"])
         .arg(data)
         .arg("--screenshot")

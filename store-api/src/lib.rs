@@ -37,6 +37,7 @@ macro_rules! string_newtype {
     };
 }
 
+pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod catalog;

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, each owning its routes, plus the OpenAPI
 //! document generated from those routes.
 
+pub mod admin_players;
 pub mod analytics;
 pub mod api_keys;
 pub mod catalog;
@@ -71,6 +72,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tabs::routes())
         .merge(creators::routes())
         .merge(analytics::routes())
+        .merge(admin_players::routes())
 }
 
 /// A JSON response carrying an `ETag`.

@@ -39,6 +39,7 @@ mod idempotency;
 mod model;
 mod ops;
 mod orders;
+mod players_admin;
 mod pricing;
 mod purchases;
 mod readme;

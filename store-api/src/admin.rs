@@ -1,0 +1,95 @@
+//! Operators' views of players and of the audit log.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::ledger::{Inventory, Reason, Wallet};
+use crate::orders::{Order, Tab};
+
+/// A player as operators see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerSummary {
+    /// The player's id.
+    pub id: Uuid,
+    /// The device id they log in with.
+    pub device_id: String,
+    /// Their country at login, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// When they first logged in.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Blocked players cannot buy, earn or consume.
+    pub blocked: bool,
+}
+
+/// `GET /admin/v1/players`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerPage {
+    /// Newest first.
+    pub players: Vec<PlayerSummary>,
+    /// Pass as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /admin/v1/players/{id}`: everything an operator needs to help a player.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerDetail {
+    /// Who.
+    pub player: PlayerSummary,
+    /// Balances.
+    pub wallet: Wallet,
+    /// Items held.
+    pub inventory: Inventory,
+    /// Open tabs.
+    pub tabs: Vec<Tab>,
+    /// The newest orders (up to 50).
+    pub orders: Vec<Order>,
+}
+
+/// `PATCH /admin/v1/players/{id}`: block or unblock, always with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlayerRequest {
+    /// Whether the player is blocked.
+    pub blocked: bool,
+    /// Why, for the audit log.
+    pub reason: Reason,
+}
+
+/// One operator action in the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// The entry's id.
+    pub id: Uuid,
+    /// Who: `api_key:<id>` for an operator key, or the system.
+    pub actor: String,
+    /// What (`catalog.publish`, `player.block`, `order.refund`…).
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// The object before, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// The object after, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `GET /admin/v1/audit-log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

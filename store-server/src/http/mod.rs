@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod catalog;
 pub mod creators;
 pub mod currencies;
+pub mod dashboard;
 pub mod ops;
 pub mod orders;
 pub mod players;
@@ -73,6 +74,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(creators::routes())
         .merge(analytics::routes())
         .merge(admin_players::routes())
+        .merge(dashboard::routes())
 }
 
 /// A JSON response carrying an `ETag`.

@@ -9,7 +9,7 @@ use serde_json::json;
 use tests::seed;
 
 /// A chromedriver process on a free loopback port, killed when dropped.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: Child,
     url: String,
 }
@@ -35,7 +35,7 @@ fn find_chromedriver() -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn start_chromedriver() -> Option<Chromedriver> {
+pub(crate) async fn start_chromedriver() -> Option<Chromedriver> {
     let Some(binary) = find_chromedriver() else {
         assert!(
             !std::env::var("CI").is_ok_and(|ci| ci == "true"),
@@ -66,20 +66,32 @@ async fn start_chromedriver() -> Option<Chromedriver> {
     Some(driver)
 }
 
+/// A headless Chromium session through `driver`, with a throwaway profile (kept alive by the
+/// returned directory).
+pub(crate) async fn open_browser(driver: &Chromedriver) -> (fantoccini::Client, tempfile::TempDir) {
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".to_owned(), json!("chrome"));
+    capabilities.insert("goog:chromeOptions".to_owned(), json!({
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000",
+                 format!("--user-data-dir={}", profile.path().display())],
+    }));
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session");
+    (browser, profile)
+}
+
 on_both_backends! {
     async fn a_player_pays_on_the_checkout_page_in_a_real_browser(server: TestServer) {
         let Some(driver) = start_chromedriver().await else { return };
-        let profile = tempfile::tempdir().expect("a profile directory");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities.insert("goog:chromeOptions".to_owned(), json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }));
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let browser = ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url).await.expect("a browser session");
+        let (browser, _profile) = open_browser(&driver).await;
 
         let (_, token) = server.login_player("browser-player").await;
         let order = server.order(&token, seed::STARTER_BUNDLE).await;

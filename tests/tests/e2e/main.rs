@@ -34,6 +34,7 @@ mod cli;
 mod concurrency;
 mod creators;
 mod currencies;
+mod dashboard;
 mod earning;
 mod idempotency;
 mod model;

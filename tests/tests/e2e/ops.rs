@@ -74,6 +74,7 @@ const ROUTES: &[&str] = &[
     "PATCH /admin/v1/players/{id}",
     "GET /admin/v1/players/{id}/history",
     "GET /admin/v1/audit-log",
+    "GET /dashboard",
     "GET /admin/v1/analytics/revenue",
     "GET /admin/v1/analytics/peak-times",
     "GET /admin/v1/analytics/combinations",

@@ -13,9 +13,9 @@ use super::browser::{open_browser, start_chromedriver};
 const CHARTS: [&str; 6] = ["revenue", "peak-times", "combinations", "price-sensitivity", "geography", "tabs"];
 
 on_both_backends! {
-    async fn the_dashboard_refuses_bad_keys_and_draws_every_analytics_chart(server: TestServer) {
+    async fn the_dashboard_refuses_bad_keys_draws_the_charts_edits_and_publishes_and_refunds(server: TestServer) {
         let Some(driver) = start_chromedriver().await else { return };
-        // Some sales and views, so the charts have something to draw.
+        // Some sales, views and a paid order, so every page has something to show.
         let (player, token) = server.login_player("dashboard-buyer").await;
         server.grant(&player, "gold", 1_000).await;
         let (status, _) = send(server.player(&token, Method::POST, "/v1/events/store-viewed").json(&json!({ "offer_ids": [seed::MAGNET, seed::SHIELD] }))).await;
@@ -25,43 +25,120 @@ on_both_backends! {
             let (status, answer) = send(server.purchase(&token, key, &body)).await;
             assert!(status.is_success(), "{answer}");
         }
+        let order = server.order(&token, seed::GEMS_SMALL).await;
+        let order_id = order["id"].as_str().expect("an order id").to_owned();
+        let (status, _) = server.pay(order["checkout_url"].as_str().expect("a checkout"), "4242424242424242").await;
+        assert!(status.is_success());
+        server.wait_for_order(&token, &order_id, |order| order["status"] == "fulfilled").await;
         let catalog_only = server.key_with_scopes(&["catalog:read"]).await;
-        let analyst = server.key_with_scopes(&["analytics:read"]).await;
         let page = format!("{}/dashboard", server.base_url());
+        let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{:?}", server.db().backend()));
+        std::fs::create_dir_all(&shots).expect("a screenshot folder");
 
         let (browser, _profile) = open_browser(&driver).await;
+        let wait = Duration::from_secs(20);
+        // The stages passed, for a failure to say where it stopped.
+        let passed = std::sync::Mutex::new(Vec::<&str>::new());
+        let mark = |stage| passed.lock().expect("the stage list").push(stage);
         let outcome = async {
-            let mut refusals = Vec::new();
-            for key in ["csk_not_a_real_key", catalog_only.as_str()] {
-                browser.goto(&page).await?;
-                browser.find(Locator::Id("key")).await?.send_keys(key).await?;
-                browser.find(Locator::Id("login-button")).await?.click().await?;
-                let error = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#login-error:not(:empty)")).await?;
-                refusals.push(error.text().await?);
-            }
-            browser.goto(&page).await?;
-            browser.find(Locator::Id("key")).await?.send_keys(&analyst).await?;
-            browser.find(Locator::Id("login-button")).await?.click().await?;
-            let mut drawn = Vec::new();
+            let log_in = |key: String| {
+                let browser = browser.clone();
+                let page = page.clone();
+                async move {
+                    browser.goto(&page).await?;
+                    browser.find(Locator::Id("key")).await?.send_keys(&key).await?;
+                    browser.find(Locator::Id("login-button")).await?.click().await?;
+                    Ok::<_, fantoccini::error::CmdError>(())
+                }
+            };
+            // A wrong key is refused at the door; a key without analytics:read is refused by the page.
+            log_in("csk_not_a_real_key".to_owned()).await?;
+            let wrong = browser.wait().at_most(wait).for_element(Locator::Css("#login-error:not(:empty)")).await?.text().await?;
+            mark("wrong key");
+            log_in(catalog_only.clone()).await?;
+            let under_scoped = browser.wait().at_most(wait).for_element(Locator::Css("#analytics-error:not(:empty)")).await?.text().await?;
+            mark("under-scoped key");
+            browser.find(Locator::Id("logout")).await?.click().await?;
+
+            log_in(server.operator_key().to_owned()).await?;
             for chart in CHARTS {
                 let selector = format!("#chart-{chart} svg, #chart-{chart} table");
-                browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(&selector)).await?;
-                drawn.push(chart);
+                browser.wait().at_most(wait).for_element(Locator::Css(&selector)).await?;
             }
             let cells = browser.find_all(Locator::Css("#chart-peak-times rect.cell")).await?.len();
-            let screenshot = browser.screenshot().await?;
-            Ok::<_, fantoccini::error::CmdError>((refusals, drawn, cells, screenshot))
+            let mut pictures = vec![("analytics", browser.screenshot().await?)];
+            mark("charts");
+
+            // Catalog: edit the magnet's name in the draft, see the diff, publish.
+            browser.find(Locator::Css("nav button[data-page=catalog]")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::Css("button[data-edit=magnet]")).await?.click().await?;
+            let editor = browser.wait().at_most(wait).for_element(Locator::Id("item-json")).await?;
+            let item: serde_json::Value = serde_json::from_str(&editor.prop("value").await?.unwrap_or_default()).expect("the item as JSON");
+            let mut edited = item.clone();
+            edited["name"] = json!("Mega magnet");
+            browser.execute("document.getElementById('item-json').value = arguments[0];", vec![json!(serde_json::to_string_pretty(&edited).expect("json"))]).await?;
+            browser.find(Locator::Id("save-item")).await?.click().await?;
+            // The page re-renders after a save; its notice comes last, so wait for that first.
+            browser.wait().at_most(wait).for_element(Locator::Css("#page-catalog p.ok")).await?;
+            mark("edited");
+            let diff = browser.find(Locator::Css("#diff li")).await?.text().await?;
+            mark("diff");
+            pictures.push(("catalog", browser.screenshot().await?));
+            browser.find(Locator::Id("publish")).await?.click().await?;
+            let published = browser
+                .wait()
+                .at_most(wait)
+                .for_element(Locator::XPath("//section[@id='page-catalog']//p[@role='status' and starts-with(., 'Published')]"))
+                .await?
+                .text()
+                .await?;
+            mark("published");
+
+            // Players: find the buyer, open them, refund the gem order.
+            browser.find(Locator::Css("nav button[data-page=players]")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::Id("player-search")).await?.send_keys("dashboard-buyer").await?;
+            browser.find(Locator::Id("player-find")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::Css("button[data-open]")).await?.click().await?;
+            let reason = browser.wait().at_most(wait).for_element(Locator::Css(&format!("input[data-refund-reason='{order_id}']"))).await?;
+            reason.send_keys("goodwill").await?;
+            browser.find(Locator::Css(&format!("button[data-refund='{order_id}']"))).await?.click().await?;
+            mark("player opened");
+            let refunded = browser.wait().at_most(wait).for_element(Locator::Css("#player-detail span.ok")).await?.text().await?;
+            mark("refunded");
+            pictures.push(("player", browser.screenshot().await?));
+            for other in ["orders", "tabs", "creators", "currencies", "rewards", "audit"] {
+                browser.find(Locator::Css(&format!("nav button[data-page={other}]"))).await?.click().await?;
+                browser.wait().at_most(wait).for_element(Locator::Css(&format!("#page-{other} .card"))).await?;
+            }
+            pictures.push(("audit", browser.screenshot().await?));
+            mark("every page");
+            Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, pictures))
         }
         .await;
         let _ = browser.close().await;
-        let (refusals, drawn, cells, screenshot) = outcome.expect("the dashboard works in the browser");
-        assert_eq!(refusals, ["That key is not valid.", "That key may not read analytics (it needs analytics:read)."]);
-        assert_eq!(drawn, CHARTS);
+        let (wrong, under_scoped, cells, diff, published, refunded, pictures) = outcome
+            .unwrap_or_else(|error| panic!("the dashboard failed after {:?}: {error}", passed.lock().expect("stages")));
+        assert_eq!(wrong, "That key is not valid.");
+        assert_eq!(under_scoped, "This key may not do this (it needs analytics:read).");
         assert_eq!(cells, 168, "the heatmap has a cell per weekday and hour");
-        let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-analytics-{:?}.png", server.db().backend()));
-        std::fs::write(&path, &screenshot).expect("the screenshot is saved");
-        let variance = tests::luminance_variance(&path);
-        assert!(variance > 100, "the screenshot {} is blank (variance {variance})", path.display());
+        assert_eq!(diff, "changed item magnet");
+        assert_eq!(published, "Published version 2.");
+        assert_eq!(refunded, "Refund requested");
+        for (name, png) in &pictures {
+            let path = shots.join(format!("{name}.png"));
+            std::fs::write(&path, png).expect("the screenshot is saved");
+            let variance = tests::luminance_variance(&path);
+            assert!(variance > 100, "the screenshot {} is blank (variance {variance})", path.display());
+        }
+        // What the browser did, the server shows.
+        let (_, catalog) = send(server.player(&token, Method::GET, "/v1/catalog")).await;
+        let magnet = catalog["items"].as_array().expect("items").iter().find(|item| item["sku"] == "magnet").cloned().expect("the magnet");
+        assert_eq!(magnet["name"], "Mega magnet");
+        let refunded = server.wait_for_order(&token, &order_id, |order| order["status"] == "refunded").await;
+        assert_eq!(refunded["refunded"], json!({ "currency": "USD", "amount": "0.99" }));
+        let (_, audit) = send(server.admin(Method::GET, "/admin/v1/audit-log")).await;
+        let refund = audit["entries"].as_array().expect("entries").iter().find(|entry| entry["action"] == "order.refund").cloned().expect("the refund is audited");
+        assert!(refund["after"].to_string().contains("goodwill"), "with its reason: {refund}");
         drop(driver);
     }
 }

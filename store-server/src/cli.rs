@@ -138,6 +138,20 @@ enum Command {
     Catalog(CatalogCommand),
     /// Check every ledger invariant; exits non-zero with a report when one fails.
     Audit,
+    /// Fill the database with weeks of plausible activity through the real write paths (logins
+    /// from several countries, store views, coins, purchases, tabs, card orders, refunds), so
+    /// the dashboard's charts have something to show. Use a database of its own.
+    DemoData {
+        /// Players to make.
+        #[arg(long, default_value_t = 200)]
+        players: u32,
+        /// Days of activity, ending yesterday.
+        #[arg(long, default_value_t = 28)]
+        days: u32,
+        /// The random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Run only the sandbox payment provider, for a store configured with `--sandbox-url`.
     Sandbox {
         /// Where the store receives webhooks, e.g. `http://127.0.0.1:8080/v1/webhooks/sandbox`.
@@ -190,6 +204,13 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 }
 
 impl Cli {
+    /// The log filter when `RUST_LOG` is not set: `demo-data` keeps to warnings, so its progress
+    /// bar is not buried under thousands of request logs.
+    #[must_use]
+    pub fn default_log_filter(&self) -> &'static str {
+        if matches!(self.command, Some(Command::DemoData { .. })) { "warn" } else { "info,sqlx=warn" }
+    }
+
     /// Whether logs should be JSON lines.
     #[must_use]
     pub fn log_json(&self) -> bool {
@@ -220,6 +241,26 @@ impl Cli {
                 run_sandbox(config, settings.listen, settings.worker_tick, shutdown_signal()).await
             }
             Command::Serve => serve(settings).await,
+            Command::DemoData { players, days, seed } => {
+                let plan = crate::demo_data::Plan { players, days, seed };
+                let summary = crate::demo_data::run(settings, plan, |done, total| {
+                    let filled = usize::try_from(done * 30 / total.max(1)).unwrap_or(30);
+                    eprint!(
+                        "\r  [{}{}] day {done}/{total}",
+                        "#".repeat(filled),
+                        " ".repeat(30 - filled.min(30))
+                    );
+                    if done == total {
+                        eprintln!();
+                    }
+                })
+                .await?;
+                println!(
+                    "demo data: {} sessions, {} purchases, {} card orders, {} refunds",
+                    summary.sessions, summary.purchases, summary.orders, summary.refunds
+                );
+                Ok(())
+            }
             Command::Migrate => {
                 open_db(&settings).await?.close().await;
                 eprintln!("migrations applied");

@@ -5,6 +5,7 @@
 //! query is written once. Writes go through [`Db::begin_write`], which on SQLite takes the
 //! write lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock upgrading a read lock.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -150,10 +151,33 @@ impl Db {
     }
 }
 
+/// How far this process's clock is shifted from the wall clock, in microseconds. Always 0 except
+/// in `store-server demo-data`, which runs a whole store (handlers, workers, the sandbox) in its
+/// own process in the past, so that weeks of activity happen through the real write paths.
+static CLOCK_SHIFT_MICROS: AtomicI64 = AtomicI64::new(0);
+
 /// Now, as integer microseconds since the Unix epoch: how times are stored.
 #[must_use]
 pub fn now_micros() -> i64 {
-    to_micros(time::OffsetDateTime::now_utc())
+    to_micros(time::OffsetDateTime::now_utc()).saturating_add(CLOCK_SHIFT_MICROS.load(Ordering::Relaxed))
+}
+
+/// Now, as a date and time (the same clock as [`now_micros`]).
+#[must_use]
+pub fn now() -> time::OffsetDateTime {
+    from_micros(now_micros())
+}
+
+/// Moves this process's clock so that "now" is `at_micros`. Only `demo-data` calls it, in a
+/// process that serves no one else.
+pub fn set_clock_to(at_micros: i64) {
+    let wall = to_micros(time::OffsetDateTime::now_utc());
+    CLOCK_SHIFT_MICROS.store(at_micros.saturating_sub(wall), Ordering::Relaxed);
+}
+
+/// Puts this process's clock back on the wall clock.
+pub fn reset_clock() {
+    CLOCK_SHIFT_MICROS.store(0, Ordering::Relaxed);
 }
 
 /// A time as integer microseconds since the Unix epoch.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod db;
+pub mod demo_data;
 pub mod error;
 pub mod events;
 pub mod extract;

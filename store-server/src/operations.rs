@@ -180,7 +180,7 @@ impl MoneyOp for PurchaseOp {
         let lock = lock_player(conn, player_id).await?;
         lock.refuse_if_blocked()?;
         let catalog = state.catalog_cache().get(conn).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::db::now();
         let offer = catalog.offer(request.offer_id).ok_or_else(|| {
             offer_not_available("unknown", format!("offer `{}` is not in the live catalog", request.offer_id))
         })?;
@@ -483,7 +483,7 @@ impl MoneyOp for RewardOp {
                 format!("amount must be from 1 to the rule's {}", rule.amount),
             ));
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::db::now();
         let minute = now.replace_second(0).and_then(|at| at.replace_nanosecond(0)).unwrap_or(now);
         let hour = minute.replace_minute(0).unwrap_or(minute);
         let day = now.replace_time(Time::MIDNIGHT);

@@ -18,7 +18,6 @@ use store_api::orders::{
     CreateOrderRequest, Order, OrderStatus, OrderTransition, Refund, RefundKind, RefundStatus,
 };
 use store_api::{ErrorCode, Money, MoneyCurrency};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -333,7 +332,7 @@ pub fn price_order<'c>(
         )
         .with_detail("reason", "unknown")
     })?;
-    crate::operations::check_sale_window(offer, OffsetDateTime::now_utc())?;
+    crate::operations::check_sale_window(offer, crate::db::now())?;
     let item = catalog
         .item(&offer.sku)
         .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
@@ -420,7 +419,7 @@ async fn check_spending(
 ) -> ApiResult<()> {
     let (day_limit, month_limit) = state.settings().spending_limits.limits(total.currency, minor);
     let total_micros = total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
-    let now = OffsetDateTime::now_utc();
+    let now = crate::db::now();
     for (period, limit, name) in [
         (store_api::catalog::LimitPeriod::Day, day_limit, "day"),
         (store_api::catalog::LimitPeriod::Month, month_limit, "month"),

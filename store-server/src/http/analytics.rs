@@ -10,7 +10,7 @@ use store_api::analytics::{
     STORE_VIEW_OFFERS_MAX, StoreViewedRequest, StoreViewedResult, TabsReport,
 };
 use store_api::catalog::{Price, Settlement};
-use time::{Date, OffsetDateTime};
+use time::Date;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -135,7 +135,7 @@ impl ReportQuery {
         let parse = |field: &str, text: &str| {
             Date::parse(text, &format).map_err(|_| ApiError::invalid(field, "a date is YYYY-MM-DD"))
         };
-        let today = OffsetDateTime::now_utc().date();
+        let today = crate::db::now().date();
         let to = match &self.to {
             Some(text) => parse("to", text)?,
             None => today,

@@ -35,6 +35,7 @@ mod concurrency;
 mod creators;
 mod currencies;
 mod dashboard;
+mod demo_data;
 mod earning;
 mod idempotency;
 mod model;

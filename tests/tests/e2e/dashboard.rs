@@ -111,6 +111,16 @@ on_both_backends! {
                 browser.wait().at_most(wait).for_element(Locator::Css(&format!("#page-{other} .card"))).await?;
             }
             pictures.push(("audit", browser.screenshot().await?));
+            // Currencies: rename gold through the JSON editor.
+            browser.find(Locator::Css("nav button[data-page=currencies]")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::XPath("//section[@id='page-currencies']//tr[td[1]='gold']//button")).await?.click().await?;
+            let editor = browser.wait().at_most(wait).for_element(Locator::Id("item-json")).await?;
+            let mut gold: serde_json::Value = serde_json::from_str(&editor.prop("value").await?.unwrap_or_default()).expect("the currency as JSON");
+            gold["name"] = json!("Gold coins");
+            browser.execute("document.getElementById('item-json').value = arguments[0];", vec![json!(gold.to_string())]).await?;
+            browser.find(Locator::Id("save-item")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::XPath("//section[@id='page-currencies']//p[@role='status' and .='Saved gold.']")).await?;
+            mark("currency edited");
             mark("every page");
             Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, pictures))
         }
@@ -134,6 +144,8 @@ on_both_backends! {
         let (_, catalog) = send(server.player(&token, Method::GET, "/v1/catalog")).await;
         let magnet = catalog["items"].as_array().expect("items").iter().find(|item| item["sku"] == "magnet").cloned().expect("the magnet");
         assert_eq!(magnet["name"], "Mega magnet");
+        let (_, gold) = send(server.admin(Method::GET, "/admin/v1/currencies/gold")).await;
+        assert_eq!(gold["name"], "Gold coins");
         let refunded = server.wait_for_order(&token, &order_id, |order| order["status"] == "refunded").await;
         assert_eq!(refunded["refunded"], json!({ "currency": "USD", "amount": "0.99" }));
         let (_, audit) = send(server.admin(Method::GET, "/admin/v1/audit-log")).await;

@@ -145,6 +145,12 @@ impl HeadlessGame {
         .await;
     }
 
+    /// The game's world.
+    #[must_use]
+    pub fn world(&self) -> &World {
+        self.app.world()
+    }
+
     /// A resource of the game's world.
     #[must_use]
     pub fn resource<R: Resource>(&self) -> &R {

@@ -15,7 +15,7 @@ use game_sdk::store_api::catalog::OfferId;
 use game_sdk::store_api::ledger::Quantity;
 use tests::game::{HeadlessGame, log};
 use tests::proxy::{Mode, Proxy};
-use tests::{Backend, TestServer, seed};
+use tests::seed;
 
 /// Frames measured per scenario.
 const FRAMES: u32 = 2_000;
@@ -50,12 +50,7 @@ fn ratio(value: Duration, baseline: Duration) -> String {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let server = runtime.block_on(TestServer::start(Backend::Sqlite)).expect("SQLite always runs");
+    let (runtime, server) = tests::server_beside_a_window();
     let proxy = runtime.block_on(Proxy::start(server.base_url()));
     let (player_id, _) = runtime.block_on(server.login_player("bench-frames"));
     runtime.block_on(server.grant(&player_id, "gold", 1_000_000));

@@ -569,8 +569,8 @@ fn workspace_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reports the {name} executable"))
 }
 
-/// A SQLite server on a runtime of its own, for tests whose own thread is busy running a
-/// window (a Bevy app's event loop) or waiting on a child process.
+/// A SQLite server on a runtime of its own, for tests and benches whose own thread is busy
+/// running a window or an app's frames (a Bevy app), or waiting on a child process.
 ///
 /// # Panics
 /// When the runtime or the server cannot start.

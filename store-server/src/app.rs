@@ -42,6 +42,7 @@ struct Shared {
     public_url: String,
     signer: SessionSigner,
     catalog_cache: CatalogCache,
+    batcher: crate::group_commit::Batcher,
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
     providers: Vec<Arc<dyn PaymentProvider>>,
@@ -67,8 +68,13 @@ impl AppState {
         &self.0.signer
     }
 
-    /// The rendered live catalog.
+    /// The queue to the group-commit writer.
     #[must_use]
+    pub fn batcher(&self) -> &crate::group_commit::Batcher {
+        &self.0.batcher
+    }
+
+    /// The rendered live catalog's cache.
     pub fn catalog_cache(&self) -> &CatalogCache {
         &self.0.catalog_cache
     }
@@ -288,6 +294,7 @@ impl Application {
             public_url,
             signer: installation.signer,
             catalog_cache: CatalogCache::default(),
+            batcher: crate::group_commit::Batcher::default(),
             metrics: prometheus(),
             openapi_json,
             providers,
@@ -340,6 +347,11 @@ impl Application {
             )),
             tokio::spawn(run_order_workers(state.clone())),
         ];
+        if state.settings().group_commit
+            && let Some(queue) = state.batcher().take_receiver()
+        {
+            workers.push(tokio::spawn(crate::group_commit::run_writer(state.clone(), queue)));
+        }
         if let Some(sandbox) = &state.0.sandbox {
             workers.push(tokio::spawn(crate::sandbox::run_deliveries(
                 sandbox.clone(),

@@ -61,6 +61,15 @@ struct SettingsArgs {
     /// Seconds an unpaid order waits for its payment.
     #[arg(long, env = "COINSLOT_ORDER_TTL_S", default_value_t = 1_800, global = true)]
     order_ttl_s: u64,
+    /// Group commit: money-moving requests share transactions (`false` runs each alone).
+    #[arg(long, env = "COINSLOT_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    group_commit: bool,
+    /// Requests in one group-commit transaction at most (1 to 4096).
+    #[arg(long, env = "COINSLOT_BATCH_SIZE_MAX", default_value_t = crate::settings::BATCH_SIZE_MAX_DEFAULT, global = true)]
+    batch_size_max: usize,
+    /// Microseconds the group-commit writer waits for more requests after the first (0 to 100000).
+    #[arg(long, env = "COINSLOT_BATCH_WAIT_US", default_value_t = 0, global = true)]
+    batch_wait_us: u64,
     /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
     /// currency's minimum card charge; players flagged minor get 20%).
     #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
@@ -115,6 +124,23 @@ impl SettingsArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
             db_connections_max: self.db_connections_max,
             order_ttl: Duration::from_secs(self.order_ttl_s),
+            group_commit: self.group_commit,
+            batch_size_max: {
+                anyhow::ensure!(
+                    (1..=crate::settings::BATCH_SIZE_MAX_LIMIT).contains(&self.batch_size_max),
+                    "--batch-size-max must be 1 to {}",
+                    crate::settings::BATCH_SIZE_MAX_LIMIT
+                );
+                self.batch_size_max
+            },
+            batch_wait: {
+                anyhow::ensure!(
+                    self.batch_wait_us <= crate::settings::BATCH_WAIT_US_MAX,
+                    "--batch-wait-us must be 0 to {}",
+                    crate::settings::BATCH_WAIT_US_MAX
+                );
+                Duration::from_micros(self.batch_wait_us)
+            },
             spending_limits: self.spending_limits.clone(),
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,

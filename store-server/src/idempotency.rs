@@ -22,10 +22,13 @@ use sqlx::AnyConnection;
 use store_api::ErrorCode;
 use store_api::limits::IDEMPOTENCY_KEY_LENGTH_MAX;
 
+use futures_util::future::BoxFuture;
+
 use crate::app::AppState;
 use crate::db::{Db, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_json_body};
+use crate::group_commit::{BatchJob, Done};
 
 /// The header carrying the key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -154,36 +157,71 @@ fn key_reused() -> ApiError {
 }
 
 /// Runs `op` once per `(scope, key)`: the first time for real, afterwards replaying the first
-/// answer.
+/// answer. With group commit on (and the server running), the request joins the writer's next
+/// batch and returns once that batch has committed; otherwise it runs in its own transaction.
 ///
 /// # Errors
 /// `idempotency_key_reused` for the same key with another request; server failures (nothing is
 /// stored for them).
-pub async fn run_once<O: MoneyOp>(
+pub async fn run_once<O: MoneyOp + 'static>(
     state: &AppState,
     scope: &str,
     idempotency: Idempotency,
     op: O,
 ) -> ApiResult<Response> {
-    let Idempotency { key, request_hash } = idempotency;
-    let mut tx = state.db().begin_write().await?;
-    if let Some(stored) = claim(&mut tx, scope, &key, &request_hash).await? {
-        tx.rollback().await?;
-        return Ok(stored_response(stored, true));
-    }
-    // A refusal returns early: the transaction, with the claim, rolls back on drop.
-    let output = op.apply(state, &mut tx).await?;
-    let body = serde_json::to_vec(&output).map_err(anyhow::Error::from)?;
-    let stored = Stored { status: O::SUCCESS, body: body.into() };
-    sqlx::query("update idempotency set status_code = $3, response_body = $4 where scope = $1 and key = $2")
-        .bind(scope)
+    let job = OpJob { scope: scope.to_owned(), idempotency, op };
+    let done = if state.settings().group_commit && state.batcher().running() {
+        state.batcher().submit(Box::new(job)).await?
+    } else {
+        let mut tx = state.db().begin_write().await?;
+        // A refusal returns early: the transaction, with the claim, rolls back on drop.
+        let done = job.execute(state, &mut tx).await?;
+        if done.replayed {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        done
+    };
+    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+}
+
+/// One money-moving request: claim its key, do the work, store the answer.
+struct OpJob<O> {
+    scope: String,
+    idempotency: Idempotency,
+    op: O,
+}
+
+impl<O: MoneyOp> OpJob<O> {
+    async fn execute(self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Done> {
+        let Idempotency { key, request_hash } = self.idempotency;
+        if let Some(stored) = claim(conn, &self.scope, &key, &request_hash).await? {
+            return Ok(Done { status: stored.status, body: stored.body, replayed: true });
+        }
+        let output = self.op.apply(state, conn).await?;
+        let body = serde_json::to_vec(&output).map_err(anyhow::Error::from)?;
+        sqlx::query(
+            "update idempotency set status_code = $3, response_body = $4 where scope = $1 and key = $2",
+        )
+        .bind(&self.scope)
         .bind(&key)
-        .bind(i64::from(stored.status.as_u16()))
-        .bind(String::from_utf8_lossy(&stored.body).into_owned())
-        .execute(&mut *tx)
+        .bind(i64::from(O::SUCCESS.as_u16()))
+        .bind(String::from_utf8_lossy(&body).into_owned())
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
-    Ok(stored_response(stored, false))
+        Ok(Done { status: O::SUCCESS, body: body.into(), replayed: false })
+    }
+}
+
+impl<O: MoneyOp + 'static> BatchJob for OpJob<O> {
+    fn run<'a>(
+        self: Box<Self>,
+        state: &'a AppState,
+        conn: &'a mut AnyConnection,
+    ) -> BoxFuture<'a, ApiResult<Done>> {
+        Box::pin(self.execute(state, conn))
+    }
 }
 
 /// Claims the key, or returns the stored answer of the request that claimed it first.

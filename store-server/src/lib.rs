@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod fees;
+pub mod group_commit;
 pub mod http;
 pub mod idempotency;
 pub mod install;

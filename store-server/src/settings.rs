@@ -13,6 +13,12 @@ pub const ASSETS_DIR_DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../as
 pub const DATABASE_URL_DEFAULT: &str = "sqlite://coinslot.db";
 /// Where the server listens when no address is given.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Requests in one group-commit transaction at most, unless set.
+pub const BATCH_SIZE_MAX_DEFAULT: usize = 128;
+/// The largest batch the setting accepts.
+pub const BATCH_SIZE_MAX_LIMIT: usize = 4_096;
+/// The longest batch wait the setting accepts.
+pub const BATCH_WAIT_US_MAX: u64 = 100_000;
 
 /// The least time idempotency keys are kept (DESIGN.md section 11).
 pub const IDEMPOTENCY_RETENTION_MIN: Duration = Duration::from_secs(24 * 60 * 60);
@@ -68,6 +74,13 @@ pub struct Settings {
     /// Creators are paid out once a balance reaches this multiple of the currency's minimum card
     /// charge (20: USD 10.00).
     pub creator_payout_multiple: u32,
+    /// Whether money-moving requests share transactions (group commit); off runs each in its own.
+    pub group_commit: bool,
+    /// Requests in one group-commit transaction at most.
+    pub batch_size_max: usize,
+    /// How long the group-commit writer waits for more requests after the first (0: takes what
+    /// is queued and commits at once; batches still form while a commit is in progress).
+    pub batch_wait: Duration,
 }
 
 /// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
@@ -229,6 +242,9 @@ impl Default for Settings {
             tabs: TabSettings::default(),
             net_floor_percent: 50,
             creator_payout_multiple: 20,
+            group_commit: true,
+            batch_size_max: BATCH_SIZE_MAX_DEFAULT,
+            batch_wait: Duration::ZERO,
         }
     }
 }

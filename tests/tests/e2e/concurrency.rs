@@ -7,9 +7,12 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tests::{Backend, TestServer, seed, send};
 
-async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend) {
-    let Some(server) =
-        TestServer::start_with(backend, |settings| settings.db_timeout = Duration::from_secs(120)).await
+async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend, batching: bool) {
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.db_timeout = Duration::from_secs(120);
+        settings.group_commit = batching;
+    })
+    .await
     else {
         return;
     };
@@ -46,10 +49,20 @@ async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_covering_100_purchases_allows_exactly_100_on_sqlite() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite).await;
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_covering_100_purchases_allows_exactly_100_on_sqlite_without_batching() {
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_covering_100_purchases_allows_exactly_100_on_postgres_without_batching() {
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_covering_100_purchases_allows_exactly_100_on_postgres() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres).await;
+    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres, true).await;
 }

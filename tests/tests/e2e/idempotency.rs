@@ -76,9 +76,12 @@ on_both_backends! {
 }
 
 /// 8 concurrent duplicates for each of 500 keys: one effect per key, identical bodies.
-async fn concurrent_duplicates_have_exactly_one_effect(backend: Backend) {
-    let Some(server) =
-        TestServer::start_with(backend, |settings| settings.db_timeout = Duration::from_secs(120)).await
+async fn concurrent_duplicates_have_exactly_one_effect(backend: Backend, batching: bool) {
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.db_timeout = Duration::from_secs(120);
+        settings.group_commit = batching;
+    })
+    .await
     else {
         return;
     };
@@ -118,10 +121,20 @@ async fn concurrent_duplicates_have_exactly_one_effect(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_have_exactly_one_effect_on_sqlite() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Sqlite).await;
+    concurrent_duplicates_have_exactly_one_effect(Backend::Sqlite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_have_exactly_one_effect_on_sqlite_without_batching() {
+    concurrent_duplicates_have_exactly_one_effect(Backend::Sqlite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_have_exactly_one_effect_on_postgres_without_batching() {
+    concurrent_duplicates_have_exactly_one_effect(Backend::Postgres, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_have_exactly_one_effect_on_postgres() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Postgres).await;
+    concurrent_duplicates_have_exactly_one_effect(Backend::Postgres, true).await;
 }

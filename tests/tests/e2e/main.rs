@@ -37,6 +37,7 @@ mod currencies;
 mod dashboard;
 mod demo_data;
 mod earning;
+mod group_commit;
 mod idempotency;
 mod model;
 mod ops;

@@ -254,13 +254,17 @@ async fn run_case(server: &TestServer, ops: Vec<Op>) -> Result<(), TestCaseError
     Ok(())
 }
 
-fn run_model(backend: Backend) {
+fn run_model(backend: Backend, batching: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a runtime");
-    let Some(server) = runtime.block_on(TestServer::start(backend)) else { return };
+    let Some(server) =
+        runtime.block_on(TestServer::start_with(backend, |settings| settings.group_commit = batching))
+    else {
+        return;
+    };
     runtime.block_on(async {
         let rule = json!({ "code": "coin", "currency": "gold", "amount": 10 });
         let (status, body) = send(server.admin(Method::POST, "/admin/v1/reward-rules").json(&rule)).await;
@@ -283,10 +287,20 @@ fn run_model(backend: Backend) {
 
 #[test]
 fn random_sequences_agree_with_the_model_on_sqlite() {
-    run_model(Backend::Sqlite);
+    run_model(Backend::Sqlite, true);
+}
+
+#[test]
+fn random_sequences_agree_with_the_model_on_sqlite_without_batching() {
+    run_model(Backend::Sqlite, false);
+}
+
+#[test]
+fn random_sequences_agree_with_the_model_on_postgres_without_batching() {
+    run_model(Backend::Postgres, false);
 }
 
 #[test]
 fn random_sequences_agree_with_the_model_on_postgres() {
-    run_model(Backend::Postgres);
+    run_model(Backend::Postgres, true);
 }

@@ -1,0 +1,188 @@
+//! Group commit: money-moving requests of this instance queue for one writer, which runs as
+//! many as are waiting (up to `batch_size_max`, after waiting at most `batch_wait` for more) in
+//! one database transaction and commits once. Each request runs inside its own savepoint, so one
+//! that is refused (or fails) is rolled back alone and gets its own answer; the others are not
+//! affected. Nobody hears back before the batch's commit is durable.
+//!
+//! Correctness stays in the database: every request takes the same locks and guarded updates it
+//! would alone, so several instances on one PostgreSQL each batch their own requests safely.
+
+use std::sync::Mutex;
+
+use axum::http::StatusCode;
+use futures_util::future::BoxFuture;
+use sqlx::AnyConnection;
+use store_api::ErrorCode;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Requests waiting for the writer at most; a full queue makes submitters wait (back-pressure).
+pub const QUEUE_CAPACITY: usize = 4_096;
+/// The savepoint each request of a batch runs in.
+const SAVEPOINT: &str = "coinslot_request";
+
+/// One request's work inside a shared transaction.
+pub(crate) trait BatchJob: Send {
+    /// Runs the request on `conn`, which is inside the batch's transaction and the request's
+    /// savepoint.
+    fn run<'a>(
+        self: Box<Self>,
+        state: &'a AppState,
+        conn: &'a mut AnyConnection,
+    ) -> BoxFuture<'a, ApiResult<Done>>;
+}
+
+/// What a request came to: its stored answer, and whether it was replayed.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) status: StatusCode,
+    pub(crate) body: axum::body::Bytes,
+    pub(crate) replayed: bool,
+}
+
+pub(crate) struct Pending {
+    job: Box<dyn BatchJob>,
+    reply: oneshot::Sender<ApiResult<Done>>,
+}
+
+/// The queue to the writer. The writer runs while the server runs; without it, requests run
+/// one transaction each.
+pub struct Batcher {
+    sender: mpsc::Sender<Pending>,
+    receiver: Mutex<Option<mpsc::Receiver<Pending>>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        Self { sender, receiver: Mutex::new(Some(receiver)) }
+    }
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message)
+}
+
+impl Batcher {
+    /// Whether a writer is running (its receiver was taken).
+    pub(crate) fn running(&self) -> bool {
+        self.receiver.lock().map(|receiver| receiver.is_none()).unwrap_or(false)
+    }
+
+    /// Queues a request and waits for its batch to commit.
+    pub(crate) async fn submit(&self, job: Box<dyn BatchJob>) -> ApiResult<Done> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Pending { job, reply })
+            .await
+            .map_err(|_| unavailable("the store is shutting down; retry"))?;
+        answer.await.map_err(|_| unavailable("the store is shutting down; retry"))?
+    }
+
+    /// The writer's end of the queue, once.
+    pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<Pending>> {
+        self.receiver.lock().ok()?.take()
+    }
+}
+
+/// The writer: batches what is queued and commits it, until the queue closes.
+pub(crate) async fn run_writer(state: AppState, mut queue: mpsc::Receiver<Pending>) {
+    let size_max = state.settings().batch_size_max.max(1);
+    let wait = state.settings().batch_wait;
+    // Labelled by instance: the metrics recorder is process-wide, and one process may run
+    // several stores (the tests do).
+    let batch_sizes =
+        metrics::histogram!("coinslot_group_commit_batch_size", "instance" => state.public_url().to_owned());
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < size_max {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) if wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(pending)) => batch.push(pending),
+                    _ => break,
+                },
+            }
+        }
+        batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
+        commit_batch(&state, batch).await;
+    }
+}
+
+async fn savepoint(conn: &mut AnyConnection, statement: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("{statement} {SAVEPOINT}"))).execute(&mut *conn).await.map(|_| ())
+}
+
+async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
+    let mut tx = match state.db().begin_write().await {
+        Ok(tx) => tx,
+        Err(error) => {
+            tracing::error!(%error, "a batch could not begin");
+            for pending in batch {
+                let _ = pending.reply.send(Err(unavailable("the database is unavailable; retry")));
+            }
+            return;
+        }
+    };
+    let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
+        Vec::with_capacity(batch.len());
+    let mut broken = false;
+    for Pending { job, reply } in batch {
+        if broken {
+            finished.push((reply, Err(unavailable("the batch failed; retry"))));
+            continue;
+        }
+        if let Err(error) = savepoint(&mut tx, "savepoint").await {
+            tracing::error!(%error, "a batch could not open a savepoint");
+            broken = true;
+            finished.push((reply, Err(unavailable("the batch failed; retry"))));
+            continue;
+        }
+        let outcome = job.run(state, &mut tx).await;
+        // A refusal leaves no trace: its savepoint is rolled back; the others keep theirs.
+        let closed = match &outcome {
+            Ok(_) => savepoint(&mut tx, "release savepoint").await,
+            Err(_) => match savepoint(&mut tx, "rollback to savepoint").await {
+                Ok(()) => savepoint(&mut tx, "release savepoint").await,
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = closed {
+            tracing::error!(%error, "a batch could not close a savepoint");
+            broken = true;
+        }
+        finished.push((reply, outcome));
+    }
+    let committed = if broken {
+        let _ = tx.rollback().await;
+        false
+    } else {
+        match tx.commit().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "a batch could not commit");
+                false
+            }
+        }
+    };
+    for (reply, outcome) in finished {
+        // Only a committed batch acknowledges work; a refusal is an answer either way.
+        let answer = match outcome {
+            Ok(_) if !committed => {
+                Err(unavailable("the batch could not be committed; retry with the same key"))
+            }
+            other => other,
+        };
+        let _ = reply.send(answer);
+    }
+}

@@ -47,22 +47,4 @@ async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend, b
     server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_balance_covering_100_purchases_allows_exactly_100_on_sqlite() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_balance_covering_100_purchases_allows_exactly_100_on_sqlite_without_batching() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Sqlite, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_balance_covering_100_purchases_allows_exactly_100_on_postgres_without_batching() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_balance_covering_100_purchases_allows_exactly_100_on_postgres() {
-    a_balance_covering_100_purchases_allows_exactly_100(Backend::Postgres, true).await;
-}
+in_every_mode!(a_balance_covering_100_purchases_allows_exactly_100);

@@ -104,22 +104,4 @@ async fn a_batch_of_good_and_bad_requests_answers_each_alone(backend: Backend, b
     server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mixed_batch_on_sqlite_with_batching() {
-    a_batch_of_good_and_bad_requests_answers_each_alone(Backend::Sqlite, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mixed_batch_on_postgres_with_batching() {
-    a_batch_of_good_and_bad_requests_answers_each_alone(Backend::Postgres, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_requests_on_sqlite_without_batching() {
-    a_batch_of_good_and_bad_requests_answers_each_alone(Backend::Sqlite, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_requests_on_postgres_without_batching() {
-    a_batch_of_good_and_bad_requests_answers_each_alone(Backend::Postgres, false).await;
-}
+in_every_mode!(a_batch_of_good_and_bad_requests_answers_each_alone);

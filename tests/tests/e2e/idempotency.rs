@@ -119,22 +119,4 @@ async fn concurrent_duplicates_have_exactly_one_effect(backend: Backend, batchin
     server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_have_exactly_one_effect_on_sqlite() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Sqlite, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_have_exactly_one_effect_on_sqlite_without_batching() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Sqlite, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_have_exactly_one_effect_on_postgres_without_batching() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Postgres, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_have_exactly_one_effect_on_postgres() {
-    concurrent_duplicates_have_exactly_one_effect(Backend::Postgres, true).await;
-}
+in_every_mode!(concurrent_duplicates_have_exactly_one_effect);

@@ -26,6 +26,35 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// Runs `case(backend, batching)` on SQLite and PostgreSQL, with group commit on and off:
+/// `in_every_mode!(case_name);` declares `case_name::{on_sqlite, on_postgres,
+/// on_sqlite_without_batching, on_postgres_without_batching}`.
+macro_rules! in_every_mode {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$case(tests::Backend::Sqlite, true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$case(tests::Backend::Postgres, true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite_without_batching() {
+                super::$case(tests::Backend::Sqlite, false).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres_without_batching() {
+                super::$case(tests::Backend::Postgres, false).await;
+            }
+        }
+    };
+}
+
 mod analytics;
 mod auth;
 mod browser;

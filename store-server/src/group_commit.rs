@@ -93,6 +93,26 @@ impl Batcher {
     }
 }
 
+/// Runs `job` in the writer's next batch when group commit is on and the writer runs; otherwise
+/// alone, in its own transaction (rolled back when it only replayed an answer).
+///
+/// # Errors
+/// The job's own refusal, or a database failure (then nothing was committed).
+pub(crate) async fn run_job(state: &AppState, job: Box<dyn BatchJob>) -> ApiResult<Done> {
+    if state.settings().group_commit && state.batcher().running() {
+        return state.batcher().submit(job).await;
+    }
+    let mut tx = state.db().begin_write().await?;
+    // A refusal returns early: the transaction rolls back on drop.
+    let done = job.run(state, &mut tx).await?;
+    if done.replayed {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
 /// The writer: batches what is queued and commits it, until the queue closes.
 pub(crate) async fn run_writer(state: AppState, mut queue: mpsc::Receiver<Pending>) {
     let size_max = state.settings().batch_size_max.max(1);

@@ -170,19 +170,7 @@ pub async fn run_once<O: MoneyOp + 'static>(
     op: O,
 ) -> ApiResult<Response> {
     let job = OpJob { scope: scope.to_owned(), idempotency, op };
-    let done = if state.settings().group_commit && state.batcher().running() {
-        state.batcher().submit(Box::new(job)).await?
-    } else {
-        let mut tx = state.db().begin_write().await?;
-        // A refusal returns early: the transaction, with the claim, rolls back on drop.
-        let done = job.execute(state, &mut tx).await?;
-        if done.replayed {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        done
-    };
+    let done = crate::group_commit::run_job(state, Box::new(job)).await?;
     Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
 }
 

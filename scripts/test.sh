@@ -9,43 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-find_pg_bin() {
-  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
-  local dir
-  for dir in /usr/lib/postgresql/*/bin; do
-    if [ -x "$dir/initdb" ]; then echo "$dir"; return; fi
-  done
-}
-
-start_postgres() {
-  local bin
-  bin=$(find_pg_bin)
-  if [ -z "$bin" ]; then
-    if [ "${CI:-}" = "true" ]; then
-      echo "test.sh: PostgreSQL is not installed, and CI must run the PostgreSQL tests" >&2
-      exit 1
-    fi
-    echo "test.sh: PostgreSQL is not installed (apt-get install postgresql); its cases will say they did not run" >&2
-    return
-  fi
-  PG_DIR=$(mktemp -d /tmp/coinslot-pg.XXXXXX)
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 55432)
-  local run=()
-  if [ "$(id -u)" = "0" ]; then
-    local user=postgres
-    id -u "$user" >/dev/null 2>&1 || user=nobody
-    chown "$user" "$PG_DIR"
-    run=(runuser -u "$user" --)
-  fi
-  "${run[@]}" "$bin/initdb" --pgdata="$PG_DIR/data" --username=coinslot --auth=trust --encoding=UTF8 --no-instructions >"$PG_DIR/initdb.log"
-  "${run[@]}" "$bin/pg_ctl" --pgdata="$PG_DIR/data" --log="$PG_DIR/server.log" --wait --timeout=60 \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$PG_DIR -c max_connections=300 -c synchronous_commit=on -c fsync=on" \
-    start >/dev/null
-  PG_STOP=("${run[@]}" "$bin/pg_ctl" --pgdata="$PG_DIR/data" --mode=fast --wait stop)
-  export COINSLOT_TEST_POSTGRES_URL="postgres://coinslot@127.0.0.1:$port/postgres"
-  echo "test.sh: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
-}
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
 
 # The window tests (the storefront, the demo game) need an X display. Without DISPLAY this
 # starts Xvfb on a free display number; its GPU is Mesa's software Vulkan driver (lavapipe).
@@ -77,8 +42,7 @@ start_xvfb() {
 cleanup() {
   if [ -n "${XVFB_PID:-}" ]; then kill "$XVFB_PID" >/dev/null 2>&1 || true; fi
   if [ -n "${XDG_MADE:-}" ]; then rm -rf "$XDG_MADE"; fi
-  if [ -n "${PG_STOP+x}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; fi
-  if [ -n "${PG_DIR:-}" ]; then rm -rf "$PG_DIR"; fi
+  stop_postgres
 }
 trap cleanup EXIT
 

@@ -346,6 +346,7 @@ impl Application {
                 state.settings().idempotency_cleanup_interval,
             )),
             tokio::spawn(run_order_workers(state.clone())),
+            tokio::spawn(run_checkpoints(db.clone())),
         ];
         if state.settings().group_commit
             && let Some(queue) = state.batcher().take_receiver()
@@ -433,6 +434,21 @@ async fn clean_idempotency_keys(db: Db, retention: Duration, interval: Duration)
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted expired idempotency keys"),
             Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+        }
+    }
+}
+
+/// Checkpoints SQLite's write-ahead log in the background until aborted (nothing on PostgreSQL).
+async fn run_checkpoints(db: crate::db::Db) {
+    if db.backend() != crate::db::Backend::Sqlite {
+        return;
+    }
+    let mut ticks = tokio::time::interval(crate::db::CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = db.checkpoint().await {
+            tracing::warn!(%error, "a WAL checkpoint failed; the next one will retry");
         }
     }
 }

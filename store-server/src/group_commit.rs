@@ -139,8 +139,20 @@ pub(crate) async fn run_writer(state: AppState, mut queue: mpsc::Receiver<Pendin
     }
 }
 
-async fn savepoint(conn: &mut AnyConnection, statement: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("{statement} {SAVEPOINT}"))).execute(&mut *conn).await.map(|_| ())
+/// Runs savepoint statements (`savepoint`, `release savepoint`, ...) on the request savepoint in
+/// one round trip.
+async fn savepoint(conn: &mut AnyConnection, statements: &[&str]) -> Result<(), sqlx::Error> {
+    let sql: String = statements.iter().map(|statement| format!("{statement} {SAVEPOINT};")).collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Closes a request's savepoint: kept when it succeeded, rolled back when it was refused.
+fn closing(outcome: &ApiResult<Done>) -> &'static [&'static str] {
+    match outcome {
+        Ok(_) => &["release savepoint"],
+        // A refusal leaves no trace: its savepoint is rolled back; the others keep theirs.
+        Err(_) => &["rollback to savepoint", "release savepoint"],
+    }
 }
 
 async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
@@ -157,31 +169,30 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
     let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
         Vec::with_capacity(batch.len());
     let mut broken = false;
+    // The previous request's closing statements travel with the next one's opening.
+    let mut close: &[&str] = &[];
     for Pending { job, reply } in batch {
         if broken {
             finished.push((reply, Err(unavailable("the batch failed; retry"))));
             continue;
         }
-        if let Err(error) = savepoint(&mut tx, "savepoint").await {
+        let opening: Vec<&str> = close.iter().copied().chain(["savepoint"]).collect();
+        if let Err(error) = savepoint(&mut tx, &opening).await {
             tracing::error!(%error, "a batch could not open a savepoint");
             broken = true;
             finished.push((reply, Err(unavailable("the batch failed; retry"))));
             continue;
         }
         let outcome = job.run(state, &mut tx).await;
-        // A refusal leaves no trace: its savepoint is rolled back; the others keep theirs.
-        let closed = match &outcome {
-            Ok(_) => savepoint(&mut tx, "release savepoint").await,
-            Err(_) => match savepoint(&mut tx, "rollback to savepoint").await {
-                Ok(()) => savepoint(&mut tx, "release savepoint").await,
-                Err(error) => Err(error),
-            },
-        };
-        if let Err(error) = closed {
-            tracing::error!(%error, "a batch could not close a savepoint");
-            broken = true;
-        }
+        close = closing(&outcome);
         finished.push((reply, outcome));
+    }
+    if !broken
+        && !close.is_empty()
+        && let Err(error) = savepoint(&mut tx, close).await
+    {
+        tracing::error!(%error, "a batch could not close a savepoint");
+        broken = true;
     }
     let committed = if broken {
         let _ = tx.rollback().await;

@@ -386,36 +386,47 @@ async fn apply_posting(
         AccountId::System(kind, _) => (kind.as_str(), None),
         AccountId::CreatorPayable(..) => ("creator_payable", None),
     };
-    sqlx::query(
-        "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \
-         on conflict (id) do nothing",
-    )
-    .bind(key)
-    .bind(kind)
-    .bind(player_id)
-    .bind(account.currency())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let balance_after: Option<i64> = sqlx::query_scalar(
-        "update account set balance = balance + $2, \
-         in_debt = case when kind <> 'wallet' then 0 when balance + $2 >= 0 then 0 when $4 = 1 then 1 else in_debt end \
-         where id = $1 and (kind <> 'wallet' or \
-         (($2 >= 0 or $4 = 1 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
-    )
-    .bind(key)
-    .bind(amount)
-    .bind(balance_max)
-    .bind(i64::from(clawback))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(balance_after) = balance_after {
-        return Ok(balance_after);
-    }
-    let balance: i64 = sqlx::query_scalar("select balance from account where id = $1")
+    // The account usually exists: update first, and create it only when the update found nothing.
+    let mut created = false;
+    let balance = loop {
+        let balance_after: Option<i64> = sqlx::query_scalar(
+            "update account set balance = balance + $2, \
+             in_debt = case when kind <> 'wallet' then 0 when balance + $2 >= 0 then 0 when $4 = 1 then 1 else in_debt end \
+             where id = $1 and (kind <> 'wallet' or \
+             (($2 >= 0 or $4 = 1 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
+        )
         .bind(key)
-        .fetch_one(&mut *conn)
+        .bind(amount)
+        .bind(balance_max)
+        .bind(i64::from(clawback))
+        .fetch_optional(&mut *conn)
         .await?;
+        if let Some(balance_after) = balance_after {
+            return Ok(balance_after);
+        }
+        let balance: Option<i64> = sqlx::query_scalar("select balance from account where id = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match balance {
+            Some(balance) => break balance,
+            None if !created => {
+                sqlx::query(
+                    "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \
+                     on conflict (id) do nothing",
+                )
+                .bind(key)
+                .bind(kind)
+                .bind(player_id.clone())
+                .bind(account.currency())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                created = true;
+            }
+            None => return Err(ApiError::Internal(anyhow::anyhow!("account {key} vanished"))),
+        }
+    };
     let AccountId::Wallet(_, currency) = account else {
         return Err(ApiError::Internal(anyhow::anyhow!("system account {key} refused a posting")));
     };
@@ -429,25 +440,45 @@ async fn apply_posting(
 /// Applies one item change with a guard: never below zero, never above the item's maximum.
 /// Returns the quantity after.
 async fn apply_item_delta(conn: &mut AnyConnection, player_id: Uuid, change: &ItemDelta) -> ApiResult<i64> {
-    sqlx::query("insert into inventory (player_id, sku, quantity) values ($1, $2, 0) on conflict (player_id, sku) do nothing")
+    // The row usually exists: update first, and create it only when the update found nothing.
+    let mut created = false;
+    let held = loop {
+        let quantity_after: Option<i64> = sqlx::query_scalar(
+            "update inventory set quantity = quantity + $3 \
+             where player_id = $1 and sku = $2 and quantity + $3 >= 0 and quantity + $3 <= $4 returning quantity",
+        )
         .bind(player_id.to_string())
         .bind(change.sku.as_str())
-        .execute(&mut *conn)
+        .bind(change.delta)
+        .bind(change.quantity_max)
+        .fetch_optional(&mut *conn)
         .await?;
-    let quantity_after: Option<i64> = sqlx::query_scalar(
-        "update inventory set quantity = quantity + $3 \
-         where player_id = $1 and sku = $2 and quantity + $3 >= 0 and quantity + $3 <= $4 returning quantity",
-    )
-    .bind(player_id.to_string())
-    .bind(change.sku.as_str())
-    .bind(change.delta)
-    .bind(change.quantity_max)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(quantity_after) = quantity_after {
-        return Ok(quantity_after);
-    }
-    let held = item_quantity(conn, player_id, &change.sku).await?;
+        if let Some(quantity_after) = quantity_after {
+            return Ok(quantity_after);
+        }
+        let held: Option<i64> =
+            sqlx::query_scalar("select quantity from inventory where player_id = $1 and sku = $2")
+                .bind(player_id.to_string())
+                .bind(change.sku.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match held {
+            Some(held) => break held,
+            None if !created => {
+                sqlx::query(
+                    "insert into inventory (player_id, sku, quantity) values ($1, $2, 0) on conflict (player_id, sku) do nothing",
+                )
+                .bind(player_id.to_string())
+                .bind(change.sku.as_str())
+                .execute(&mut *conn)
+                .await?;
+                created = true;
+            }
+            None => {
+                return Err(ApiError::Internal(anyhow::anyhow!("inventory row of {} vanished", change.sku)));
+            }
+        }
+    };
     Err(if change.delta < 0 {
         insufficient_quantity(&change.sku, -change.delta, held)
     } else {

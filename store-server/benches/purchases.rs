@@ -25,14 +25,16 @@
 // Rates, percentiles and ratios are measurements, not money.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use serde_json::json;
 use tokio::task::JoinSet;
+
+use common::{Outcome, Server, fresh_database, ms, players};
 
 /// Purchases per closed-loop scenario at most.
 const PURCHASES_MAX: usize = 3_000;
@@ -48,179 +50,6 @@ const WALLETS: usize = 64;
 const CLIENTS: [usize; 3] = [1, 16, 64];
 /// The magnet: 100 gold.
 const MAGNET: &str = "019a6b1e-0003-7000-8000-000000000003";
-/// The server binary cargo built for this bench.
-const SERVER_BIN: &str = env!("CARGO_BIN_EXE_store-server");
-
-#[derive(Debug, Default, Clone)]
-struct Outcome {
-    done: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Outcome {
-    fn rate(&self) -> f64 {
-        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn percentile(&mut self, share: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        self.latencies.sort_unstable();
-        let index = ((self.latencies.len() - 1) as f64 * share).round() as usize;
-        self.latencies[index]
-    }
-
-    fn merge(&mut self, other: Self) {
-        self.done += other.done;
-        self.errors += other.errors;
-        self.latencies.extend(other.latencies);
-    }
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
-}
-
-fn vm_hwm_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmHWM:"))
-                .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()))
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
-}
-
-/// A fresh database for one backend: a SQLite file in a temporary directory, or a new database on
-/// the PostgreSQL server.
-async fn fresh_database(postgres: Option<&str>, label: &str) -> (String, Option<tempfile::TempDir>) {
-    match postgres {
-        None => {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            (format!("sqlite://{}", dir.path().join(format!("{label}.db")).display()), Some(dir))
-        }
-        Some(url) => {
-            let admin =
-                store_server::db::Db::connect(url, 1, Duration::from_secs(30)).await.expect("PostgreSQL");
-            let name = format!("coinslot_bench_{label}_{}", std::process::id());
-            let statement = format!("create database {name}");
-            sqlx::query(sqlx::AssertSqlSafe(statement)).execute(admin.pool()).await.expect("create database");
-            admin.close().await;
-            let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-            (format!("{base}/{name}"), None)
-        }
-    }
-}
-
-/// `store-server serve` in its own process.
-struct Server {
-    base: String,
-    key: String,
-    child: Child,
-}
-
-impl Server {
-    async fn start(database_url: &str, group_commit: bool) -> Self {
-        let port = free_port();
-        let mut child = Command::new(SERVER_BIN)
-            .arg("serve")
-            .env("COINSLOT_DATABASE_URL", database_url)
-            .env("COINSLOT_LISTEN", format!("127.0.0.1:{port}"))
-            .env("COINSLOT_ASSETS", concat!(env!("CARGO_MANIFEST_DIR"), "/../assets"))
-            .env("COINSLOT_GROUP_COMMIT", group_commit.to_string())
-            .env("COINSLOT_DB_CONNECTIONS_MAX", "32")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("store-server starts");
-        // The first start prints its operator key once; the rest of the output is drained.
-        let (found, key) = std::sync::mpsc::channel();
-        for output in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let found = found.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
-                    if let Some(key) = line.split_whitespace().find(|word| word.starts_with("csk_")) {
-                        let _ = found.send(key.to_owned());
-                    }
-                }
-            });
-        }
-        let key = tokio::task::spawn_blocking(move || key.recv_timeout(Duration::from_secs(120)))
-            .await
-            .expect("a reader")
-            .expect("the server printed its first operator key");
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().is_success()).ok() != Some(true)
-        {
-            assert!(started.elapsed() < Duration::from_secs(60), "the server was not ready in 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { base, key, child }
-    }
-
-    /// Stops the server gracefully; returns its peak memory in MiB.
-    async fn stop(mut self) -> u64 {
-        let peak = vm_hwm_mib(self.child.id());
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let started = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = self.child.wait();
-        peak
-    }
-}
-
-/// Logs in `count` players and gives each enough gold; returns their ids and tokens.
-async fn players(
-    http: &reqwest::Client,
-    server: &Server,
-    prefix: &str,
-    count: usize,
-) -> Vec<(String, String)> {
-    let mut players = Vec::with_capacity(count);
-    for index in 0..count {
-        let session: Value = http
-            .post(format!("{}/v1/auth/device", server.base))
-            .json(&json!({ "device_id": format!("{prefix}-{index}") }))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("a session");
-        let player = session["player_id"].as_str().expect("an id").to_owned();
-        let granted = http
-            .post(format!("{}/admin/v1/players/{player}/grants", server.base))
-            .bearer_auth(&server.key)
-            .header("idempotency-key", format!("seed-{prefix}-{index}"))
-            .json(&json!({ "currency": "gold", "amount": 100_000_000, "reason": "benchmark" }))
-            .send()
-            .await
-            .expect("grant");
-        assert!(granted.status().is_success(), "grant: {}", granted.status());
-        players.push((player, session["session_token"].as_str().expect("a token").to_owned()));
-    }
-    players
-}
 
 async fn buy(http: &reqwest::Client, base: &str, token: &str, key: String) -> bool {
     let response = http
@@ -242,40 +71,17 @@ async fn closed_loop(
     clients: usize,
     run: &str,
 ) -> Outcome {
-    let tokens = Arc::new(tokens.to_vec());
-    let per_client = PURCHASES_MAX / clients;
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for client in 0..clients {
-        let (http, base, tokens, run) = (http.clone(), base.to_owned(), Arc::clone(&tokens), run.to_owned());
-        tasks.spawn(async move {
-            let mut outcome = Outcome::default();
-            for index in 0..per_client {
-                if started.elapsed() > SCENARIO_LIMIT {
-                    break;
-                }
-                let token = &tokens[(client + index * clients) % tokens.len()];
-                let sent = Instant::now();
-                if buy(&http, &base, token, format!("{run}-{client}-{index}")).await {
-                    outcome.done += 1;
-                    outcome.latencies.push(sent.elapsed());
-                } else {
-                    outcome.errors += 1;
-                }
-            }
-            outcome
-        });
-    }
-    let mut total = Outcome::default();
-    while let Some(joined) = tasks.join_next().await {
-        total.merge(joined.expect("a client"));
-    }
-    total.elapsed = started.elapsed();
-    total
+    let (http, base, tokens, run) =
+        (http.clone(), base.to_owned(), Arc::new(tokens.to_vec()), run.to_owned());
+    common::closed_loop(clients, PURCHASES_MAX, SCENARIO_LIMIT, move |index| {
+        let (http, base, token) = (http.clone(), base.clone(), tokens[index % tokens.len()].clone());
+        let key = format!("{run}-{index}");
+        Box::pin(async move { buy(&http, &base, &token, key).await })
+    })
+    .await
 }
 
-/// An open-loop load: purchases arrive on a fixed schedule at `rate` per second, at most
-/// `clients` in flight; each latency counts from the scheduled time.
+/// An open-loop purchase load at `rate` per second, at most `clients` in flight.
 async fn open_loop(
     http: &reqwest::Client,
     base: &str,
@@ -285,37 +91,14 @@ async fn open_loop(
     run: &str,
 ) -> Outcome {
     let count = ((rate * OPEN_LOOP_SECONDS) as usize).clamp(50, OPEN_LOOP_MAX);
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let in_flight = Arc::new(Semaphore::new(clients));
-    let started = tokio::time::Instant::now();
-    let mut tasks = JoinSet::new();
-    for index in 0..count {
-        let scheduled = started + interval.mul_f64(index as f64);
-        if scheduled.duration_since(started) > SCENARIO_LIMIT {
-            break;
-        }
-        tokio::time::sleep_until(scheduled).await;
-        let permit = Arc::clone(&in_flight).acquire_owned().await.expect("the semaphore is open");
-        let (http, base, token) = (http.clone(), base.to_owned(), tokens[index % tokens.len()].clone());
+    let (http, base, tokens, run) =
+        (http.clone(), base.to_owned(), Arc::new(tokens.to_vec()), run.to_owned());
+    common::open_loop(clients, rate, count, SCENARIO_LIMIT, move |index| {
+        let (http, base, token) = (http.clone(), base.clone(), tokens[index % tokens.len()].clone());
         let key = format!("{run}-{index}");
-        tasks.spawn(async move {
-            let _permit = permit;
-            let bought = buy(&http, &base, &token, key).await;
-            (bought, scheduled.elapsed())
-        });
-    }
-    let mut total = Outcome::default();
-    while let Some(joined) = tasks.join_next().await {
-        let (bought, latency) = joined.expect("a request");
-        if bought {
-            total.done += 1;
-            total.latencies.push(latency);
-        } else {
-            total.errors += 1;
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+        Box::pin(async move { buy(&http, &base, &token, key).await })
+    })
+    .await
 }
 
 /// What the raw baseline writes with: real players, their wallets, the revenue account and the
@@ -408,7 +191,7 @@ async fn raw(
 
 /// Players, wallets and the receipt key for the raw baseline, made by a server on that database.
 async fn raw_target(http: &reqwest::Client, database_url: &str) -> RawTarget {
-    let server = Server::start(database_url, true).await;
+    let server = Server::start(database_url, &[], true).await;
     let players = players(http, &server, "raw", WALLETS).await.into_iter().map(|(id, _)| id).collect();
     server.stop().await;
     let db = store_server::db::Db::connect(database_url, 1, Duration::from_secs(30)).await.expect("db");
@@ -547,7 +330,12 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
     }
     for group_commit in [true, false] {
         let (url, _dir) = fresh_database(postgres, if group_commit { "on" } else { "off" }).await;
-        let server = Server::start(&url, group_commit).await;
+        let server = Server::start(
+            &url,
+            &[("COINSLOT_GROUP_COMMIT", if group_commit { "true" } else { "false" })],
+            true,
+        )
+        .await;
         let spread: Vec<String> =
             players(&http, &server, "spread", WALLETS).await.into_iter().map(|(_, token)| token).collect();
         let hot: Vec<String> =

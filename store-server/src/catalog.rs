@@ -1019,7 +1019,15 @@ pub struct RenderedCatalog {
     offers: HashMap<OfferId, Offer>,
     items: HashMap<Sku, Item>,
     currencies: HashMap<CurrencyCode, Currency>,
+    /// The offers whose prices differ between players, in id order.
+    varying: Vec<OfferId>,
+    /// Personalized renderings by what makes them differ (each varying offer's prices), so a
+    /// player's catalog is serialized once per distinct view, not once per request.
+    personalized: std::sync::Mutex<HashMap<String, (String, axum::body::Bytes)>>,
 }
+
+/// Personalized renderings kept per live catalog at most; past that, views are rendered each time.
+const PERSONALIZED_MAX: usize = 1_024;
 
 impl RenderedCatalog {
     /// A live offer.
@@ -1043,7 +1051,7 @@ impl RenderedCatalog {
     /// Whether some offer's prices differ between players (regional prices, experiments).
     #[must_use]
     pub fn varies(&self) -> bool {
-        self.offers.values().any(crate::pricing::varies)
+        !self.varying.is_empty()
     }
 
     /// The catalog as `buyer` sees it (their prices only), rendered, with its `ETag`.
@@ -1051,6 +1059,35 @@ impl RenderedCatalog {
     /// # Errors
     /// Fails only if serialization does.
     pub fn render_for(&self, buyer: &crate::pricing::Buyer) -> ApiResult<(String, axum::body::Bytes)> {
+        // What this buyer's view depends on: each varying offer's prices (a region or a variant).
+        let view: String = self
+            .varying
+            .iter()
+            .filter_map(|id| self.offers.get(id))
+            .map(|offer| {
+                let regional =
+                    buyer.country.as_ref().filter(|country| offer.regional_prices.contains_key(*country));
+                match (regional, crate::pricing::effective_prices(offer, buyer).1) {
+                    (Some(country), _) => format!("r:{country:?};"),
+                    (None, Some(variant)) => format!("v:{variant};"),
+                    (None, None) => "-;".to_owned(),
+                }
+            })
+            .collect();
+        let cached = self.personalized.lock().ok().and_then(|views| views.get(&view).cloned());
+        if let Some(rendered) = cached {
+            return Ok(rendered);
+        }
+        let rendered = self.render_uncached(buyer)?;
+        if let Ok(mut views) = self.personalized.lock()
+            && views.len() < PERSONALIZED_MAX
+        {
+            views.insert(view, rendered.clone());
+        }
+        Ok(rendered)
+    }
+
+    fn render_uncached(&self, buyer: &crate::pricing::Buyer) -> ApiResult<(String, axum::body::Bytes)> {
         let snapshot = self.snapshot();
         let mut currencies: Vec<Currency> = self.currencies.values().cloned().collect();
         currencies.sort_by(|a, b| a.code.cmp(&b.code));
@@ -1116,12 +1153,21 @@ impl CatalogCache {
             offers: snapshot.offers,
         };
         let body = canonical(&catalog)?;
+        let mut varying: Vec<OfferId> = catalog
+            .offers
+            .iter()
+            .filter(|offer| crate::pricing::varies(offer))
+            .map(|offer| offer.id)
+            .collect();
+        varying.sort_unstable();
         let rendered = Arc::new(RenderedCatalog {
             stamp,
             etag: etag_of(body.as_bytes()),
             body: body.into(),
             version: catalog.version,
             offers: catalog.offers.into_iter().map(|offer| (offer.id, offer)).collect(),
+            varying,
+            personalized: std::sync::Mutex::default(),
             items: catalog.items.into_iter().map(|item| (item.sku.clone(), item)).collect(),
             currencies: catalog
                 .currencies

@@ -178,6 +178,16 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Add many players with ledger entries through the ledger's bulk path (device ids
+    /// `scale-<n>`), for the scale benchmark. Needs a live catalog. Use a database of its own.
+    Generate {
+        /// Players to add.
+        #[arg(long, default_value_t = 1_000_000)]
+        players: u64,
+        /// Ledger entries per player.
+        #[arg(long, default_value_t = 10)]
+        entries_per_player: u32,
+    },
     /// Run only the sandbox payment provider, for a store configured with `--sandbox-url`.
     Sandbox {
         /// Where the store receives webhooks, e.g. `http://127.0.0.1:8080/v1/webhooks/sandbox`.
@@ -308,6 +318,27 @@ impl Cli {
                 tx.commit().await?;
                 db.close().await;
                 println!("{key_id}");
+                Ok(())
+            }
+            Command::Generate { players, entries_per_player } => {
+                let db = open_db(&settings).await?;
+                let started = std::time::Instant::now();
+                let plan = crate::scale::Plan { players, entries_per_player };
+                let generated = crate::scale::generate(&db, plan, |done, total| {
+                    eprint!("\r  {done}/{total} players");
+                    if done == total {
+                        eprintln!();
+                    }
+                })
+                .await?;
+                db.close().await;
+                println!(
+                    "generated {} players, {} entries ({} purchases) in {:.1} s",
+                    generated.players,
+                    generated.entries,
+                    generated.purchases,
+                    started.elapsed().as_secs_f64()
+                );
                 Ok(())
             }
             Command::Audit => {

@@ -81,7 +81,7 @@ impl AccountId {
         }
     }
 
-    fn currency(&self) -> &str {
+    pub(crate) fn currency(&self) -> &str {
         match self {
             Self::Wallet(_, currency) => currency.as_str(),
             Self::System(_, currency) | Self::CreatorPayable(_, currency) => currency,

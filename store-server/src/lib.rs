@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod catalog;
 pub mod cli;
 pub mod db;
@@ -30,6 +31,7 @@ pub mod receipts;
 pub mod revenue_share;
 pub mod rewards;
 pub mod sandbox;
+pub mod scale;
 pub mod settings;
 pub mod tabs;
 

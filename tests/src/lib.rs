@@ -443,6 +443,14 @@ impl TestServer {
         sqlx::query_scalar(sql).fetch_one(&self.reader).await.unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 
+    /// A text the database answers `sql` with.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn text(&self, sql: &'static str) -> String {
+        sqlx::query_scalar(sql).fetch_one(&self.reader).await.unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
     /// A fingerprint of every table the foundation writes: row counts and the draft's and
     /// versions' contents. Equal fingerprints before and after a refused request mean it changed
     /// nothing.

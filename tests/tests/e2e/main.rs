@@ -76,6 +76,7 @@ mod pricing;
 mod purchases;
 mod readme;
 mod receipts;
+mod scale;
 mod sdk;
 mod storefront;
 mod tabs;

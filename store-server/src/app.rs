@@ -236,6 +236,8 @@ async fn type_every_error(request: Request, next: Next) -> Response {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// Set when serving HTTPS.
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     first_operator_key: Option<String>,
 }
@@ -253,9 +255,14 @@ impl Application {
         let installation =
             prepare(&db, &settings.assets_dir, Seed::DefaultCatalog, &CatalogRules::from_settings(&settings))
                 .await?;
+        let tls = match &settings.tls {
+            Some(files) => Some(crate::tls::server_config(&files.cert, &files.key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).await?;
         let bound = listener.local_addr()?;
-        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
         let openapi_json = openapi().to_json()?.into();
         let mut providers: Vec<Arc<dyn PaymentProvider>> = Vec::new();
         let sandbox = match &settings.sandbox {
@@ -300,7 +307,7 @@ impl Application {
             providers,
             sandbox,
         }));
-        Ok(Self { listener, state, first_operator_key: installation.first_operator_key })
+        Ok(Self { listener, tls, state, first_operator_key: installation.first_operator_key })
     }
 
     /// The bound port (useful with port 0).
@@ -336,7 +343,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { listener, state, .. } = self;
+        let Self { listener, tls, state, .. } = self;
         let limit: Duration = state.settings().shutdown_timeout;
         let db = state.db().clone();
         let mut workers = vec![
@@ -360,12 +367,18 @@ impl Application {
             )));
         }
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, router(state).into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future();
-        tokio::pin!(server);
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        let service = router(state).into_make_service();
+        let mut server: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match tls {
+            None => Box::pin(axum::serve(listener, service).with_graceful_shutdown(stopped).into_future()),
+            Some(config) => Box::pin(
+                axum::serve(crate::tls::TlsListener::new(listener, config)?, service)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+        };
         tokio::select! {
             result = &mut server => result?,
             () = shutdown => {

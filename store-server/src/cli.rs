@@ -43,9 +43,15 @@ struct SettingsArgs {
     /// Address to listen on.
     #[arg(long, env = "COINSLOT_LISTEN", default_value = LISTEN_DEFAULT, global = true)]
     listen: SocketAddr,
-    /// URL the server is reached at, if not `http://<listen>`.
+    /// URL the server is reached at, if not `http://<listen>` (`https://` with TLS).
     #[arg(long, env = "COINSLOT_PUBLIC_URL", global = true)]
     public_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "COINSLOT_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "COINSLOT_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Folder with `catalog/catalog.json` and the demo's art.
     #[arg(long, env = "COINSLOT_ASSETS", default_value = ASSETS_DIR_DEFAULT, global = true)]
     assets: PathBuf,
@@ -119,6 +125,12 @@ impl SettingsArgs {
             database_url: self.database_url.clone(),
             listen: self.listen,
             public_url: self.public_url.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(crate::settings::TlsFiles { cert: cert.clone(), key: key.clone() })
+                }
+                _ => None,
+            },
             assets_dir: self.assets.clone(),
             session_ttl: Duration::from_secs(self.session_ttl_s),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),

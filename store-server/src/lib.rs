@@ -34,6 +34,7 @@ pub mod sandbox;
 pub mod scale;
 pub mod settings;
 pub mod tabs;
+pub mod tls;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -32,6 +32,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The URL players and operators reach the server at; defaults to `http://{listen}`.
     pub public_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain and private key (`--tls-cert`, `--tls-key`).
+    pub tls: Option<TlsFiles>,
     /// The folder holding `catalog/catalog.json` and the demo's art.
     pub assets_dir: PathBuf,
     /// Lifetime of a player session token.
@@ -222,6 +224,7 @@ impl Default for Settings {
             database_url: DATABASE_URL_DEFAULT.to_owned(),
             listen: LISTEN_DEFAULT.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: None,
+            tls: None,
             assets_dir: PathBuf::from(ASSETS_DIR_DEFAULT),
             session_ttl: Duration::from_secs(24 * 60 * 60),
             shutdown_timeout: Duration::from_secs(10),
@@ -247,4 +250,13 @@ impl Default for Settings {
             batch_wait: Duration::ZERO,
         }
     }
+}
+
+/// The PEM files HTTPS is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }

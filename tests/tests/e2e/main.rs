@@ -80,3 +80,4 @@ mod scale;
 mod sdk;
 mod storefront;
 mod tabs;
+mod tls;

@@ -23,6 +23,10 @@ pub struct PlayerSummary {
     pub created_at: OffsetDateTime,
     /// Blocked players cannot buy, earn or consume.
     pub blocked: bool,
+    /// When the player's personal fields were erased; their device id then reads
+    /// `erased:<id>` and their country is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub erased_at: Option<OffsetDateTime>,
 }
 
 /// `GET /admin/v1/players`.
@@ -92,4 +96,41 @@ pub struct AuditPage {
     /// Pass as `cursor` for the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// `POST /admin/v1/players/{id}/erase`: remove a player's personal fields, always with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasePlayerRequest {
+    /// Why (the request that asked for it), for the audit log.
+    pub reason: Reason,
+}
+
+/// What erasing a player did. Erasing again answers the same, with nothing more revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErasedPlayer {
+    /// The player's id: random, so once the device id is gone it names no one; the ledger keeps
+    /// its entries and sums under it.
+    pub player_id: Uuid,
+    /// When the personal fields were removed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub erased_at: OffsetDateTime,
+    /// Sessions this request revoked.
+    pub sessions_revoked: i64,
+    /// Earlier audit entries about the player from which their device id was redacted.
+    pub audit_entries_redacted: i64,
+}
+
+/// `GET /admin/v1/players/{id}/export`: everything the store holds about a player, table by
+/// table, each row as an object of its columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerExport {
+    /// The player.
+    pub player_id: Uuid,
+    /// When this export was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub exported_at: OffsetDateTime,
+    /// Table name to rows.
+    #[schema(value_type = Object)]
+    pub tables: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
 }

@@ -27,6 +27,7 @@ pub mod operations;
 pub mod orders;
 pub mod payments;
 pub mod pricing;
+pub mod privacy;
 pub mod receipts;
 pub mod revenue_share;
 pub mod rewards;

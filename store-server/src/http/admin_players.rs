@@ -2,7 +2,10 @@
 //! the audit log of every operator action.
 
 use axum::extract::{Path, State};
-use store_api::admin::{AuditEntry, AuditPage, PlayerDetail, PlayerPage, PlayerSummary, UpdatePlayerRequest};
+use store_api::admin::{
+    AuditEntry, AuditPage, ErasePlayerRequest, ErasedPlayer, PlayerDetail, PlayerExport, PlayerPage,
+    PlayerSummary, UpdatePlayerRequest,
+};
 use store_api::ledger::{HistoryPage, Inventory};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,6 +30,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_players))
         .routes(routes!(get_player, update_player))
         .routes(routes!(get_player_history))
+        .routes(routes!(export_player))
+        .routes(routes!(erase_player))
         .routes(routes!(list_audit_log))
 }
 
@@ -43,18 +48,19 @@ struct PlayerSearch {
     cursor: Option<String>,
 }
 
-type PlayerRow = (String, String, Option<String>, i64, i64);
+type PlayerRow = (String, String, Option<String>, i64, i64, Option<i64>);
 /// id, actor, action, target, before, after, created_at.
 type AuditRow = (String, String, String, String, Option<String>, Option<String>, i64);
-const PLAYER_COLUMNS: &str = "id, device_id, country, created_at, blocked";
+const PLAYER_COLUMNS: &str = "id, device_id, country, created_at, blocked, erased_at";
 
-fn summary((id, device_id, country, created_at, blocked): PlayerRow) -> ApiResult<PlayerSummary> {
+fn summary((id, device_id, country, created_at, blocked, erased_at): PlayerRow) -> ApiResult<PlayerSummary> {
     Ok(PlayerSummary {
         id: Uuid::parse_str(&id).map_err(anyhow::Error::from)?,
         device_id,
         country,
         created_at: from_micros(created_at),
         blocked: blocked != 0,
+        erased_at: erased_at.map(from_micros),
     })
 }
 
@@ -181,6 +187,47 @@ async fn get_player_history(
     find_player(&mut conn, &player_id.to_string()).await?;
     let (entries, next_cursor) = read_history(&mut conn, player_id, &page).await?;
     Ok(axum::Json(HistoryPage { entries, next_cursor }))
+}
+
+/// Everything the store holds about a player, table by table (for a data-access request).
+#[utoipa::path(
+    get, path = "/admin/v1/players/{id}/export", tag = "operators",
+    security(("operator" = ["players:read"])),
+    params(("id" = String, Path, description = "Player id")),
+    responses((status = 200, body = PlayerExport), (status = 404, body = store_api::ErrorBody))
+)]
+async fn export_player(
+    State(state): State<AppState>,
+    _operator: Operator<PlayersRead>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<PlayerExport>> {
+    let player_id = player_id(&id)?;
+    let mut conn = state.db().pool().acquire().await?;
+    Ok(axum::Json(crate::privacy::export(&mut conn, player_id).await?))
+}
+
+/// Erases a player's personal fields (device id, country) and revokes their sessions; the ledger
+/// keeps its entries and sums under the player's random id. Recorded in the audit log; erasing
+/// again answers the same.
+#[utoipa::path(
+    post, path = "/admin/v1/players/{id}/erase", tag = "operators",
+    security(("operator" = ["players:write"])),
+    params(("id" = String, Path, description = "Player id")),
+    request_body = ErasePlayerRequest,
+    responses((status = 200, body = ErasedPlayer), (status = 400, body = store_api::ErrorBody), (status = 404, body = store_api::ErrorBody))
+)]
+async fn erase_player(
+    State(state): State<AppState>,
+    operator: Operator<PlayersWrite>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ErasePlayerRequest>,
+) -> ApiResult<axum::Json<ErasedPlayer>> {
+    let player_id = player_id(&id)?;
+    let mut tx = state.db().begin_write().await?;
+    let erased =
+        crate::privacy::erase(&mut tx, player_id, &operator.actor(), request.reason.as_str()).await?;
+    tx.commit().await?;
+    Ok(axum::Json(erased))
 }
 
 /// Every operator action, newest first: who did what to what, with the object before and

@@ -73,6 +73,7 @@ mod ops;
 mod orders;
 mod players_admin;
 mod pricing;
+mod privacy;
 mod purchases;
 mod readme;
 mod receipts;

@@ -73,6 +73,8 @@ const ROUTES: &[&str] = &[
     "GET /admin/v1/players/{id}",
     "PATCH /admin/v1/players/{id}",
     "GET /admin/v1/players/{id}/history",
+    "GET /admin/v1/players/{id}/export",
+    "POST /admin/v1/players/{id}/erase",
     "GET /admin/v1/audit-log",
     "GET /dashboard",
     "GET /admin/v1/analytics/revenue",

@@ -43,6 +43,8 @@ struct Shared {
     signer: SessionSigner,
     catalog_cache: CatalogCache,
     batcher: crate::group_commit::Batcher,
+    player_limits: crate::rate_limit::RateLimiter,
+    key_limits: crate::rate_limit::RateLimiter,
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
     providers: Vec<Arc<dyn PaymentProvider>>,
@@ -66,6 +68,18 @@ impl AppState {
     #[must_use]
     pub fn signer(&self) -> &SessionSigner {
         &self.0.signer
+    }
+
+    /// The per-player request limits.
+    #[must_use]
+    pub fn player_limits(&self) -> &crate::rate_limit::RateLimiter {
+        &self.0.player_limits
+    }
+
+    /// The per-key request limits.
+    #[must_use]
+    pub fn key_limits(&self) -> &crate::rate_limit::RateLimiter {
+        &self.0.key_limits
     }
 
     /// The queue to the group-commit writer.
@@ -295,6 +309,8 @@ impl Application {
             }
             SandboxMode::Off => None,
         };
+        let player_limits = crate::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
+        let key_limits = crate::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");
         let state = AppState(Arc::new(Shared {
             db,
             settings,
@@ -302,6 +318,8 @@ impl Application {
             signer: installation.signer,
             catalog_cache: CatalogCache::default(),
             batcher: crate::group_commit::Batcher::default(),
+            player_limits,
+            key_limits,
             metrics: prometheus(),
             openapi_json,
             providers,

@@ -300,6 +300,9 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
         if revoked_at.is_some() {
             return Err(credential_error(ErrorCode::ApiKeyRevoked, "the API key was revoked"));
         }
+        let key_id =
+            Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored api key id `{id}`: {error}"))?;
+        state.key_limits().check(key_id)?;
         let held = parse_scopes(&scope_text);
         if !S::ANY_OF.iter().any(|scope| held.contains(scope)) {
             let required: Vec<&str> = S::ANY_OF.iter().map(|scope| scope.as_str()).collect();
@@ -310,8 +313,6 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
             )
             .with_detail("required_scope", required.join(" or ")));
         }
-        let key_id =
-            Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored api key id `{id}`: {error}"))?;
         Ok(Self { key_id, _scope: PhantomData })
     }
 }
@@ -345,7 +346,10 @@ impl FromRequestParts<AppState> for PlayerAuth {
             .fetch_optional(state.db().pool())
             .await?;
         match revoked {
-            Some(None) => Ok(Self { player_id: claims.player_id, session_id: claims.session_id }),
+            Some(None) => {
+                state.player_limits().check(claims.player_id)?;
+                Ok(Self { player_id: claims.player_id, session_id: claims.session_id })
+            }
             Some(Some(_)) => {
                 Err(credential_error(ErrorCode::SessionRevoked, "the session was revoked; log in again"))
             }

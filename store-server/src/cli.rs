@@ -78,6 +78,12 @@ struct SettingsArgs {
     batch_wait_us: u64,
     /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
     /// currency's minimum card charge; players flagged minor get 20%).
+    /// Requests per player, `RATE/BURST` per second (or `off`).
+    #[arg(long, env = "COINSLOT_PLAYER_RATE_LIMIT", default_value = "50/100", global = true, value_parser = crate::rate_limit::Limit::parse)]
+    player_rate_limit: crate::rate_limit::Limit,
+    /// Requests per operator API key, `RATE/BURST` per second (or `off`).
+    #[arg(long, env = "COINSLOT_KEY_RATE_LIMIT", default_value = "200/400", global = true, value_parser = crate::rate_limit::Limit::parse)]
+    key_rate_limit: crate::rate_limit::Limit,
     #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
     spending_limits: SpendingLimits,
     /// The merchant name on checkout pages.
@@ -154,6 +160,8 @@ impl SettingsArgs {
                 Duration::from_micros(self.batch_wait_us)
             },
             spending_limits: self.spending_limits.clone(),
+            player_rate_limit: self.player_rate_limit,
+            key_rate_limit: self.key_rate_limit,
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
             sandbox_fees: self.sandbox_fees.clone(),

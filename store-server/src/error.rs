@@ -99,10 +99,17 @@ pub fn error_response(
     message: String,
     details: Map<String, Value>,
 ) -> Response {
+    let retry_after_s = details.get("retry_after_s").and_then(Value::as_u64);
     let body = ErrorBody { error: ErrorDetail { code, message, details } };
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(seconds) = retry_after_s
+        && code == ErrorCode::RateLimited
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

@@ -28,6 +28,7 @@ pub mod orders;
 pub mod payments;
 pub mod pricing;
 pub mod privacy;
+pub mod rate_limit;
 pub mod receipts;
 pub mod revenue_share;
 pub mod rewards;

@@ -56,6 +56,10 @@ pub struct Settings {
     pub order_ttl: Duration,
     /// Players' spending limits per day and month.
     pub spending_limits: SpendingLimits,
+    /// Requests per player: sustained per second and burst (`off` in tests that race one player).
+    pub player_rate_limit: crate::rate_limit::Limit,
+    /// Requests per operator API key.
+    pub key_rate_limit: crate::rate_limit::Limit,
     /// How far a webhook's timestamp may be from now.
     pub webhook_tolerance: Duration,
     /// How often the background workers (order expiry, refunds, sandbox deliveries) run.
@@ -236,6 +240,8 @@ impl Default for Settings {
             idempotency_cleanup_interval: Duration::from_secs(10 * 60),
             order_ttl: Duration::from_secs(30 * 60),
             spending_limits: SpendingLimits::default(),
+            player_rate_limit: PLAYER_RATE_LIMIT_DEFAULT,
+            key_rate_limit: KEY_RATE_LIMIT_DEFAULT,
             webhook_tolerance: Duration::from_secs(300),
             worker_tick: Duration::from_millis(200),
             merchant_name: "Coinslot demo store".to_owned(),
@@ -260,3 +266,10 @@ pub struct TlsFiles {
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
 }
+
+/// Requests a player may send: 50 a second sustained, bursts of 100.
+pub const PLAYER_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
+    crate::rate_limit::Limit { per_second: 50, burst: 100 };
+/// Requests an operator API key may send: 200 a second sustained, bursts of 400.
+pub const KEY_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
+    crate::rate_limit::Limit { per_second: 200, burst: 400 };

@@ -168,6 +168,9 @@ pub fn test_settings(db: &TestDb) -> Settings {
         shutdown_timeout: Duration::from_secs(5),
         worker_tick: Duration::from_millis(50),
         sandbox_dispute_delay: Duration::from_millis(300),
+        // Many tests race one player on purpose; the rate-limit tests turn limits on.
+        player_rate_limit: store_server::rate_limit::Limit::OFF,
+        key_rate_limit: store_server::rate_limit::Limit::OFF,
         ..Settings::default()
     }
 }

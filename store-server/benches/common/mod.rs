@@ -108,6 +108,9 @@ impl Server {
             .env("COINSLOT_LISTEN", format!("127.0.0.1:{port}"))
             .env("COINSLOT_ASSETS", concat!(env!("CARGO_MANIFEST_DIR"), "/../assets"))
             .env("COINSLOT_DB_CONNECTIONS_MAX", "32")
+            // The load comes from a few players and one key, far faster than any person.
+            .env("COINSLOT_PLAYER_RATE_LIMIT", "off")
+            .env("COINSLOT_KEY_RATE_LIMIT", "off")
             .envs(settings.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

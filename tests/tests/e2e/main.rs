@@ -75,6 +75,7 @@ mod players_admin;
 mod pricing;
 mod privacy;
 mod purchases;
+mod rate_limits;
 mod readme;
 mod receipts;
 mod scale;

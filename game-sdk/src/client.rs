@@ -187,6 +187,10 @@ impl StoreError {
                 ErrorCode::PlayerBlocked => {
                     "Purchases are disabled for this account. Please contact support.".to_owned()
                 }
+                ErrorCode::PlayerFlagged => {
+                    "Card purchases are paused while we check your account. Please contact support."
+                        .to_owned()
+                }
                 ErrorCode::InsufficientQuantity => "You do not have enough of that item.".to_owned(),
                 ErrorCode::NotConsumable => "That item cannot be used up.".to_owned(),
                 ErrorCode::RewardCapReached => {

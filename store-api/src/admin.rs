@@ -27,6 +27,13 @@ pub struct PlayerSummary {
     /// `erased:<id>` and their country is gone.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     pub erased_at: Option<OffsetDateTime>,
+    /// When the velocity checks (or an operator) flagged the player; new orders wait until an
+    /// operator clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub flagged_at: Option<OffsetDateTime>,
+    /// Why the player is flagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_reason: Option<String>,
 }
 
 /// `GET /admin/v1/players`.
@@ -54,12 +61,16 @@ pub struct PlayerDetail {
     pub orders: Vec<Order>,
 }
 
-/// `PATCH /admin/v1/players/{id}`: block or unblock, always with a reason.
+/// `PATCH /admin/v1/players/{id}`: block or unblock, flag or clear the flag, always with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlayerRequest {
-    /// Whether the player is blocked.
-    pub blocked: bool,
+    /// Block (`true`) or unblock (`false`) the player; absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<bool>,
+    /// Flag the player for review (`true`) or clear the flag (`false`); absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<bool>,
     /// Why, for the audit log.
     pub reason: Reason,
 }

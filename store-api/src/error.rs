@@ -98,6 +98,9 @@ pub enum ErrorCode {
     AmountAboveMaximum,
     /// The order would pass the player's spending limit (`details.remaining`, `details.period`).
     SpendingLimitExceeded,
+    /// Orders came too fast (many orders or declines in a short time): the player is flagged for
+    /// review and new orders wait until an operator clears the flag (`details.reason`).
+    PlayerFlagged,
     /// The wallet owes a clawed-back debt in this currency; it must be repaid first.
     OutstandingDebt,
     /// The order is not in a state that allows this (`details.status`).
@@ -173,6 +176,7 @@ impl ErrorCode {
             Self::AmountBelowMinimum => "amount_below_minimum",
             Self::AmountAboveMaximum => "amount_above_maximum",
             Self::SpendingLimitExceeded => "spending_limit_exceeded",
+            Self::PlayerFlagged => "player_flagged",
             Self::OutstandingDebt => "outstanding_debt",
             Self::OrderStateConflict => "order_state_conflict",
             Self::RefundExceedsPaid => "refund_exceeds_paid",

@@ -84,6 +84,12 @@ struct SettingsArgs {
     /// Requests per operator API key, `RATE/BURST` per second (or `off`).
     #[arg(long, env = "COINSLOT_KEY_RATE_LIMIT", default_value = "200/400", global = true, value_parser = crate::rate_limit::Limit::parse)]
     key_rate_limit: crate::rate_limit::Limit,
+    /// Orders a player may create in 10 minutes before being flagged for review.
+    #[arg(long, env = "COINSLOT_VELOCITY_ORDERS_MAX", default_value_t = 10, global = true)]
+    velocity_orders_max: u32,
+    /// Declined payments a player may have in an hour before being flagged for review.
+    #[arg(long, env = "COINSLOT_VELOCITY_DECLINES_MAX", default_value_t = 5, global = true)]
+    velocity_declines_max: u32,
     #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
     spending_limits: SpendingLimits,
     /// The merchant name on checkout pages.
@@ -162,6 +168,8 @@ impl SettingsArgs {
             spending_limits: self.spending_limits.clone(),
             player_rate_limit: self.player_rate_limit,
             key_rate_limit: self.key_rate_limit,
+            velocity_orders_max: self.velocity_orders_max,
+            velocity_declines_max: self.velocity_declines_max,
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
             sandbox_fees: self.sandbox_fees.clone(),

@@ -399,6 +399,7 @@ pub async fn precheck_order(
     player_id: Uuid,
     request: &CreateOrderRequest,
 ) -> ApiResult<(Money, String)> {
+    check_velocity(conn, state, player_id).await?;
     let catalog = state.catalog_cache().get(conn).await?;
     let priced = price_order(&catalog, request, &crate::pricing::buyer(conn, player_id).await?)?;
     let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
@@ -407,6 +408,86 @@ pub async fn precheck_order(
         .await?;
     check_spending(conn, state, player_id, minor.unwrap_or(0) != 0, priced.total).await?;
     Ok((priced.total, format!("{} × {}", priced.item.name.as_str(), request.quantity.get())))
+}
+
+/// 403 `player_flagged`.
+fn player_flagged(reason: Option<String>) -> ApiError {
+    let reason = reason.unwrap_or_else(|| "flagged for review".to_owned());
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::PlayerFlagged,
+        format!("orders are paused while this player is reviewed ({reason}); an operator can clear the flag"),
+    )
+    .with_detail("reason", reason)
+}
+
+/// Refuses a new order from a flagged player.
+async fn refuse_if_flagged(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<()> {
+    let flag: Option<(Option<i64>, Option<String>)> =
+        sqlx::query_as("select flagged_at, flag_reason from player where id = $1")
+            .bind(player_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match flag {
+        Some((Some(_), reason)) => Err(player_flagged(reason)),
+        _ => Ok(()),
+    }
+}
+
+/// The velocity check before a new order: a flagged player waits for review; a player with too
+/// many orders (in 10 minutes) or declined payments (in an hour) is flagged now, in a
+/// transaction of its own (so the flag stays although the order is refused), and refused.
+async fn check_velocity(conn: &mut AnyConnection, state: &AppState, player_id: Uuid) -> ApiResult<()> {
+    refuse_if_flagged(conn, player_id).await?;
+    let now = now_micros();
+    let window = |span: std::time::Duration| now - i64::try_from(span.as_micros()).unwrap_or(i64::MAX);
+    let orders: i64 =
+        sqlx::query_scalar("select count(*) from payment_order where player_id = $1 and created_at >= $2")
+            .bind(player_id.to_string())
+            .bind(window(crate::settings::VELOCITY_ORDERS_WINDOW))
+            .fetch_one(&mut *conn)
+            .await?;
+    let declines: i64 = sqlx::query_scalar(
+        "select count(*) from order_transition t join payment_order o on o.id = t.order_id \
+         where o.player_id = $1 and t.to_status = 'failed' and t.created_at >= $2",
+    )
+    .bind(player_id.to_string())
+    .bind(window(crate::settings::VELOCITY_DECLINES_WINDOW))
+    .fetch_one(&mut *conn)
+    .await?;
+    let settings = state.settings();
+    let reason = if orders >= i64::from(settings.velocity_orders_max) {
+        format!("{orders} orders in 10 minutes")
+    } else if declines >= i64::from(settings.velocity_declines_max) {
+        format!("{declines} declined payments in an hour")
+    } else {
+        return Ok(());
+    };
+    let mut tx = state.db().begin_write().await?;
+    let flagged = sqlx::query(
+        "update player set flagged_at = $2, flag_reason = $3 where id = $1 and flagged_at is null",
+    )
+    .bind(player_id.to_string())
+    .bind(now)
+    .bind(&reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if flagged == 1 {
+        let after = serde_json::json!({ "flagged": true, "reason": reason }).to_string();
+        crate::catalog::append_audit(
+            &mut tx,
+            "system:velocity",
+            "player.flag",
+            &player_id.to_string(),
+            None,
+            Some(&after),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(%player_id, %reason, "velocity check flagged a player");
+    Err(player_flagged(Some(reason)))
 }
 
 /// Checks the player's spending limits for a new order of `total`.
@@ -485,6 +566,7 @@ impl MoneyOp for CreateOrderOp {
     async fn apply(self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Order> {
         let lock = lock_player(conn, self.player_id).await?;
         lock.refuse_if_blocked()?;
+        refuse_if_flagged(conn, self.player_id).await?;
         let catalog = state.catalog_cache().get(conn).await?;
         let priced =
             price_order(&catalog, &self.request, &crate::pricing::buyer(conn, self.player_id).await?)?;

@@ -60,6 +60,10 @@ pub struct Settings {
     pub player_rate_limit: crate::rate_limit::Limit,
     /// Requests per operator API key.
     pub key_rate_limit: crate::rate_limit::Limit,
+    /// Orders a player may create in [`VELOCITY_ORDERS_WINDOW`] before being flagged.
+    pub velocity_orders_max: u32,
+    /// Declined payments a player may have in [`VELOCITY_DECLINES_WINDOW`] before being flagged.
+    pub velocity_declines_max: u32,
     /// How far a webhook's timestamp may be from now.
     pub webhook_tolerance: Duration,
     /// How often the background workers (order expiry, refunds, sandbox deliveries) run.
@@ -242,6 +246,8 @@ impl Default for Settings {
             spending_limits: SpendingLimits::default(),
             player_rate_limit: PLAYER_RATE_LIMIT_DEFAULT,
             key_rate_limit: KEY_RATE_LIMIT_DEFAULT,
+            velocity_orders_max: 10,
+            velocity_declines_max: 5,
             webhook_tolerance: Duration::from_secs(300),
             worker_tick: Duration::from_millis(200),
             merchant_name: "Coinslot demo store".to_owned(),
@@ -273,3 +279,8 @@ pub const PLAYER_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
 /// Requests an operator API key may send: 200 a second sustained, bursts of 400.
 pub const KEY_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
     crate::rate_limit::Limit { per_second: 200, burst: 400 };
+
+/// The window the velocity check counts a player's orders in.
+pub const VELOCITY_ORDERS_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The window the velocity check counts a player's declined payments in.
+pub const VELOCITY_DECLINES_WINDOW: Duration = Duration::from_secs(60 * 60);

@@ -48,12 +48,15 @@ struct PlayerSearch {
     cursor: Option<String>,
 }
 
-type PlayerRow = (String, String, Option<String>, i64, i64, Option<i64>);
+type PlayerRow = (String, String, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<String>);
 /// id, actor, action, target, before, after, created_at.
 type AuditRow = (String, String, String, String, Option<String>, Option<String>, i64);
-const PLAYER_COLUMNS: &str = "id, device_id, country, created_at, blocked, erased_at";
+const PLAYER_COLUMNS: &str =
+    "id, device_id, country, created_at, blocked, erased_at, flagged_at, flag_reason";
 
-fn summary((id, device_id, country, created_at, blocked, erased_at): PlayerRow) -> ApiResult<PlayerSummary> {
+fn summary(
+    (id, device_id, country, created_at, blocked, erased_at, flagged_at, flag_reason): PlayerRow,
+) -> ApiResult<PlayerSummary> {
     Ok(PlayerSummary {
         id: Uuid::parse_str(&id).map_err(anyhow::Error::from)?,
         device_id,
@@ -61,6 +64,8 @@ fn summary((id, device_id, country, created_at, blocked, erased_at): PlayerRow) 
         created_at: from_micros(created_at),
         blocked: blocked != 0,
         erased_at: erased_at.map(from_micros),
+        flagged_at: flagged_at.map(from_micros),
+        flag_reason,
     })
 }
 
@@ -136,7 +141,8 @@ async fn get_player(
     Ok(axum::Json(PlayerDetail { player, wallet, inventory, tabs, orders }))
 }
 
-/// Blocks or unblocks a player, with a reason; recorded in the audit log.
+/// Blocks or unblocks a player, flags them for review or clears the flag, with a reason;
+/// recorded in the audit log.
 #[utoipa::path(
     patch, path = "/admin/v1/players/{id}", tag = "operators",
     security(("operator" = ["players:write"])),
@@ -151,19 +157,42 @@ async fn update_player(
     ApiJson(request): ApiJson<UpdatePlayerRequest>,
 ) -> ApiResult<axum::Json<PlayerSummary>> {
     let player_id = player_id(&id)?.to_string();
+    if request.blocked.is_none() && request.flagged.is_none() {
+        return Err(ApiError::invalid("blocked", "say `blocked`, `flagged` or both"));
+    }
     let mut tx = state.db().begin_write().await?;
     let before = find_player(&mut tx, &player_id).await?;
-    sqlx::query("update player set blocked = $2 where id = $1")
+    let now = crate::db::now_micros();
+    if let Some(blocked) = request.blocked {
+        sqlx::query("update player set blocked = $2 where id = $1")
+            .bind(&player_id)
+            .bind(i64::from(blocked))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(flagged) = request.flagged {
+        sqlx::query(
+            "update player set flagged_at = case when $2 = 1 then coalesce(flagged_at, $3) end, \
+             flag_reason = case when $2 = 1 then $4 end where id = $1",
+        )
         .bind(&player_id)
-        .bind(i64::from(request.blocked))
+        .bind(i64::from(flagged))
+        .bind(now)
+        .bind(request.reason.as_str())
         .execute(&mut *tx)
         .await?;
+    }
     let after = find_player(&mut tx, &player_id).await?;
-    let action = if request.blocked { "player.block" } else { "player.unblock" };
     let before_json = serde_json::to_string(&before).map_err(anyhow::Error::from)?;
     let after_json = serde_json::json!({ "player": after, "reason": request.reason.as_str() }).to_string();
-    append_audit(&mut tx, &operator.actor(), action, &player_id, Some(&before_json), Some(&after_json))
-        .await?;
+    let actions = [
+        request.blocked.map(|blocked| if blocked { "player.block" } else { "player.unblock" }),
+        request.flagged.map(|flagged| if flagged { "player.flag" } else { "player.unflag" }),
+    ];
+    for action in actions.into_iter().flatten() {
+        append_audit(&mut tx, &operator.actor(), action, &player_id, Some(&before_json), Some(&after_json))
+            .await?;
+    }
     tx.commit().await?;
     Ok(axum::Json(after))
 }

@@ -83,3 +83,4 @@ mod sdk;
 mod storefront;
 mod tabs;
 mod tls;
+mod velocity;

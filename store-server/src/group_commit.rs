@@ -5,7 +5,11 @@
 //! affected. Nobody hears back before the batch's commit is durable.
 //!
 //! Correctness stays in the database: every request takes the same locks and guarded updates it
-//! would alone, so several instances on one PostgreSQL each batch their own requests safely.
+//! would alone, so several instances on one PostgreSQL each batch their own requests safely. Two
+//! instances' batches can wait on each other's locks (one holds a player's row, the other an
+//! idempotency key); PostgreSQL then aborts one request's statement as a deadlock victim. That
+//! request alone is rolled back to its savepoint and runs again in the next batch (at most
+//! [`ATTEMPTS_MAX`] times, then `unavailable`: retry with the same key); its neighbours commit.
 
 use std::sync::Mutex;
 
@@ -20,18 +24,27 @@ use crate::error::{ApiError, ApiResult};
 
 /// Requests waiting for the writer at most; a full queue makes submitters wait (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4_096;
+/// Runs of one request at most when the database picks it as a deadlock or serialization victim.
+pub const ATTEMPTS_MAX: u32 = 4;
 /// The savepoint each request of a batch runs in.
 const SAVEPOINT: &str = "coinslot_request";
 
 /// One request's work inside a shared transaction.
-pub(crate) trait BatchJob: Send {
+pub(crate) trait BatchJob: Send + Sync {
     /// Runs the request on `conn`, which is inside the batch's transaction and the request's
-    /// savepoint.
-    fn run<'a>(
-        self: Box<Self>,
-        state: &'a AppState,
-        conn: &'a mut AnyConnection,
-    ) -> BoxFuture<'a, ApiResult<Done>>;
+    /// savepoint. It may run again (in a later transaction) if the database retries it.
+    fn run<'a>(&'a self, state: &'a AppState, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>>;
+}
+
+/// Whether the database gave up on this request only because of other transactions (a deadlock
+/// victim, a serialization failure): running it again is correct.
+fn retryable(error: &ApiError) -> bool {
+    match error {
+        ApiError::Database(sqlx::Error::Database(error)) => {
+            matches!(error.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
 }
 
 /// What a request came to: its stored answer, and whether it was replayed.
@@ -45,6 +58,7 @@ pub(crate) struct Done {
 pub(crate) struct Pending {
     job: Box<dyn BatchJob>,
     reply: oneshot::Sender<ApiResult<Done>>,
+    attempts: u32,
 }
 
 /// The queue to the writer. The writer runs while the server runs; without it, requests run
@@ -81,7 +95,7 @@ impl Batcher {
     pub(crate) async fn submit(&self, job: Box<dyn BatchJob>) -> ApiResult<Done> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Pending { job, reply })
+            .send(Pending { job, reply, attempts: 0 })
             .await
             .map_err(|_| unavailable("the store is shutting down; retry"))?;
         answer.await.map_err(|_| unavailable("the store is shutting down; retry"))?
@@ -102,15 +116,25 @@ pub(crate) async fn run_job(state: &AppState, job: Box<dyn BatchJob>) -> ApiResu
     if state.settings().group_commit && state.batcher().running() {
         return state.batcher().submit(job).await;
     }
-    let mut tx = state.db().begin_write().await?;
-    // A refusal returns early: the transaction rolls back on drop.
-    let done = job.run(state, &mut tx).await?;
-    if done.replayed {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut tx = state.db().begin_write().await?;
+        // A refusal returns early: the transaction rolls back on drop.
+        let done = match job.run(state, &mut tx).await {
+            Err(error) if retryable(&error) && attempts < ATTEMPTS_MAX => continue,
+            Err(error) if retryable(&error) => {
+                return Err(unavailable("the database was busy; retry with the same key"));
+            }
+            other => other?,
+        };
+        if done.replayed {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        return Ok(done);
     }
-    Ok(done)
 }
 
 /// The writer: batches what is queued and commits it, until the queue closes.
@@ -135,7 +159,11 @@ pub(crate) async fn run_writer(state: AppState, mut queue: mpsc::Receiver<Pendin
             }
         }
         batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
-        commit_batch(&state, batch).await;
+        // Deadlock victims run again in a batch of their own, after this one committed.
+        let mut retry = commit_batch(&state, batch).await;
+        while !retry.is_empty() {
+            retry = commit_batch(&state, retry).await;
+        }
     }
 }
 
@@ -155,7 +183,8 @@ fn closing(outcome: &ApiResult<Done>) -> &'static [&'static str] {
     }
 }
 
-async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
+/// Runs and commits one batch, answering each request; returns the deadlock victims to run again.
+async fn commit_batch(state: &AppState, batch: Vec<Pending>) -> Vec<Pending> {
     let mut tx = match state.db().begin_write().await {
         Ok(tx) => tx,
         Err(error) => {
@@ -163,7 +192,7 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
             for pending in batch {
                 let _ = pending.reply.send(Err(unavailable("the database is unavailable; retry")));
             }
-            return;
+            return Vec::new();
         }
     };
     let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
@@ -171,7 +200,8 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
     let mut broken = false;
     // The previous request's closing statements travel with the next one's opening.
     let mut close: &[&str] = &[];
-    for Pending { job, reply } in batch {
+    let mut again = Vec::new();
+    for Pending { job, reply, attempts } in batch {
         if broken {
             finished.push((reply, Err(unavailable("the batch failed; retry"))));
             continue;
@@ -185,7 +215,16 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
         }
         let outcome = job.run(state, &mut tx).await;
         close = closing(&outcome);
-        finished.push((reply, outcome));
+        match outcome {
+            Err(error) if retryable(&error) && attempts + 1 < ATTEMPTS_MAX => {
+                tracing::info!(%error, attempts, "a request was a deadlock victim; it runs again in the next batch");
+                again.push(Pending { job, reply, attempts: attempts + 1 });
+            }
+            Err(error) if retryable(&error) => {
+                finished.push((reply, Err(unavailable("the database was busy; retry with the same key"))));
+            }
+            outcome => finished.push((reply, outcome)),
+        }
     }
     if !broken
         && !close.is_empty()
@@ -216,4 +255,5 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) {
         };
         let _ = reply.send(answer);
     }
+    again
 }

@@ -93,7 +93,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for IdempotentJson<T> {
 
 /// One money-moving operation: a plain function over one database transaction, so it can run
 /// alone or (later) as one of many in a batch.
-pub trait MoneyOp: Send {
+pub trait MoneyOp: Send + Sync + Clone {
     /// What a success answers.
     type Output: Serialize + Send;
     /// The status of a success.
@@ -182,18 +182,19 @@ struct OpJob<O> {
 }
 
 impl<O: MoneyOp> OpJob<O> {
-    async fn execute(self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Done> {
-        let Idempotency { key, request_hash } = self.idempotency;
-        if let Some(stored) = claim(conn, &self.scope, &key, &request_hash).await? {
+    async fn execute(&self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Done> {
+        let Idempotency { key, request_hash } = &self.idempotency;
+        if let Some(stored) = claim(conn, &self.scope, key, request_hash).await? {
             return Ok(Done { status: stored.status, body: stored.body, replayed: true });
         }
-        let output = self.op.apply(state, conn).await?;
+        // A copy of the operation, so the job can run again if the database retries it.
+        let output = self.op.clone().apply(state, conn).await?;
         let body = serde_json::to_vec(&output).map_err(anyhow::Error::from)?;
         sqlx::query(
             "update idempotency set status_code = $3, response_body = $4 where scope = $1 and key = $2",
         )
         .bind(&self.scope)
-        .bind(&key)
+        .bind(key)
         .bind(i64::from(O::SUCCESS.as_u16()))
         .bind(String::from_utf8_lossy(&body).into_owned())
         .execute(&mut *conn)
@@ -203,11 +204,7 @@ impl<O: MoneyOp> OpJob<O> {
 }
 
 impl<O: MoneyOp + 'static> BatchJob for OpJob<O> {
-    fn run<'a>(
-        self: Box<Self>,
-        state: &'a AppState,
-        conn: &'a mut AnyConnection,
-    ) -> BoxFuture<'a, ApiResult<Done>> {
+    fn run<'a>(&'a self, state: &'a AppState, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
         Box::pin(self.execute(state, conn))
     }
 }

@@ -163,7 +163,7 @@ fn player_actor(player_id: Uuid) -> String {
 }
 
 /// `POST /v1/purchases`: buy an offer with virtual currency.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PurchaseOp {
     /// The buyer.
     pub player_id: Uuid,
@@ -402,7 +402,7 @@ async fn take_stock(conn: &mut AnyConnection, sku: &Sku, quantity: i64, stock: i
 }
 
 /// `POST /v1/inventory/{sku}/consume`: use up consumables.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConsumeOp {
     /// The player.
     pub player_id: Uuid,
@@ -456,7 +456,7 @@ impl MoneyOp for ConsumeOp {
 }
 
 /// `POST /v1/rewards/{rule}`: earn currency under an operator's rule and its caps.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RewardOp {
     /// The player.
     pub player_id: Uuid,
@@ -552,7 +552,7 @@ impl MoneyOp for RewardOp {
 }
 
 /// `POST /admin/v1/players/{id}/grants`: an operator gives currency and/or items, with a reason.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GrantOp {
     /// The player.
     pub player_id: Uuid,

@@ -543,7 +543,7 @@ async fn check_spending(
 
 /// `POST /v1/orders`, once the provider's checkout session is open: checks again inside the
 /// transaction and records the order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CreateOrderOp {
     /// The new order's id.
     pub order_id: Uuid,
@@ -884,7 +884,7 @@ async fn create_refund(
 }
 
 /// `POST /admin/v1/orders/{id}/refunds`: records a refund to be sent to the provider.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RefundOp {
     /// The order.
     pub order_id: Uuid,

@@ -332,7 +332,7 @@ pub async fn tab_to_settle(
 
 /// `POST /v1/tab/settle`, once the checkout is open: records the settlement order and marks the
 /// tab settling.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SettleTabOp {
     /// The order's id.
     pub order_id: Uuid,

@@ -99,7 +99,7 @@ async fn create_payouts(
         .await
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PayoutOp {
     creator: CreatorId,
     actor: String,

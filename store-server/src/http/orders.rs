@@ -267,8 +267,9 @@ struct WebhookJob {
 }
 
 impl WebhookJob {
-    async fn apply(self, state: &AppState, conn: &mut sqlx::AnyConnection) -> ApiResult<WebhookAck> {
+    async fn apply(&self, state: &AppState, conn: &mut sqlx::AnyConnection) -> ApiResult<WebhookAck> {
         let Self { provider, verified } = self;
+        let (provider, verified) = (*provider, verified.clone());
         let fresh = sqlx::query(
             "insert into webhook_event (provider, event_id, event_type, received_at) values ($1, $2, $3, $4) \
              on conflict (provider, event_id) do nothing",
@@ -310,7 +311,7 @@ impl WebhookJob {
 
 impl crate::group_commit::BatchJob for WebhookJob {
     fn run<'a>(
-        self: Box<Self>,
+        &'a self,
         state: &'a AppState,
         conn: &'a mut sqlx::AnyConnection,
     ) -> futures_util::future::BoxFuture<'a, ApiResult<crate::group_commit::Done>> {

@@ -69,6 +69,7 @@ mod earning;
 mod group_commit;
 mod idempotency;
 mod model;
+mod multi_instance;
 mod ops;
 mod orders;
 mod players_admin;

@@ -57,6 +57,7 @@ macro_rules! in_every_mode {
 
 mod analytics;
 mod auth;
+mod authorization;
 mod browser;
 mod catalog;
 mod cli;

@@ -86,3 +86,4 @@ mod storefront;
 mod tabs;
 mod tls;
 mod velocity;
+mod webhook_chaos;

@@ -66,7 +66,7 @@ async fn case(backend: Backend) {
         players.push(server.login(&format!("chaos-{index}")).await);
     }
     let mut random = Random(0xC0FF_EE00 + orders_total as u64);
-    let mut paid_per_player = vec![0_i64; PLAYERS];
+    let mut paid_per_player = [0_i64; PLAYERS];
     let mut declined = 0;
     for index in 0..orders_total {
         let player = index % PLAYERS;

@@ -685,6 +685,26 @@ pub struct ServerProcess {
     pub base_url: String,
 }
 
+/// Logs a device in on the server at `base` (a process, say); returns the player id and token.
+///
+/// # Panics
+/// When the login fails.
+pub async fn login_at(http: &reqwest::Client, base: &str, device_id: &str) -> (String, String) {
+    let session: Value = http
+        .post(format!("{base}/v1/auth/device"))
+        .json(&serde_json::json!({ "device_id": device_id }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("a session");
+    (
+        session["player_id"].as_str().expect("a player id").to_owned(),
+        session["session_token"].as_str().expect("a session token").to_owned(),
+    )
+}
+
 /// A `store-server` command with no inherited `COINSLOT_*` settings, run in `cwd`.
 #[must_use]
 pub fn store_server_command(cwd: &Path, database_url: Option<&str>) -> Command {

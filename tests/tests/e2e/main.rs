@@ -62,6 +62,7 @@ mod browser;
 mod catalog;
 mod cli;
 mod concurrency;
+mod crash_loop;
 mod creators;
 mod currencies;
 mod dashboard;

@@ -34,16 +34,7 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
     // with 100 gold).
     let mut players = Vec::new();
     for index in 0..PLAYERS {
-        let session: Value = http
-            .post(format!("{}/v1/auth/device", bases[index % 3]))
-            .json(&json!({ "device_id": format!("multi-{index}") }))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("a session");
-        let player = session["player_id"].as_str().expect("an id").to_owned();
+        let (player, token) = tests::login_at(&http, &bases[index % 3], &format!("multi-{index}")).await;
         let granted = http
             .post(format!("{}/admin/v1/players/{player}/grants", bases[(index + 1) % 3]))
             .bearer_auth(&key)
@@ -53,7 +44,7 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
             .await
             .expect("grant");
         assert_eq!(granted.status(), StatusCode::CREATED);
-        players.push((player, session["session_token"].as_str().expect("a token").to_owned()));
+        players.push((player, token));
     }
 
     // Every player's attempts race through all three instances at once; each key is also sent

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tests::{ServerProcess, store_server_command};
 
 /// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files in `dir`.
@@ -42,16 +42,7 @@ async fn the_store_serves_https_with_the_given_certificate() {
     let health = http.get(format!("{base}/healthz")).send().await.expect("HTTPS answers");
     assert_eq!(health.status(), 200);
     // A whole purchase over HTTPS: log in, earn nothing, buy with the initial grant.
-    let session: Value = http
-        .post(format!("{base}/v1/auth/device"))
-        .json(&json!({ "device_id": "tls-player" }))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("a session");
-    let token = session["session_token"].as_str().expect("a token");
+    let (_, token) = tests::login_at(&http, &base, "tls-player").await;
     let wallet: Value = http
         .get(format!("{base}/v1/wallet"))
         .bearer_auth(token)

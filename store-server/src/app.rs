@@ -171,9 +171,20 @@ pub fn router(state: AppState) -> Router {
                     ),
             )
             .layer(middleware::from_fn(type_every_error))
+            .layer(middleware::from_fn(refuse_nul_in_url))
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
             .layer(DefaultBodyLimit::max(body_limit)),
     )
+}
+
+/// A NUL character (`%00`) in the path or query can be stored by no text column (PostgreSQL
+/// refuses it): refused before any route sees it.
+async fn refuse_nul_in_url(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|query| query.contains("%00")) {
+        return ApiError::invalid("url", "the URL may not contain the NUL character (%00)").into_response();
+    }
+    next.run(request).await
 }
 
 async fn route_not_found(request: Request) -> ApiError {

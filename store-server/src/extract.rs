@@ -66,6 +66,9 @@ pub fn payload_too_large() -> ApiError {
 /// # Errors
 /// `malformed_json` for bad syntax, `invalid_request` for wrong types, missing or unknown fields.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::invalid("body", "strings may not contain the NUL character (\\u0000)"));
+    }
     let mut unknown = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -223,4 +226,28 @@ pub fn etag_of(body: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(body);
     format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// Whether a JSON text holds the escape `\u0000` (a NUL character, which no text column can
+/// store): a `\u0000` preceded by an even number of backslashes (an odd run ending in this one).
+#[must_use]
+pub fn has_escaped_nul(bytes: &[u8]) -> bool {
+    bytes.windows(6).enumerate().any(|(at, window)| {
+        window.eq_ignore_ascii_case(b"\\u0000")
+            && bytes[..at].iter().rev().take_while(|byte| **byte == b'\\').count() % 2 == 0
+    })
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::has_escaped_nul;
+
+    #[test]
+    fn an_escaped_nul_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(has_escaped_nul(br#"{"name": "a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"name": "\u0000"}"#));
+        assert!(has_escaped_nul(br#"{"name": "\\\U0000"}"#));
+        assert!(!has_escaped_nul(br#"{"name": "\\u0000"}"#), "an escaped backslash, then text");
+        assert!(!has_escaped_nul(br#"{"name": "u0000"}"#));
+    }
 }

@@ -68,6 +68,7 @@ mod currencies;
 mod dashboard;
 mod demo_data;
 mod earning;
+mod fuzz;
 mod group_commit;
 mod idempotency;
 mod model;

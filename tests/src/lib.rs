@@ -809,3 +809,163 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// A PostgreSQL cluster of one test's own (in a temporary directory, on a loopback port, with
+/// full durability), which the test may kill and restart without touching anyone else's.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// `runuser -u <user> --` when running as root (PostgreSQL refuses root).
+    run_as: Option<String>,
+}
+
+impl PrivatePostgres {
+    /// Initializes and starts a cluster, or `None` outside CI when PostgreSQL is not installed.
+    ///
+    /// # Panics
+    /// When PostgreSQL is missing under `CI=true`, or the cluster cannot start.
+    #[must_use]
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|dir| dir.path().join("bin"))
+            .find(|bin| bin.join("initdb").exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL is not installed, and CI must run this"
+            );
+            eprintln!("PostgreSQL is not installed: the private-cluster test did not run");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+        let run_as = is_root.then(|| {
+            let user =
+                if Command::new("id").args(["-u", "postgres"]).output().is_ok_and(|out| out.status.success())
+                {
+                    "postgres"
+                } else {
+                    "nobody"
+                };
+            let owned = Command::new("chown").args([user, &dir.path().display().to_string()]).status();
+            assert!(owned.is_ok_and(|status| status.success()), "chown the cluster directory");
+            user.to_owned()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a port")
+            .local_addr()
+            .expect("an address")
+            .port();
+        let cluster = Self { dir, bin, port, run_as };
+        let data = cluster.data();
+        let initdb = cluster
+            .command("initdb")
+            .args([
+                "--pgdata",
+                &data,
+                "--username=coinslot",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ])
+            .output()
+            .expect("initdb runs");
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        cluster.up();
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program).display().to_string();
+        match &self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--", &program]);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Starts the server (again), retrying while a killed one's processes are still leaving.
+    ///
+    /// # Panics
+    /// When it does not start within 60 seconds.
+    pub fn up(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=on -c synchronous_commit=on -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.dir.path().join("server.log").display().to_string();
+            let started = self
+                .command("pg_ctl")
+                .args([
+                    "--pgdata",
+                    &self.data(),
+                    "--log",
+                    &log,
+                    "--wait",
+                    "--timeout=30",
+                    "-o",
+                    &options,
+                    "start",
+                ])
+                .output()
+                .expect("pg_ctl runs");
+            if started.status.success() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Kills the postmaster with SIGKILL (its backends follow); the next start recovers from the
+    /// write-ahead log.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned))
+            .expect("a running postmaster");
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A URL to its `postgres` database.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("postgres://coinslot@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["--pgdata", &self.data(), "--mode=immediate", "--wait", "stop"])
+            .output();
+    }
+}

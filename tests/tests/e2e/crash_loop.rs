@@ -130,13 +130,21 @@ async fn audit_is_clean(url: &str) {
 
 async fn case(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
-    let kills: usize =
+    crash_loop(&format!("{backend:?}"), db.url(), None).await;
+}
+
+/// Kills the server 20 times; with `postgres`, also kills that PostgreSQL server every fifth
+/// life (and restarts it), the store server living on through the outage.
+async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePostgres>) {
+    let server_kills: usize =
         std::env::var("COINSLOT_CRASH_KILLS").ok().and_then(|value| value.parse().ok()).unwrap_or(20);
+    let database_kills = if postgres.is_some() { server_kills / 5 } else { 0 };
+    let kills = server_kills + database_kills;
     let dir = tempfile::tempdir().expect("a temp dir");
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a client");
-    let mut server = start(dir.path(), db.url(), port);
+    let mut server = start(dir.path(), url, port);
     let base = server.base_url.clone();
     let key = server.printed_key().expect("the first start prints a key");
     let mut tokens = Vec::new();
@@ -178,13 +186,34 @@ async fn case(backend: Backend) {
             Arc::clone(&seen),
         ));
         tokio::time::sleep(Duration::from_millis(200 + random.below(1_300))).await;
-        drop(server); // SIGKILL, mid-request.
-        while load.join_next().await.is_some() {}
-        server = start(dir.path(), db.url(), port);
+        match postgres {
+            Some(postgres) if life % 5 == 2 => {
+                // The database dies mid-request; the store answers errors meanwhile and serves
+                // again once the database is back (its pool reconnects).
+                postgres.kill();
+                load.shutdown().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                postgres.up();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let ready = http.get(format!("{base}/readyz")).send().await;
+                    if ready.is_ok_and(|ready| ready.status() == StatusCode::OK) {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the store did not come back after the database did");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            _ => {
+                drop(server); // SIGKILL, mid-request.
+                while load.join_next().await.is_some() {}
+                server = start(dir.path(), url, port);
+            }
+        }
         // Every acknowledged purchase survived the kill, and the ledger holds.
         let acknowledged: BTreeSet<String> =
             seen.lock().expect("seen").acknowledged.values().cloned().collect();
-        let reader = store_server::db::Db::connect(db.url(), 1, Duration::from_secs(30)).await.expect("db");
+        let reader = store_server::db::Db::connect(url, 1, Duration::from_secs(30)).await.expect("db");
         let ids: BTreeSet<String> = sqlx::query_scalar("select id from purchase")
             .fetch_all(reader.pool())
             .await
@@ -194,7 +223,7 @@ async fn case(backend: Backend) {
         reader.close().await;
         let missing: Vec<&String> = acknowledged.difference(&ids).collect();
         assert!(missing.is_empty(), "after kill {life}: acknowledged purchases lost: {missing:?}");
-        audit_is_clean(db.url()).await;
+        audit_is_clean(url).await;
     }
 
     // Every key again, as a client retrying after a crash would: one answer each, and at most
@@ -232,7 +261,7 @@ async fn case(backend: Backend) {
         }
         bought += 1;
     }
-    let reader = store_server::db::Db::connect(db.url(), 1, Duration::from_secs(30)).await.expect("db");
+    let reader = store_server::db::Db::connect(url, 1, Duration::from_secs(30)).await.expect("db");
     let purchases: i64 =
         sqlx::query_scalar("select count(*) from purchase").fetch_one(reader.pool()).await.expect("count");
     assert_eq!(purchases, bought, "one purchase per key, none twice");
@@ -269,10 +298,10 @@ async fn case(backend: Backend) {
             .expect("count");
     assert_eq!(fulfilments, fulfilled_orders, "each order granted once");
     reader.close().await;
-    audit_is_clean(db.url()).await;
+    audit_is_clean(url).await;
     drop(server);
     println!(
-        "crash loop ({backend:?}): {kills} kills survived, {} purchase keys ({} acknowledged before a kill), {} paid orders fulfilled once",
+        "crash loop ({label}): {server_kills} server kills and {database_kills} database kills survived, {} purchase keys ({} acknowledged before a kill), {} paid orders fulfilled once",
         sent.len(),
         acknowledged.len(),
         paid.len()
@@ -287,4 +316,10 @@ async fn killed_twenty_times_nothing_acknowledged_is_lost_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_twenty_times_nothing_acknowledged_is_lost_on_postgres() {
     case(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_its_postgres_server_too_nothing_acknowledged_is_lost() {
+    let Some(postgres) = tests::PrivatePostgres::start() else { return };
+    crash_loop("private PostgreSQL", &postgres.url(), Some(&postgres)).await;
 }

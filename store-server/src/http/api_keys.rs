@@ -93,15 +93,29 @@ async fn revoke_api_key(
 ) -> ApiResult<StatusCode> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("api_key", &id))?;
     let mut tx = state.db().begin_write().await?;
-    let updated = sqlx::query("update api_key set revoked_at = coalesce(revoked_at, $2) where id = $1")
+    let found: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("select name, prefix, revoked_at from api_key where id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (name, prefix, revoked_at) = found.ok_or_else(|| ApiError::not_found("api_key", &id.to_string()))?;
+    let now = crate::db::now_micros();
+    sqlx::query("update api_key set revoked_at = coalesce(revoked_at, $2) where id = $1")
         .bind(id.to_string())
-        .bind(crate::db::now_micros())
+        .bind(now)
         .execute(&mut *tx)
         .await?;
-    if updated.rows_affected() == 0 {
-        return Err(ApiError::not_found("api_key", &id.to_string()));
-    }
-    append_audit(&mut tx, &operator.actor(), "api_key.revoke", &id.to_string(), None, None).await?;
+    let state_of = |revoked_at: Option<i64>| {
+        serde_json::json!({
+            "name": name,
+            "prefix": prefix,
+            "revoked_at": revoked_at.map(|at| crate::operations::rfc3339(crate::db::from_micros(at))),
+        })
+        .to_string()
+    };
+    let (before, after) = (state_of(revoked_at), state_of(revoked_at.or(Some(now))));
+    append_audit(&mut tx, &operator.actor(), "api_key.revoke", &id.to_string(), Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -56,6 +56,7 @@ macro_rules! in_every_mode {
 }
 
 mod analytics;
+mod audit_log;
 mod auth;
 mod authorization;
 mod browser;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tests::{seed, send};
 
@@ -30,6 +30,10 @@ on_both_backends! {
         let (status, _) = server.pay(order["checkout_url"].as_str().expect("a checkout"), "4242424242424242").await;
         assert!(status.is_success());
         server.wait_for_order(&token, &order_id, |order| order["status"] == "fulfilled").await;
+        // Flagged for review: the player page shows it and clears it.
+        let flag = json!({ "flagged": true, "reason": "manual review" });
+        let (status, _) = send(server.admin(Method::PATCH, &format!("/admin/v1/players/{player}")).json(&flag)).await;
+        assert_eq!(status, StatusCode::OK);
         let catalog_only = server.key_with_scopes(&["catalog:read"]).await;
         let page = format!("{}/dashboard", server.base_url());
         let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{:?}", server.db().backend()));
@@ -105,6 +109,11 @@ on_both_backends! {
             mark("player opened");
             let refunded = browser.wait().at_most(wait).for_element(Locator::Css("#player-detail span.ok")).await?.text().await?;
             mark("refunded");
+            let flagged = browser.find(Locator::Id("player-status")).await?.text().await?;
+            browser.find(Locator::Id("block-reason")).await?.send_keys("reviewed, fine").await?;
+            browser.find(Locator::Id("clear-flag")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::XPath("//p[@id='player-status' and not(contains(., 'flagged'))]")).await?;
+            mark("flag cleared");
             pictures.push(("player", browser.screenshot().await?));
             for other in ["orders", "tabs", "creators", "currencies", "rewards", "audit"] {
                 browser.find(Locator::Css(&format!("nav button[data-page={other}]"))).await?.click().await?;
@@ -122,11 +131,11 @@ on_both_backends! {
             browser.wait().at_most(wait).for_element(Locator::XPath("//section[@id='page-currencies']//p[@role='status' and .='Saved gold.']")).await?;
             mark("currency edited");
             mark("every page");
-            Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, pictures))
+            Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, flagged, pictures))
         }
         .await;
         let _ = browser.close().await;
-        let (wrong, under_scoped, cells, diff, published, refunded, pictures) = outcome
+        let (wrong, under_scoped, cells, diff, published, refunded, flagged, pictures) = outcome
             .unwrap_or_else(|error| panic!("the dashboard failed after {:?}: {error}", passed.lock().expect("stages")));
         assert_eq!(wrong, "That key is not valid.");
         assert_eq!(under_scoped, "This key may not do this (it needs analytics:read).");
@@ -134,6 +143,9 @@ on_both_backends! {
         assert_eq!(diff, "changed item magnet");
         assert_eq!(published, "Published version 2.");
         assert_eq!(refunded, "Refund requested");
+        assert!(flagged.contains("flagged (manual review): card orders paused"), "{flagged}");
+        let (_, detail) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player}"))).await;
+        assert!(detail["player"].get("flagged_at").is_none(), "the flag was cleared: {detail}");
         for (name, png) in &pictures {
             let path = shots.join(format!("{name}.png"));
             std::fs::write(&path, png).expect("the screenshot is saved");

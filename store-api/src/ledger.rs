@@ -53,6 +53,9 @@ pub enum EntryKind {
     TabSettlement,
     /// A creator's balance paid out.
     Payout,
+    /// Money a provider confirmed that pays for nothing (a wrong amount, a second payment, a
+    /// payment of a closed order): booked as received, and returned by a refund.
+    UnappliedPayment,
     /// A kind this version of the contract does not know.
     #[serde(other)]
     Other,
@@ -72,6 +75,7 @@ impl EntryKind {
             Self::Reversal => "reversal",
             Self::TabSettlement => "tab_settlement",
             Self::Payout => "payout",
+            Self::UnappliedPayment => "unapplied_payment",
             Self::Other => "other",
         }
     }
@@ -89,6 +93,7 @@ impl EntryKind {
             Self::Reversal,
             Self::TabSettlement,
             Self::Payout,
+            Self::UnappliedPayment,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)

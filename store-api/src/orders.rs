@@ -91,7 +91,9 @@ impl OrderStatus {
     }
 
     /// Whether an order may move from this status to `next`. A payment that arrives after its
-    /// order expired is still honoured (`expired → paid`): money taken is never ignored.
+    /// order failed, expired or was canceled does not pay it: the store books that money and
+    /// returns it, and the order stays where it is. A dispute can land on any order the provider
+    /// was paid for, refunded or not: each money movement the provider confirms is booked.
     #[must_use]
     pub fn can_become(self, next: Self) -> bool {
         use OrderStatus::{
@@ -102,9 +104,9 @@ impl OrderStatus {
             (self, next),
             (RequiresPayment, Processing | Paid | Failed | Expired | Canceled)
                 | (Processing, Paid | Failed | Expired)
-                | (Expired, Paid)
-                | (Paid, Fulfilled | Refunded)
+                | (Paid, Fulfilled | Refunded | Disputed)
                 | (Fulfilled | PartiallyRefunded, Refunded | PartiallyRefunded | Disputed)
+                | (Refunded, Disputed)
                 | (Disputed, ChargedBack | Fulfilled)
         )
     }
@@ -175,6 +177,10 @@ pub struct Order {
     /// Why the payment failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Set when the provider returned more than the order's price (a refund and a chargeback
+    /// that overlap): every movement is booked, and an operator should look at the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -279,13 +285,31 @@ mod tests {
     #[test]
     fn terminal_states_go_nowhere_and_fulfilment_needs_payment() {
         for terminal in
-            [OrderStatus::Failed, OrderStatus::Refunded, OrderStatus::ChargedBack, OrderStatus::Canceled]
+            [OrderStatus::Failed, OrderStatus::Expired, OrderStatus::ChargedBack, OrderStatus::Canceled]
         {
             assert!(OrderStatus::ALL.iter().all(|next| !terminal.can_become(*next)), "{terminal:?}");
         }
         assert!(!OrderStatus::RequiresPayment.can_become(OrderStatus::Fulfilled));
-        assert!(OrderStatus::Expired.can_become(OrderStatus::Paid), "a late payment is honoured");
-        assert!(!OrderStatus::Expired.can_become(OrderStatus::Fulfilled));
+        assert!(
+            !OrderStatus::Expired.can_become(OrderStatus::Paid),
+            "a late payment is returned, not applied"
+        );
+        let disputable = [
+            OrderStatus::Paid,
+            OrderStatus::Fulfilled,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
+        ];
+        for paid in disputable {
+            assert!(paid.can_become(OrderStatus::Disputed), "{paid:?}: a dispute lands on any paid order");
+        }
+        assert_eq!(
+            OrderStatus::ALL
+                .iter()
+                .filter(|next| OrderStatus::Refunded.can_become(**next))
+                .collect::<Vec<_>>(),
+            [&OrderStatus::Disputed],
+        );
         for status in OrderStatus::ALL {
             assert_eq!(OrderStatus::parse(status.as_str()), Ok(status));
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());

@@ -111,6 +111,29 @@ const CHECKS: &[(&str, &str)] = &[
          and 's:tab_receivable:' || t.currency = a.id), 0)",
     ),
     (
+        "no wallet holds more than its currency's balance_max",
+        "select 'wallet ' || a.id || ' holds ' || a.balance || ', over balance_max ' || c.balance_max \
+         from account a join currency c on c.code = a.currency where a.kind = 'wallet' and a.balance > c.balance_max",
+    ),
+    (
+        "every payment a provider confirmed is booked by an entry, and every returned one has its refund",
+        "select 'payment ' || p.provider || ' ' || p.payment_id || ' is not booked' from provider_payment p \
+         where p.entry_id is null and p.outcome = 'returned' \
+         union all \
+         select 'payment ' || p.provider || ' ' || p.payment_id || ' was returned without a refund' from provider_payment p \
+         where p.outcome = 'returned' and not exists (select 1 from refund r where r.payment_id = p.payment_id) \
+         union all \
+         select 'order ' || o.id || ' was paid without a booked payment' from payment_order o \
+         where o.provider_payment is not null and not exists (select 1 from provider_payment p \
+         where p.provider = o.provider and p.payment_id = o.provider_payment and p.outcome = 'applied')",
+    ),
+    (
+        "every order's refunded (and over-reversed) total is the sum of its booked refunds and chargebacks",
+        "select 'order ' || o.id || ' records ' || o.refunded_micros || ' refunded' from payment_order o \
+         where o.refunded_micros + o.over_reversed_micros <> coalesce((select sum(r.amount_micros) from refund r where r.order_id = o.id \
+         and r.status = 'succeeded' and r.payment_id is null and r.entry_id is not null), 0)",
+    ),
+    (
         "every receipt vouches for an existing entry of its player",
         "select 'receipt ' || r.id || ' names entry ' || r.entry_id from receipt r \
          left join entry e on e.id = r.entry_id where e.id is null or e.player_id <> r.player_id",

@@ -241,9 +241,11 @@ pub async fn create_currency(conn: &mut AnyConnection, currency: &Currency) -> A
 /// # Errors
 /// Fails when the database does.
 pub async fn update_currency(conn: &mut AnyConnection, currency: &Currency) -> ApiResult<()> {
-    sqlx::query(
+    // Guarded in the statement: a maximum below a balance some wallet holds would make that
+    // wallet invalid (and the audit would report it).
+    let updated = sqlx::query(
         "update currency set name = $2, kind = $3, initial_grant = $4, balance_max = $5, updated_at = $6 \
-         where code = $1",
+         where code = $1 and $5 >= coalesce((select max(balance) from account where kind = 'wallet' and currency = $1), 0)",
     )
     .bind(currency.code.as_str())
     .bind(currency.name.as_str())
@@ -252,7 +254,23 @@ pub async fn update_currency(conn: &mut AnyConnection, currency: &Currency) -> A
     .bind(currency.balance_max)
     .bind(now_micros())
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        let held: Option<i64> =
+            sqlx::query_scalar("select max(balance) from account where kind = 'wallet' and currency = $1")
+                .bind(currency.code.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+        return Err(ApiError::validation(
+            "balance_max",
+            format!(
+                "a wallet holds {} {}; balance_max cannot be lower than a balance that exists",
+                held.unwrap_or(0),
+                currency.code
+            ),
+        ));
+    }
     touch_live_catalog(conn).await?;
     Ok(())
 }
@@ -267,15 +285,25 @@ pub async fn update_currency(conn: &mut AnyConnection, currency: &Currency) -> A
 fn check_item_references(
     item: &Item,
     field: &str,
-    currencies: &HashSet<String>,
+    balance_maxima: &HashMap<String, i64>,
     item_exists: impl Fn(&str) -> bool,
     grant_edges: &HashMap<String, Vec<String>>,
 ) -> ApiResult<()> {
     for (index, grant) in item.grants.currencies.iter().enumerate() {
-        if !currencies.contains(grant.currency.as_str()) {
+        let Some(&balance_max) = balance_maxima.get(grant.currency.as_str()) else {
             return Err(ApiError::validation(
                 &format!("{field}grants.currencies[{index}].currency"),
                 format!("currency `{}` does not exist", grant.currency),
+            ));
+        };
+        // Bounded, so no grant times a quantity can overflow, and no grant is one no wallet holds.
+        if grant.amount > balance_max {
+            return Err(ApiError::validation(
+                &format!("{field}grants.currencies[{index}].amount"),
+                format!(
+                    "a grant of {} {} is more than a wallet can hold (balance_max {balance_max})",
+                    grant.amount, grant.currency
+                ),
             ));
         }
     }
@@ -458,12 +486,13 @@ pub fn validate_catalog(file: &CatalogFile, rules: &CatalogRules) -> ApiResult<(
         }
     }
     let edges = grant_edges_of(&file.items);
-    let currency_codes: HashSet<String> = currencies.keys().cloned().collect();
+    let balance_maxima: HashMap<String, i64> =
+        currencies.iter().map(|(code, currency)| (code.clone(), currency.balance_max)).collect();
     for (index, item) in file.items.iter().enumerate() {
         check_item_references(
             item,
             &format!("items[{index}]."),
-            &currency_codes,
+            &balance_maxima,
             |sku| skus.contains(sku),
             &edges,
         )?;
@@ -640,10 +669,10 @@ impl DraftObject for Item {
     }
 
     async fn check_references(&self, conn: &mut AnyConnection, _rules: &CatalogRules) -> ApiResult<()> {
-        let currencies: HashSet<String> = list_currencies(conn)
+        let balance_maxima: HashMap<String, i64> = list_currencies(conn)
             .await?
             .into_iter()
-            .map(|currency| currency.code.as_str().to_owned())
+            .map(|currency| (currency.code.as_str().to_owned(), currency.balance_max))
             .collect();
         let mut existing = HashSet::new();
         for grant in &self.grants.items {
@@ -658,7 +687,7 @@ impl DraftObject for Item {
             edges.entry(sku).or_default().push(granted);
         }
         edges.remove(self.sku.as_str());
-        check_item_references(self, "", &currencies, |sku| existing.contains(sku), &edges)
+        check_item_references(self, "", &balance_maxima, |sku| existing.contains(sku), &edges)
     }
 
     async fn write(&self, conn: &mut AnyConnection, body: &str) -> ApiResult<()> {

@@ -81,6 +81,29 @@ impl ApiError {
         }
     }
 
+    /// A business refusal the request's key stores and replays (DESIGN principle 4): a client
+    /// error the operation itself decided. Transport-level failures, `unavailable`, a key in use
+    /// and rate limits leave the key free, so a retry runs again.
+    #[must_use]
+    pub fn refusal_body(&self) -> Option<(StatusCode, Vec<u8>)> {
+        let Self::Client { status, code, message, details } = self else { return None };
+        let transient = matches!(
+            code,
+            ErrorCode::Unavailable
+                | ErrorCode::ProviderUnavailable
+                | ErrorCode::RequestInProgress
+                | ErrorCode::IdempotencyKeyReused
+                | ErrorCode::RateLimited
+        );
+        if transient || !status.is_client_error() {
+            return None;
+        }
+        let body = ErrorBody {
+            error: ErrorDetail { code: *code, message: message.clone(), details: details.clone() },
+        };
+        serde_json::to_vec(&body).ok().map(|body| (*status, body))
+    }
+
     /// The stable code of this error.
     #[must_use]
     pub fn code(&self) -> ErrorCode {

@@ -11,7 +11,11 @@
 //! request alone is rolled back to its savepoint and runs again in the next batch (at most
 //! [`ATTEMPTS_MAX`] times, then `unavailable`: retry with the same key); its neighbours commit.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::FutureExt as _;
 
 use axum::http::StatusCode;
 use futures_util::future::BoxFuture;
@@ -66,6 +70,8 @@ pub(crate) struct Pending {
 pub struct Batcher {
     sender: mpsc::Sender<Pending>,
     receiver: Mutex<Option<mpsc::Receiver<Pending>>>,
+    /// Set while the writer runs: cleared when it stops, however it stops.
+    alive: AtomicBool,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -77,7 +83,7 @@ impl std::fmt::Debug for Batcher {
 impl Default for Batcher {
     fn default() -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        Self { sender, receiver: Mutex::new(Some(receiver)) }
+        Self { sender, receiver: Mutex::new(Some(receiver)), alive: AtomicBool::new(false) }
     }
 }
 
@@ -86,9 +92,10 @@ fn unavailable(message: &str) -> ApiError {
 }
 
 impl Batcher {
-    /// Whether a writer is running (its receiver was taken).
-    pub(crate) fn running(&self) -> bool {
-        self.receiver.lock().map(|receiver| receiver.is_none()).unwrap_or(false)
+    /// Whether the writer is running: `/readyz` fails when group commit is on and it is not, and
+    /// requests then run in transactions of their own.
+    pub fn running(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// Queues a request and waits for its batch to commit.
@@ -101,9 +108,44 @@ impl Batcher {
         answer.await.map_err(|_| unavailable("the store is shutting down; retry"))?
     }
 
-    /// The writer's end of the queue, once.
+    /// The writer's end of the queue, once; the writer counts as running from here on.
     pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<Pending>> {
-        self.receiver.lock().ok()?.take()
+        let receiver = self.receiver.lock().ok()?.take();
+        if receiver.is_some() {
+            self.alive.store(true, Ordering::Release);
+        }
+        receiver
+    }
+}
+
+/// Runs a job, turning a panic into an internal error of this request alone: nothing a request
+/// does can stop the writer.
+async fn run_caught(job: &dyn BatchJob, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Done> {
+    caught(job.run(state, conn)).await
+}
+
+/// Awaits `work`, turning a panic inside it into an internal error.
+async fn caught<T>(work: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            metrics::counter!("coinslot_request_panics_total").increment(1);
+            Err(ApiError::Internal(anyhow::anyhow!("the request panicked: {message}")))
+        }
+    }
+}
+
+/// Clears the batcher's `alive` flag when the writer stops, by return or by unwinding.
+struct AliveGuard<'a>(&'a AtomicBool);
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -121,7 +163,7 @@ pub(crate) async fn run_job(state: &AppState, job: Box<dyn BatchJob>) -> ApiResu
         attempts += 1;
         let mut tx = state.db().begin_write().await?;
         // A refusal returns early: the transaction rolls back on drop.
-        let done = match job.run(state, &mut tx).await {
+        let done = match run_caught(job.as_ref(), state, &mut tx).await {
             Err(error) if retryable(&error) && attempts < ATTEMPTS_MAX => continue,
             Err(error) if retryable(&error) => {
                 return Err(unavailable("the database was busy; retry with the same key"));
@@ -139,6 +181,7 @@ pub(crate) async fn run_job(state: &AppState, job: Box<dyn BatchJob>) -> ApiResu
 
 /// The writer: batches what is queued and commits it, until the queue closes.
 pub(crate) async fn run_writer(state: AppState, mut queue: mpsc::Receiver<Pending>) {
+    let _alive = AliveGuard(&state.batcher().alive);
     let size_max = state.settings().batch_size_max.max(1);
     let wait = state.settings().batch_wait;
     // Labelled by instance: the metrics recorder is process-wide, and one process may run
@@ -213,7 +256,7 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) -> Vec<Pending> {
             finished.push((reply, Err(unavailable("the batch failed; retry"))));
             continue;
         }
-        let outcome = job.run(state, &mut tx).await;
+        let outcome = run_caught(job.as_ref(), state, &mut tx).await;
         close = closing(&outcome);
         match outcome {
             Err(error) if retryable(&error) && attempts + 1 < ATTEMPTS_MAX => {
@@ -246,14 +289,47 @@ async fn commit_batch(state: &AppState, batch: Vec<Pending>) -> Vec<Pending> {
         }
     };
     for (reply, outcome) in finished {
-        // Only a committed batch acknowledges work; a refusal is an answer either way.
-        let answer = match outcome {
-            Ok(_) if !committed => {
-                Err(unavailable("the batch could not be committed; retry with the same key"))
-            }
-            other => other,
+        // Only a committed batch answers: a refusal computed against neighbours that were then
+        // rolled back is no final answer either.
+        let answer = if committed {
+            outcome
+        } else {
+            Err(unavailable("the batch could not be committed; retry with the same key"))
         };
         let _ = reply.send(answer);
     }
     again
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_becomes_its_own_internal_error() {
+        let panicked = caught(async {
+            let amount = i64::MAX;
+            let doubled = amount.checked_mul(2).unwrap_or_else(|| panic!("overflow in a request"));
+            Ok::<i64, ApiError>(doubled)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(panicked.code(), ErrorCode::Internal);
+        assert!(format!("{:#}", anyhow::Error::from(panicked)).contains("overflow in a request"));
+        assert_eq!(caught(async { Ok::<_, ApiError>(7) }).await.unwrap(), 7, "a calm request is untouched");
+    }
+
+    #[test]
+    fn the_writer_counts_as_running_only_between_taking_the_queue_and_stopping() {
+        let batcher = Batcher::default();
+        assert!(!batcher.running());
+        let queue = batcher.take_receiver().expect("the queue, once");
+        assert!(batcher.running());
+        assert!(batcher.take_receiver().is_none());
+        {
+            let _alive = AliveGuard(&batcher.alive);
+            drop(queue);
+        }
+        assert!(!batcher.running(), "a stopped writer, by return or by panic, is not running");
+    }
 }

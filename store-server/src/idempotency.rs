@@ -4,9 +4,16 @@
 //! commit together or not at all. A duplicate waits for the first request's transaction (the
 //! database's unique-key wait on PostgreSQL, the write lock on SQLite), then replays its stored
 //! response byte for byte. Responses to the operation's own refusals (`insufficient_funds` and
-//! the like) are stored too: the request was processed and its answer is final. Failures before
-//! the work starts (credentials, malformed input) and server failures store nothing, so a retry
+//! the like) are stored too: the work runs in a savepoint of its own, which a refusal rolls back
+//! while the claim keeps the refusal, so the answer is final. Failures before the work starts
+//! (credentials, malformed input), `unavailable` and server failures store nothing, so a retry
 //! runs again.
+//!
+//! Real-money requests call a payment provider before their work, which cannot be rolled back:
+//! they [`reserve`] the key first, with the request hash, in a transaction of its own. The
+//! provider's idempotency key is derived from the reservation (key and request hash), so two
+//! requests with one key and different bodies can never share a provider session, and a retry
+//! of the same request reuses the reserved order id and the provider's session.
 
 use std::future::Future;
 use std::time::Duration;
@@ -123,29 +130,108 @@ fn stored_response(stored: Stored, replayed: bool) -> Response {
     response
 }
 
-/// The stored answer for a key, if the key was used: for work that must not start again on a
-/// retry (opening a provider session) before `run_once` replays.
+/// A real-money request's key, claimed before any provider call.
+#[derive(Debug)]
+enum Reservation {
+    /// The request runs (for the first time, or again after a failure that stored nothing): it
+    /// opens the resource reserved for it, with this provider idempotency key.
+    Run {
+        /// The id of what the request creates (an order), the same on every retry.
+        resource_id: uuid::Uuid,
+        /// The key for the provider: the scope, the key and the request hash.
+        provider_key: String,
+    },
+    /// The request ran; its answer.
+    Answered(Response),
+}
+
+/// Claims a real-money request's key in a transaction of its own, with the request hash and
+/// the id of the order it will open, before any provider is called.
 ///
 /// # Errors
 /// `idempotency_key_reused` for the same key with another request.
-pub async fn stored_answer(
-    state: &AppState,
-    scope: &str,
-    idempotency: &Idempotency,
-) -> ApiResult<Option<Response>> {
-    let row: Option<(String, i64, String)> = sqlx::query_as(
-        "select request_hash, status_code, response_body from idempotency where scope = $1 and key = $2",
+async fn reserve(state: &AppState, scope: &str, idempotency: &Idempotency) -> ApiResult<Reservation> {
+    let mut tx = state.db().begin_write().await?;
+    sqlx::query(
+        "insert into idempotency (scope, key, request_hash, status_code, response_body, created_at, resource_id) \
+         values ($1, $2, $3, 0, '', $4, $5) on conflict (scope, key) do nothing",
     )
     .bind(scope)
     .bind(&idempotency.key)
-    .fetch_optional(state.db().pool())
+    .bind(&idempotency.request_hash)
+    .bind(now_micros())
+    .bind(uuid::Uuid::now_v7().to_string())
+    .execute(&mut *tx)
     .await?;
-    let Some((hash, status, body)) = row else { return Ok(None) };
+    let (hash, status, body, resource): (String, i64, String, Option<String>) = sqlx::query_as(
+        "select request_hash, status_code, response_body, resource_id from idempotency where scope = $1 and key = $2",
+    )
+    .bind(scope)
+    .bind(&idempotency.key)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
     if hash != idempotency.request_hash {
         return Err(key_reused());
     }
-    let status = u16::try_from(status).ok().and_then(|status| StatusCode::from_u16(status).ok());
-    Ok(status.map(|status| stored_response(Stored { status, body: body.into() }, true)))
+    if let Some(status) = stored_status(status) {
+        return Ok(Reservation::Answered(stored_response(Stored { status, body: body.into() }, true)));
+    }
+    let resource_id = resource.and_then(|id| uuid::Uuid::parse_str(&id).ok()).ok_or_else(in_progress)?;
+    let provider_key = hex::encode(Sha256::digest(format!("{scope}\n{}\n{hash}", idempotency.key)));
+    Ok(Reservation::Run { resource_id, provider_key })
+}
+
+/// Stores a reserved request's refusal (see [`ApiError::refusal_body`]) as its final answer and
+/// returns it; any other failure leaves the reservation, so a retry of the same request runs.
+///
+/// # Errors
+/// The refusal itself, when it is not final or cannot be stored.
+async fn refuse_reserved(
+    state: &AppState,
+    scope: &str,
+    idempotency: &Idempotency,
+    error: ApiError,
+) -> ApiResult<Response> {
+    let Some((status, body)) = error.refusal_body() else { return Err(error) };
+    let mut tx = state.db().begin_write().await?;
+    store_answer(&mut tx, scope, &idempotency.key, status, &body).await?;
+    tx.commit().await?;
+    Ok(stored_response(Stored { status, body: body.into() }, false))
+}
+
+async fn store_answer(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> ApiResult<()> {
+    sqlx::query(
+        "update idempotency set status_code = $3, response_body = $4 where scope = $1 and key = $2 and status_code = 0",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(i64::from(status.as_u16()))
+    .bind(String::from_utf8_lossy(body).into_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn stored_status(status: i64) -> Option<StatusCode> {
+    u16::try_from(status)
+        .ok()
+        .filter(|status| *status != 0)
+        .and_then(|status| StatusCode::from_u16(status).ok())
+}
+
+fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::RequestInProgress,
+        "a request with this key is still running; retry shortly",
+    )
 }
 
 fn key_reused() -> ApiError {
@@ -169,7 +255,37 @@ pub async fn run_once<O: MoneyOp + 'static>(
     idempotency: Idempotency,
     op: O,
 ) -> ApiResult<Response> {
-    let job = OpJob { scope: scope.to_owned(), idempotency, op };
+    let job = OpJob { scope: scope.to_owned(), idempotency, op, reserved: false };
+    let done = crate::group_commit::run_job(state, Box::new(job)).await?;
+    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+}
+
+/// Runs a real-money request once per `(scope, key)`: [`reserve`]s the key, then `open` (which
+/// prices the request and calls the provider with the reserved id and provider key) and the
+/// operation it returns, whose work completes the reservation. A refusal by `open` is stored
+/// like the operation's own.
+///
+/// # Errors
+/// As [`run_once`], and `open`'s failures that store nothing (the provider unreachable).
+pub async fn run_reserved<O, F, Fut>(
+    state: &AppState,
+    scope: &str,
+    idempotency: Idempotency,
+    open: F,
+) -> ApiResult<Response>
+where
+    O: MoneyOp + 'static,
+    F: FnOnce(uuid::Uuid, String) -> Fut,
+    Fut: Future<Output = ApiResult<O>>,
+{
+    let op = match reserve(state, scope, &idempotency).await? {
+        Reservation::Answered(answer) => return Ok(answer),
+        Reservation::Run { resource_id, provider_key } => match open(resource_id, provider_key).await {
+            Ok(op) => op,
+            Err(refusal) => return refuse_reserved(state, scope, &idempotency, refusal).await,
+        },
+    };
+    let job = OpJob { scope: scope.to_owned(), idempotency, op, reserved: true };
     let done = crate::group_commit::run_job(state, Box::new(job)).await?;
     Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
 }
@@ -179,27 +295,41 @@ struct OpJob<O> {
     scope: String,
     idempotency: Idempotency,
     op: O,
+    /// The key was reserved before (a real-money request): complete that claim.
+    reserved: bool,
 }
+
+/// The savepoint a request's work runs in, inside its claim: a refusal rolls back the work
+/// and keeps the claim, which stores the refusal.
+const WORK_SAVEPOINT: &str = "coinslot_work";
 
 impl<O: MoneyOp> OpJob<O> {
     async fn execute(&self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Done> {
         let Idempotency { key, request_hash } = &self.idempotency;
-        if let Some(stored) = claim(conn, &self.scope, key, request_hash).await? {
+        let stored = if self.reserved {
+            claim_reserved(conn, &self.scope, key, request_hash).await?
+        } else {
+            claim(conn, &self.scope, key, request_hash).await?
+        };
+        if let Some(stored) = stored {
             return Ok(Done { status: stored.status, body: stored.body, replayed: true });
         }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("savepoint {WORK_SAVEPOINT}"))).execute(&mut *conn).await?;
         // A copy of the operation, so the job can run again if the database retries it.
-        let output = self.op.clone().apply(state, conn).await?;
-        let body = serde_json::to_vec(&output).map_err(anyhow::Error::from)?;
-        sqlx::query(
-            "update idempotency set status_code = $3, response_body = $4 where scope = $1 and key = $2",
-        )
-        .bind(&self.scope)
-        .bind(key)
-        .bind(i64::from(O::SUCCESS.as_u16()))
-        .bind(String::from_utf8_lossy(&body).into_owned())
-        .execute(&mut *conn)
-        .await?;
-        Ok(Done { status: O::SUCCESS, body: body.into(), replayed: false })
+        let (status, body) = match self.op.clone().apply(state, conn).await {
+            Ok(output) => (O::SUCCESS, serde_json::to_vec(&output).map_err(anyhow::Error::from)?),
+            Err(error) => {
+                let Some(refusal) = error.refusal_body() else { return Err(error) };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "rollback to savepoint {WORK_SAVEPOINT}; release savepoint {WORK_SAVEPOINT}"
+                )))
+                .execute(&mut *conn)
+                .await?;
+                refusal
+            }
+        };
+        store_answer(conn, &self.scope, key, status, &body).await?;
+        Ok(Done { status, body: body.into(), replayed: false })
     }
 }
 
@@ -241,18 +371,34 @@ async fn claim(
     if first_hash != request_hash {
         return Err(key_reused());
     }
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|status| StatusCode::from_u16(status).ok())
-        .filter(|_| status != 0);
-    match status {
+    match stored_status(status) {
         Some(status) => Ok(Some(Stored { status, body: body.into() })),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::RequestInProgress,
-            "a request with this key is still running; retry shortly",
-        )),
+        None => Err(in_progress()),
     }
+}
+
+/// Takes a reserved key for the work (a no-op update locks its row, so a concurrent retry of
+/// the same request waits and then replays), or returns the answer stored meanwhile.
+async fn claim_reserved(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> ApiResult<Option<Stored>> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(
+        "update idempotency set status_code = status_code where scope = $1 and key = $2 \
+         returning request_hash, status_code, response_body",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (first_hash, status, body) =
+        row.ok_or_else(|| anyhow::anyhow!("the reserved key {key} of {scope} vanished"))?;
+    if first_hash != request_hash {
+        return Err(key_reused());
+    }
+    Ok(stored_status(status).map(|status| Stored { status, body: body.into() }))
 }
 
 /// Deletes keys older than `retention`, a bounded batch at a time, until none are left.

@@ -265,6 +265,9 @@ pub fn balance_max_exceeded(
 ///
 /// # Panics
 /// When the postings do not sum to zero per currency: only a bug can cause that.
+///
+/// # Errors
+/// Fails when the database does, a guard trips, or the amounts overflow.
 pub async fn append_entry(
     conn: &mut AnyConnection,
     entry: &NewEntry,
@@ -273,8 +276,9 @@ pub async fn append_entry(
     let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
     for posting in &entry.postings {
         let sum = sums.entry(posting.account.currency()).or_default();
-        *sum =
-            sum.checked_add(posting.amount).unwrap_or_else(|| panic!("posting sum overflows in {entry:?}"));
+        *sum = sum
+            .checked_add(posting.amount)
+            .ok_or_else(|| anyhow::anyhow!("an entry's posting sum overflows: {entry:?}"))?;
     }
     assert!(
         sums.values().all(|sum| *sum == 0),

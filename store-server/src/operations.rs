@@ -53,6 +53,15 @@ pub fn period_window(period: LimitPeriod, now: OffsetDateTime) -> (OffsetDateTim
     }
 }
 
+/// 409 `balance_max_exceeded`: a grant so large that counting it overflows.
+fn too_much(item: &Item) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::BalanceMaxExceeded,
+        format!("buying this many of `{}` grants more than any wallet can hold", item.sku),
+    )
+}
+
 /// What a player pays and receives, before it is written.
 #[derive(Debug, Default)]
 pub(crate) struct Movement {
@@ -94,10 +103,11 @@ impl Movement {
         for grant in &item.grants.items {
             let granted = lookup(&grant.sku)
                 .ok_or_else(|| anyhow::anyhow!("item {} grants unknown sku {}", item.sku, grant.sku))?;
-            self.grant_item(granted, grant.quantity * quantity);
+            self.grant_item(granted, grant.quantity.checked_mul(quantity).ok_or_else(|| too_much(item))?);
         }
         for grant in &item.grants.currencies {
-            self.grant_currency(player_id, &grant.currency, grant.amount * quantity);
+            let amount = grant.amount.checked_mul(quantity).ok_or_else(|| too_much(item))?;
+            self.grant_currency(player_id, &grant.currency, amount);
         }
         Ok(())
     }
@@ -239,35 +249,7 @@ impl MoneyOp for PurchaseOp {
         if item.kind == ItemKind::Durable && quantity > 1 {
             return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
         }
-        if let Some(limit) = item.purchase_limit {
-            let (start, resets_at) = period_window(limit.period, now);
-            let bought: Option<i64> = sqlx::query_scalar(
-                "select cast(sum(quantity) as bigint) from purchase where player_id = $1 and sku = $2 and created_at >= $3",
-            )
-            .bind(player_id.to_string())
-            .bind(item.sku.as_str())
-            .bind(to_micros(start))
-            .fetch_one(&mut *conn)
-            .await?;
-            let bought = bought.unwrap_or(0);
-            if bought + quantity > limit.count {
-                let mut error = ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::PurchaseLimitReached,
-                    format!(
-                        "`{}` can be bought {} times per {:?}; {bought} bought",
-                        item.sku, limit.count, limit.period
-                    )
-                    .to_lowercase(),
-                )
-                .with_detail("limit", limit.count)
-                .with_detail("bought", bought);
-                if let Some(resets_at) = resets_at {
-                    error = error.with_detail("resets_at", rfc3339(resets_at));
-                }
-                return Err(error);
-            }
-        }
+        check_purchase_limit(conn, player_id, item, quantity, now, None).await?;
         let mut movement = Movement::default();
         let source = match (&tab, price) {
             (None, Price::Virtual { currency, .. }) => AccountId::Wallet(player_id, currency.clone()),
@@ -380,8 +362,75 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
+/// Refuses a purchase or order of `quantity` that would pass the item's purchase limit. Units
+/// count whether bought with currency (purchases, refunded or not) or with real money (orders
+/// not failed, expired or canceled: an order reserves its units when it is created).
+/// `excluding_order` leaves that order out (it is checked again at its fulfilment).
+///
+/// # Errors
+/// `purchase_limit_reached`.
+pub(crate) async fn check_purchase_limit(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    item: &Item,
+    quantity: i64,
+    now: OffsetDateTime,
+    excluding_order: Option<Uuid>,
+) -> ApiResult<()> {
+    let Some(limit) = item.purchase_limit else { return Ok(()) };
+    let (start, resets_at) = period_window(limit.period, now);
+    let bought: Option<i64> = sqlx::query_scalar(
+        "select cast(coalesce((select sum(quantity) from purchase where player_id = $1 and sku = $2 and created_at >= $3), 0) \
+         + coalesce((select sum(quantity) from payment_order where player_id = $1 and sku = $2 and created_at >= $3 \
+         and status not in ('failed', 'expired', 'canceled') and id <> $4), 0) as bigint)",
+    )
+    .bind(player_id.to_string())
+    .bind(item.sku.as_str())
+    .bind(to_micros(start))
+    .bind(excluding_order.map(|id| id.to_string()).unwrap_or_default())
+    .fetch_one(&mut *conn)
+    .await?;
+    let bought = bought.unwrap_or(0);
+    if bought + quantity > limit.count {
+        let mut error = ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::PurchaseLimitReached,
+            format!(
+                "`{}` can be bought {} times per {:?}; {bought} bought",
+                item.sku, limit.count, limit.period
+            )
+            .to_lowercase(),
+        )
+        .with_detail("limit", limit.count)
+        .with_detail("bought", bought);
+        if let Some(resets_at) = resets_at {
+            error = error.with_detail("resets_at", rfc3339(resets_at));
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Gives back `quantity` units of stock an order reserved and never sold.
+///
+/// # Errors
+/// Fails when the database does.
+pub(crate) async fn release_stock(conn: &mut AnyConnection, sku: &str, quantity: i64) -> ApiResult<()> {
+    sqlx::query("update item_sold set sold = sold - $2 where sku = $1 and sold >= $2")
+        .bind(sku)
+        .bind(quantity)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Takes `quantity` units of an item's stock, guarded so it never oversells.
-async fn take_stock(conn: &mut AnyConnection, sku: &Sku, quantity: i64, stock: i64) -> ApiResult<()> {
+pub(crate) async fn take_stock(
+    conn: &mut AnyConnection,
+    sku: &Sku,
+    quantity: i64,
+    stock: i64,
+) -> ApiResult<()> {
     sqlx::query("insert into item_sold (sku, sold) values ($1, 0) on conflict (sku) do nothing")
         .bind(sku.as_str())
         .execute(&mut *conn)

@@ -30,12 +30,12 @@ use crate::ledger::{
     AccountId, ItemDelta, NewEntry, Posting, SystemAccount, append_entry, item_quantity, lock_player,
 };
 use crate::operations::{Movement, period_window};
-use crate::payments::{Checkout, RefundCall};
+use crate::payments::{Checkout, PaymentReport, RefundCall};
 use crate::receipts::{ReceiptFacts, find_receipt_of_entry, issue_receipt};
 
 const ORDER_COLUMNS: &str = "id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, fee_micros, \
      net_micros, refunded_micros, status, provider, provider_session, provider_payment, checkout_url, catalog_version, \
-     entry_id, failure_reason, expires_at, created_at, updated_at, tab_id";
+     entry_id, failure_reason, expires_at, created_at, updated_at, tab_id, over_reversed_micros, review_reason";
 
 /// An order as stored.
 #[derive(Debug, Clone)]
@@ -70,6 +70,9 @@ pub struct OrderRecord {
     updated_at: i64,
     /// The tab a settlement order settles.
     pub tab_id: Option<Uuid>,
+    /// Returned beyond the order's price (overlapping refunds and chargebacks), in micros.
+    over_reversed_micros: i64,
+    review_reason: Option<String>,
 }
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> ApiError {
@@ -109,6 +112,8 @@ impl OrderRecord {
             tab_id: optional_text("tab_id")?
                 .map(|id| Uuid::parse_str(&id).map_err(|error| corrupt("tab_id", error)))
                 .transpose()?,
+            over_reversed_micros: number("over_reversed_micros")?,
+            review_reason: optional_text("review_reason")?,
         })
     }
 
@@ -147,6 +152,7 @@ impl OrderRecord {
             checkout_url: self.checkout_url.clone(),
             expires_at: from_micros(self.expires_at),
             failure_reason: self.failure_reason.clone(),
+            review: self.review_reason.clone(),
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             receipt,
@@ -292,7 +298,27 @@ async fn transition(
         .await?;
     record.status = to;
     record.updated_at = now;
+    if matches!(to, OrderStatus::Failed | OrderStatus::Expired | OrderStatus::Canceled) {
+        release_reserved_stock(conn, record).await?;
+    }
     announce(conn, record).await
+}
+
+/// Gives back the stock an order reserved, once (its `stock_taken` goes to zero). The order's
+/// row is locked by the caller.
+async fn release_reserved_stock(conn: &mut AnyConnection, record: &OrderRecord) -> ApiResult<()> {
+    let taken: i64 = sqlx::query_scalar("select stock_taken from payment_order where id = $1")
+        .bind(record.id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    if taken > 0 {
+        sqlx::query("update payment_order set stock_taken = 0 where id = $1")
+            .bind(record.id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        crate::operations::release_stock(conn, &record.sku, taken).await?;
+    }
+    Ok(())
 }
 
 async fn announce(conn: &mut AnyConnection, record: &OrderRecord) -> ApiResult<()> {
@@ -387,18 +413,34 @@ pub fn price_order<'c>(
     Ok(Priced { offer, item, price_index, total, variant: variant.map(str::to_owned) })
 }
 
+/// An order priced once, before its checkout session opens: the session charges `total`, and
+/// the order records the same total, price and catalog version.
+#[derive(Debug, Clone)]
+pub struct OrderQuote {
+    offer_id: String,
+    sku: String,
+    quantity: i64,
+    price_index: u32,
+    /// What the checkout charges.
+    pub total: Money,
+    catalog_version: i64,
+    variant: Option<String>,
+    /// For the checkout page.
+    pub description: String,
+}
+
 /// Prices an order request and checks the player's limits without writing anything, so a
-/// request the store would refuse never opens a checkout session. Returns the total and a
-/// description for the checkout page. The order's own transaction checks all of it again.
+/// request the store would refuse never opens a checkout session. The order's own transaction
+/// checks the limits again, at this price.
 ///
 /// # Errors
-/// As [`price_order`], and `spending_limit_exceeded`.
+/// As [`price_order`], and `spending_limit_exceeded`, `player_flagged`.
 pub async fn precheck_order(
     conn: &mut AnyConnection,
     state: &AppState,
     player_id: Uuid,
     request: &CreateOrderRequest,
-) -> ApiResult<(Money, String)> {
+) -> ApiResult<OrderQuote> {
     check_velocity(conn, state, player_id).await?;
     let catalog = state.catalog_cache().get(conn).await?;
     let priced = price_order(&catalog, request, &crate::pricing::buyer(conn, player_id).await?)?;
@@ -407,7 +449,16 @@ pub async fn precheck_order(
         .fetch_optional(&mut *conn)
         .await?;
     check_spending(conn, state, player_id, minor.unwrap_or(0) != 0, priced.total).await?;
-    Ok((priced.total, format!("{} × {}", priced.item.name.as_str(), request.quantity.get())))
+    Ok(OrderQuote {
+        offer_id: priced.offer.id.to_string(),
+        sku: priced.item.sku.as_str().to_owned(),
+        quantity: request.quantity.get(),
+        price_index: priced.price_index,
+        total: priced.total,
+        catalog_version: catalog.version,
+        variant: priced.variant,
+        description: format!("{} × {}", priced.item.name.as_str(), request.quantity.get()),
+    })
 }
 
 /// 403 `player_flagged`.
@@ -422,7 +473,7 @@ fn player_flagged(reason: Option<String>) -> ApiError {
 }
 
 /// Refuses a new order from a flagged player.
-async fn refuse_if_flagged(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<()> {
+pub(crate) async fn refuse_if_flagged(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<()> {
     let flag: Option<(Option<i64>, Option<String>)> =
         sqlx::query_as("select flagged_at, flag_reason from player where id = $1")
             .bind(player_id.to_string())
@@ -437,7 +488,11 @@ async fn refuse_if_flagged(conn: &mut AnyConnection, player_id: Uuid) -> ApiResu
 /// The velocity check before a new order: a flagged player waits for review; a player with too
 /// many orders (in 10 minutes) or declined payments (in an hour) is flagged now, in a
 /// transaction of its own (so the flag stays although the order is refused), and refused.
-async fn check_velocity(conn: &mut AnyConnection, state: &AppState, player_id: Uuid) -> ApiResult<()> {
+pub(crate) async fn check_velocity(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    player_id: Uuid,
+) -> ApiResult<()> {
     refuse_if_flagged(conn, player_id).await?;
     let now = now_micros();
     let window = |span: std::time::Duration| now - i64::try_from(span.as_micros()).unwrap_or(i64::MAX);
@@ -464,34 +519,14 @@ async fn check_velocity(conn: &mut AnyConnection, state: &AppState, player_id: U
         return Ok(());
     };
     let mut tx = state.db().begin_write().await?;
-    let flagged = sqlx::query(
-        "update player set flagged_at = $2, flag_reason = $3 where id = $1 and flagged_at is null",
-    )
-    .bind(player_id.to_string())
-    .bind(now)
-    .bind(&reason)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if flagged == 1 {
-        let after = serde_json::json!({ "flagged": true, "reason": reason }).to_string();
-        crate::catalog::append_audit(
-            &mut tx,
-            "system:velocity",
-            "player.flag",
-            &player_id.to_string(),
-            None,
-            Some(&after),
-        )
-        .await?;
-    }
+    flag_player(&mut tx, player_id, &reason, "system:velocity").await?;
     tx.commit().await?;
     tracing::warn!(%player_id, %reason, "velocity check flagged a player");
     Err(player_flagged(Some(reason)))
 }
 
 /// Checks the player's spending limits for a new order of `total`.
-async fn check_spending(
+pub(crate) async fn check_spending(
     conn: &mut AnyConnection,
     state: &AppState,
     player_id: Uuid,
@@ -541,16 +576,17 @@ async fn check_spending(
     Ok(())
 }
 
-/// `POST /v1/orders`, once the provider's checkout session is open: checks again inside the
-/// transaction and records the order.
+/// `POST /v1/orders`, once the provider's checkout session is open: checks the player and the
+/// limits again inside the transaction and records the order at the quoted price, the price
+/// the session charges.
 #[derive(Debug, Clone)]
 pub struct CreateOrderOp {
-    /// The new order's id.
+    /// The new order's id (reserved with the request's key).
     pub order_id: Uuid,
     /// The buyer.
     pub player_id: Uuid,
-    /// What they asked for.
-    pub request: CreateOrderRequest,
+    /// What it costs, priced once.
+    pub quote: OrderQuote,
     /// The provider.
     pub provider: &'static str,
     /// The session opened for it.
@@ -567,32 +603,51 @@ impl MoneyOp for CreateOrderOp {
         let lock = lock_player(conn, self.player_id).await?;
         lock.refuse_if_blocked()?;
         refuse_if_flagged(conn, self.player_id).await?;
+        let quote = &self.quote;
+        check_spending(conn, state, self.player_id, lock.is_minor(), quote.total).await?;
+        // An order obeys its item's purchase limit and stock like a purchase: it reserves both
+        // now (a failed, expired or canceled order gives them back) and is checked again when paid.
         let catalog = state.catalog_cache().get(conn).await?;
-        let priced =
-            price_order(&catalog, &self.request, &crate::pricing::buyer(conn, self.player_id).await?)?;
-        check_spending(conn, state, self.player_id, lock.is_minor(), priced.total).await?;
-        let gross_micros = priced.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+        let sku = store_api::catalog::Sku::parse(&quote.sku).map_err(|error| anyhow::anyhow!(error))?;
+        let mut stock_taken = 0;
+        if let Some(item) = catalog.item(&sku) {
+            crate::operations::check_purchase_limit(
+                conn,
+                self.player_id,
+                item,
+                quote.quantity,
+                crate::db::now(),
+                None,
+            )
+            .await?;
+            if let Some(stock) = item.stock {
+                crate::operations::take_stock(conn, &sku, quote.quantity, stock).await?;
+                stock_taken = quote.quantity;
+            }
+        }
+        let gross_micros = quote.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
         let now = now_micros();
         sqlx::query(
             "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
-             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15)",
+             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant, \
+             stock_taken) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15, $16)",
         )
         .bind(self.order_id.to_string())
         .bind(self.player_id.to_string())
-        .bind(priced.offer.id.to_string())
-        .bind(priced.item.sku.as_str())
-        .bind(self.request.quantity.get())
-        .bind(i64::from(priced.price_index))
-        .bind(priced.total.currency.code())
+        .bind(&quote.offer_id)
+        .bind(&quote.sku)
+        .bind(quote.quantity)
+        .bind(i64::from(quote.price_index))
+        .bind(quote.total.currency.code())
         .bind(gross_micros)
         .bind(self.provider)
         .bind(&self.checkout.id)
         .bind(&self.checkout.checkout_url)
-        .bind(catalog.version)
+        .bind(quote.catalog_version)
         .bind(self.expires_at)
         .bind(now)
-        .bind(priced.variant.clone())
+        .bind(quote.variant.clone())
+        .bind(stock_taken)
         .execute(&mut *conn)
         .await?;
         let record =
@@ -637,48 +692,99 @@ fn money_account(kind: SystemAccount, currency: MoneyCurrency) -> ApiResult<Acco
     Ok(AccountId::System(kind, currency.code().to_owned()))
 }
 
-/// `payment.succeeded`: marks the order paid and fulfils it in the same transaction. A payment
-/// for an order that cannot be fulfilled any more (the wallet would pass its maximum, a durable
-/// item is already owned) stays `paid` and is refunded in full.
+/// Why a reported payment does not pay for its order, or `None` when every fact matches: the
+/// amount, its currency (and the fee's), the reference the session was opened with, and an
+/// order (and, for a settlement, a tab) still waiting for this payment.
+async fn payment_mismatch(
+    conn: &mut AnyConnection,
+    record: &OrderRecord,
+    report: &PaymentReport,
+) -> ApiResult<Option<String>> {
+    let order = record.money(record.gross_micros);
+    let reason = if report.amount.currency != record.currency {
+        format!("paid in {}, but the order is in {}", report.amount.currency, record.currency)
+    } else if report.fee.currency != report.amount.currency {
+        format!("the fee is in {}, but the payment is in {}", report.fee.currency, report.amount.currency)
+    } else if report.amount.to_micros().ok() != Some(record.gross_micros) {
+        format!("paid {}, but the order costs {order}", report.amount)
+    } else if report.reference != record.id.to_string() {
+        format!("the payment names reference `{}`, not this order", report.reference)
+    } else if record.status != OrderStatus::RequiresPayment {
+        format!("the order is already {}", record.status.as_str())
+    } else if let Some(tab_id) = record.tab_id
+        && !crate::tabs::is_settling_by(conn, tab_id, record.id).await?
+    {
+        "the tab was already settled or reopened".to_owned()
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(reason))
+}
+
+/// `payment.succeeded`: applies a payment to its order, once per payment id. A payment that
+/// matches its order exactly marks it paid and fulfils it in the same transaction; an order that
+/// cannot be fulfilled any more (the wallet would pass its maximum, a durable item is already
+/// owned) stays `paid` and is refunded in full. Any other payment (a wrong amount, currency or
+/// reference, a second payment, a payment of a failed, canceled or expired order or of a tab
+/// already settled) grants nothing: the money received is booked and returned by a refund of
+/// its own.
 ///
 /// # Errors
-/// `not_found` for an unknown session, `order_state_conflict` for an order that cannot be paid.
+/// `not_found` for an unknown session.
 pub async fn payment_succeeded(
     conn: &mut AnyConnection,
     state: &AppState,
     provider: &str,
-    session_id: &str,
-    payment_id: &str,
-    fee: Money,
+    report: &PaymentReport,
     cause: &str,
 ) -> ApiResult<()> {
-    let mut record = lock_order(conn, "provider = $1 and provider_session = $2", &[provider, session_id])
-        .await?
-        .ok_or_else(|| ApiError::not_found("checkout session", session_id))?;
-    if matches!(
-        record.status,
-        OrderStatus::Paid
-            | OrderStatus::Fulfilled
-            | OrderStatus::PartiallyRefunded
-            | OrderStatus::Refunded
-            | OrderStatus::Disputed
-            | OrderStatus::ChargedBack
-    ) {
-        return Ok(()); // Already paid: a replay with another event id changes nothing.
+    let mut record =
+        lock_order(conn, "provider = $1 and provider_session = $2", &[provider, &report.session_id])
+            .await?
+            .ok_or_else(|| ApiError::not_found("checkout session", &report.session_id))?;
+    let amount_micros = report.amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
+    let fee_micros = report.fee.to_micros().map_err(|error| ApiError::invalid("data.fee", error))?;
+    if amount_micros <= 0 || !(0..=amount_micros).contains(&fee_micros) {
+        return Err(ApiError::invalid(
+            "data.amount",
+            "a payment is positive and its fee at most the payment",
+        ));
     }
-    let fee_micros =
-        fee.to_micros().map_err(|error| ApiError::invalid("data.fee", error))?.clamp(0, record.gross_micros);
+    let mismatch = payment_mismatch(conn, &record, report).await?;
+    let fresh = sqlx::query(
+        "insert into provider_payment (provider, payment_id, order_id, currency, amount_micros, fee_micros, outcome, \
+         reason, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (provider, payment_id) do nothing",
+    )
+    .bind(provider)
+    .bind(&report.payment_id)
+    .bind(record.id.to_string())
+    .bind(report.amount.currency.code())
+    .bind(amount_micros)
+    .bind(fee_micros)
+    .bind(if mismatch.is_some() { "returned" } else { "applied" })
+    .bind(mismatch.as_deref())
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(()); // This payment was booked already: a replay under another event id.
+    }
+    if let Some(reason) = mismatch {
+        return return_payment(conn, &record, provider, report, &reason).await;
+    }
     let net_micros = record.gross_micros - fee_micros;
     sqlx::query(
         "update payment_order set provider_payment = $2, fee_micros = $3, net_micros = $4 where id = $1",
     )
     .bind(record.id.to_string())
-    .bind(payment_id)
+    .bind(&report.payment_id)
     .bind(fee_micros)
     .bind(net_micros)
     .execute(&mut *conn)
     .await?;
-    record.provider_payment = Some(payment_id.to_owned());
+    record.provider_payment = Some(report.payment_id.clone());
     record.fee_micros = Some(fee_micros);
     record.net_micros = Some(net_micros);
     transition(conn, &mut record, OrderStatus::Paid, cause).await?;
@@ -709,7 +815,26 @@ pub async fn payment_succeeded(
     let snapshot = order_snapshot(conn, state, &record).await?;
     let mut movement = granted_by(&snapshot, &record)?;
     let catalog = state.catalog_cache().get(conn).await?;
-    if let Err(error) = movement.check(conn, record.player_id, &catalog).await {
+    let limit_check = match snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
+        Some(item) => {
+            crate::operations::check_purchase_limit(
+                conn,
+                record.player_id,
+                item,
+                record.quantity,
+                crate::db::now(),
+                Some(record.id),
+            )
+            .await
+        }
+        None => Ok(()),
+    };
+    let check = match limit_check {
+        Ok(()) => movement.check(conn, record.player_id, &catalog).await,
+        refused => refused,
+    };
+    // Only a business refusal means "cannot be fulfilled"; a database failure fails the event.
+    if let Err(error @ ApiError::Client { .. }) = check {
         let reason = format!("could not be fulfilled: {error}");
         sqlx::query("update payment_order set failure_reason = $2 where id = $1")
             .bind(record.id.to_string())
@@ -717,25 +842,20 @@ pub async fn payment_succeeded(
             .execute(&mut *conn)
             .await?;
         record_money_received(conn, &record).await?;
-        create_refund(conn, &record, record.gross_micros, &reason, "system", RefundKind::Refund).await?;
+        create_refund(
+            conn,
+            &record,
+            record.money(record.gross_micros),
+            None,
+            &reason,
+            "system",
+            RefundKind::Refund,
+        )
+        .await?;
         return announce(conn, &record).await;
     }
-    movement.postings.push(Posting {
-        account: money_account(SystemAccount::Clearing, record.currency)?,
-        amount: -record.gross_micros,
-    });
-    if fee_micros > 0 {
-        movement.postings.push(Posting {
-            account: money_account(SystemAccount::Fees, record.currency)?,
-            amount: fee_micros,
-        });
-    }
-    if net_micros > 0 {
-        movement.postings.push(Posting {
-            account: money_account(SystemAccount::Revenue, record.currency)?,
-            amount: net_micros,
-        });
-    }
+    check?;
+    movement.postings.extend(money_received(record.currency, record.gross_micros, fee_micros)?);
     if let Some(item) = snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
         movement.postings.extend(crate::revenue_share::share_postings(
             item,
@@ -776,22 +896,27 @@ pub async fn payment_succeeded(
     transition(conn, &mut record, OrderStatus::Fulfilled, "granted in the payment's transaction").await
 }
 
+/// The postings of `amount` received through the provider: clearing gives it, the provider's
+/// fee and the rest (revenue) take it. A refund later returns it from revenue to clearing.
+fn money_received(currency: MoneyCurrency, amount: i64, fee: i64) -> ApiResult<Vec<Posting>> {
+    let mut postings =
+        vec![Posting { account: money_account(SystemAccount::Clearing, currency)?, amount: -amount }];
+    if fee > 0 {
+        postings.push(Posting { account: money_account(SystemAccount::Fees, currency)?, amount: fee });
+    }
+    if amount > fee {
+        postings.push(Posting {
+            account: money_account(SystemAccount::Revenue, currency)?,
+            amount: amount - fee,
+        });
+    }
+    Ok(postings)
+}
+
 /// Books money received for an order that is not fulfilled (to be refunded): clearing gives the
 /// gross, fees and revenue take fee and net, so the refund can reverse it like any other.
 async fn record_money_received(conn: &mut AnyConnection, record: &OrderRecord) -> ApiResult<()> {
-    let fee = record.fee_micros.unwrap_or(0);
-    let net = record.gross_micros - fee;
-    let mut postings = vec![Posting {
-        account: money_account(SystemAccount::Clearing, record.currency)?,
-        amount: -record.gross_micros,
-    }];
-    if fee > 0 {
-        postings.push(Posting { account: money_account(SystemAccount::Fees, record.currency)?, amount: fee });
-    }
-    if net > 0 {
-        postings
-            .push(Posting { account: money_account(SystemAccount::Revenue, record.currency)?, amount: net });
-    }
+    let postings = money_received(record.currency, record.gross_micros, record.fee_micros.unwrap_or(0))?;
     let entry = append_entry(
         conn,
         &NewEntry {
@@ -814,10 +939,52 @@ async fn record_money_received(conn: &mut AnyConnection, record: &OrderRecord) -
     Ok(())
 }
 
+/// Books a payment that pays for nothing (see [`payment_mismatch`]) as money received, and
+/// records a refund of all of it, which the refund worker sends back to the provider. The order
+/// itself does not change.
+async fn return_payment(
+    conn: &mut AnyConnection,
+    record: &OrderRecord,
+    provider: &str,
+    report: &PaymentReport,
+    reason: &str,
+) -> ApiResult<()> {
+    let currency = report.amount.currency;
+    let amount = report.amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
+    let fee = report.fee.to_micros().map_err(|error| ApiError::invalid("data.fee", error))?;
+    tracing::warn!(order = %record.id, payment = %report.payment_id, %reason, "a payment does not pay for its order; it is returned");
+    metrics::counter!("coinslot_payments_returned_total", "provider" => provider.to_owned()).increment(1);
+    let postings = money_received(currency, amount, fee)?;
+    let entry = append_entry(
+        conn,
+        &NewEntry {
+            kind: EntryKind::UnappliedPayment,
+            player_id: Some(record.player_id),
+            actor: format!("provider:{provider}"),
+            reason: Some(format!("payment {} of order {} returned: {reason}", report.payment_id, record.id)),
+            postings,
+            items: Vec::new(),
+            clawback: false,
+        },
+        &BTreeMap::new(),
+    )
+    .await?;
+    sqlx::query("update provider_payment set entry_id = $3 where provider = $1 and payment_id = $2")
+        .bind(provider)
+        .bind(&report.payment_id)
+        .bind(entry.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let why = format!("returned: {reason}");
+    create_refund(conn, record, report.amount, Some(&report.payment_id), &why, "system", RefundKind::Refund)
+        .await?;
+    Ok(())
+}
+
 /// `payment.failed`: the order fails with the provider's reason.
 ///
 /// # Errors
-/// `not_found` for an unknown session, `order_state_conflict` for an order past payment.
+/// `not_found` for an unknown session. A failure of an order past payment changes nothing.
 pub async fn payment_failed(
     conn: &mut AnyConnection,
     provider: &str,
@@ -828,7 +995,9 @@ pub async fn payment_failed(
     let mut record = lock_order(conn, "provider = $1 and provider_session = $2", &[provider, session_id])
         .await?
         .ok_or_else(|| ApiError::not_found("checkout session", session_id))?;
-    if record.status == OrderStatus::Failed {
+    if record.status != OrderStatus::RequiresPayment {
+        // Failed already, or paid after all (the player paid with another card, and that
+        // payment's event arrived first): a stale failure changes nothing.
         return Ok(());
     }
     sqlx::query("update payment_order set failure_reason = $2 where id = $1")
@@ -848,11 +1017,13 @@ pub async fn payment_failed(
 async fn create_refund(
     conn: &mut AnyConnection,
     record: &OrderRecord,
-    amount_micros: i64,
+    amount: Money,
+    returned_payment: Option<&str>,
     reason: &str,
     actor: &str,
     kind: RefundKind,
 ) -> ApiResult<Refund> {
+    let amount_micros = amount.to_micros().map_err(|error| anyhow::anyhow!(error))?;
     let id = Uuid::now_v7();
     let now = now_micros();
     let kind_text = match kind {
@@ -860,8 +1031,8 @@ async fn create_refund(
         RefundKind::Chargeback => "chargeback",
     };
     sqlx::query(
-        "insert into refund (id, order_id, kind, amount_micros, reason, actor, status, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+        "insert into refund (id, order_id, kind, amount_micros, reason, actor, status, created_at, updated_at, payment_id) \
+         values ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $8)",
     )
     .bind(id.to_string())
     .bind(record.id.to_string())
@@ -870,13 +1041,14 @@ async fn create_refund(
     .bind(reason)
     .bind(actor)
     .bind(now)
+    .bind(returned_payment)
     .execute(&mut *conn)
     .await?;
     Ok(Refund {
         id,
         order_id: record.id,
         kind,
-        amount: record.money(amount_micros),
+        amount,
         reason: reason.to_owned(),
         status: RefundStatus::Pending,
         created_at: from_micros(now),
@@ -936,18 +1108,29 @@ impl MoneyOp for RefundOp {
             )
             .with_detail("refundable", record.money(refundable.max(0)).amount.normalize().to_string()));
         }
-        let refund =
-            create_refund(conn, &record, amount, &self.reason, &self.actor, RefundKind::Refund).await?;
+        let refund = create_refund(
+            conn,
+            &record,
+            record.money(amount),
+            None,
+            &self.reason,
+            &self.actor,
+            RefundKind::Refund,
+        )
+        .await?;
         let after = serde_json::to_string(&refund).map_err(anyhow::Error::from)?;
         crate::catalog::append_audit(conn, &self.actor, "order.refund", &id, None, Some(&after)).await?;
         Ok(refund)
     }
 }
 
-/// Returns `amount_micros` of an order's money and claws back its grant in proportion: currency
-/// grants by the share refunded so far (rounded down, so the total clawed never passes the
-/// grant), items once the order is refunded in full. What the player spent or used up becomes a
-/// debt: the wallet goes below zero through this entry alone and is flagged `in_debt`.
+/// Books `amount_micros` the provider returned for an order (a refund or a chargeback), all of
+/// it, and claws back the grant in proportion: currency grants by the share refunded so far
+/// (rounded down, so the total clawed never passes the grant), items once the order is refunded
+/// in full. What the player spent or used up becomes a debt: the wallet goes below zero through
+/// this entry alone and is flagged `in_debt`. Money returned beyond the order's price (a refund
+/// and a chargeback that overlap) is booked too, counted as over-reversed, and the order is
+/// marked for an operator's review; it is never an error the provider retries forever.
 async fn reverse(
     conn: &mut AnyConnection,
     state: &AppState,
@@ -958,20 +1141,17 @@ async fn reverse(
     cause: &str,
 ) -> ApiResult<()> {
     let before = record.refunded_micros;
-    let after = before + amount_micros;
-    if after > record.gross_micros {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "refunds of order {} would pass its gross",
-            record.id
-        )));
-    }
+    let returned =
+        before.checked_add(amount_micros).ok_or_else(|| anyhow::anyhow!("refund total overflows"))?;
+    let after = returned.min(record.gross_micros);
+    let over = returned - after;
     let mut postings = vec![
         Posting { account: money_account(SystemAccount::Clearing, record.currency)?, amount: amount_micros },
         Posting { account: money_account(SystemAccount::Revenue, record.currency)?, amount: -amount_micros },
     ];
     let mut items = Vec::new();
     let fulfilled = record.entry_id.is_some() && record.failure_reason.is_none() && record.tab_id.is_none();
-    if fulfilled {
+    if fulfilled && after > before {
         let snapshot = order_snapshot(conn, state, record).await?;
         // Creators give back their shares in the same proportion as the money refunded.
         if let Some(item) = snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
@@ -1039,25 +1219,38 @@ async fn reverse(
         &BTreeMap::new(),
     )
     .await?;
-    sqlx::query("update refund set status = 'succeeded', entry_id = $2, updated_at = $3 where id = $1")
-        .bind(refund_id.to_string())
-        .bind(entry.id.to_string())
-        .bind(now_micros())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("update payment_order set refunded_micros = $2 where id = $1")
+    refund_booked(conn, refund_id, entry.id).await?;
+    if over > 0 {
+        let reason = format!(
+            "the provider returned {} more than the order's price (overlapping refunds and chargebacks)",
+            record.money(record.over_reversed_micros + over)
+        );
+        tracing::warn!(order = %record.id, %reason, "an order was over-reversed");
+        metrics::counter!("coinslot_orders_over_reversed_total").increment(1);
+        record.over_reversed_micros += over;
+        record.review_reason = Some(reason);
+    }
+    sqlx::query("update payment_order set refunded_micros = $2, over_reversed_micros = $3, review_reason = $4 where id = $1")
         .bind(record.id.to_string())
         .bind(after)
+        .bind(record.over_reversed_micros)
+        .bind(record.review_reason.as_deref())
         .execute(&mut *conn)
         .await?;
     record.refunded_micros = after;
     let next = if chargeback {
         OrderStatus::ChargedBack
+    } else if matches!(record.status, OrderStatus::ChargedBack | OrderStatus::Disputed) {
+        // A refund that was in flight when the dispute landed: booked, the status stays.
+        return announce(conn, record).await;
     } else if after == record.gross_micros {
         OrderStatus::Refunded
     } else {
         OrderStatus::PartiallyRefunded
     };
+    if next == record.status {
+        return announce(conn, record).await;
+    }
     transition(conn, record, next, cause).await
 }
 
@@ -1072,37 +1265,102 @@ pub async fn refund_succeeded(
     provider_refund: &str,
     cause: &str,
 ) -> ApiResult<()> {
-    let row: Option<(String, i64, String)> =
-        sqlx::query_as("select order_id, amount_micros, status from refund where id = $1")
-            .bind(refund_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (order_id, amount_micros, status) =
-        row.ok_or_else(|| ApiError::not_found("refund", &refund_id.to_string()))?;
-    if status == "succeeded" {
-        return Ok(());
-    }
+    let order_id: String = sqlx::query_scalar("select order_id from refund where id = $1")
+        .bind(refund_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("refund", &refund_id.to_string()))?;
     let mut record = lock_order(conn, "id = $1", &[&order_id])
         .await?
         .ok_or_else(|| ApiError::not_found("order", &order_id))?;
+    // Read under the order's lock: two events for one refund (on two instances) book it once.
+    let (amount_micros, status, returned_payment): (i64, String, Option<String>) =
+        sqlx::query_as("select amount_micros, status, payment_id from refund where id = $1")
+            .bind(refund_id.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+    if status == "succeeded" {
+        return Ok(());
+    }
     sqlx::query("update refund set provider_refund = $2 where id = $1")
         .bind(refund_id.to_string())
         .bind(provider_refund)
         .execute(&mut *conn)
         .await?;
+    if let Some(payment_id) = returned_payment {
+        return payment_returned(conn, &record, refund_id, &payment_id, amount_micros, cause).await;
+    }
     reverse(conn, state, &mut record, refund_id, amount_micros, false, cause).await
 }
 
-/// `payment.disputed`: the dispute is lost; everything not yet refunded is charged back.
+/// Marks a refund succeeded with its entry; a refund is booked once.
+async fn refund_booked(conn: &mut AnyConnection, refund_id: Uuid, entry_id: Uuid) -> ApiResult<()> {
+    let booked = sqlx::query(
+        "update refund set status = 'succeeded', entry_id = $2, updated_at = $3 where id = $1 and status <> 'succeeded'",
+    )
+    .bind(refund_id.to_string())
+    .bind(entry_id.to_string())
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if booked != 1 {
+        return Err(ApiError::Internal(anyhow::anyhow!("refund {refund_id} was booked twice")));
+    }
+    Ok(())
+}
+
+/// A returned payment's refund went through: the money received goes back to the provider. The
+/// order is not touched; the payment never paid for it.
+async fn payment_returned(
+    conn: &mut AnyConnection,
+    record: &OrderRecord,
+    refund_id: Uuid,
+    payment_id: &str,
+    amount_micros: i64,
+    cause: &str,
+) -> ApiResult<()> {
+    let currency: String =
+        sqlx::query_scalar("select currency from provider_payment where provider = $1 and payment_id = $2")
+            .bind(&record.provider)
+            .bind(payment_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let currency = MoneyCurrency::parse(&currency).map_err(|error| corrupt("payment currency", error))?;
+    let entry = append_entry(
+        conn,
+        &NewEntry {
+            kind: EntryKind::Reversal,
+            player_id: Some(record.player_id),
+            actor: format!("provider:{}", record.provider),
+            reason: Some(cause.to_owned()),
+            postings: vec![
+                Posting { account: money_account(SystemAccount::Clearing, currency)?, amount: amount_micros },
+                Posting { account: money_account(SystemAccount::Revenue, currency)?, amount: -amount_micros },
+            ],
+            items: Vec::new(),
+            clawback: false,
+        },
+        &BTreeMap::new(),
+    )
+    .await?;
+    refund_booked(conn, refund_id, entry.id).await
+}
+
+/// `payment.disputed`: the dispute is lost; the provider took back `amount` (the whole payment
+/// when it does not say). It is booked as it stands, whatever was refunded or is still being
+/// refunded: refunds not yet sent are canceled, refunds in flight are booked when they land
+/// (past the price, the order is marked for review). The player is flagged for review.
 ///
 /// # Errors
-/// `not_found` for an unknown payment; `order_state_conflict` when the order is not fulfilled yet
+/// `not_found` for an unknown payment; `order_state_conflict` when the order is not paid yet
 /// (the provider retries, so a dispute that overtakes its payment waits for it).
 pub async fn payment_disputed(
     conn: &mut AnyConnection,
     state: &AppState,
     provider: &str,
     payment_id: &str,
+    amount: Option<Money>,
     cause: &str,
 ) -> ApiResult<()> {
     let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
@@ -1111,25 +1369,66 @@ pub async fn payment_disputed(
     if record.status == OrderStatus::ChargedBack {
         return Ok(());
     }
-    if !matches!(record.status, OrderStatus::Fulfilled | OrderStatus::PartiallyRefunded) {
+    if !record.status.can_become(OrderStatus::Disputed) {
         return Err(state_conflict(&record, "disputed"));
     }
+    let disputed_micros = match amount {
+        Some(amount) if amount.currency == record.currency => {
+            amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?
+        }
+        Some(amount) => {
+            return Err(ApiError::invalid(
+                "data.amount",
+                format!("a dispute in {} of an order in {}", amount.currency, record.currency),
+            ));
+        }
+        None => record.gross_micros,
+    };
+    if disputed_micros <= 0 {
+        return Err(ApiError::invalid("data.amount", "a dispute takes back a positive amount"));
+    }
+    // The provider took the money back itself: refunds not yet sent would return it twice.
+    sqlx::query(
+        "update refund set status = 'failed', last_error = 'superseded by a chargeback', updated_at = $2 \
+         where order_id = $1 and status = 'pending' and kind = 'refund' and payment_id is null",
+    )
+    .bind(record.id.to_string())
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
     transition(conn, &mut record, OrderStatus::Disputed, cause).await?;
-    let remaining = record.gross_micros - record.refunded_micros;
     let chargeback = create_refund(
         conn,
         &record,
-        remaining.max(1),
+        record.money(disputed_micros),
+        None,
         "chargeback: dispute lost",
         &format!("provider:{provider}"),
         RefundKind::Chargeback,
     )
     .await?;
-    if remaining > 0 {
-        reverse(conn, state, &mut record, chargeback.id, remaining, true, cause).await
-    } else {
-        transition(conn, &mut record, OrderStatus::ChargedBack, cause).await
+    reverse(conn, state, &mut record, chargeback.id, disputed_micros, true, cause).await?;
+    flag_player(conn, record.player_id, &format!("chargeback on order {}", record.id), "system:chargeback")
+        .await
+}
+
+/// Flags a player for review (if not flagged yet), in the caller's transaction, audited.
+async fn flag_player(conn: &mut AnyConnection, player_id: Uuid, reason: &str, actor: &str) -> ApiResult<()> {
+    let flagged = sqlx::query(
+        "update player set flagged_at = $2, flag_reason = $3 where id = $1 and flagged_at is null",
+    )
+    .bind(player_id.to_string())
+    .bind(now_micros())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if flagged == 1 {
+        let after = serde_json::json!({ "flagged": true, "reason": reason }).to_string();
+        crate::catalog::append_audit(conn, actor, "player.flag", &player_id.to_string(), None, Some(&after))
+            .await?;
     }
+    Ok(())
 }
 
 /// Expires unpaid orders past their time; returns how many.
@@ -1162,51 +1461,87 @@ pub async fn expire_due_orders(state: &AppState) -> ApiResult<u64> {
     Ok(expired)
 }
 
-/// Sends pending refunds to their provider; the outcome arrives by webhook.
+/// Submissions of one refund at most; then it is `failed` for an operator to look at.
+pub const REFUND_ATTEMPTS_MAX: i64 = 20;
+/// The longest wait between two submissions of one refund.
+const REFUND_BACKOFF_MAX_S: i64 = 3_600;
+
+/// Sends due refunds to their provider; the outcome arrives by webhook. Each refund backs off on
+/// its own (1 s, 2 s, 4 s … up to an hour), so refunds that keep failing never hold up newer
+/// ones; a refund the provider refuses, or one with no payment to refund, is `failed` at once,
+/// and one still unsent after [`REFUND_ATTEMPTS_MAX`] tries too.
 ///
 /// # Errors
-/// Fails when the database does (a provider failure leaves the refund pending, to retry).
+/// Fails when the database does.
 pub async fn submit_pending_refunds(state: &AppState) -> ApiResult<u64> {
-    let pending: Vec<(String, String, i64)> = sqlx::query_as(
-        "select r.id, r.order_id, r.amount_micros from refund r where r.status = 'pending' and r.kind = 'refund' order by r.id limit 20",
+    // A returned payment is refunded from that payment, in its own currency.
+    let due: Vec<(String, i64, String, Option<String>, String, i64)> = sqlx::query_as(
+        "select r.id, r.amount_micros, coalesce(p.currency, o.currency), coalesce(r.payment_id, o.provider_payment), \
+         o.provider, r.attempts from refund r join payment_order o on o.id = r.order_id \
+         left join provider_payment p on p.provider = o.provider and p.payment_id = r.payment_id \
+         where r.status = 'pending' and r.kind = 'refund' and r.next_attempt_at <= $1 \
+         order by r.next_attempt_at, r.id limit 20",
     )
+    .bind(now_micros())
     .fetch_all(state.db().pool())
     .await?;
     let mut submitted = 0;
-    for (refund_id, order_id, amount_micros) in pending {
-        let mut conn = state.db().pool().acquire().await?;
-        let Some(record) =
-            find_order(&mut conn, Uuid::parse_str(&order_id).map_err(|error| corrupt("id", error))?).await?
-        else {
-            continue;
+    for (refund_id, amount_micros, currency, payment_id, provider_name, attempts) in due {
+        let outcome = match (payment_id, state.provider(&provider_name)) {
+            (None, _) => Err(crate::payments::refused("the order has no provider payment to refund")),
+            (_, None) => {
+                Err(crate::payments::refused(&format!("provider `{provider_name}` is not configured")))
+            }
+            (Some(payment_id), Some(provider)) => {
+                let currency = MoneyCurrency::parse(&currency).map_err(|error| corrupt("currency", error))?;
+                let call = RefundCall {
+                    idempotency_key: refund_id.clone(),
+                    payment_id,
+                    amount: Money::from_micros(currency, amount_micros),
+                };
+                provider.refund(&call).await
+            }
         };
-        drop(conn);
-        let (Some(payment_id), Some(provider)) =
-            (record.provider_payment.clone(), state.provider(&record.provider))
-        else {
-            continue;
-        };
-        let call = RefundCall {
-            idempotency_key: refund_id.clone(),
-            payment_id,
-            amount: record.money(amount_micros),
-        };
-        match provider.refund(&call).await {
+        let now = now_micros();
+        let mut tx = state.db().begin_write().await?;
+        match outcome {
             Ok(accepted) => {
-                let mut tx = state.db().begin_write().await?;
-                sqlx::query("update refund set status = 'submitted', provider_refund = $2, updated_at = $3 where id = $1 and status = 'pending'")
+                sqlx::query("update refund set status = 'submitted', provider_refund = $2, updated_at = $3, attempts = attempts + 1 \
+                             where id = $1 and status = 'pending'")
                     .bind(&refund_id)
                     .bind(&accepted.id)
-                    .bind(now_micros())
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
                 submitted += 1;
             }
             Err(error) => {
-                tracing::warn!(%error, refund = %refund_id, "refund not sent to the provider yet; will retry")
+                let attempts = attempts + 1;
+                let final_refusal = error.status().is_client_error() || attempts >= REFUND_ATTEMPTS_MAX;
+                let message = error.to_string();
+                tracing::warn!(%message, refund = %refund_id, attempts, final_refusal, "a refund was not sent to the provider");
+                let backoff_s = 1_i64
+                    .checked_shl(u32::try_from(attempts).unwrap_or(31).min(31))
+                    .unwrap_or(i64::MAX)
+                    .min(REFUND_BACKOFF_MAX_S);
+                sqlx::query(
+                    "update refund set status = $2, attempts = $3, next_attempt_at = $4, last_error = $5, updated_at = $6 \
+                     where id = $1 and status = 'pending'",
+                )
+                .bind(&refund_id)
+                .bind(if final_refusal { "failed" } else { "pending" })
+                .bind(attempts)
+                .bind(now + backoff_s * 1_000_000)
+                .bind(&message)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if final_refusal {
+                    metrics::counter!("coinslot_refunds_failed_total").increment(1);
+                }
             }
         }
+        tx.commit().await?;
     }
     Ok(submitted)
 }

@@ -86,14 +86,7 @@ pub struct EventEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderEvent {
     /// A checkout session was paid.
-    PaymentSucceeded {
-        /// The session.
-        session_id: String,
-        /// The payment.
-        payment_id: String,
-        /// The provider's fee.
-        fee: Money,
-    },
+    PaymentSucceeded(PaymentReport),
     /// A checkout session's payment failed.
     PaymentFailed {
         /// The session.
@@ -112,9 +105,26 @@ pub enum ProviderEvent {
     PaymentDisputed {
         /// The payment.
         payment_id: String,
+        /// What the provider took back; the whole payment when it does not say.
+        amount: Option<Money>,
     },
     /// An event type this store does not act on.
     Ignored,
+}
+
+/// What a provider says was paid: the store applies it only when every fact matches its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentReport {
+    /// The session paid.
+    pub session_id: String,
+    /// The payment: one provider-confirmed movement of money, booked once.
+    pub payment_id: String,
+    /// The store's reference the session was opened with (the order id).
+    pub reference: String,
+    /// What the player paid, in the currency the provider charged.
+    pub amount: Money,
+    /// The provider's fee.
+    pub fee: Money,
 }
 
 /// A webhook whose signature checked out.
@@ -236,8 +246,15 @@ impl SandboxProvider {
         path: &str,
         body: &B,
     ) -> ApiResult<R> {
-        let unavailable =
-            |message: String| ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnavailable, message);
+        // The details (internal URLs, the provider's own words) are logged, not shown to players.
+        let unavailable = |detail: String| {
+            tracing::warn!(path, %detail, "the payment provider call failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::ProviderUnavailable,
+                "the payment provider could not be reached; retry with the same key",
+            )
+        };
         let response = self
             .http
             .post(format!("{}{path}", self.api_url))
@@ -245,23 +262,36 @@ impl SandboxProvider {
             .json(body)
             .send()
             .await
-            .map_err(|error| unavailable(format!("the payment provider could not be reached: {error}")))?;
+            .map_err(|error| unavailable(format!("unreachable: {error}")))?;
         let status = response.status();
-        if !status.is_success() {
+        if status.is_client_error() {
             let text = response.text().await.unwrap_or_default();
-            return Err(unavailable(format!("the payment provider refused ({status}): {text}")));
+            tracing::warn!(path, %status, %text, "the payment provider refused a call");
+            return Err(refused(&format!("the payment provider refused the request ({status})")));
         }
-        response
-            .json()
-            .await
-            .map_err(|error| unavailable(format!("the payment provider's answer is unreadable: {error}")))
+        if !status.is_success() {
+            return Err(unavailable(format!("answered {status}")));
+        }
+        response.json().await.map_err(|error| unavailable(format!("unreadable answer: {error}")))
     }
+}
+
+/// The provider refused a call for good (`422 provider_unavailable`): retrying it as it is will
+/// not help. A refusal is a 4xx; a provider that cannot be reached is a 502.
+#[must_use]
+pub fn refused(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ProviderUnavailable, message)
 }
 
 fn data_str(data: &serde_json::Value, field: &str) -> ApiResult<String> {
     data.get(field).and_then(serde_json::Value::as_str).map(str::to_owned).ok_or_else(|| {
         ApiError::invalid(&format!("data.{field}"), format!("the event has no `data.{field}`"))
     })
+}
+
+fn data_money(data: &serde_json::Value, field: &str) -> ApiResult<Money> {
+    serde_json::from_value(data.get(field).cloned().unwrap_or_default())
+        .map_err(|error| ApiError::invalid(&format!("data.{field}"), error.to_string()))
 }
 
 impl PaymentProvider for SandboxProvider {
@@ -282,12 +312,13 @@ impl PaymentProvider for SandboxProvider {
         let envelope: EventEnvelope = crate::extract::parse_json(body)?;
         let data = &envelope.data;
         let event = match envelope.event_type.as_str() {
-            "payment.succeeded" => ProviderEvent::PaymentSucceeded {
+            "payment.succeeded" => ProviderEvent::PaymentSucceeded(PaymentReport {
                 session_id: data_str(data, "session_id")?,
                 payment_id: data_str(data, "payment_id")?,
-                fee: serde_json::from_value(data.get("fee").cloned().unwrap_or_default())
-                    .map_err(|error| ApiError::invalid("data.fee", error.to_string()))?,
-            },
+                reference: data_str(data, "reference")?,
+                amount: data_money(data, "amount")?,
+                fee: data_money(data, "fee")?,
+            }),
             "payment.failed" => ProviderEvent::PaymentFailed {
                 session_id: data_str(data, "session_id")?,
                 reason: data_str(data, "reason")?,
@@ -297,9 +328,10 @@ impl PaymentProvider for SandboxProvider {
                     .map_err(|_| ApiError::invalid("data.idempotency_key", "not a refund of this store"))?,
                 provider_refund_id: data_str(data, "refund_id")?,
             },
-            "payment.disputed" => {
-                ProviderEvent::PaymentDisputed { payment_id: data_str(data, "payment_id")? }
-            }
+            "payment.disputed" => ProviderEvent::PaymentDisputed {
+                payment_id: data_str(data, "payment_id")?,
+                amount: data.get("amount").map(|_| data_money(data, "amount")).transpose()?,
+            },
             _ => ProviderEvent::Ignored,
         };
         Ok(VerifiedEvent { id: envelope.id, event_type: envelope.event_type, event })

@@ -118,6 +118,15 @@ pub async fn pay_out(
     multiple: u32,
     actor: &str,
 ) -> ApiResult<Vec<Payout>> {
+    // Lock the creator's payable accounts before reading them, so two payouts at once (two
+    // instances, or no group commit) pay a balance once: the second reads what the first left.
+    let prefix = format!("c:{creator}:");
+    sqlx::query(
+        "update account set balance = balance where kind = 'creator_payable' and substr(id, 1, length($1)) = $1",
+    )
+    .bind(&prefix)
+    .execute(&mut *conn)
+    .await?;
     let creators = list_creators(conn, Some(creator)).await?;
     let found = creators.into_iter().next().ok_or_else(|| ApiError::not_found("creator", creator))?;
     let mut payouts = Vec::new();

@@ -143,6 +143,7 @@ pub fn routes() -> OpenApiRouter<Sandbox> {
         .routes(routes!(pay))
         .routes(routes!(create_refund))
         .routes(routes!(set_controls))
+        .routes(routes!(create_stray_payment))
 }
 
 fn random_id(prefix: &str) -> String {
@@ -205,7 +206,7 @@ async fn create_session(
     let amount_micros = request.amount.to_micros().map_err(|error| ApiError::invalid("amount", error))?;
     let mut tx = sandbox.0.db.begin_write().await?;
     let id = random_id("cs");
-    sqlx::query(
+    let opened = sqlx::query(
         "insert into sandbox_session (id, idempotency_key, merchant, reference, description, currency, amount_micros, \
          status, expires_at, created_at) values ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9) \
          on conflict (idempotency_key) do nothing",
@@ -220,11 +221,31 @@ async fn create_session(
     .bind(request.expires_at)
     .bind(now_micros())
     .execute(&mut *tx)
-    .await?;
-    let id: String = sqlx::query_scalar("select id from sandbox_session where idempotency_key = $1")
+    .await?
+    .rows_affected()
+        == 1;
+    let id = if opened {
+        id
+    } else {
+        // Like a real provider, a reused key returns its session only for the same parameters.
+        let (id, reference, currency, existing_micros): (String, String, String, i64) = sqlx::query_as(
+            "select id, reference, currency, amount_micros from sandbox_session where idempotency_key = $1",
+        )
         .bind(&request.idempotency_key)
         .fetch_one(&mut *tx)
         .await?;
+        if reference != request.reference
+            || currency != request.amount.currency.code()
+            || existing_micros != amount_micros
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key opened a session with other parameters",
+            ));
+        }
+        id
+    };
     tx.commit().await?;
     Ok(axum::Json(Checkout { checkout_url: format!("{}/checkout/{id}", sandbox.0.public_url), id }))
 }
@@ -407,42 +428,17 @@ async fn charge(sandbox: &Sandbox, session_id: &str, card: &str) -> ApiResult<Pa
         _ => None,
     };
     let result = if let Some((status, reason)) = failure {
-        sqlx::query("update sandbox_session set status = 'failed' where id = $1")
-            .bind(&session.id)
-            .execute(&mut *tx)
-            .await?;
+        close_session(&mut tx, &session.id, "failed", None).await?;
         let data =
             serde_json::json!({ "session_id": session.id, "reference": session.reference, "reason": reason });
         emit(sandbox, &mut tx, "payment.failed", data, Duration::ZERO).await?;
         PayResult { status, payment_id: None }
     } else {
-        let payment_id = random_id("py");
-        let fee = sandbox.0.fees.fee(session.amount);
-        let amount_micros = session.amount.to_micros().map_err(|error| anyhow::anyhow!(error))?;
-        let fee_micros = fee.to_micros().map_err(|error| anyhow::anyhow!(error))?;
-        sqlx::query(
-            "insert into sandbox_payment (id, session_id, card_last4, currency, amount_micros, fee_micros, status, created_at) \
-             values ($1, $2, $3, $4, $5, $6, 'succeeded', $7)",
-        )
-        .bind(&payment_id)
-        .bind(&session.id)
-        .bind(&card[12..])
-        .bind(session.amount.currency.code())
-        .bind(amount_micros)
-        .bind(fee_micros)
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("update sandbox_session set status = 'paid', payment_id = $2 where id = $1")
-            .bind(&session.id)
-            .bind(&payment_id)
-            .execute(&mut *tx)
-            .await?;
-        let data = serde_json::json!({
-            "session_id": session.id, "payment_id": payment_id, "reference": session.reference,
-            "amount": session.amount, "fee": fee,
-        });
-        emit(sandbox, &mut tx, "payment.succeeded", data, Duration::ZERO).await?;
+        // One transaction: if the session was closed meanwhile, the payment is rolled back too.
+        let payment_id =
+            record_payment(sandbox, &mut tx, &session, session.amount, &session.reference, &card[12..])
+                .await?;
+        close_session(&mut tx, &session.id, "paid", Some(&payment_id)).await?;
         if card == cards::DISPUTED {
             let data = serde_json::json!({ "payment_id": payment_id, "reference": session.reference, "amount": session.amount });
             emit(sandbox, &mut tx, "payment.disputed", data, sandbox.0.dispute_delay).await?;
@@ -451,6 +447,105 @@ async fn charge(sandbox: &Sandbox, session_id: &str, card: &str) -> ApiResult<Pa
     };
     tx.commit().await?;
     Ok(result)
+}
+
+/// Records a successful payment of `amount` on a session and emits its `payment.succeeded`.
+async fn record_payment(
+    sandbox: &Sandbox,
+    conn: &mut sqlx::AnyConnection,
+    session: &Session,
+    amount: Money,
+    reference: &str,
+    card_last4: &str,
+) -> ApiResult<String> {
+    let payment_id = random_id("py");
+    let fee = sandbox.0.fees.fee(amount);
+    let amount_micros = amount.to_micros().map_err(|error| ApiError::invalid("amount", error))?;
+    let fee_micros = fee.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    sqlx::query(
+        "insert into sandbox_payment (id, session_id, card_last4, currency, amount_micros, fee_micros, status, created_at) \
+         values ($1, $2, $3, $4, $5, $6, 'succeeded', $7)",
+    )
+    .bind(&payment_id)
+    .bind(&session.id)
+    .bind(card_last4)
+    .bind(amount.currency.code())
+    .bind(amount_micros)
+    .bind(fee_micros)
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
+    let data = serde_json::json!({
+        "session_id": session.id, "payment_id": payment_id, "reference": reference,
+        "amount": amount, "fee": fee,
+    });
+    emit(sandbox, conn, "payment.succeeded", data, Duration::ZERO).await?;
+    Ok(payment_id)
+}
+
+/// A payment made outside the checkout page, as real providers report them now and then.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StrayPayment {
+    /// The session it names.
+    session_id: String,
+    /// What was paid; the session's amount when absent.
+    amount: Option<Money>,
+    /// The reference it names; the session's when absent.
+    reference: Option<String>,
+}
+
+/// Test control: records a payment on a session whatever its state, of any amount, currency or
+/// reference (a second card on a paid session, a changed amount, a late payment), so a store's
+/// reconciliation can be tested against the provider's real books. Answers `{payment_id}`.
+#[utoipa::path(
+    post, path = "/sandbox/v1/test/payments", tag = "sandbox",
+    request_body = StrayPayment,
+    responses((status = 200, body = PayResult), (status = 401, body = store_api::ErrorBody), (status = 404, body = store_api::ErrorBody))
+)]
+async fn create_stray_payment(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<PayResult>> {
+    sandbox.check_api_key(&headers)?;
+    let request: StrayPayment = parse_json(&body)?;
+    let mut tx = sandbox.0.db.begin_write().await?;
+    let session = find_session(&mut tx, &request.session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session", &request.session_id))?;
+    let amount = request.amount.unwrap_or(session.amount);
+    let reference = request.reference.unwrap_or_else(|| session.reference.clone());
+    let payment_id = record_payment(&sandbox, &mut tx, &session, amount, &reference, "0000").await?;
+    tx.commit().await?;
+    Ok(axum::Json(PayResult { status: PayStatus::Succeeded, payment_id: Some(payment_id) }))
+}
+
+/// Closes an open session; a session closes once (two payments racing for one: the second is
+/// refused).
+async fn close_session(
+    conn: &mut sqlx::AnyConnection,
+    session_id: &str,
+    status: &str,
+    payment_id: Option<&str>,
+) -> ApiResult<()> {
+    let closed = sqlx::query(
+        "update sandbox_session set status = $2, payment_id = $3 where id = $1 and status = 'open'",
+    )
+    .bind(session_id)
+    .bind(status)
+    .bind(payment_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if closed != 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::OrderStateConflict,
+            "this checkout is closed",
+        ));
+    }
+    Ok(())
 }
 
 /// Records an event and schedules its deliveries, as the test controls say.

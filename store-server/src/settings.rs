@@ -20,8 +20,9 @@ pub const BATCH_SIZE_MAX_LIMIT: usize = 4_096;
 /// The longest batch wait the setting accepts.
 pub const BATCH_WAIT_US_MAX: u64 = 100_000;
 
-/// The least time idempotency keys are kept (DESIGN.md section 11).
-pub const IDEMPOTENCY_RETENTION_MIN: Duration = Duration::from_secs(24 * 60 * 60);
+/// The least time idempotency keys are kept: a week, so a game reopened days after a purchase
+/// whose answer it never saw resumes it with its key and gets the first answer.
+pub const IDEMPOTENCY_RETENTION_MIN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -240,7 +241,7 @@ impl Default for Settings {
             db_timeout: Duration::from_secs(5),
             request_body_bytes_max: store_api::limits::REQUEST_BODY_BYTES_MAX,
             request_timeout: Duration::from_secs(30),
-            idempotency_retention: IDEMPOTENCY_RETENTION_MIN * 2,
+            idempotency_retention: IDEMPOTENCY_RETENTION_MIN,
             idempotency_cleanup_interval: Duration::from_secs(10 * 60),
             order_ttl: Duration::from_secs(30 * 60),
             spending_limits: SpendingLimits::default(),

@@ -145,11 +145,15 @@ pub fn settle_amount(currency: MoneyCurrency, amount_micros: i64) -> Money {
 }
 
 async fn settled_before(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<bool> {
-    let settled: Option<i64> =
-        sqlx::query_scalar("select 1 from tab where player_id = $1 and status = 'settled' limit 1")
-            .bind(player_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+    // A settlement charged back earns nothing: the player never gets the larger limit again.
+    let settled: Option<i64> = sqlx::query_scalar(
+        "select 1 from tab where player_id = $1 and status = 'settled' \
+         and not exists (select 1 from payment_order o where o.player_id = $1 and o.tab_id is not null \
+         and o.status in ('disputed', 'charged_back')) limit 1",
+    )
+    .bind(player_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(settled.is_some())
 }
 
@@ -161,9 +165,12 @@ fn settlement_required(reason: &str, message: String) -> ApiError {
 /// Checks that `charge` may be added to the player's tab and returns the tab to add it to
 /// (opening one if needed).
 ///
+/// A tab is real money spent on credit: a flagged player gets none, and what the tab owes
+/// counts against the player's spending limits like an order.
+///
 /// # Errors
-/// `tab_settlement_required` when the tab is settling, at its threshold, past its time limit,
-/// or would pass the player's credit limit.
+/// `player_flagged`; `spending_limit_exceeded`; `tab_settlement_required` when the tab is
+/// settling, at its threshold, past its time limit, or would pass the player's credit limit.
 pub async fn tab_for_charge(
     conn: &mut AnyConnection,
     state: &AppState,
@@ -171,6 +178,7 @@ pub async fn tab_for_charge(
     minor: bool,
     charge: Money,
 ) -> ApiResult<TabRow> {
+    crate::orders::refuse_if_flagged(conn, player_id).await?;
     let tab = match current_tab(conn, player_id, charge.currency).await? {
         Some(tab) => tab,
         None => open_tab(conn, player_id, charge.currency, 0).await?,
@@ -196,6 +204,8 @@ pub async fn tab_for_charge(
     }
     let limit = settings.credit_limit(charge.currency, minor, settled_before(conn, player_id).await?);
     let charge_micros = charge.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    let owed = Money::from_micros(charge.currency, tab.amount_micros + charge_micros);
+    crate::orders::check_spending(conn, state, player_id, minor, owed).await?;
     if tab.amount_micros + charge_micros > limit.to_micros().map_err(|error| anyhow::anyhow!(error))? {
         return Err(settlement_required(
             "credit_limit",
@@ -356,6 +366,7 @@ impl MoneyOp for SettleTabOp {
 
     async fn apply(self, state: &AppState, conn: &mut AnyConnection) -> ApiResult<Order> {
         lock_player(conn, self.player_id).await?.refuse_if_blocked()?;
+        crate::orders::refuse_if_flagged(conn, self.player_id).await?;
         let (tab, charge) = tab_to_settle(conn, state, self.player_id, Some(self.charge.currency)).await?;
         if tab.id != self.tab_id || charge != self.charge {
             return Err(ApiError::new(
@@ -453,17 +464,44 @@ pub async fn settlement_paid(
     )
     .await?;
     let carried = tab.amount_micros - charged_micros;
-    sqlx::query("update tab set status = 'settled', charged_micros = $2, carried_out_micros = $3, settled_at = $4 where id = $1")
-        .bind(tab.id.to_string())
-        .bind(charged_micros)
-        .bind(carried)
-        .bind(now_micros())
-        .execute(&mut *conn)
-        .await?;
+    // Guarded: only the tab's current settlement order settles it, once.
+    let settled = sqlx::query(
+        "update tab set status = 'settled', charged_micros = $2, carried_out_micros = $3, settled_at = $4 \
+         where id = $1 and status = 'settling' and settle_order_id = $5",
+    )
+    .bind(tab.id.to_string())
+    .bind(charged_micros)
+    .bind(carried)
+    .bind(now_micros())
+    .bind(order_id.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if settled != 1 {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "tab {} is not settling by order {order_id}",
+            tab.id
+        )));
+    }
     if carried > 0 {
         open_tab(conn, tab.player_id, tab.currency, carried).await?;
     }
     Ok(entry.id)
+}
+
+/// Whether `order_id` is the tab's current settlement order, waiting for its payment.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn is_settling_by(conn: &mut AnyConnection, tab_id: Uuid, order_id: Uuid) -> ApiResult<bool> {
+    let settling: Option<i64> = sqlx::query_scalar(
+        "select 1 from tab where id = $1 and status = 'settling' and settle_order_id = $2",
+    )
+    .bind(tab_id.to_string())
+    .bind(order_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(settling.is_some())
 }
 
 /// The settlement order failed or expired: the tab is open again (and still due).

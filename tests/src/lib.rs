@@ -404,6 +404,57 @@ impl TestServer {
             .expect("the sandbox key")
     }
 
+    /// Adds an item and an offer for it to the draft and publishes; returns the offer's id.
+    ///
+    /// # Panics
+    /// When the catalog refuses them.
+    pub async fn publish_offer(&self, item: Value, offer: Value) -> String {
+        let (status, body) =
+            send(self.admin(Method::POST, "/admin/v1/catalog/draft/items").json(&item)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, created) =
+            send(self.admin(Method::POST, "/admin/v1/catalog/draft/offers").json(&offer)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let (status, body) = send(self.admin(Method::POST, "/admin/v1/catalog/publish")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        created["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Has the sandbox record a payment on a checkout session whatever its state, with the
+    /// session's amount and reference unless `overrides` (`amount`, `reference`) says otherwise,
+    /// as a provider reporting a stray payment would; returns the payment id.
+    ///
+    /// # Panics
+    /// When the sandbox refuses.
+    pub async fn sandbox_stray_payment(&self, checkout_url: &str, overrides: Value) -> String {
+        let session_id = checkout_url.rsplit('/').next().expect("a session id");
+        let mut body = serde_json::json!({ "session_id": session_id });
+        if let (Some(body), Some(overrides)) = (body.as_object_mut(), overrides.as_object()) {
+            body.extend(overrides.clone());
+        }
+        let key = self.sandbox_api_key().await;
+        let (status, paid) =
+            send(self.request(Method::POST, "/sandbox/v1/test/payments").bearer_auth(key).json(&body)).await;
+        assert_eq!(status, StatusCode::OK, "{paid}");
+        paid["payment_id"].as_str().expect("a payment id").to_owned()
+    }
+
+    /// Waits (at most 20 seconds) until `sql`, a count, reaches at least `wanted`.
+    ///
+    /// # Panics
+    /// When it does not in time.
+    pub async fn wait_for_count(&self, sql: &'static str, wanted: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let count = self.count(sql).await;
+            if count >= wanted {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "`{sql}` stayed at {count}, not {wanted}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sets the sandbox's test controls.
     ///
     /// # Panics
@@ -483,7 +534,8 @@ impl TestServer {
             "select coalesce(sum(balance), 0) || '/' || coalesce(sum(abs(balance)), 0) from account",
             "select coalesce(sum(quantity), 0) || '' from inventory",
             "select coalesce(sum(sold), 0) || '' from item_sold",
-            "select count(*) || '' from idempotency where status_code <> 0",
+            // Keys with a success stored: a refusal stored under its key is an answer, not an effect.
+            "select count(*) || '' from idempotency where status_code between 200 and 299",
         ] {
             let text: String = sqlx::query_scalar(sql).fetch_one(&self.reader).await.expect("fingerprint");
             parts.push(text);

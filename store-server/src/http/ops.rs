@@ -33,7 +33,8 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The database is reachable and every migration is applied.
+/// The database is reachable, every migration is applied and (with group commit on) the writer
+/// runs.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = store_api::ErrorBody))
@@ -41,6 +42,9 @@ async fn healthz() -> axum::Json<Health> {
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
     let unavailable =
         |message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message);
+    if state.settings().group_commit && !state.batcher().running() {
+        return Err(unavailable("the group-commit writer is not running"));
+    }
     match state.db().migrations_applied().await {
         Ok(true) => Ok(axum::Json(Health { status: "ok" })),
         Ok(false) => Err(unavailable("migrations are pending")),

@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use store_api::orders::{CreateOrderRequest, Order, OrderPage, Refund, RefundRequest};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,7 +18,7 @@ use crate::auth::{Operator, PlayerAuth};
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::idempotency::{IdempotentJson, run_once, stored_answer};
+use crate::idempotency::{IdempotentJson, run_once, run_reserved};
 use crate::orders::{
     CreateOrderOp, RefundOp, find_order, list_orders, order_detail, payment_disputed, payment_failed,
     payment_succeeded, precheck_order, refund_succeeded,
@@ -65,39 +64,44 @@ async fn create_order(
     request: IdempotentJson<CreateOrderRequest>,
 ) -> ApiResult<Response> {
     let scope = player.idempotency_scope();
-    if let Some(replay) = stored_answer(&state, &scope, &request.idempotency).await? {
-        return Ok(replay);
-    }
+    let player_id = player.player_id;
+    run_reserved(&state, &scope, request.idempotency, |order_id, provider_key| {
+        open_order(&state, player_id, order_id, provider_key, &request.body)
+    })
+    .await
+}
+
+/// Prices the order once and opens its checkout session at that price.
+async fn open_order(
+    state: &AppState,
+    player_id: Uuid,
+    order_id: Uuid,
+    provider_key: String,
+    request: &CreateOrderRequest,
+) -> ApiResult<CreateOrderOp> {
     let provider = state.default_provider().ok_or_else(provider_unavailable)?;
     // Price first, so a request the store would refuse never opens a checkout session.
-    let (amount, description) = {
+    let quote = {
         let mut conn = state.db().pool().acquire().await?;
-        precheck_order(&mut conn, &state, player.player_id, &request.body).await?
+        precheck_order(&mut conn, state, player_id, request).await?
     };
-    let order_id = Uuid::now_v7();
-    let ttl_micros = i64::try_from(state.settings().order_ttl.as_micros()).unwrap_or(i64::MAX / 2);
-    let expires_at = now_micros() + ttl_micros;
-    // The provider's session is keyed by this request, so a retry reuses the same session.
-    let session_key = hex::encode(Sha256::digest(format!("{scope}\n{}", request.idempotency.key)));
+    let expires_at = now_micros() + order_ttl_micros(state);
     let checkout = provider
         .create_checkout(&CheckoutRequest {
-            idempotency_key: session_key,
+            idempotency_key: provider_key,
             merchant: state.settings().merchant_name.clone(),
             reference: order_id.to_string(),
-            description,
-            amount,
+            description: quote.description.clone(),
+            amount: quote.total,
             expires_at: expires_at / 1_000_000,
         })
         .await?;
-    let op = CreateOrderOp {
-        order_id,
-        player_id: player.player_id,
-        request: request.body,
-        provider: provider.name(),
-        checkout,
-        expires_at,
-    };
-    run_once(&state, &scope, request.idempotency, op).await
+    Ok(CreateOrderOp { order_id, player_id, quote, provider: provider.name(), checkout, expires_at })
+}
+
+/// How long an order waits for its payment, in microseconds.
+pub(super) fn order_ttl_micros(state: &AppState) -> i64 {
+    i64::try_from(state.settings().order_ttl.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
 /// The player's orders, newest first.
@@ -287,8 +291,8 @@ impl WebhookJob {
         }
         let cause = format!("webhook {} {}", verified.event_type, verified.id);
         let status = match verified.event {
-            ProviderEvent::PaymentSucceeded { session_id, payment_id, fee } => {
-                payment_succeeded(conn, state, provider, &session_id, &payment_id, fee, &cause).await?;
+            ProviderEvent::PaymentSucceeded(report) => {
+                payment_succeeded(conn, state, provider, &report, &cause).await?;
                 "processed"
             }
             ProviderEvent::PaymentFailed { session_id, reason } => {
@@ -299,8 +303,8 @@ impl WebhookJob {
                 refund_succeeded(conn, state, refund_id, &provider_refund_id, &cause).await?;
                 "processed"
             }
-            ProviderEvent::PaymentDisputed { payment_id } => {
-                payment_disputed(conn, state, provider, &payment_id, &cause).await?;
+            ProviderEvent::PaymentDisputed { payment_id, amount } => {
+                payment_disputed(conn, state, provider, &payment_id, amount, &cause).await?;
                 "processed"
             }
             ProviderEvent::Ignored => "ignored",

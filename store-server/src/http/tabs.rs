@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 use store_api::orders::{AdminTabPage, Order, SettleTabRequest, TabList};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,7 +13,7 @@ use crate::auth::{Operator, PlayerAuth};
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::idempotency::{IdempotentJson, run_once, stored_answer};
+use crate::idempotency::{IdempotentJson, run_reserved};
 use crate::payments::CheckoutRequest;
 use crate::tabs::{SettleTabOp, admin_tabs, describe, player_tabs, tab_to_settle};
 
@@ -52,9 +51,21 @@ async fn settle_tab(
     request: IdempotentJson<SettleTabRequest>,
 ) -> ApiResult<Response> {
     let scope = player.idempotency_scope();
-    if let Some(replay) = stored_answer(&state, &scope, &request.idempotency).await? {
-        return Ok(replay);
-    }
+    let player_id = player.player_id;
+    run_reserved(&state, &scope, request.idempotency, |order_id, provider_key| {
+        open_settlement(&state, player_id, order_id, provider_key, &request.body)
+    })
+    .await
+}
+
+/// Finds what the tab owes and opens a checkout session for that amount.
+async fn open_settlement(
+    state: &AppState,
+    player_id: Uuid,
+    order_id: Uuid,
+    provider_key: String,
+    request: &SettleTabRequest,
+) -> ApiResult<SettleTabOp> {
     let provider = state.default_provider().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -64,17 +75,13 @@ async fn settle_tab(
     })?;
     let (tab, charge) = {
         let mut conn = state.db().pool().acquire().await?;
-        tab_to_settle(&mut conn, &state, player.player_id, request.body.currency).await?
+        crate::orders::check_velocity(&mut conn, state, player_id).await?;
+        tab_to_settle(&mut conn, state, player_id, request.currency).await?
     };
-    let order_id = Uuid::now_v7();
-    let expires_at =
-        now_micros() + i64::try_from(state.settings().order_ttl.as_micros()).unwrap_or(i64::MAX / 2);
+    let expires_at = now_micros() + super::orders::order_ttl_micros(state);
     let checkout = provider
         .create_checkout(&CheckoutRequest {
-            idempotency_key: hex::encode(Sha256::digest(format!(
-                "{scope}\ntab\n{}",
-                request.idempotency.key
-            ))),
+            idempotency_key: provider_key,
             merchant: state.settings().merchant_name.clone(),
             reference: order_id.to_string(),
             description: describe(&tab),
@@ -82,16 +89,15 @@ async fn settle_tab(
             expires_at: expires_at / 1_000_000,
         })
         .await?;
-    let op = SettleTabOp {
+    Ok(SettleTabOp {
         order_id,
-        player_id: player.player_id,
+        player_id,
         tab_id: tab.id,
         charge,
         provider: provider.name(),
         checkout,
         expires_at,
-    };
-    run_once(&state, &scope, request.idempotency, op).await
+    })
 }
 
 /// Every tab, newest first, with its items, age, and the fee saved against charging each item

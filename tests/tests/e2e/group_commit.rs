@@ -88,10 +88,17 @@ async fn a_batch_of_good_and_bad_requests_answers_each_alone(backend: Backend, b
     assert_eq!(server.count("select count(*) from purchase").await, 13);
     assert_eq!(
         server
-            .count("select count(*) from idempotency where key like 'poor-%' or key like 'unknown-%'")
+            .count("select count(*) from idempotency where (key like 'poor-%' or key like 'unknown-%') and status_code between 200 and 299")
             .await,
         0,
-        "refusals leave no trace"
+        "refusals move nothing"
+    );
+    assert_eq!(
+        server
+            .count("select count(*) from idempotency where (key like 'poor-%' or key like 'unknown-%') and status_code in (402, 409)")
+            .await,
+        server.count("select count(*) from idempotency where key like 'poor-%' or key like 'unknown-%'").await,
+        "each refusal is its key's stored answer"
     );
     let (batches_after, requests_after) = batches(&server).await;
     let (batches, requests) = (batches_after - batches_before, requests_after - requests_before);

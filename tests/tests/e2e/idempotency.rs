@@ -45,18 +45,21 @@ on_both_backends! {
         assert_eq!(server.count("select count(*) from purchase").await, 2);
     }
 
-    async fn a_refused_request_leaves_no_trace_and_its_key_can_be_retried(server: TestServer) {
+    async fn a_refusal_is_the_keys_final_answer_and_changes_nothing_else(server: TestServer) {
         let (player, token) = server.login_player("patient").await;
         let body = json!({ "offer_id": seed::SHIELD });
         let before = server.fingerprint().await;
         let refused = send(server.purchase(&token, "shield-1", &body)).await;
         assert_error("too poor for now", &refused, StatusCode::PAYMENT_REQUIRED, "insufficient_funds");
-        assert_eq!(server.fingerprint().await, before, "not even the key is kept");
+        assert_eq!(server.fingerprint().await, before, "the refusal moved nothing");
+        assert_eq!(server.count("select count(*) from idempotency where key = 'shield-1' and status_code = 402").await, 1, "but its key keeps it");
         server.grant(&player, "gold", 100).await;
-        let (status, _) = send(server.purchase(&token, "shield-1", &body)).await;
-        assert_eq!(status, StatusCode::CREATED, "the same key, now affordable");
-        let (status, _) = send(server.purchase(&token, "shield-1", &body)).await;
-        assert_eq!(status, StatusCode::CREATED, "and replayed from then on");
+        let (status, replayed, bytes) = raw(server.purchase(&token, "shield-1", &body)).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "the same key answers the same, even now affordable");
+        assert_eq!(replayed.as_deref(), Some("true"));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"), refused.1);
+        let (status, _) = send(server.purchase(&token, "shield-2", &body)).await;
+        assert_eq!(status, StatusCode::CREATED, "a new request takes a new key");
         assert_eq!(server.count("select count(*) from purchase").await, 1);
     }
 

@@ -83,6 +83,7 @@ mod purchases;
 mod rate_limits;
 mod readme;
 mod receipts;
+mod reconciliation;
 mod scale;
 mod sdk;
 mod storefront;

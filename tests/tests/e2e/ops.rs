@@ -61,6 +61,7 @@ const ROUTES: &[&str] = &[
     "POST /sandbox/checkout/{session}/pay",
     "POST /sandbox/v1/refunds",
     "POST /sandbox/v1/controls",
+    "POST /sandbox/v1/test/payments",
     "GET /v1/tab",
     "POST /v1/tab/settle",
     "GET /admin/v1/tabs",

@@ -179,10 +179,17 @@ on_both_backends! {
         }
         let unknown_provider = send(server.request(Method::POST, "/v1/webhooks/stripe").json(&json!({}))).await;
         assert_error("unknown provider", &unknown_provider, StatusCode::NOT_FOUND, "not_found");
-        // A correctly signed event for a session paid already: acknowledged, changes nothing.
-        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, event.as_bytes()), event.clone())).await;
+        // A correctly signed event that does not say what was paid is refused: nothing is trusted.
+        let refused = send(webhook(store_server::payments::sign_webhook(&secret, now, event.as_bytes()), event.clone())).await;
+        assert_error("no amount or reference", &refused, StatusCode::BAD_REQUEST, "invalid_request");
+        // The real payment again under another event id: acknowledged, booked once already.
+        let payment = server.text("select payment_id from sandbox_session where payment_id is not null").await;
+        let replay = json!({ "id": "evt_replayed", "type": "payment.succeeded", "created": 0,
+                             "data": { "session_id": session, "payment_id": payment, "reference": id,
+                                       "amount": order["amount"], "fee": { "currency": "USD", "amount": "0.01" } } }).to_string();
+        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
         assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")));
-        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, event.as_bytes()), event.clone())).await;
+        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
         assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")));
         let mut after = server.fingerprint().await;
         let mut expected = before.clone();

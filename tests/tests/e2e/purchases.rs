@@ -2,23 +2,11 @@
 //! trace.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use tests::{TestServer, assert_error, seed, send};
+use serde_json::json;
+use tests::{assert_error, seed, send};
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Publishes an item and offer made for one test, returning the offer id.
-async fn publish_offer(server: &TestServer, item: Value, offer: Value) -> String {
-    let (status, body) = send(server.admin(Method::POST, "/admin/v1/catalog/draft/items").json(&item)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, created) =
-        send(server.admin(Method::POST, "/admin/v1/catalog/draft/offers").json(&offer)).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let (status, body) = send(server.admin(Method::POST, "/admin/v1/catalog/publish")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    created["id"].as_str().expect("id").to_owned()
 }
 
 on_both_backends! {
@@ -87,8 +75,7 @@ on_both_backends! {
 
     async fn a_bundle_grants_items_and_currency_and_its_limits_hold(server: TestServer) {
         // A stocked bundle bought with gems: two shields and 50 gold, at most 2 per player a day, 3 in stock.
-        let offer = publish_offer(
-            &server,
+        let offer = server.publish_offer(
             json!({ "sku": "crate", "kind": "bundle", "name": "Crate", "stock": 3,
                     "purchase_limit": { "count": 2, "period": "day" },
                     "grants": { "items": [{ "sku": "shield", "quantity": 2 }], "currencies": [{ "currency": "gold", "amount": 50 }] } }),
@@ -123,22 +110,19 @@ on_both_backends! {
         let (other, other_token) = server.login_player("other").await;
         server.grant(&other, "gold", 10).await;
         let _ = player;
-        let later = publish_offer(
-            &server,
+        let later = server.publish_offer(
             json!({ "sku": "future_hat", "kind": "durable", "name": "Future hat" }),
             json!({ "sku": "future_hat", "prices": [{ "currency": "gold", "amount": 1 }], "sale_window": { "starts_at": "2999-01-01T00:00:00Z" } }),
         )
         .await;
-        let ended = publish_offer(
-            &server,
+        let ended = server.publish_offer(
             json!({ "sku": "old_hat", "kind": "durable", "name": "Old hat" }),
             json!({ "sku": "old_hat", "prices": [{ "currency": "gold", "amount": 1 }], "sale_window": { "ends_at": "2001-01-01T00:00:00Z" } }),
         )
         .await;
         let tiny = json!({ "code": "tiny", "name": "Tiny", "kind": "soft", "initial_grant": 0, "balance_max": 5 });
         assert_eq!(send(server.admin(Method::POST, "/admin/v1/currencies").json(&tiny)).await.0, StatusCode::CREATED);
-        let overflowing = publish_offer(
-            &server,
+        let overflowing = server.publish_offer(
             json!({ "sku": "tiny_pack", "kind": "currency_pack", "name": "Tiny pack", "grants": { "currencies": [{ "currency": "tiny", "amount": 4 }] } }),
             json!({ "sku": "tiny_pack", "prices": [{ "currency": "gold", "amount": 1 }] }),
         )

@@ -68,16 +68,31 @@ async fn case(backend: Backend) {
     let mut random = Random(0xC0FF_EE00 + orders_total as u64);
     let mut paid_per_player = [0_i64; PLAYERS];
     let mut declined = 0;
+    // Payments that must not pay: a second payment of a paid order, a payment of the wrong
+    // amount, a payment of a declined order. Each is booked and returned, never granted.
+    let mut stray = 0;
     for index in 0..orders_total {
         let player = index % PLAYERS;
         let order = server.order(&players[player], seed::GEMS_SMALL).await;
         let card = if random.below(10) == 0 { CARD_DECLINED } else { CARD_OK };
-        let (status, _) = server.pay(order["checkout_url"].as_str().expect("a checkout"), card).await;
+        let checkout = order["checkout_url"].as_str().expect("a checkout");
+        let (status, _) = server.pay(checkout, card).await;
         assert_eq!(status, StatusCode::OK);
         if card == CARD_OK {
             paid_per_player[player] += 1;
         } else {
             declined += 1;
+        }
+        if random.below(20) == 0 {
+            // A second payment of a paid order (whichever of the two arrives first pays), or one of
+            // the wrong amount (on a paid or a declined order).
+            let overrides = if card == CARD_OK && random.below(2) == 0 {
+                json!({})
+            } else {
+                json!({ "amount": { "currency": "USD", "amount": "0.50" } })
+            };
+            server.sandbox_stray_payment(checkout, overrides).await;
+            stray += 1;
         }
     }
 
@@ -92,7 +107,7 @@ async fn case(backend: Backend) {
         pool.close().await;
         rows
     };
-    assert_eq!(events.len(), orders_total, "one event per paid or declined order");
+    assert_eq!(events.len(), orders_total + stray, "one event per paid or declined order, and the strays");
     let secret = server.sandbox_webhook_secret().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut deliveries = Vec::new();
@@ -217,9 +232,17 @@ async fn case(backend: Backend) {
         i64::try_from(events.len()).expect("small"),
         "only genuine events are recorded"
     );
+    let stray = i64::try_from(stray).expect("small");
+    assert_eq!(server.count("select count(*) from provider_payment where outcome = 'returned'").await, stray);
+    assert_eq!(server.count("select count(*) from entry where kind = 'unapplied_payment'").await, stray);
+    assert_eq!(
+        server.count("select count(*) from refund where payment_id is not null").await,
+        stray,
+        "each returned once"
+    );
     server.assert_audit_clean().await;
     println!(
-        "webhook chaos soak: {orders_total} orders, {} events, {total} deliveries, {forgeries} forgeries refused, {paid} fulfilled once, {declined} declined",
+        "webhook chaos soak: {orders_total} orders, {} events, {total} deliveries, {forgeries} forgeries refused, {paid} fulfilled once, {declined} declined, {stray} stray payments returned",
         events.len()
     );
 }

@@ -111,6 +111,11 @@ impl AppState {
         self.0.providers.iter().find(|provider| provider.name() == name).map(|provider| &**provider)
     }
 
+    /// Every configured provider.
+    pub fn providers(&self) -> impl Iterator<Item = &dyn PaymentProvider> {
+        self.0.providers.iter().map(|provider| &**provider)
+    }
+
     /// The provider new orders are paid through.
     #[must_use]
     pub fn default_provider(&self) -> Option<&dyn PaymentProvider> {
@@ -431,8 +436,15 @@ impl Application {
 async fn run_order_workers(state: AppState) {
     let mut ticks = tokio::time::interval(state.settings().worker_tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconciled_at: Option<tokio::time::Instant> = None;
     loop {
         ticks.tick().await;
+        if reconciled_at.is_none_or(|at| at.elapsed() >= state.settings().reconcile_interval) {
+            reconciled_at = Some(tokio::time::Instant::now());
+            if let Err(error) = crate::reconcile::reconcile_events(&state).await {
+                tracing::warn!(%error, "could not reconcile with the providers");
+            }
+        }
         if let Err(error) = crate::orders::expire_due_orders(&state).await {
             tracing::warn!(%error, "could not expire orders");
         }

@@ -30,6 +30,7 @@ pub mod pricing;
 pub mod privacy;
 pub mod rate_limit;
 pub mod receipts;
+pub mod reconcile;
 pub mod revenue_share;
 pub mod rewards;
 pub mod sandbox;

@@ -60,6 +60,7 @@ pub struct OrderRecord {
     pub status: OrderStatus,
     /// The provider's name.
     pub provider: String,
+    provider_session: String,
     provider_payment: Option<String>,
     checkout_url: String,
     catalog_version: i64,
@@ -101,6 +102,7 @@ impl OrderRecord {
             refunded_micros: number("refunded_micros")?,
             status: OrderStatus::parse(&text("status")?).map_err(|error| corrupt("status", error))?,
             provider: text("provider")?,
+            provider_session: text("provider_session")?,
             provider_payment: optional_text("provider_payment")?,
             checkout_url: text("checkout_url")?,
             catalog_version: number("catalog_version")?,
@@ -1431,7 +1433,8 @@ async fn flag_player(conn: &mut AnyConnection, player_id: Uuid, reason: &str, ac
     Ok(())
 }
 
-/// Expires unpaid orders past their time; returns how many.
+/// Expires unpaid orders past their time, each once its provider says its session was not paid
+/// (a payment found then is applied instead); returns how many expired.
 ///
 /// # Errors
 /// Fails when the database does.
@@ -1444,6 +1447,26 @@ pub async fn expire_due_orders(state: &AppState) -> ApiResult<u64> {
     .await?;
     let mut expired = 0;
     for id in due {
+        // Ask the provider first: a payment whose webhook was lost pays the order now.
+        let Some(unpaid) = find_order(
+            &mut *state.db().pool().acquire().await?,
+            Uuid::parse_str(&id).map_err(|error| corrupt("id", error))?,
+        )
+        .await?
+        else {
+            continue;
+        };
+        let provider = state.provider(&unpaid.provider).map(|provider| provider.name());
+        if let Some(provider) = provider {
+            match crate::reconcile::apply_session_payment(state, provider, &unpaid.provider_session).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, order = %id, "could not ask the provider whether the order was paid; it expires later");
+                    continue;
+                }
+            }
+        }
         let mut tx = state.db().begin_write().await?;
         if let Some(mut record) = lock_order(&mut tx, "id = $1", &[&id]).await?
             && record.status == OrderStatus::RequiresPayment

@@ -154,6 +154,23 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `webhook_signature_invalid`, `webhook_timestamp_out_of_tolerance`, `invalid_request`.
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> ApiResult<VerifiedEvent>;
+
+    /// The events that happened after `cursor` (from the first when `None`), oldest first, read
+    /// through the provider's authenticated API: what reconciliation replays, so a webhook the
+    /// store never received is applied all the same (once: events are deduplicated by id).
+    fn events_since<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>>;
+
+    /// The payment that paid a checkout session, if one did: asked before an order expires.
+    fn session_payment<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ApiResult<Option<PaymentReport>>>;
+}
+
+/// A page of a provider's events.
+#[derive(Debug)]
+pub struct EventPage {
+    /// The events, oldest first. An event this store cannot read is `Err` (it is skipped).
+    pub events: Vec<ApiResult<VerifiedEvent>>,
+    /// Where the next page starts.
+    pub next_cursor: Option<String>,
 }
 
 /// Signs a webhook body: the header value for `t`.
@@ -246,6 +263,18 @@ impl SandboxProvider {
         path: &str,
         body: &B,
     ) -> ApiResult<R> {
+        self.send(self.http.post(format!("{}{path}", self.api_url)).json(body), path).await
+    }
+
+    async fn get<R: serde::de::DeserializeOwned>(&self, path: &str) -> ApiResult<R> {
+        self.send(self.http.get(format!("{}{path}", self.api_url)), path).await
+    }
+
+    async fn send<R: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> ApiResult<R> {
         // The details (internal URLs, the provider's own words) are logged, not shown to players.
         let unavailable = |detail: String| {
             tracing::warn!(path, %detail, "the payment provider call failed");
@@ -255,11 +284,8 @@ impl SandboxProvider {
                 "the payment provider could not be reached; retry with the same key",
             )
         };
-        let response = self
-            .http
-            .post(format!("{}{path}", self.api_url))
+        let response = request
             .bearer_auth(&self.api_key)
-            .json(body)
             .send()
             .await
             .map_err(|error| unavailable(format!("unreachable: {error}")))?;
@@ -309,33 +335,84 @@ impl PaymentProvider for SandboxProvider {
 
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> ApiResult<VerifiedEvent> {
         verify_signature(&self.webhook_secret, headers, body, now_s, self.tolerance)?;
-        let envelope: EventEnvelope = crate::extract::parse_json(body)?;
-        let data = &envelope.data;
-        let event = match envelope.event_type.as_str() {
-            "payment.succeeded" => ProviderEvent::PaymentSucceeded(PaymentReport {
-                session_id: data_str(data, "session_id")?,
-                payment_id: data_str(data, "payment_id")?,
-                reference: data_str(data, "reference")?,
-                amount: data_money(data, "amount")?,
-                fee: data_money(data, "fee")?,
-            }),
-            "payment.failed" => ProviderEvent::PaymentFailed {
-                session_id: data_str(data, "session_id")?,
-                reason: data_str(data, "reason")?,
-            },
-            "refund.succeeded" => ProviderEvent::RefundSucceeded {
-                refund_id: Uuid::parse_str(&data_str(data, "idempotency_key")?)
-                    .map_err(|_| ApiError::invalid("data.idempotency_key", "not a refund of this store"))?,
-                provider_refund_id: data_str(data, "refund_id")?,
-            },
-            "payment.disputed" => ProviderEvent::PaymentDisputed {
-                payment_id: data_str(data, "payment_id")?,
-                amount: data.get("amount").map(|_| data_money(data, "amount")).transpose()?,
-            },
-            _ => ProviderEvent::Ignored,
-        };
-        Ok(VerifiedEvent { id: envelope.id, event_type: envelope.event_type, event })
+        read_event(crate::extract::parse_json(body)?)
     }
+
+    fn events_since<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Page {
+                events: Vec<EventEnvelope>,
+                next_cursor: Option<String>,
+            }
+            let path = match cursor {
+                Some(cursor) => format!("/v1/events?after={}", urlencode(cursor)),
+                None => "/v1/events".to_owned(),
+            };
+            let page: Page = self.get(&path).await?;
+            Ok(EventPage {
+                events: page.events.into_iter().map(read_event).collect(),
+                next_cursor: page.next_cursor,
+            })
+        })
+    }
+
+    fn session_payment<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ApiResult<Option<PaymentReport>>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Session {
+                payment: Option<serde_json::Value>,
+            }
+            let session: Session =
+                self.get(&format!("/v1/checkout-sessions/{}", urlencode(session_id))).await?;
+            session.payment.as_ref().map(payment_report).transpose()
+        })
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for a path segment or query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+fn payment_report(data: &serde_json::Value) -> ApiResult<PaymentReport> {
+    Ok(PaymentReport {
+        session_id: data_str(data, "session_id")?,
+        payment_id: data_str(data, "payment_id")?,
+        reference: data_str(data, "reference")?,
+        amount: data_money(data, "amount")?,
+        fee: data_money(data, "fee")?,
+    })
+}
+
+/// Reads a sandbox event, from a webhook or the events API.
+fn read_event(envelope: EventEnvelope) -> ApiResult<VerifiedEvent> {
+    let data = &envelope.data;
+    let event = match envelope.event_type.as_str() {
+        "payment.succeeded" => ProviderEvent::PaymentSucceeded(payment_report(data)?),
+        "payment.failed" => ProviderEvent::PaymentFailed {
+            session_id: data_str(data, "session_id")?,
+            reason: data_str(data, "reason")?,
+        },
+        "refund.succeeded" => ProviderEvent::RefundSucceeded {
+            refund_id: Uuid::parse_str(&data_str(data, "idempotency_key")?)
+                .map_err(|_| ApiError::invalid("data.idempotency_key", "not a refund of this store"))?,
+            provider_refund_id: data_str(data, "refund_id")?,
+        },
+        "payment.disputed" => ProviderEvent::PaymentDisputed {
+            payment_id: data_str(data, "payment_id")?,
+            amount: data.get("amount").map(|_| data_money(data, "amount")).transpose()?,
+        },
+        _ => ProviderEvent::Ignored,
+    };
+    Ok(VerifiedEvent { id: envelope.id, event_type: envelope.event_type, event })
 }
 
 #[cfg(test)]

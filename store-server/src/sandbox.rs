@@ -55,6 +55,10 @@ pub struct Controls {
     /// of order.
     #[serde(default)]
     pub reorder_ms: u64,
+    /// The next this many events are never delivered, as if every retry had failed (a store
+    /// outage longer than the retry window): only the events API shows them.
+    #[serde(default)]
+    pub lose_next: u32,
 }
 
 /// The sandbox's settings and state; cheap to clone.
@@ -111,10 +115,6 @@ impl Sandbox {
         }))
     }
 
-    fn controls(&self) -> Controls {
-        *self.0.controls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn check_api_key(&self, headers: &HeaderMap) -> ApiResult<()> {
         let sent = headers
             .get(header::AUTHORIZATION)
@@ -144,6 +144,8 @@ pub fn routes() -> OpenApiRouter<Sandbox> {
         .routes(routes!(create_refund))
         .routes(routes!(set_controls))
         .routes(routes!(create_stray_payment))
+        .routes(routes!(list_events))
+        .routes(routes!(get_session))
 }
 
 fn random_id(prefix: &str) -> String {
@@ -557,22 +559,34 @@ async fn emit(
     delay: Duration,
 ) -> ApiResult<()> {
     let id = random_id("evt");
-    let now = now_micros();
-    let envelope =
-        EventEnvelope { id: id.clone(), event_type: event_type.to_owned(), created: now / 1_000_000, data };
+    let controls = {
+        let mut controls = sandbox.0.controls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = *controls;
+        controls.lose_next = controls.lose_next.saturating_sub(1);
+        current
+    };
+    // An event happens when its first delivery is due (a dispute comes later than its payment);
+    // the events API lists it from then on.
+    let happens_at = now_micros()
+        + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2)
+        + i64::try_from(controls.delay_ms).unwrap_or(0) * 1_000;
+    let envelope = EventEnvelope {
+        id: id.clone(),
+        event_type: event_type.to_owned(),
+        created: happens_at / 1_000_000,
+        data,
+    };
     let payload = serde_json::to_string(&envelope).map_err(anyhow::Error::from)?;
     sqlx::query("insert into sandbox_event (id, event_type, payload, created_at) values ($1, $2, $3, $4)")
         .bind(&id)
         .bind(event_type)
         .bind(&payload)
-        .bind(now)
+        .bind(happens_at)
         .execute(&mut *conn)
         .await?;
-    let controls = sandbox.controls();
-    let base_due = now
-        + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2)
-        + i64::try_from(controls.delay_ms).unwrap_or(0) * 1_000;
-    for _ in 0..=controls.duplicates {
+    let base_due = happens_at;
+    let deliveries = if controls.lose_next > 0 { 0 } else { controls.duplicates + 1 };
+    for _ in 0..deliveries {
         let jitter =
             if controls.reorder_ms > 0 { rand::rng().random_range(0..=controls.reorder_ms) } else { 0 };
         sqlx::query("insert into sandbox_delivery (event_id, due_at) values ($1, $2)")
@@ -635,6 +649,119 @@ async fn create_refund(
     emit(&sandbox, &mut tx, "refund.succeeded", data, Duration::ZERO).await?;
     tx.commit().await?;
     Ok(axum::Json(RefundAccepted { id }))
+}
+
+/// A page of the events API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    /// Events in the order they happened, as their webhooks carry them.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<EventEnvelope>,
+    /// Pass as `after` for the next page; absent when there is none yet.
+    pub next_cursor: Option<String>,
+}
+
+/// The `after` query of the events API.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// The `next_cursor` of the page before; from the first event when absent.
+    after: Option<String>,
+}
+
+/// Events per page of the events API.
+const EVENTS_PAGE_MAX: i64 = 100;
+
+/// Every event that has happened, oldest first, a page at a time, as Stripe's `GET /v1/events`
+/// lists them: a store that missed a webhook (an outage longer than the retry window) finds it
+/// here.
+#[utoipa::path(
+    get, path = "/sandbox/v1/events", tag = "sandbox",
+    params(EventsQuery),
+    responses((status = 200, body = EventPage), (status = 401, body = store_api::ErrorBody))
+)]
+async fn list_events(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> ApiResult<axum::Json<EventPage>> {
+    sandbox.check_api_key(&headers)?;
+    let (after_at, after_id) = match query.after.as_deref().map(|cursor| cursor.split_once(':')) {
+        None => (i64::MIN, String::new()),
+        Some(Some((at, id))) => {
+            (at.parse().map_err(|_| ApiError::invalid("after", "not a cursor of this API"))?, id.to_owned())
+        }
+        Some(None) => return Err(ApiError::invalid("after", "not a cursor of this API")),
+    };
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "select id, payload, created_at from sandbox_event where created_at <= $1 \
+         and (created_at > $2 or (created_at = $2 and id > $3)) order by created_at, id limit $4",
+    )
+    .bind(now_micros())
+    .bind(after_at)
+    .bind(&after_id)
+    .bind(EVENTS_PAGE_MAX)
+    .fetch_all(sandbox.0.db.pool())
+    .await?;
+    let next_cursor = rows.last().map(|(id, _, at)| format!("{at}:{id}"));
+    let events = rows
+        .iter()
+        .map(|(_, payload, _)| serde_json::from_str(payload).map_err(|error| anyhow::anyhow!(error).into()))
+        .collect::<ApiResult<Vec<EventEnvelope>>>()?;
+    Ok(axum::Json(EventPage { events, next_cursor: next_cursor.or(query.after) }))
+}
+
+/// A checkout session as its API shows it: whether it was paid, and by which payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// The session.
+    pub id: String,
+    /// `open`, `paid`, `failed` or `expired`.
+    pub status: String,
+    /// The payment that paid it, with its facts as `payment.succeeded` carries them.
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<serde_json::Value>,
+}
+
+/// A checkout session, so a store can ask whether it was paid before giving up on its order.
+#[utoipa::path(
+    get, path = "/sandbox/v1/checkout-sessions/{session}", tag = "sandbox",
+    params(("session" = String, Path, description = "Checkout session id")),
+    responses((status = 200, body = SessionView), (status = 401, body = store_api::ErrorBody), (status = 404, body = store_api::ErrorBody))
+)]
+async fn get_session(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> ApiResult<axum::Json<SessionView>> {
+    sandbox.check_api_key(&headers)?;
+    let mut conn = sandbox.0.db.pool().acquire().await?;
+    let session = find_session(&mut conn, &session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session", &session_id))?;
+    let paid: Option<(String, String, i64, i64)> = sqlx::query_as(
+        "select p.id, p.currency, p.amount_micros, p.fee_micros from sandbox_session s \
+         join sandbox_payment p on p.id = s.payment_id where s.id = $1",
+    )
+    .bind(&session.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let payment = paid
+        .map(|(payment_id, currency, amount, fee)| -> ApiResult<serde_json::Value> {
+            let currency =
+                store_api::MoneyCurrency::parse(&currency).map_err(|error| anyhow::anyhow!(error))?;
+            Ok(serde_json::json!({
+                "session_id": session.id, "payment_id": payment_id, "reference": session.reference,
+                "amount": Money::from_micros(currency, amount), "fee": Money::from_micros(currency, fee),
+            }))
+        })
+        .transpose()?;
+    let status = if session.status == "open" && session.expires_at_s <= now_micros() / 1_000_000 {
+        "expired".to_owned()
+    } else {
+        session.status
+    };
+    Ok(axum::Json(SessionView { id: session.id, status, payment }))
 }
 
 /// Sets the test controls for the events emitted from now on.

@@ -69,6 +69,8 @@ pub struct Settings {
     pub webhook_tolerance: Duration,
     /// How often the background workers (order expiry, refunds, sandbox deliveries) run.
     pub worker_tick: Duration,
+    /// How often reconciliation reads each provider's events API for what no webhook brought.
+    pub reconcile_interval: Duration,
     /// The merchant name shown on checkout pages.
     pub merchant_name: String,
     /// Where the sandbox payment provider is: mounted in this server, running elsewhere, or off.
@@ -251,6 +253,7 @@ impl Default for Settings {
             velocity_declines_max: 5,
             webhook_tolerance: Duration::from_secs(300),
             worker_tick: Duration::from_millis(200),
+            reconcile_interval: Duration::from_secs(5),
             merchant_name: "Coinslot demo store".to_owned(),
             sandbox: SandboxMode::Mounted,
             sandbox_fees: crate::fees::FeeSchedule::default(),

@@ -19,11 +19,8 @@ use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
 use crate::idempotency::{IdempotentJson, run_once, run_reserved};
-use crate::orders::{
-    CreateOrderOp, RefundOp, find_order, list_orders, order_detail, payment_disputed, payment_failed,
-    payment_succeeded, precheck_order, refund_succeeded,
-};
-use crate::payments::{CheckoutRequest, ProviderEvent};
+use crate::orders::{CreateOrderOp, RefundOp, find_order, list_orders, order_detail, precheck_order};
+use crate::payments::CheckoutRequest;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -257,76 +254,6 @@ async fn process_webhook(
     let provider =
         state.provider(provider_name).ok_or_else(|| ApiError::not_found("provider", provider_name))?;
     let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
-    // Fulfilment moves money: it joins the group-commit writer's next batch like a purchase.
-    let done =
-        crate::group_commit::run_job(state, Box::new(WebhookJob { provider: provider.name(), verified }))
-            .await?;
-    serde_json::from_slice(&done.body).map_err(|error| anyhow::Error::from(error).into())
-}
-
-/// A verified webhook's effect, run once per event id inside a (possibly shared) transaction.
-struct WebhookJob {
-    provider: &'static str,
-    verified: crate::payments::VerifiedEvent,
-}
-
-impl WebhookJob {
-    async fn apply(&self, state: &AppState, conn: &mut sqlx::AnyConnection) -> ApiResult<WebhookAck> {
-        let Self { provider, verified } = self;
-        let (provider, verified) = (*provider, verified.clone());
-        let fresh = sqlx::query(
-            "insert into webhook_event (provider, event_id, event_type, received_at) values ($1, $2, $3, $4) \
-             on conflict (provider, event_id) do nothing",
-        )
-        .bind(provider)
-        .bind(&verified.id)
-        .bind(&verified.event_type)
-        .bind(now_micros())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(WebhookAck { status: "duplicate".to_owned() });
-        }
-        let cause = format!("webhook {} {}", verified.event_type, verified.id);
-        let status = match verified.event {
-            ProviderEvent::PaymentSucceeded(report) => {
-                payment_succeeded(conn, state, provider, &report, &cause).await?;
-                "processed"
-            }
-            ProviderEvent::PaymentFailed { session_id, reason } => {
-                payment_failed(conn, provider, &session_id, &reason, &cause).await?;
-                "processed"
-            }
-            ProviderEvent::RefundSucceeded { refund_id, provider_refund_id } => {
-                refund_succeeded(conn, state, refund_id, &provider_refund_id, &cause).await?;
-                "processed"
-            }
-            ProviderEvent::PaymentDisputed { payment_id, amount } => {
-                payment_disputed(conn, state, provider, &payment_id, amount, &cause).await?;
-                "processed"
-            }
-            ProviderEvent::Ignored => "ignored",
-        };
-        Ok(WebhookAck { status: status.to_owned() })
-    }
-}
-
-impl crate::group_commit::BatchJob for WebhookJob {
-    fn run<'a>(
-        &'a self,
-        state: &'a AppState,
-        conn: &'a mut sqlx::AnyConnection,
-    ) -> futures_util::future::BoxFuture<'a, ApiResult<crate::group_commit::Done>> {
-        Box::pin(async move {
-            let ack = self.apply(state, conn).await?;
-            let body = serde_json::to_vec(&ack).map_err(anyhow::Error::from)?;
-            Ok(crate::group_commit::Done {
-                status: axum::http::StatusCode::OK,
-                body: body.into(),
-                replayed: false,
-            })
-        })
-    }
+    let status = crate::reconcile::apply_event(state, provider.name(), verified).await?;
+    Ok(WebhookAck { status: status.to_owned() })
 }

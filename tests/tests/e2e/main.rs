@@ -26,6 +26,24 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// Runs `case(backend)` (a case that starts its own server, with its own settings) on SQLite and
+/// PostgreSQL: `on_each_backend!(case_name);` declares `case_name::{on_sqlite, on_postgres}`.
+macro_rules! on_each_backend {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$case(tests::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$case(tests::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
 /// Runs `case(backend, batching)` on SQLite and PostgreSQL, with group commit on and off:
 /// `in_every_mode!(case_name);` declares `case_name::{on_sqlite, on_postgres,
 /// on_sqlite_without_batching, on_postgres_without_batching}`.

@@ -62,6 +62,8 @@ const ROUTES: &[&str] = &[
     "POST /sandbox/v1/refunds",
     "POST /sandbox/v1/controls",
     "POST /sandbox/v1/test/payments",
+    "GET /sandbox/v1/events",
+    "GET /sandbox/v1/checkout-sessions/{session}",
     "GET /v1/tab",
     "POST /v1/tab/settle",
     "GET /admin/v1/tabs",

@@ -286,16 +286,6 @@ async fn a_late_payment_of_an_expired_settlement_is_returned(backend: Backend) {
     server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_payment_of_an_expired_settlement_is_returned_on_sqlite() {
-    a_late_payment_of_an_expired_settlement_is_returned(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_payment_of_an_expired_settlement_is_returned_on_postgres() {
-    a_late_payment_of_an_expired_settlement_is_returned(Backend::Postgres).await;
-}
-
 /// The review's H3 and the third defect: a refund done, a refund in flight, then a
 /// dispute of the whole payment. Each movement the provider confirms is its own entry; what went
 /// back beyond the price is counted and the order is marked for review; the player is flagged.
@@ -383,22 +373,89 @@ async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(back
     server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_refunds_and_a_chargeback_are_each_booked_on_sqlite() {
-    overlapping_refunds_and_a_chargeback_are_each_booked(Backend::Sqlite).await;
+/// The review's H7: webhooks are not the only path. The provider gives up on a payment's
+/// webhook and on a refund's (a store outage longer than its retry window): reconciliation reads
+/// the provider's events API and applies both, once.
+async fn lost_webhooks_are_repaired_by_reconciliation(backend: Backend) {
+    let Some(server) =
+        TestServer::start_with(backend, |settings| settings.reconcile_interval = Duration::from_millis(300))
+            .await
+    else {
+        return;
+    };
+    let (_, token) = server.login_player("outage-buyer").await;
+    let order = server.order(&token, seed::GEMS_SMALL).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    server.sandbox_controls(json!({ "lose_next": 1 })).await;
+    assert_eq!(server.pay(order["checkout_url"].as_str().expect("url"), CARD_OK).await.0, StatusCode::OK);
+    let fulfilled = server.wait_for_order(&token, &id, status_is("fulfilled")).await;
+    assert_eq!(
+        server.count("select count(*) from sandbox_delivery").await,
+        0,
+        "no webhook was ever delivered"
+    );
+    assert_eq!(
+        fulfilled["transitions"][0]["cause"]
+            .as_str()
+            .map(|cause| cause.starts_with("webhook payment.succeeded")),
+        Some(true)
+    );
+    assert_eq!(server.balance(&token, "gems").await, 100);
+
+    server.sandbox_controls(json!({ "lose_next": 1 })).await;
+    let (status, _) = send(
+        server
+            .admin(Method::POST, &format!("/admin/v1/orders/{id}/refunds"))
+            .header("idempotency-key", key())
+            .json(&json!({ "reason": "lost confirmation" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    server.wait_for_order(&token, &id, status_is("refunded")).await;
+    assert_eq!(server.balance(&token, "gems").await, 0);
+    assert_eq!(
+        server.count("select count(*) from entry where kind = 'order_fulfillment'").await,
+        1,
+        "applied once"
+    );
+    assert_eq!(server.count("select count(*) from entry where kind = 'reversal'").await, 1, "booked once");
+    server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_refunds_and_a_chargeback_are_each_booked_on_postgres() {
-    overlapping_refunds_and_a_chargeback_are_each_booked(Backend::Postgres).await;
+/// Before an order expires the store asks the provider whether its session was paid: a payment
+/// whose webhook was lost (and that reconciliation has not reached) pays the order instead.
+async fn an_order_is_not_expired_before_the_provider_is_asked(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.order_ttl = Duration::from_secs(2);
+        settings.reconcile_interval = Duration::from_secs(3_600);
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, token) = server.login_player("paid-at-the-last-moment").await;
+    let order = server.order(&token, seed::GEMS_SMALL).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    server.sandbox_controls(json!({ "lose_next": 1 })).await;
+    assert_eq!(server.pay(order["checkout_url"].as_str().expect("url"), CARD_OK).await.0, StatusCode::OK);
+    let fulfilled = server.wait_for_order(&token, &id, |order| order["status"] != "requires_payment").await;
+    assert_eq!(fulfilled["status"], "fulfilled", "{fulfilled}");
+    assert!(
+        fulfilled["transitions"][0]["cause"].as_str().expect("cause").contains("session-lookup"),
+        "{fulfilled}"
+    );
+    assert_eq!(server.balance(&token, "gems").await, 100);
+
+    // An order nobody paid still expires.
+    let unpaid = server.order(&token, seed::GEMS_SMALL).await;
+    server.wait_for_order(&token, unpaid["id"].as_str().expect("id"), status_is("expired")).await;
+    server.assert_audit_clean().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit_on_sqlite() {
-    a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit_on_postgres() {
-    a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(Backend::Postgres).await;
-}
+on_each_backend!(
+    a_late_payment_of_an_expired_settlement_is_returned,
+    overlapping_refunds_and_a_chargeback_are_each_booked,
+    a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit,
+    lost_webhooks_are_repaired_by_reconciliation,
+    an_order_is_not_expired_before_the_provider_is_asked,
+);

@@ -260,9 +260,7 @@ impl MoneyOp for PurchaseOp {
             account: AccountId::System(SystemAccount::Revenue, unit.clone()),
             amount: total,
         });
-        if tab.is_some() {
-            movement.postings.extend(crate::revenue_share::share_postings(item, &unit, total));
-        }
+        // Creators of tab sales are credited when the tab is settled, on what was collected.
         movement.grant_bought(player_id, item, quantity, |sku| catalog.item(sku))?;
         movement.check(conn, player_id, &catalog).await?;
         if let Some(stock) = item.stock {

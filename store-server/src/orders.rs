@@ -792,9 +792,19 @@ pub async fn payment_succeeded(
     transition(conn, &mut record, OrderStatus::Paid, cause).await?;
 
     if let Some(tab_id) = record.tab_id {
-        let entry_id =
-            crate::tabs::settlement_paid(conn, tab_id, record.id, record.gross_micros, fee_micros, provider)
-                .await?;
+        let entry_id = {
+            let catalog = state.catalog_cache().get(conn).await?;
+            crate::tabs::settlement_paid(
+                conn,
+                &catalog,
+                tab_id,
+                record.id,
+                record.gross_micros,
+                fee_micros,
+                provider,
+            )
+            .await?
+        };
         sqlx::query("update payment_order set entry_id = $2 where id = $1")
             .bind(record.id.to_string())
             .bind(entry_id.to_string())
@@ -1152,31 +1162,43 @@ async fn reverse(
         Posting { account: money_account(SystemAccount::Revenue, record.currency)?, amount: -amount_micros },
     ];
     let mut items = Vec::new();
+    // Creators give back what the sale credited them (an order's fulfilment or a tab's
+    // settlement), in the same proportion as the money returned.
+    if after > before
+        && let Some(entry_id) = &record.entry_id
+    {
+        let credited: Vec<(String, i64)> = sqlx::query_as(
+            "select account_id, cast(sum(amount) as bigint) from posting where entry_id = $1 \
+             and account_id like 'c:%' group by account_id order by account_id",
+        )
+        .bind(entry_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (account, part) in credited {
+            let owed = |refunded: i64| {
+                i64::try_from(i128::from(part) * i128::from(refunded) / i128::from(record.gross_micros))
+                    .unwrap_or(0)
+            };
+            let back = owed(after) - owed(before);
+            let creator = account
+                .strip_prefix("c:")
+                .and_then(|rest| rest.rsplit_once(':'))
+                .map(|(creator, _)| creator.to_owned())
+                .ok_or_else(|| corrupt("creator account", &account))?;
+            if back > 0 {
+                let code = record.currency.code().to_owned();
+                postings.push(Posting {
+                    account: AccountId::CreatorPayable(creator, code.clone()),
+                    amount: -back,
+                });
+                postings
+                    .push(Posting { account: AccountId::System(SystemAccount::Revenue, code), amount: back });
+            }
+        }
+    }
     let fulfilled = record.entry_id.is_some() && record.failure_reason.is_none() && record.tab_id.is_none();
     if fulfilled && after > before {
         let snapshot = order_snapshot(conn, state, record).await?;
-        // Creators give back their shares in the same proportion as the money refunded.
-        if let Some(item) = snapshot.items.iter().find(|item| item.sku.as_str() == record.sku) {
-            let credited = crate::revenue_share::split(record.net_micros.unwrap_or(0), &item.creators);
-            for (share, part) in item.creators.iter().zip(credited) {
-                let owed = |refunded: i64| {
-                    i64::try_from(i128::from(part) * i128::from(refunded) / i128::from(record.gross_micros))
-                        .unwrap_or(0)
-                };
-                let back = owed(after) - owed(before);
-                if back > 0 {
-                    let code = record.currency.code().to_owned();
-                    postings.push(Posting {
-                        account: AccountId::CreatorPayable(share.creator.as_str().to_owned(), code.clone()),
-                        amount: -back,
-                    });
-                    postings.push(Posting {
-                        account: AccountId::System(SystemAccount::Revenue, code),
-                        amount: back,
-                    });
-                }
-            }
-        }
         let granted = granted_by(&snapshot, record)?.granted;
         for grant in &granted.currencies {
             let share = |refunded: i64| {

@@ -418,6 +418,7 @@ impl MoneyOp for SettleTabOp {
 /// Fails when the database does.
 pub async fn settlement_paid(
     conn: &mut AnyConnection,
+    catalog: &crate::catalog::RenderedCatalog,
     tab_id: Uuid,
     order_id: Uuid,
     charged_micros: i64,
@@ -449,6 +450,7 @@ pub async fn settlement_paid(
         postings
             .push(Posting { account: AccountId::System(SystemAccount::Revenue, code), amount: -fee_micros });
     }
+    postings.extend(creator_shares(conn, catalog, &tab, charged_micros - fee_micros).await?);
     let entry = append_entry(
         conn,
         &NewEntry {
@@ -487,6 +489,37 @@ pub async fn settlement_paid(
         open_tab(conn, tab.player_id, tab.currency, carried).await?;
     }
     Ok(entry.id)
+}
+
+/// Creators' shares of a settled tab: the net collected (charge − fee) split over the tab's items
+/// in proportion to their prices (rounded down), each item's part shared as its creators say.
+/// Nothing is credited for a tab until it is paid: an unpaid tab pays no creator.
+async fn creator_shares(
+    conn: &mut AnyConnection,
+    catalog: &crate::catalog::RenderedCatalog,
+    tab: &TabRow,
+    net_micros: i64,
+) -> ApiResult<Vec<Posting>> {
+    let items: Vec<(String, i64)> =
+        sqlx::query_as("select sku, amount_micros from tab_item where tab_id = $1 order by id")
+            .bind(tab.id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    let total: i128 = items.iter().map(|(_, amount)| i128::from(*amount)).sum();
+    let mut postings = Vec::new();
+    if total <= 0 || net_micros <= 0 {
+        return Ok(postings);
+    }
+    for (sku, amount) in items {
+        let Some(item) = Sku::parse(&sku).ok().and_then(|sku| catalog.item(&sku)) else { continue };
+        if item.creators.is_empty() {
+            continue;
+        }
+        let part = i64::try_from(i128::from(net_micros) * i128::from(amount) / total)
+            .map_err(|error| anyhow::anyhow!("a tab item's part of the net: {error}"))?;
+        postings.extend(crate::revenue_share::share_postings(item, tab.currency.code(), part));
+    }
+    Ok(postings)
 }
 
 /// Whether `order_id` is the tab's current settlement order, waiting for its payment.

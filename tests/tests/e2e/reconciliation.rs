@@ -219,6 +219,53 @@ on_both_backends! {
         server.assert_audit_clean().await;
     }
 
+    async fn creators_are_paid_only_on_tab_money_collected_and_give_it_back_on_reversal(server: TestServer) {
+        let offer = server.publish_offer(
+            json!({ "sku": "fan_art", "kind": "consumable", "name": "Fan art",
+                    "creators": [{ "creator": "ana", "share_bps": 5_000 }] }),
+            json!({ "sku": "fan_art", "prices": [{ "money": usd("0.10"), "settlement": "tab" }] }),
+        ).await;
+        let ana = || async {
+            let (_, creator) = send(server.admin(Method::GET, "/admin/v1/creators/ana")).await;
+            creator["balances"][0]["amount"].as_str().map(str::to_owned)
+        };
+        let settle = |token: String, card: &'static str| {
+            let server = &server;
+            let offer = offer.clone();
+            async move {
+                let (status, bought) = send(server.purchase(&token, &key(), &json!({ "offer_id": offer, "quantity": 10, "price_index": 0 }))).await;
+                assert_eq!(status, StatusCode::CREATED, "{bought}");
+                let (status, order) = send(server.player(&token, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
+                assert_eq!(status, StatusCode::CREATED, "{order}");
+                assert_eq!(server.pay(order["checkout_url"].as_str().expect("url"), card).await.0, StatusCode::OK);
+                server.wait_for_order(&token, order["id"].as_str().expect("id"), status_is("fulfilled")).await
+            }
+        };
+        let (_, payer) = server.login_player("art-lover").await;
+        let (status, _) = send(server.purchase(&payer, &key(), &json!({ "offer_id": offer, "quantity": 10, "price_index": 0 }))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(ana().await, None, "an unpaid tab credits no creator");
+        let (status, order) = send(server.player(&payer, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!(server.pay(order["checkout_url"].as_str().expect("url"), CARD_OK).await.0, StatusCode::OK);
+        let id = order["id"].as_str().expect("id").to_owned();
+        let settled = server.wait_for_order(&payer, &id, status_is("fulfilled")).await;
+        assert_eq!(settled["net"], usd("0.67"), "1.00 less 0.30 + 2.9%");
+        assert_eq!(ana().await.as_deref(), Some("0.335"), "half of the net collected");
+
+        let (status, _) = send(server.admin(Method::POST, &format!("/admin/v1/orders/{id}/refunds")).header("idempotency-key", key()).json(&json!({ "reason": "art returned" }))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        server.wait_for_order(&payer, &id, status_is("refunded")).await;
+        assert_eq!(ana().await.as_deref(), Some("0"), "a refunded settlement takes the share back");
+
+        let (_, disputer) = server.login_player("art-disputer").await;
+        settle(disputer.clone(), "4000000000000259").await;
+        assert_eq!(ana().await.as_deref(), Some("0.335"));
+        server.wait_for_count("select count(*) from payment_order where status = 'charged_back'", 1).await;
+        assert_eq!(ana().await.as_deref(), Some("0"), "a charged-back settlement takes the share back");
+        server.assert_audit_clean().await;
+    }
+
     async fn balance_max_cannot_go_below_a_balance_that_exists(server: TestServer) {
         let (player, _) = server.login_player("rich").await;
         server.grant(&player, "gold", 5_000).await;

@@ -111,6 +111,14 @@ pub enum StoreError {
     /// The local record of a request in flight could not be written or read.
     #[error("local storage failed: {0}")]
     Storage(String),
+    /// A request left in flight (the game closed before its answer) was older than the server
+    /// keeps idempotency keys, so it was dropped rather than sent again: it may or may not have
+    /// happened; the wallet history says.
+    #[error("a request left in flight for {age_s} s was dropped; the history shows whether it happened")]
+    Abandoned {
+        /// How long it had been in flight.
+        age_s: u64,
+    },
 }
 
 impl StoreError {
@@ -226,6 +234,9 @@ impl StoreError {
             }
             Self::NotLoggedIn => "Connecting to the store…".to_owned(),
             Self::Decode(_) | Self::Storage(_) => "Something went wrong in the store.".to_owned(),
+            Self::Abandoned { .. } => {
+                "A purchase from an earlier session could not be confirmed. Check your history.".to_owned()
+            }
         }
     }
 }

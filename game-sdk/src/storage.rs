@@ -48,6 +48,11 @@ pub enum PendingRequest {
     },
 }
 
+/// How long a request may stay in flight before it is dropped instead of resumed: less than
+/// the week the server keeps idempotency keys, so a resumed request always meets its key (and
+/// the first answer) instead of running a second time.
+pub const PENDING_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 24 * 60 * 60);
+
 /// One request in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRecord {
@@ -57,6 +62,32 @@ pub struct PendingRecord {
     pub request: PendingRequest,
     /// Which player it belongs to, so one installation's records are never sent for another.
     pub player_id: uuid::Uuid,
+    /// When the request was first made, Unix seconds (absent in records of earlier versions,
+    /// which are resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_s: Option<u64>,
+}
+
+impl PendingRecord {
+    /// A new record, made now.
+    #[must_use]
+    pub fn new(request: PendingRequest, player_id: uuid::Uuid) -> Self {
+        Self { key: IdempotencyKey::new(), request, player_id, created_at_s: Some(unix_now_s()) }
+    }
+
+    /// Whether the server may have forgotten this record's key, so resuming it could do its
+    /// work twice.
+    #[must_use]
+    pub fn is_too_old(&self, now_s: u64) -> bool {
+        self.created_at_s
+            .is_some_and(|created| now_s.saturating_sub(created) > PENDING_RECORD_AGE_MAX.as_secs())
+    }
+}
+
+/// Seconds since the Unix epoch.
+#[must_use]
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// The directory that holds the records and the device id.
@@ -185,6 +216,7 @@ mod tests {
 
     fn purchase_record(player_id: uuid::Uuid) -> PendingRecord {
         PendingRecord {
+            created_at_s: Some(unix_now_s()),
             key: IdempotencyKey::new(),
             request: PendingRequest::Purchase(PurchaseRequest {
                 offer_id: OfferId::parse("019a6b1e-0001-7000-8000-000000000001").expect("an offer id"),

@@ -390,7 +390,22 @@ fn resume_pending(shared: &Shared, player_id: Uuid) {
             return;
         }
     };
+    let now_s = crate::storage::unix_now_s();
     for record in records.into_iter().filter(|record| record.player_id == player_id) {
+        if record.is_too_old(now_s) {
+            // The server may have forgotten its key: sending it again could do the work twice.
+            // It is dropped and reported; the history shows whether it happened.
+            let error =
+                StoreError::Abandoned { age_s: now_s.saturating_sub(record.created_at_s.unwrap_or(now_s)) };
+            tracing::warn!(key = record.key.as_str(), %error, "a request left in flight too long was dropped");
+            if let Err(error) = local.remove(&record.key) {
+                tracing::error!(%error, "could not drop a request left in flight too long");
+                continue;
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.reply(None, ReplyBody::Error(error)).await });
+            continue;
+        }
         tokio::spawn(send_recorded(shared.clone(), None, record, true));
     }
 }
@@ -410,8 +425,7 @@ async fn handle(shared: Shared, command: Command) {
                 shared.reply(Some(request), ReplyBody::NotSent(StoreError::NotLoggedIn)).await;
                 return;
             };
-            let record =
-                PendingRecord { key: IdempotencyKey::new(), request: pending, player_id: session.player_id };
+            let record = PendingRecord::new(pending, session.player_id);
             let saved = shared.local.as_ref().map_err(Clone::clone).and_then(|local| local.save(&record));
             if let Err(error) = saved {
                 shared.reply(Some(request), ReplyBody::NotSent(error)).await;

@@ -71,6 +71,10 @@ pub struct UpdatePlayerRequest {
     /// Flag the player for review (`true`) or clear the flag (`false`); absent leaves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flagged: Option<bool>,
+    /// Move the player to another price region (a country): only an operator may, since a
+    /// player's first login fixes it; absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<crate::auth::Country>,
     /// Why, for the audit log.
     pub reason: Reason,
 }

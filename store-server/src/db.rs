@@ -89,8 +89,23 @@ impl Db {
                             );
                             conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                         }
+                        // Durable before acknowledged: set, then asserted, so a pooler or a
+                        // server setting that silently drops it is refused rather than trusted.
                         Backend::Postgres => {
                             conn.execute("set synchronous_commit = on").await?;
+                            let (commit, fsync): (String, String) =
+                                sqlx::query_as("select current_setting('synchronous_commit'), current_setting('fsync')")
+                                    .fetch_one(&mut *conn)
+                                    .await?;
+                            if commit != "on" || fsync != "on" {
+                                return Err(sqlx::Error::Configuration(
+                                    format!(
+                                        "PostgreSQL is not durable (synchronous_commit = {commit}, fsync = {fsync}); \
+                                         Coinslot acknowledges only durable commits"
+                                    )
+                                    .into(),
+                                ));
+                            }
                         }
                     }
                     Ok(())

@@ -1244,6 +1244,21 @@ async fn reverse(
     )
     .await?;
     refund_booked(conn, refund_id, entry.id).await?;
+    // DESIGN 5.5: a clawback that leaves a debt flags the player (orders and tabs wait for an
+    // operator), besides refusing purchases in that currency until it is repaid.
+    let debts: i64 = sqlx::query_scalar("select count(*) from account where player_id = $1 and in_debt = 1")
+        .bind(record.player_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    if debts > 0 {
+        flag_player(
+            conn,
+            record.player_id,
+            &format!("a reversal of order {} left a debt", record.id),
+            "system:clawback",
+        )
+        .await?;
+    }
     if over > 0 {
         let reason = format!(
             "the provider returned {} more than the order's price (overlapping refunds and chargebacks)",

@@ -157,8 +157,8 @@ async fn update_player(
     ApiJson(request): ApiJson<UpdatePlayerRequest>,
 ) -> ApiResult<axum::Json<PlayerSummary>> {
     let player_id = player_id(&id)?.to_string();
-    if request.blocked.is_none() && request.flagged.is_none() {
-        return Err(ApiError::invalid("blocked", "say `blocked`, `flagged` or both"));
+    if request.blocked.is_none() && request.flagged.is_none() && request.country.is_none() {
+        return Err(ApiError::invalid("blocked", "say `blocked`, `flagged` or `country`"));
     }
     let mut tx = state.db().begin_write().await?;
     let before = find_player(&mut tx, &player_id).await?;
@@ -182,12 +182,20 @@ async fn update_player(
         .execute(&mut *tx)
         .await?;
     }
+    if let Some(country) = &request.country {
+        sqlx::query("update player set country = $2 where id = $1")
+            .bind(&player_id)
+            .bind(country.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
     let after = find_player(&mut tx, &player_id).await?;
     let before_json = serde_json::to_string(&before).map_err(anyhow::Error::from)?;
     let after_json = serde_json::json!({ "player": after, "reason": request.reason.as_str() }).to_string();
     let actions = [
         request.blocked.map(|blocked| if blocked { "player.block" } else { "player.unblock" }),
         request.flagged.map(|flagged| if flagged { "player.flag" } else { "player.unflag" }),
+        request.country.as_ref().map(|_| "player.region"),
     ];
     for action in actions.into_iter().flatten() {
         append_audit(&mut tx, &operator.actor(), action, &player_id, Some(&before_json), Some(&after_json))

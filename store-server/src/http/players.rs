@@ -47,8 +47,10 @@ async fn find_or_create_player(
     .await?
     .rows_affected()
         == 1;
+    // The first country a player names fixes their price region; later logins cannot move it
+    // (only an operator can), so a player cannot pick the cheapest region before each purchase.
     let id: String = sqlx::query_scalar(
-        "update player set country = coalesce($2, country) where device_id = $1 returning id",
+        "update player set country = coalesce(country, $2) where device_id = $1 returning id",
     )
     .bind(request.device_id.as_str())
     .bind(country)

@@ -259,6 +259,8 @@ on_both_backends! {
         assert_eq!(server.balance(&token, "gems").await, -29);
         let debt = send(server.purchase(&token, &key(), &json!({ "offer_id": seed::SKIN_RED, "price_index": 1 }))).await;
         assert_error("buying with gems while in debt", &debt, StatusCode::CONFLICT, "outstanding_debt");
+        let flagged = send(server.player(&token, Method::POST, "/v1/orders").header("idempotency-key", key()).json(&json!({ "offer_id": seed::GEMS_SMALL }))).await;
+        assert_error("a card order while a refund's debt is open", &flagged, StatusCode::FORBIDDEN, "player_flagged");
         let (status, _) = send(server.purchase(&token, &key(), &json!({ "offer_id": seed::MAGNET }))).await;
         assert_eq!(status, StatusCode::CREATED, "gold is not in debt");
 

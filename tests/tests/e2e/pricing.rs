@@ -51,6 +51,16 @@ on_both_backends! {
         assert_eq!(status, StatusCode::OK);
         let paid = server.wait_for_order(&japan, jp_order["id"].as_str().expect("id"), |order| order["status"] == "fulfilled").await;
         assert_eq!(paid["fee"], json!({ "currency": "JPY", "amount": "35" }), "30 + 2.9% of 160, in whole yen");
+
+        // The first login fixes the region: naming another country later changes nothing.
+        let moved = login_in(&server, "ohio", Some("JP")).await;
+        assert_eq!(offer_seen(&server, &moved, seed::GEMS_SMALL).await["prices"][0]["money"]["currency"], "USD");
+        // Only an operator moves a player to another region (audited).
+        let ohio = server.text("select id from player where device_id = 'ohio'").await;
+        let (status, body) = send(server.admin(Method::PATCH, &format!("/admin/v1/players/{ohio}")).json(&json!({ "country": "JP", "reason": "moved to Japan" }))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(offer_seen(&server, &moved, seed::GEMS_SMALL).await["prices"][0]["money"]["currency"], "JPY");
+        assert_eq!(server.count("select count(*) from audit_log where action = 'player.region'").await, 1);
         server.assert_audit_clean().await;
     }
 

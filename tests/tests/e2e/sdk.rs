@@ -205,6 +205,58 @@ async fn a_purchase_cut_off_by_a_crash_completes_once_after_the_game_restarts() 
     server.assert_audit_clean().await;
 }
 
+/// The review's M3: a purchase left in flight longer than the server keeps its key is dropped
+/// and reported, never sent again (the server, having forgotten the key, would run it twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_left_in_flight_past_the_key_retention_is_dropped_not_repeated() {
+    let server = TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");
+    let proxy = Proxy::start(server.base_url()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-stale", dir.path());
+    game.until_ready().await;
+    let (_, token) = server.login_player("sdk-stale").await;
+    proxy.set_mode(Mode::HoldResponses);
+    game.requests(|store| store.purchase(offer(seed::MAGNET), Quantity::one(), None)).expect("accepted");
+    let deadline = std::time::Instant::now() + tests::game::GAME_WAIT;
+    while server.balance(&token, "gold").await != 0 {
+        game.update();
+        assert!(std::time::Instant::now() < deadline, "the server never took the purchase");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(game);
+    proxy.drop_connections();
+    proxy.set_mode(Mode::Pass);
+
+    // A week later (the record says so), and the server has forgotten the key.
+    let records = tests::pending_records(dir.path());
+    assert_eq!(records.len(), 1);
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&records[0]).expect("the record")).expect("JSON");
+    let week_s = 7 * 24 * 60 * 60;
+    record["created_at_s"] = (record["created_at_s"].as_u64().expect("a timestamp") - week_s).into();
+    std::fs::write(&records[0], serde_json::to_vec(&record).expect("JSON")).expect("written");
+    let db = store_server::db::Db::connect(server.db().url(), 2, std::time::Duration::from_secs(30))
+        .await
+        .expect("connect");
+    store_server::idempotency::delete_expired_keys(&db, std::time::Duration::ZERO).await.expect("cleanup");
+    db.close().await;
+
+    let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-stale", dir.path());
+    game.until_ready().await;
+    game.update_until("the dropped request's report", |world| {
+        log(world).errors.iter().any(|error| matches!(error.error, ClientError::Abandoned { .. }))
+    })
+    .await;
+    for _ in 0..50 {
+        game.update();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(game.log().completed.is_empty(), "never reported as a purchase: {:?}", game.log().completed);
+    assert_eq!(server.count("select count(*) from purchase").await, 1, "and never sent again");
+    assert_eq!(server.balance(&token, "gold").await, 0, "debited once");
+    assert!(tests::pending_records(dir.path()).is_empty(), "the record is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_game_goes_offline_when_the_server_stops_and_is_ready_again_when_it_returns() {
     let server = TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");

@@ -161,16 +161,17 @@ on_both_backends! {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purchase_cut_off_by_a_crash_completes_once_after_the_game_restarts() {
-    let server = TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");
-    let proxy = Proxy::start(server.base_url()).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-crash", dir.path());
+/// A game buys a magnet; the server takes the purchase, but its answer never reaches the game,
+/// which then dies with the request on disk. Returns the player's token.
+async fn purchase_cut_off_by_a_crash(
+    server: &TestServer,
+    proxy: &Proxy,
+    device: &str,
+    dir: &std::path::Path,
+) -> String {
+    let mut game = HeadlessGame::start(&proxy.base_url(), device, dir);
     game.until_ready().await;
-    let (_, token) = server.login_player("sdk-crash").await;
-
-    // The server takes the purchase, but its answer never reaches the game, which then dies.
+    let (_, token) = server.login_player(device).await;
     proxy.set_mode(Mode::HoldResponses);
     game.requests(|store| store.purchase(offer(seed::MAGNET), Quantity::one(), None)).expect("accepted");
     let deadline = std::time::Instant::now() + tests::game::GAME_WAIT;
@@ -179,11 +180,20 @@ async fn a_purchase_cut_off_by_a_crash_completes_once_after_the_game_restarts() 
         assert!(std::time::Instant::now() < deadline, "the server never took the purchase");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(tests::pending_records(dir.path()).len(), 1, "written down before it was sent");
+    assert_eq!(tests::pending_records(dir).len(), 1, "written down before it was sent");
     assert!(game.log().completed.is_empty() && game.log().failed.is_empty(), "the game never heard back");
     drop(game);
     proxy.drop_connections();
     proxy.set_mode(Mode::Pass);
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_cut_off_by_a_crash_completes_once_after_the_game_restarts() {
+    let server = TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");
+    let proxy = Proxy::start(server.base_url()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let token = purchase_cut_off_by_a_crash(&server, &proxy, "sdk-crash", dir.path()).await;
 
     // A new run with the same records resumes it: completed once, one debit.
     let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-crash", dir.path());
@@ -212,20 +222,7 @@ async fn a_purchase_left_in_flight_past_the_key_retention_is_dropped_not_repeate
     let server = TestServer::start(tests::Backend::Sqlite).await.expect("SQLite always runs");
     let proxy = Proxy::start(server.base_url()).await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-stale", dir.path());
-    game.until_ready().await;
-    let (_, token) = server.login_player("sdk-stale").await;
-    proxy.set_mode(Mode::HoldResponses);
-    game.requests(|store| store.purchase(offer(seed::MAGNET), Quantity::one(), None)).expect("accepted");
-    let deadline = std::time::Instant::now() + tests::game::GAME_WAIT;
-    while server.balance(&token, "gold").await != 0 {
-        game.update();
-        assert!(std::time::Instant::now() < deadline, "the server never took the purchase");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    drop(game);
-    proxy.drop_connections();
-    proxy.set_mode(Mode::Pass);
+    let token = purchase_cut_off_by_a_crash(&server, &proxy, "sdk-stale", dir.path()).await;
 
     // A week later (the record says so), and the server has forgotten the key.
     let records = tests::pending_records(dir.path());

@@ -193,6 +193,10 @@ pub struct Order {
     /// Every status change, oldest first (on single-order reads).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<OrderTransition>,
+    /// Its refunds and chargebacks, oldest first, and the refunds of payments that did not pay
+    /// for it (on single-order reads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
 }
 
 /// A page of orders, newest first.
@@ -258,6 +262,10 @@ pub struct Refund {
     /// When it was asked for.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Why the provider has not taken it (yet): the last submission's failure; a `failed` refund
+    /// waits for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `wallet.updated` on `/v1/events`.

@@ -159,6 +159,7 @@ impl OrderRecord {
             updated_at: from_micros(self.updated_at),
             receipt,
             transitions,
+            refunds: Vec::new(),
         })
     }
 }
@@ -255,7 +256,51 @@ pub async fn order_detail(conn: &mut AnyConnection, record: &OrderRecord) -> Api
         Some(entry_id) => find_receipt_of_entry(conn, entry_id).await?,
         None => None,
     };
-    record.to_wire(receipt, transitions)
+    let mut order = record.to_wire(receipt, transitions)?;
+    order.refunds = order_refunds(conn, record).await?;
+    Ok(order)
+}
+
+/// `id, kind, amount_micros, reason, status, created_at, last_error, returned payment currency`.
+type RefundRow = (String, String, i64, String, String, i64, Option<String>, Option<String>);
+
+/// An order's refunds and chargebacks, oldest first; a returned payment's refund is in that
+/// payment's currency.
+async fn order_refunds(conn: &mut AnyConnection, record: &OrderRecord) -> ApiResult<Vec<Refund>> {
+    let rows: Vec<RefundRow> = sqlx::query_as(
+        "select r.id, r.kind, r.amount_micros, r.reason, r.status, r.created_at, r.last_error, p.currency \
+         from refund r left join provider_payment p on p.provider = $2 and p.payment_id = r.payment_id \
+         where r.order_id = $1 order by r.id",
+    )
+    .bind(record.id.to_string())
+    .bind(&record.provider)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, kind, amount, reason, status, created_at, last_error, currency)| {
+            let currency = match currency {
+                Some(code) => {
+                    MoneyCurrency::parse(&code).map_err(|error| corrupt("refund currency", error))?
+                }
+                None => record.currency,
+            };
+            Ok(Refund {
+                id: Uuid::parse_str(&id).map_err(|error| corrupt("refund id", error))?,
+                order_id: record.id,
+                kind: if kind == "chargeback" { RefundKind::Chargeback } else { RefundKind::Refund },
+                amount: Money::from_micros(currency, amount),
+                reason,
+                status: match status.as_str() {
+                    "pending" => RefundStatus::Pending,
+                    "submitted" => RefundStatus::Submitted,
+                    "succeeded" => RefundStatus::Succeeded,
+                    _ => RefundStatus::Failed,
+                },
+                created_at: from_micros(created_at),
+                last_error,
+            })
+        })
+        .collect()
 }
 
 fn state_conflict(record: &OrderRecord, action: &str) -> ApiError {
@@ -1064,6 +1109,7 @@ async fn create_refund(
         reason: reason.to_owned(),
         status: RefundStatus::Pending,
         created_at: from_micros(now),
+        last_error: None,
     })
 }
 
@@ -1221,12 +1267,24 @@ async fn reverse(
         }
         if after == record.gross_micros {
             for grant in &granted.items {
-                let held = item_quantity(conn, record.player_id, &grant.sku).await?;
-                let taken = held.min(grant.quantity);
-                if taken > 0 {
-                    items.push(ItemDelta { sku: grant.sku.clone(), delta: -taken, quantity_max: i64::MAX });
-                }
+                claw_back_item(conn, record.player_id, &grant.sku, grant.quantity, &mut items).await?;
             }
+        }
+    }
+    // A settlement returned in full takes back the tab's items the player still holds.
+    if let Some(tab_id) = record.tab_id
+        && after == record.gross_micros
+        && before < after
+    {
+        let bought: Vec<(String, i64)> = sqlx::query_as(
+            "select sku, cast(sum(quantity) as bigint) from tab_item where tab_id = $1 group by sku order by sku",
+        )
+        .bind(tab_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        for (sku, quantity) in bought {
+            let sku = store_api::catalog::Sku::parse(&sku).map_err(|error| corrupt("tab item", error))?;
+            claw_back_item(conn, record.player_id, &sku, quantity, &mut items).await?;
         }
     }
     let entry = append_entry(
@@ -1330,6 +1388,21 @@ pub async fn refund_succeeded(
         return payment_returned(conn, &record, refund_id, &payment_id, amount_micros, cause).await;
     }
     reverse(conn, state, &mut record, refund_id, amount_micros, false, cause).await
+}
+
+/// Takes back up to `quantity` of an item, as many as the player still holds.
+async fn claw_back_item(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    sku: &store_api::catalog::Sku,
+    quantity: i64,
+    items: &mut Vec<ItemDelta>,
+) -> ApiResult<()> {
+    let taken = item_quantity(conn, player_id, sku).await?.min(quantity);
+    if taken > 0 {
+        items.push(ItemDelta { sku: sku.clone(), delta: -taken, quantity_max: i64::MAX });
+    }
+    Ok(())
 }
 
 /// Marks a refund succeeded with its entry; a refund is booked once.

@@ -266,6 +266,41 @@ on_both_backends! {
         server.assert_audit_clean().await;
     }
 
+    async fn a_refund_the_provider_refuses_fails_visibly_and_holds_up_no_other(server: TestServer) {
+        let (_, token) = server.login_player("refund-refused").await;
+        let mut orders = Vec::new();
+        for _ in 0..2 {
+            let order = server.order(&token, seed::GEMS_SMALL).await;
+            assert_eq!(server.pay(order["checkout_url"].as_str().expect("url"), CARD_OK).await.0, StatusCode::OK);
+            let id = order["id"].as_str().expect("id").to_owned();
+            server.wait_for_order(&token, &id, status_is("fulfilled")).await;
+            orders.push(id);
+        }
+        // The provider's own books say the first payment was refunded already (outside the store).
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(server.db().url()).await.expect("db");
+        sqlx::query("update sandbox_payment set refunded_micros = amount_micros where session_id = (select provider_session from payment_order where id = $1)")
+            .bind(&orders[0])
+            .execute(&pool)
+            .await
+            .expect("the provider's books");
+        pool.close().await;
+        let refund = |id: &str| {
+            server.admin(Method::POST, &format!("/admin/v1/orders/{id}/refunds")).header("idempotency-key", key()).json(&json!({ "reason": "asked" }))
+        };
+        assert_eq!(send(refund(&orders[0])).await.0, StatusCode::ACCEPTED);
+        server.wait_for_count("select count(*) from refund where status = 'failed'", 1).await;
+        assert_eq!(send(refund(&orders[1])).await.0, StatusCode::ACCEPTED);
+        server.wait_for_order(&token, &orders[1], status_is("refunded")).await;
+
+        let (_, refused) = send(server.admin(Method::GET, &format!("/admin/v1/orders/{}", orders[0]))).await;
+        assert_eq!(refused["status"], "fulfilled", "nothing was returned: {refused}");
+        assert_eq!(refused["refunds"][0]["status"], "failed", "{refused}");
+        assert!(refused["refunds"][0]["last_error"].as_str().expect("why").contains("refused"), "{refused}");
+        let (status, again) = send(refund(&orders[0])).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "a failed refund reserves nothing; an operator may try again: {again}");
+        server.assert_audit_clean().await;
+    }
+
     async fn balance_max_cannot_go_below_a_balance_that_exists(server: TestServer) {
         let (player, _) = server.login_player("rich").await;
         server.grant(&player, "gold", 5_000).await;
@@ -404,6 +439,14 @@ async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(back
         )
     };
     assert_eq!(send(buy()).await.0, StatusCode::CREATED);
+    let (status, used) = send(
+        server
+            .player(&token, Method::POST, "/v1/inventory/extra_life/consume")
+            .header("idempotency-key", key())
+            .json(&json!({ "quantity": 3 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{used}");
     let (status, order) =
         send(server.player(&token, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
@@ -412,6 +455,8 @@ async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(back
         StatusCode::OK
     );
     server.wait_for_order(&token, order["id"].as_str().expect("id"), status_is("charged_back")).await;
+    let (_, inventory) = send(server.player(&token, Method::GET, "/v1/inventory")).await;
+    assert_eq!(inventory["items"], json!([]), "the 7 lives still held are clawed back: {inventory}");
     let refused = send(buy()).await;
     assert_error("a tab for a player who charged back", &refused, StatusCode::FORBIDDEN, "player_flagged");
     let settle =

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tests::{Backend, TestServer, seed, send};
 
 const PLAYERS: usize = 20;
+/// Players who settle a tab paid twice.
+const SETTLEMENTS: usize = 4;
 const CARD_OK: &str = "4242424242424242";
 const CARD_DECLINED: &str = "4000000000000002";
 /// Deliveries in flight at once.
@@ -68,6 +70,28 @@ async fn case(backend: Backend) {
     let mut random = Random(0xC0FF_EE00 + orders_total as u64);
     let mut paid_per_player = [0_i64; PLAYERS];
     let mut declined = 0;
+    // Tab settlements paid twice: by card, and once more late (the settlement already settled
+    // by whichever payment arrives first): one settles the tab, the other is returned.
+    let settlements = SETTLEMENTS.min(PLAYERS);
+    for token in players.iter().take(settlements) {
+        let (status, bought) = send(server.purchase(
+            token,
+            &uuid::Uuid::now_v7().to_string(),
+            &json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 10, "price_index": 0 }),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{bought}");
+        let (status, order) = send(
+            server
+                .player(token, Method::POST, "/v1/tab/settle")
+                .header("idempotency-key", uuid::Uuid::now_v7().to_string()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        let checkout = order["checkout_url"].as_str().expect("a checkout");
+        assert_eq!(server.pay(checkout, CARD_OK).await.0, StatusCode::OK);
+        server.sandbox_stray_payment(checkout, json!({})).await;
+    }
     // Payments that must not pay: a second payment of a paid order, a payment of the wrong
     // amount, a payment of a declined order. Each is booked and returned, never granted.
     let mut stray = 0;
@@ -107,7 +131,11 @@ async fn case(backend: Backend) {
         pool.close().await;
         rows
     };
-    assert_eq!(events.len(), orders_total + stray, "one event per paid or declined order, and the strays");
+    assert_eq!(
+        events.len(),
+        orders_total + stray + 2 * settlements,
+        "one event per paid or declined order, the strays, and two payments per settlement"
+    );
     let secret = server.sandbox_webhook_secret().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut deliveries = Vec::new();
@@ -225,24 +253,36 @@ async fn case(backend: Backend) {
     }
     let paid: i64 = paid_per_player.iter().sum();
     assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, paid);
-    assert_eq!(server.count("select count(*) from payment_order where status = 'fulfilled'").await, paid);
+    let settlements = i64::try_from(settlements).expect("small");
+    assert_eq!(
+        server.count("select count(*) from payment_order where status = 'fulfilled'").await,
+        paid + settlements
+    );
+    assert_eq!(
+        server.count("select count(*) from entry where kind = 'tab_settlement'").await,
+        settlements,
+        "each tab settled once"
+    );
     assert_eq!(server.count("select count(*) from payment_order where status = 'failed'").await, declined);
     assert_eq!(
         server.count("select count(*) from webhook_event").await,
         i64::try_from(events.len()).expect("small"),
         "only genuine events are recorded"
     );
-    let stray = i64::try_from(stray).expect("small");
-    assert_eq!(server.count("select count(*) from provider_payment where outcome = 'returned'").await, stray);
-    assert_eq!(server.count("select count(*) from entry where kind = 'unapplied_payment'").await, stray);
+    let returned = i64::try_from(stray).expect("small") + settlements;
+    assert_eq!(
+        server.count("select count(*) from provider_payment where outcome = 'returned'").await,
+        returned
+    );
+    assert_eq!(server.count("select count(*) from entry where kind = 'unapplied_payment'").await, returned);
     assert_eq!(
         server.count("select count(*) from refund where payment_id is not null").await,
-        stray,
+        returned,
         "each returned once"
     );
     server.assert_audit_clean().await;
     println!(
-        "webhook chaos soak: {orders_total} orders, {} events, {total} deliveries, {forgeries} forgeries refused, {paid} fulfilled once, {declined} declined, {stray} stray payments returned",
+        "webhook chaos soak: {orders_total} orders, {} events, {total} deliveries, {forgeries} forgeries refused, {paid} fulfilled once, {declined} declined, {returned} stray or late payments returned ({settlements} of them late settlement payments)",
         events.len()
     );
 }

@@ -312,6 +312,7 @@ impl Application {
                     public_url: sandbox_url,
                     fees: settings.sandbox_fees.clone(),
                     dispute_delay: settings.sandbox_dispute_delay,
+                    delivery_attempts_max: crate::sandbox::DELIVERY_ATTEMPTS_MAX,
                 }))
             }
             SandboxMode::External { url, api_key, webhook_secret } => {

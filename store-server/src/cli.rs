@@ -227,6 +227,9 @@ enum Command {
         /// The secret webhooks are signed with.
         #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET")]
         webhook_secret: String,
+        /// Delivery attempts of one webhook before giving up on it (its retry window).
+        #[arg(long, default_value_t = crate::sandbox::DELIVERY_ATTEMPTS_MAX)]
+        delivery_attempts: i64,
     },
 }
 
@@ -288,7 +291,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let settings = self.settings.settings()?;
         match self.command.unwrap_or(Command::Serve) {
-            Command::Sandbox { webhook_url, api_key, webhook_secret } => {
+            Command::Sandbox { webhook_url, api_key, webhook_secret, delivery_attempts } => {
                 let db = open_db(&settings).await?;
                 let public_url =
                     settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
@@ -300,6 +303,7 @@ impl Cli {
                     public_url: format!("{public_url}/sandbox"),
                     fees: settings.sandbox_fees.clone(),
                     dispute_delay: settings.sandbox_dispute_delay,
+                    delivery_attempts_max: delivery_attempts,
                 };
                 println!("Coinslot sandbox payment provider listening on {public_url}/sandbox");
                 run_sandbox(config, settings.listen, settings.worker_tick, shutdown_signal()).await

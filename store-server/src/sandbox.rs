@@ -74,6 +74,7 @@ struct Inner {
     public_url: String,
     fees: FeeSchedule,
     dispute_delay: Duration,
+    delivery_attempts_max: i64,
     controls: Mutex<Controls>,
     http: reqwest::Client,
 }
@@ -95,6 +96,9 @@ pub struct SandboxConfig {
     pub fees: FeeSchedule,
     /// How long after a payment with the dispute card the dispute arrives.
     pub dispute_delay: Duration,
+    /// Delivery attempts of one webhook before the sandbox gives up on it (like a real
+    /// provider's retry window); [`DELIVERY_ATTEMPTS_MAX`] unless set.
+    pub delivery_attempts_max: i64,
 }
 
 impl Sandbox {
@@ -110,6 +114,7 @@ impl Sandbox {
             public_url: config.public_url,
             fees: config.fees,
             dispute_delay: config.dispute_delay,
+            delivery_attempts_max: config.delivery_attempts_max.max(1),
             controls: Mutex::new(Controls::default()),
             http,
         }))
@@ -800,7 +805,7 @@ async fn deliver_due(sandbox: &Sandbox) -> ApiResult<()> {
         "select d.id, e.payload, d.attempts from sandbox_delivery d join sandbox_event e on e.id = d.event_id \
          where d.delivered_at is null and d.attempts < $1 and d.due_at <= $2 order by d.due_at, d.id limit $3",
     )
-    .bind(DELIVERY_ATTEMPTS_MAX)
+    .bind(sandbox.0.delivery_attempts_max)
     .bind(now_micros())
     .bind(DELIVERY_BATCH_MAX)
     .fetch_all(sandbox.0.db.pool())

@@ -544,10 +544,92 @@ async fn an_order_is_not_expired_before_the_provider_is_asked(backend: Backend) 
     server.assert_audit_clean().await;
 }
 
+/// A store outage longer than the provider's retry window: the store (its own process's server,
+/// with a standalone sandbox as its provider) is down while the player pays; the sandbox gives
+/// up on the webhook; the store comes back and reconciliation fulfils the order, once.
+async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backend) {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port()
+    };
+    let (sandbox_port, store_port) = (free_port(), free_port());
+    let sandbox_url = format!("http://127.0.0.1:{sandbox_port}/sandbox");
+    let (api_key, secret) = ("sk_outage_test", "whsec_outage_test");
+    let configure = |settings: &mut store_server::Settings| {
+        settings.listen = ([127, 0, 0, 1], store_port).into();
+        settings.reconcile_interval = Duration::from_millis(300);
+        settings.sandbox = store_server::settings::SandboxMode::External {
+            url: sandbox_url.clone(),
+            api_key: api_key.to_owned(),
+            webhook_secret: secret.as_bytes().to_vec(),
+        };
+    };
+    let Some(server) = TestServer::start_with(backend, configure).await else {
+        return;
+    };
+    let cwd = tempfile::tempdir().expect("a directory");
+    let sandbox_db = format!("sqlite://{}", cwd.path().join("sandbox.db").display());
+    let mut command = tests::store_server_command(cwd.path(), Some(&sandbox_db));
+    command.env("COINSLOT_LISTEN", format!("127.0.0.1:{sandbox_port}")).args([
+        "sandbox",
+        "--webhook-url",
+        &format!("{}/v1/webhooks/sandbox", server.base_url()),
+        "--api-key",
+        api_key,
+        "--webhook-secret",
+        secret,
+        "--delivery-attempts",
+        "2",
+    ]);
+    let sandbox = tests::ServerProcess::spawn(command);
+
+    let (_, token) = server.login_player("through-the-outage").await;
+    let order = server.order(&token, seed::GEMS_SMALL).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    let (db, operator_key) = server.stop().await;
+
+    // The player pays while the store is down; the sandbox tries twice and gives up.
+    let http = reqwest::Client::new();
+    let (status, paid) = send(
+        http.post(format!("{}/pay", order["checkout_url"].as_str().expect("url")))
+            .json(&json!({ "card_number": CARD_OK })),
+    )
+    .await;
+    assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("succeeded")), "{paid}");
+    let sandbox_books = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&sandbox_db)
+        .await
+        .expect("the sandbox's db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let gave_up: i64 = sqlx::query_scalar(
+            "select count(*) from sandbox_delivery where attempts >= 2 and delivered_at is null",
+        )
+        .fetch_one(&sandbox_books)
+        .await
+        .expect("deliveries");
+        if gave_up == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sandbox never gave up on the webhook");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sandbox_books.close().await;
+
+    let server = TestServer::start_on(db, Some(operator_key), configure).await;
+    let fulfilled = server.wait_for_order(&token, &id, status_is("fulfilled")).await;
+    assert_eq!(fulfilled["amount"], usd("0.99"));
+    assert_eq!(server.balance(&token, "gems").await, 100);
+    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 1);
+    server.assert_audit_clean().await;
+    assert!(sandbox.terminate().success());
+}
+
 on_each_backend!(
     a_late_payment_of_an_expired_settlement_is_returned,
     overlapping_refunds_and_a_chargeback_are_each_booked,
     a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit,
     lost_webhooks_are_repaired_by_reconciliation,
     an_order_is_not_expired_before_the_provider_is_asked,
+    an_outage_longer_than_the_retry_window_loses_no_payment,
 );

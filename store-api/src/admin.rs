@@ -11,10 +11,9 @@ use crate::orders::{Order, Tab};
 /// A player as operators see them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlayerSummary {
-    /// The player's id.
+    /// The player's id. (Their device id is a credential: it is stored only as a hash, and
+    /// never shown.)
     pub id: Uuid,
-    /// The device id they log in with.
-    pub device_id: String,
     /// Their country at login, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
@@ -23,8 +22,7 @@ pub struct PlayerSummary {
     pub created_at: OffsetDateTime,
     /// Blocked players cannot buy, earn or consume.
     pub blocked: bool,
-    /// When the player's personal fields were erased; their device id then reads
-    /// `erased:<id>` and their country is gone.
+    /// When the player's personal fields were erased; their device id and country are gone.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     pub erased_at: Option<OffsetDateTime>,
     /// When the velocity checks (or an operator) flagged the player; new orders wait until an

@@ -282,6 +282,7 @@ impl Application {
         let db =
             Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
         db.migrate().await?;
+        crate::auth::hash_stored_device_ids(&db).await?;
         let installation =
             prepare(&db, &settings.assets_dir, Seed::DefaultCatalog, &CatalogRules::from_settings(&settings))
                 .await?;

@@ -32,6 +32,46 @@ const API_KEY_SHOWN_CHARS: usize = 12;
 /// The id of the current session signing key; tokens carry it so the key can rotate.
 const SESSION_KEY_ID: &str = "1";
 
+/// What is stored for a device id: its SHA-256, never the id itself. The device id is the whole
+/// credential of a device login, so a reader of the player table (an analyst's key, an export, a
+/// backup) must not be able to log in as the player.
+#[must_use]
+pub fn device_key(device_id: &str) -> String {
+    format!("{DEVICE_KEY_PREFIX}{}", hex::encode(Sha256::digest(device_id.as_bytes())))
+}
+
+/// The prefix of a stored device key.
+pub const DEVICE_KEY_PREFIX: &str = "sha256:";
+
+/// Replaces device ids stored in the clear (by versions before device keys) with their keys, a
+/// thousand players per transaction; returns how many. Erased players keep their marker.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn hash_stored_device_ids(db: &crate::db::Db) -> Result<u64, sqlx::Error> {
+    let mut hashed = 0;
+    loop {
+        let mut tx = db.begin_write().await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select id, device_id from player where device_id not like 'sha256:%' and device_id not like 'erased:%' limit 1000",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, device_id) in &rows {
+            sqlx::query("update player set device_id = $2 where id = $1")
+                .bind(id)
+                .bind(device_key(device_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        hashed += rows.len() as u64;
+        if rows.len() < 1000 {
+            return Ok(hashed);
+        }
+    }
+}
+
 /// A fresh operator API key: the prefix and 256 random bits.
 #[must_use]
 pub fn generate_api_key() -> String {

@@ -439,6 +439,7 @@ async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
         .await
         .with_context(|| format!("cannot open the database at {}", settings.database_url))?;
     db.migrate().await.context("cannot migrate the database")?;
+    crate::auth::hash_stored_device_ids(&db).await.context("cannot hash stored device ids")?;
     Ok(db)
 }
 

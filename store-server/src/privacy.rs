@@ -67,7 +67,11 @@ fn row_json(row: &AnyRow) -> Value {
                 }
             },
         };
-        object.insert(column.name().to_owned(), value);
+        // A device id (even hashed) is a login credential's fingerprint, not the player's data
+        // to hand out: the export leaves it out.
+        if column.name() != "device_id" {
+            object.insert(column.name().to_owned(), value);
+        }
     }
     Value::Object(object)
 }

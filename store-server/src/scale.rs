@@ -145,7 +145,8 @@ pub async fn generate(db: &Db, plan: Plan, progress: impl Fn(u64, u64)) -> anyho
             .iter()
             .map(|(n, id)| {
                 let country = COUNTRIES[usize::try_from(n % 7).unwrap_or(0)];
-                vec![Value::from(id.to_string()), format!("scale-{n}").into(), country.into(), now.into()]
+                let device = crate::auth::device_key(&format!("scale-{n}"));
+                vec![Value::from(id.to_string()), device.into(), country.into(), now.into()]
             })
             .collect();
         insert_rows(&mut tx, "player", &["id", "device_id", "country", "created_at"], player_rows).await?;

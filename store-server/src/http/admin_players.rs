@@ -40,7 +40,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PlayerSearch {
-    /// A player id, or the start of a device id.
+    /// A player id, or a whole device id.
     query: Option<String>,
     /// 1 to 200; 50 when absent.
     limit: Option<u32>,
@@ -48,18 +48,16 @@ struct PlayerSearch {
     cursor: Option<String>,
 }
 
-type PlayerRow = (String, String, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<String>);
+type PlayerRow = (String, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<String>);
 /// id, actor, action, target, before, after, created_at.
 type AuditRow = (String, String, String, String, Option<String>, Option<String>, i64);
-const PLAYER_COLUMNS: &str =
-    "id, device_id, country, created_at, blocked, erased_at, flagged_at, flag_reason";
+const PLAYER_COLUMNS: &str = "id, country, created_at, blocked, erased_at, flagged_at, flag_reason";
 
 fn summary(
-    (id, device_id, country, created_at, blocked, erased_at, flagged_at, flag_reason): PlayerRow,
+    (id, country, created_at, blocked, erased_at, flagged_at, flag_reason): PlayerRow,
 ) -> ApiResult<PlayerSummary> {
     Ok(PlayerSummary {
         id: Uuid::parse_str(&id).map_err(anyhow::Error::from)?,
-        device_id,
         country,
         created_at: from_micros(created_at),
         blocked: blocked != 0,
@@ -69,7 +67,7 @@ fn summary(
     })
 }
 
-/// Players, newest first; `query` finds one by id or by the start of its device id.
+/// Players, newest first; `query` finds one by id or by its whole device id.
 #[utoipa::path(
     get, path = "/admin/v1/players", tag = "operators",
     security(("operator" = ["players:read"])),
@@ -86,17 +84,17 @@ async fn list_players(
     if text.chars().count() > SEARCH_CHARS_MAX {
         return Err(ApiError::invalid("query", format!("at most {SEARCH_CHARS_MAX} characters")));
     }
-    // Device ids are matched by prefix; `%` and `_` in the text are taken literally.
-    let pattern = format!("{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    // A device id is stored only as its hash, so it is found whole, never by a prefix.
+    let device = crate::auth::device_key(&text);
     let before = page.cursor.clone().unwrap_or_else(|| "~".to_owned());
     let mut conn = state.db().pool().acquire().await?;
     let rows: Vec<PlayerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {PLAYER_COLUMNS} from player where id < $1 and (id = $2 or device_id like $3 escape '\\') \
+        "select {PLAYER_COLUMNS} from player where id < $1 and ($2 = '' or id = $2 or device_id = $3) \
          order by id desc limit $4"
     )))
     .bind(before)
     .bind(&text)
-    .bind(pattern)
+    .bind(device)
     .bind(page.fetch_count())
     .fetch_all(&mut *conn)
     .await?;

@@ -40,7 +40,7 @@ async fn find_or_create_player(
          on conflict (device_id) do nothing",
     )
     .bind(Uuid::now_v7().to_string())
-    .bind(request.device_id.as_str())
+    .bind(crate::auth::device_key(request.device_id.as_str()))
     .bind(country.clone())
     .bind(now)
     .execute(&mut **tx)
@@ -52,7 +52,7 @@ async fn find_or_create_player(
     let id: String = sqlx::query_scalar(
         "update player set country = coalesce(country, $2) where device_id = $1 returning id",
     )
-    .bind(request.device_id.as_str())
+    .bind(crate::auth::device_key(request.device_id.as_str()))
     .bind(country)
     .fetch_one(&mut **tx)
     .await?;

@@ -56,7 +56,8 @@ on_both_backends! {
         let moved = login_in(&server, "ohio", Some("JP")).await;
         assert_eq!(offer_seen(&server, &moved, seed::GEMS_SMALL).await["prices"][0]["money"]["currency"], "USD");
         // Only an operator moves a player to another region (audited).
-        let ohio = server.text("select id from player where device_id = 'ohio'").await;
+        let (_, found) = send(server.admin(Method::GET, "/admin/v1/players?query=ohio")).await;
+        let ohio = found["players"][0]["id"].as_str().expect("ohio's player").to_owned();
         let (status, body) = send(server.admin(Method::PATCH, &format!("/admin/v1/players/{ohio}")).json(&json!({ "country": "JP", "reason": "moved to Japan" }))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(offer_seen(&server, &moved, seed::GEMS_SMALL).await["prices"][0]["money"]["currency"], "JPY");

@@ -64,7 +64,8 @@ on_both_backends! {
     async fn a_bulk_entry_that_breaks_a_rule_refuses_the_whole_bulk(server: TestServer) {
         let token = server.login("bulk-victim").await;
         let (_, wallet) = send(server.player(&token, Method::GET, "/v1/wallet")).await;
-        let player: uuid::Uuid = server.text("select id from player where device_id = 'bulk-victim'").await.parse().expect("an id");
+        let (_, found) = send(server.admin(Method::GET, "/admin/v1/players?query=bulk-victim")).await;
+        let player: uuid::Uuid = found["players"][0]["id"].as_str().expect("the victim").parse().expect("an id");
         let before = server.fingerprint().await;
         let db = store_server::db::Db::connect(server.db().url(), 2, std::time::Duration::from_secs(30)).await.expect("db");
         let mut tx = db.begin_write().await.expect("a transaction");

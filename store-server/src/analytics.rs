@@ -31,8 +31,9 @@ use crate::fees::FeeSchedule;
 pub const TAB_SETTLEMENT_SKU: &str = "tab_settlement";
 /// Pairs returned at most.
 pub const PAIRS_TOP_MAX: usize = 100;
-/// Rows read for one report at most: a bound on memory; the answer says when it was reached.
-pub const SALES_ROWS_MAX: i64 = 2_000_000;
+/// Rows one report reads at most, by default (`analytics_rows_max`): a bound on memory. A range
+/// holding more is refused (`range_too_large`-style 422 naming `from`), never silently cut.
+pub const SALES_ROWS_MAX: i64 = 200_000;
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_HOUR: i64 = 3_600 * MICROS_PER_SECOND;
 const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
@@ -100,6 +101,27 @@ pub struct Range {
     pub to_micros: i64,
     /// Only sales in this currency.
     pub currency: Option<String>,
+    /// Rows the report may read; a range holding more is refused.
+    pub rows_max: i64,
+}
+
+/// Refuses a range that holds more rows than a report may read.
+fn check_bound(count: usize, range: &Range, what: &str) -> ApiResult<()> {
+    if i64::try_from(count).unwrap_or(i64::MAX) > range.rows_max {
+        return Err(crate::error::ApiError::validation(
+            "from",
+            format!(
+                "this range holds more than {} {what}, more than one report reads; choose a shorter range",
+                range.rows_max
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn within_bound<T>(rows: Vec<T>, range: &Range, what: &str) -> ApiResult<Vec<T>> {
+    check_bound(rows.len(), range, what)?;
+    Ok(rows)
 }
 
 fn micros_to_decimal(micros: i64) -> Decimal {
@@ -119,9 +141,10 @@ pub async fn load_sales(conn: &mut AnyConnection, range: &Range) -> ApiResult<Ve
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
-    .bind(SALES_ROWS_MAX)
+    .bind(range.rows_max.saturating_add(1))
     .fetch_all(&mut *conn)
     .await?;
+    let purchases = within_bound(purchases, range, "sales")?;
     type OrderRow =
         (String, Option<String>, String, String, String, i64, i64, Option<i64>, i64, i64, Option<String>);
     let orders: Vec<OrderRow> = sqlx::query_as(
@@ -134,9 +157,10 @@ pub async fn load_sales(conn: &mut AnyConnection, range: &Range) -> ApiResult<Ve
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
-    .bind(SALES_ROWS_MAX)
+    .bind(range.rows_max.saturating_add(1).saturating_sub(i64::try_from(purchases.len()).unwrap_or(0)))
     .fetch_all(&mut *conn)
     .await?;
+    check_bound(purchases.len() + orders.len(), range, "sales")?;
     let mut sales = Vec::with_capacity(purchases.len() + orders.len());
     for (player_id, country, offer_id, sku, currency, quantity, amount, at_micros, variant) in purchases {
         // A tab purchase records money micros; a virtual one whole units.
@@ -196,10 +220,10 @@ pub async fn load_views(conn: &mut AnyConnection, range: &Range) -> ApiResult<Ve
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
-    .bind(SALES_ROWS_MAX)
+    .bind(range.rows_max.saturating_add(1))
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
+    Ok(within_bound(rows, range, "store views")?
         .into_iter()
         .map(|(player_id, offer_id, sku, variant, price_point, at_micros)| View {
             player_id,
@@ -509,9 +533,10 @@ pub async fn load_tabs(conn: &mut AnyConnection, range: &Range) -> ApiResult<Vec
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
-    .bind(SALES_ROWS_MAX)
+    .bind(range.rows_max.saturating_add(1))
     .fetch_all(&mut *conn)
     .await?;
+    let tabs = within_bound(tabs, range, "tabs")?;
     let mut out = Vec::with_capacity(tabs.len());
     for (id, currency, status, amount_micros, opened_at, charged_micros) in tabs {
         let item_micros: Vec<i64> =

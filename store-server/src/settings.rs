@@ -71,6 +71,8 @@ pub struct Settings {
     pub worker_tick: Duration,
     /// How often reconciliation reads each provider's events API for what no webhook brought.
     pub reconcile_interval: Duration,
+    /// Rows one analytics report reads at most; a range holding more is refused.
+    pub analytics_rows_max: i64,
     /// The merchant name shown on checkout pages.
     pub merchant_name: String,
     /// Where the sandbox payment provider is: mounted in this server, running elsewhere, or off.
@@ -254,6 +256,7 @@ impl Default for Settings {
             webhook_tolerance: Duration::from_secs(300),
             worker_tick: Duration::from_millis(200),
             reconcile_interval: Duration::from_secs(5),
+            analytics_rows_max: crate::analytics::SALES_ROWS_MAX,
             merchant_name: "Coinslot demo store".to_owned(),
             sandbox: SandboxMode::Mounted,
             sandbox_fees: crate::fees::FeeSchedule::default(),

@@ -130,7 +130,7 @@ struct ReportQuery {
 }
 
 impl ReportQuery {
-    fn range(&self) -> ApiResult<Range> {
+    fn range(&self, rows_max: i64) -> ApiResult<Range> {
         let format = time::macros::format_description!("[year]-[month]-[day]");
         let parse = |field: &str, text: &str| {
             Date::parse(text, &format).map_err(|_| ApiError::invalid(field, "a date is YYYY-MM-DD"))
@@ -156,6 +156,7 @@ impl ReportQuery {
             from_micros: start(from),
             to_micros: start(to + time::Duration::days(1)),
             currency: self.currency.clone(),
+            rows_max,
         })
     }
 
@@ -177,7 +178,7 @@ struct Opened {
 }
 
 async fn open_report(state: &AppState, query: &ReportQuery) -> ApiResult<Opened> {
-    let (range, csv) = (query.range()?, query.csv()?);
+    let (range, csv) = (query.range(state.settings().analytics_rows_max)?, query.csv()?);
     Ok(Opened { range, csv, conn: state.db().pool().acquire().await? })
 }
 

@@ -175,3 +175,27 @@ on_both_backends! {
         assert_eq!(server.count("select count(*) from store_view").await, before, "nothing recorded");
     }
 }
+
+/// The review's M11: a report reads a bounded number of rows; a range holding more is refused
+/// with a typed error naming `from` (never silently cut), and a shorter range answers.
+async fn a_report_over_more_rows_than_it_may_read_is_refused_not_cut(backend: tests::Backend) {
+    let Some(server) = TestServer::start_with(backend, |settings| settings.analytics_rows_max = 3).await
+    else {
+        return;
+    };
+    let (player, token) = server.login_player("bounded-analyst").await;
+    server.grant(&player, "gold", 1_000).await;
+    for _ in 0..4 {
+        buy(&server, &token, seed::MAGNET, 0).await;
+    }
+    for name in REPORTS.into_iter().filter(|name| *name != "tabs") {
+        let refused = send(server.admin(Method::GET, &format!("/admin/v1/analytics/{name}"))).await;
+        assert_error(name, &refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(refused.1["error"]["details"]["field"], "from", "{name}: {}", refused.1);
+    }
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date();
+    let empty = report(&server, "revenue", &format!("from={tomorrow}&to={tomorrow}")).await;
+    assert!(empty["rows"].as_array().is_some_and(Vec::is_empty), "{empty}");
+}
+
+on_each_backend!(a_report_over_more_rows_than_it_may_read_is_refused_not_cut);

@@ -143,7 +143,11 @@ pub struct PlayerExport {
     /// When this export was taken.
     #[serde(with = "time::serde::rfc3339")]
     pub exported_at: OffsetDateTime,
-    /// Table name to rows.
+    /// Table name to rows: at most a page of each (1,000 rows).
     #[schema(value_type = Object)]
     pub tables: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    /// For each table with more rows than this page holds: the `offset` of its next page
+    /// (`GET …/export?table=<name>&offset=<n>`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub more: std::collections::BTreeMap<String, i64>,
 }

@@ -76,22 +76,55 @@ fn row_json(row: &AnyRow) -> Value {
     Value::Object(object)
 }
 
-/// Everything held about `player_id`.
+/// Rows of one table in one export answer at most: an export is bounded however long a
+/// player has played; the rest is paged with `offset`.
+pub const EXPORT_ROWS_PER_PAGE: i64 = 1_000;
+
+/// Everything held about `player_id`: a page of every table, or (`only`) one table from an
+/// offset.
 ///
 /// # Errors
-/// `not_found` for an unknown player; database failures.
-pub async fn export(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<PlayerExport> {
+/// `not_found` for an unknown player; `invalid_request` for an unknown table; database failures.
+pub async fn export(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    only: Option<(&str, i64)>,
+) -> ApiResult<PlayerExport> {
     let id = player_id.to_string();
     let scope = format!("player:{id}");
-    let mut tables = BTreeMap::new();
-    for (table, sql) in EXPORTED {
-        let rows: Vec<AnyRow> = sqlx::query(*sql).bind(&id).bind(&scope).fetch_all(&mut *conn).await?;
-        tables.insert((*table).to_owned(), rows.iter().map(row_json).collect::<Vec<_>>());
-    }
-    if tables.get("player").is_none_or(Vec::is_empty) {
+    let exists: Option<i64> =
+        sqlx::query_scalar("select 1 from player where id = $1").bind(&id).fetch_optional(&mut *conn).await?;
+    if exists.is_none() {
         return Err(ApiError::not_found("player", &id));
     }
-    Ok(PlayerExport { player_id, exported_at: from_micros(now_micros()), tables })
+    if let Some((table, _)) = only
+        && !EXPORTED.iter().any(|(name, _)| *name == table)
+    {
+        return Err(ApiError::invalid("table", format!("`{table}` is not a table of the export")));
+    }
+    let mut tables = BTreeMap::new();
+    let mut more = BTreeMap::new();
+    for (table, sql) in EXPORTED {
+        let offset = match only {
+            Some((wanted, offset)) if wanted == *table => offset.max(0),
+            Some(_) => continue,
+            None => 0,
+        };
+        let paged = format!("{sql} limit $3 offset $4");
+        let rows: Vec<AnyRow> = sqlx::query(sqlx::AssertSqlSafe(paged))
+            .bind(&id)
+            .bind(&scope)
+            .bind(EXPORT_ROWS_PER_PAGE + 1)
+            .bind(offset)
+            .fetch_all(&mut *conn)
+            .await?;
+        let page = usize::try_from(EXPORT_ROWS_PER_PAGE).unwrap_or(usize::MAX);
+        if rows.len() > page {
+            more.insert((*table).to_owned(), offset + EXPORT_ROWS_PER_PAGE);
+        }
+        tables.insert((*table).to_owned(), rows.iter().take(page).map(row_json).collect::<Vec<_>>());
+    }
+    Ok(PlayerExport { player_id, exported_at: from_micros(now_micros()), tables, more })
 }
 
 /// Erases `player_id`'s personal fields (once; again answers the same), in `conn`'s

@@ -224,21 +224,39 @@ async fn get_player_history(
     Ok(axum::Json(HistoryPage { entries, next_cursor }))
 }
 
-/// Everything the store holds about a player, table by table (for a data-access request).
+/// `?table=&offset=`: one table of an export from an offset.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// Only this table (with `offset`, its next page).
+    table: Option<String>,
+    /// Rows of `table` to skip; 0 when absent.
+    offset: Option<i64>,
+}
+
+/// Everything the store holds about a player, table by table (for a data-access request): a
+/// page of each table (1,000 rows), and in `more` the offset of the next page of a longer one.
 #[utoipa::path(
     get, path = "/admin/v1/players/{id}/export", tag = "operators",
     security(("operator" = ["players:read"])),
-    params(("id" = String, Path, description = "Player id")),
+    params(("id" = String, Path, description = "Player id"), ExportQuery),
     responses((status = 200, body = PlayerExport), (status = 404, body = store_api::ErrorBody))
 )]
 async fn export_player(
     State(state): State<AppState>,
     _operator: Operator<PlayersRead>,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> ApiResult<axum::Json<PlayerExport>> {
     let player_id = player_id(&id)?;
+    let only = match (&query.table, query.offset) {
+        (Some(table), offset) => Some((table.as_str(), offset.unwrap_or(0))),
+        (None, None) => None,
+        (None, Some(_)) => return Err(ApiError::invalid("offset", "an offset pages one `table`")),
+    };
     let mut conn = state.db().pool().acquire().await?;
-    Ok(axum::Json(crate::privacy::export(&mut conn, player_id).await?))
+    Ok(axum::Json(crate::privacy::export(&mut conn, player_id, only).await?))
 }
 
 /// Erases a player's personal fields (device id, country) and revokes their sessions; the ledger

@@ -34,6 +34,28 @@ on_both_backends! {
         let tables = export["tables"].as_object().expect("tables");
         let rows = |table: &str| tables[table].as_array().unwrap_or_else(|| panic!("{table} missing")).clone();
         assert!(rows("player")[0].get("device_id").is_none(), "a device id is a credential, not exported");
+        assert!(export.get("more").is_none(), "every table fits one page: {export}");
+        let (status, one) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player_id}/export?table=purchase&offset=1"))).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        assert_eq!(one["tables"].as_object().expect("tables").len(), 1, "one table asked for");
+        assert_eq!(one["tables"]["purchase"].as_array().expect("rows").len(), 1, "the second of two purchases");
+        let unknown = send(server.admin(Method::GET, &format!("/admin/v1/players/{player_id}/export?table=secrets"))).await;
+        assert_error("an unknown table", &unknown, StatusCode::BAD_REQUEST, "invalid_request");
+        // A long-played player's export is paged: a thousand rows of a table per answer.
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(server.db().url()).await.expect("db");
+        sqlx::query("with recursive n(i) as (select 1 union all select i + 1 from n where i < 1001) \
+                     insert into store_view (player_id, offer_id, sku, price_point, created_at) select $1, 'o', 'magnet', 'p', i from n")
+            .bind(&player_id)
+            .execute(&pool)
+            .await
+            .expect("a long history of views");
+        pool.close().await;
+        let (_, paged) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player_id}/export"))).await;
+        assert_eq!(paged["tables"]["store_view"].as_array().expect("rows").len(), 1_000);
+        assert_eq!(paged["more"], json!({ "store_view": 1_000 }), "{}", paged["more"]);
+        let (_, rest) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player_id}/export?table=store_view&offset=1000"))).await;
+        assert_eq!(rest["tables"]["store_view"].as_array().expect("rows").len(), 1);
+        assert!(rest.get("more").is_none());
         assert_eq!(rows("player")[0]["country"], "DE");
         assert_eq!(rows("session").len(), 1);
         assert!(rows("account").iter().any(|account| account["id"] == format!("w:{player_id}:gold").as_str()));

@@ -970,24 +970,32 @@ fn money_received(currency: MoneyCurrency, amount: i64, fee: i64) -> ApiResult<V
     Ok(postings)
 }
 
+/// Appends an entry of money alone (no items, no wallet), by the order's provider, for its player.
+async fn append_money_entry(
+    conn: &mut AnyConnection,
+    record: &OrderRecord,
+    kind: EntryKind,
+    reason: String,
+    postings: Vec<Posting>,
+) -> ApiResult<crate::ledger::AppendedEntry> {
+    let entry = NewEntry {
+        kind,
+        player_id: Some(record.player_id),
+        actor: format!("provider:{}", record.provider),
+        reason: Some(reason),
+        postings,
+        items: Vec::new(),
+        clawback: false,
+    };
+    append_entry(conn, &entry, &BTreeMap::new()).await
+}
+
 /// Books money received for an order that is not fulfilled (to be refunded): clearing gives the
 /// gross, fees and revenue take fee and net, so the refund can reverse it like any other.
 async fn record_money_received(conn: &mut AnyConnection, record: &OrderRecord) -> ApiResult<()> {
     let postings = money_received(record.currency, record.gross_micros, record.fee_micros.unwrap_or(0))?;
-    let entry = append_entry(
-        conn,
-        &NewEntry {
-            kind: EntryKind::OrderFulfillment,
-            player_id: Some(record.player_id),
-            actor: format!("provider:{}", record.provider),
-            reason: Some(format!("order {} paid but not fulfilled", record.id)),
-            postings,
-            items: Vec::new(),
-            clawback: false,
-        },
-        &BTreeMap::new(),
-    )
-    .await?;
+    let reason = format!("order {} paid but not fulfilled", record.id);
+    let entry = append_money_entry(conn, record, EntryKind::OrderFulfillment, reason, postings).await?;
     sqlx::query("update payment_order set entry_id = $2 where id = $1")
         .bind(record.id.to_string())
         .bind(entry.id.to_string())
@@ -1012,20 +1020,8 @@ async fn return_payment(
     tracing::warn!(order = %record.id, payment = %report.payment_id, %reason, "a payment does not pay for its order; it is returned");
     metrics::counter!("coinslot_payments_returned_total", "provider" => provider.to_owned()).increment(1);
     let postings = money_received(currency, amount, fee)?;
-    let entry = append_entry(
-        conn,
-        &NewEntry {
-            kind: EntryKind::UnappliedPayment,
-            player_id: Some(record.player_id),
-            actor: format!("provider:{provider}"),
-            reason: Some(format!("payment {} of order {} returned: {reason}", report.payment_id, record.id)),
-            postings,
-            items: Vec::new(),
-            clawback: false,
-        },
-        &BTreeMap::new(),
-    )
-    .await?;
+    let why_entry = format!("payment {} of order {} returned: {reason}", report.payment_id, record.id);
+    let entry = append_money_entry(conn, record, EntryKind::UnappliedPayment, why_entry, postings).await?;
     sqlx::query("update provider_payment set entry_id = $3 where provider = $1 and payment_id = $2")
         .bind(provider)
         .bind(&report.payment_id)
@@ -1439,23 +1435,11 @@ async fn payment_returned(
             .fetch_one(&mut *conn)
             .await?;
     let currency = MoneyCurrency::parse(&currency).map_err(|error| corrupt("payment currency", error))?;
-    let entry = append_entry(
-        conn,
-        &NewEntry {
-            kind: EntryKind::Reversal,
-            player_id: Some(record.player_id),
-            actor: format!("provider:{}", record.provider),
-            reason: Some(cause.to_owned()),
-            postings: vec![
-                Posting { account: money_account(SystemAccount::Clearing, currency)?, amount: amount_micros },
-                Posting { account: money_account(SystemAccount::Revenue, currency)?, amount: -amount_micros },
-            ],
-            items: Vec::new(),
-            clawback: false,
-        },
-        &BTreeMap::new(),
-    )
-    .await?;
+    let postings = vec![
+        Posting { account: money_account(SystemAccount::Clearing, currency)?, amount: amount_micros },
+        Posting { account: money_account(SystemAccount::Revenue, currency)?, amount: -amount_micros },
+    ];
+    let entry = append_money_entry(conn, record, EntryKind::Reversal, cause.to_owned(), postings).await?;
     refund_booked(conn, refund_id, entry.id).await
 }
 

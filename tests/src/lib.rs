@@ -552,6 +552,11 @@ impl Drop for TestServer {
     }
 }
 
+/// An order's condition for [`TestServer::wait_for_order`]: it has reached `status`.
+pub fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |order| order["status"] == status
+}
+
 /// Server warnings and errors go to the test's captured output (shown when a test fails).
 fn init_logs() {
     static LOGS: OnceLock<()> = OnceLock::new();

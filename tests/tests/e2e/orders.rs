@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use store_api::receipt::{ReceiptKeys, SignedReceipt, verify_receipt};
-use tests::{Backend, TestServer, assert_error, seed, send};
+use tests::{Backend, TestServer, assert_error, seed, send, status_is};
 
 const CARD_OK: &str = "4242 4242 4242 4242";
 const CARD_DECLINED: &str = "4000000000000002";
@@ -16,10 +16,6 @@ const CARD_DISPUTED: &str = "4000000000000259";
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
-    move |order| order["status"] == status
 }
 
 /// Reads the event stream until every needle has been seen (at most 20 seconds).

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::{Backend, TestServer, assert_error, seed, send};
+use tests::{Backend, TestServer, assert_error, seed, send, status_is};
 
-const CARD_OK: &str = "4242424242424242";
-const CARD_DECLINED: &str = "4000000000000002";
+use store_api::sandbox::cards::{DECLINED as CARD_DECLINED, DISPUTED as CARD_DISPUTED, SUCCEEDS as CARD_OK};
+
 /// Returned payments whose refund the provider confirmed.
 const RETURNED: &str = "select count(*) from refund where payment_id is not null and status = 'succeeded'";
 /// Sandbox payments refunded in full.
@@ -19,10 +19,6 @@ const FULLY_REFUNDED: &str = "select count(*) from sandbox_payment where refunde
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
-    move |order| order["status"] == status
 }
 
 fn usd(amount: &str) -> Value {
@@ -259,7 +255,7 @@ on_both_backends! {
         assert_eq!(ana().await.as_deref(), Some("0"), "a refunded settlement takes the share back");
 
         let (_, disputer) = server.login_player("art-disputer").await;
-        settle(disputer.clone(), "4000000000000259").await;
+        settle(disputer.clone(), CARD_DISPUTED).await;
         assert_eq!(ana().await.as_deref(), Some("0.335"));
         server.wait_for_count("select count(*) from payment_order where status = 'charged_back'", 1).await;
         assert_eq!(ana().await.as_deref(), Some("0"), "a charged-back settlement takes the share back");
@@ -382,7 +378,7 @@ async fn overlapping_refunds_and_a_chargeback_are_each_booked(backend: Backend) 
     let order = server.order(&token, seed::GEMS_SMALL).await;
     let id = order["id"].as_str().expect("id").to_owned();
     assert_eq!(
-        server.pay(order["checkout_url"].as_str().expect("url"), "4000000000000259").await.0,
+        server.pay(order["checkout_url"].as_str().expect("url"), CARD_DISPUTED).await.0,
         StatusCode::OK
     );
     server.wait_for_order(&token, &id, status_is("fulfilled")).await;
@@ -451,7 +447,7 @@ async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(back
         send(server.player(&token, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(
-        server.pay(order["checkout_url"].as_str().expect("url"), "4000000000000259").await.0,
+        server.pay(order["checkout_url"].as_str().expect("url"), CARD_DISPUTED).await.0,
         StatusCode::OK
     );
     server.wait_for_order(&token, order["id"].as_str().expect("id"), status_is("charged_back")).await;

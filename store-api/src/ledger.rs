@@ -158,7 +158,9 @@ pub struct HistoryPage {
 pub struct InventoryItem {
     /// The item.
     pub sku: Sku,
-    /// At least 1 (items held zero times are not listed).
+    /// Never 0 (items held zero times are not listed). Below zero is an item debt: a refund or
+    /// chargeback took back items the player had already used up, and the next grants of the
+    /// item repay it first.
     pub quantity: i64,
 }
 

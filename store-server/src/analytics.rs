@@ -360,14 +360,18 @@ pub fn combinations(sales: &[Sale], window_h: i64, top: usize) -> CombinationsRe
         for sku in skus {
             *buyers_of.entry(sku).or_default() += 1;
         }
+        // One sweep in time order, remembering when each item was last bought: an item pairs
+        // with every other whose last purchase is within the window. Linear in purchases times
+        // the items in the catalog, however many purchases one player makes in a window.
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for (index, (first, at)) in bought.iter().enumerate() {
-            for (second, later) in bought[index + 1..].iter().take_while(|(_, later)| later - at <= window) {
-                let _ = later;
-                if first != second {
-                    pairs.insert(if first < second { (*first, *second) } else { (*second, *first) });
+        let mut last_bought: BTreeMap<&str, i64> = BTreeMap::new();
+        for &(sku, at) in bought.iter() {
+            for (&other, &then) in &last_bought {
+                if other != sku && at - then <= window {
+                    pairs.insert(if other < sku { (other, sku) } else { (sku, other) });
                 }
             }
+            last_bought.insert(sku, at);
         }
         for pair in pairs {
             *together.entry(pair).or_default() += 1;
@@ -672,6 +676,53 @@ mod tests {
             wider.pairs.iter().find(|pair| pair.a == "magnet" && pair.b == "shield").expect("the pair");
         assert_eq!(magnet_shield.players, 3, "a 72 h window takes in p3");
         assert_eq!(combinations(&basket(), 72, 1).pairs.len(), 1, "top N");
+    }
+
+    /// The one-sweep pairing finds exactly the pairs a comparison of every two purchases does,
+    /// on many players with many purchases each, in and out of the window.
+    #[test]
+    fn the_sweep_finds_the_pairs_every_two_purchases_would() {
+        let skus = ["a", "b", "c", "d", "e"];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut sales = Vec::new();
+        for player in 0..40 {
+            for _ in 0..30 {
+                let sku = skus[usize::try_from(next(5)).expect("small")];
+                let at = MONDAY + i64::try_from(next(96)).expect("small") * HOUR;
+                sales.push(sale(&format!("p{player}"), sku, "gold", 1, at));
+            }
+        }
+        for window_h in [0, 1, 6, 24] {
+            let window = window_h * HOUR;
+            let mut expected: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+            for x in &sales {
+                for y in &sales {
+                    if x.player_id == y.player_id
+                        && x.sku < y.sku
+                        && (x.at_micros - y.at_micros).abs() <= window
+                    {
+                        expected
+                            .entry((x.sku.clone(), y.sku.clone()))
+                            .or_default()
+                            .insert(x.player_id.clone());
+                    }
+                }
+            }
+            let report = combinations(&sales, window_h, PAIRS_TOP_MAX);
+            let found: BTreeMap<(String, String), i64> =
+                report.pairs.iter().map(|pair| ((pair.a.clone(), pair.b.clone()), pair.players)).collect();
+            let wanted: BTreeMap<(String, String), i64> = expected
+                .into_iter()
+                .map(|(pair, players)| (pair, i64::try_from(players.len()).expect("small")))
+                .collect();
+            assert_eq!(found, wanted, "window {window_h} h");
+        }
     }
 
     #[test]

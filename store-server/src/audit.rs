@@ -83,11 +83,12 @@ const CHECKS: &[(&str, &str)] = &[
         "select 'wallet ' || id || ' holds ' || balance from account where kind = 'wallet' and balance < 0 and in_debt = 0",
     ),
     (
-        "every inventory count equals the sum of its changes and is not negative",
+        "every inventory count equals the sum of its changes and is below zero only with a recorded debt",
         "select 'player ' || i.player_id || ' holds ' || i.quantity || ' ' || i.sku || ' but its changes sum to ' || \
          coalesce(c.total, 0) from inventory i left join \
          (select player_id, sku, sum(delta) as total from inventory_change group by player_id, sku) c \
-         on c.player_id = i.player_id and c.sku = i.sku where i.quantity <> coalesce(c.total, 0) or i.quantity < 0",
+         on c.player_id = i.player_id and c.sku = i.sku where i.quantity <> coalesce(c.total, 0) \
+         or (i.quantity < 0 and i.in_debt = 0)",
     ),
     (
         "every purchase entry belongs to exactly one purchase",

@@ -163,7 +163,8 @@ pub async fn append_entries(
         let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
         let mut per_account: BTreeMap<String, (AccountId, i64)> = BTreeMap::new();
         for posting in &entry.postings {
-            *sums.entry(posting.account.currency()).or_default() += posting.amount;
+            let sum = sums.entry(posting.account.currency()).or_default();
+            *sum = sum.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting sum overflows"))?;
             let slot =
                 per_account.entry(posting.account.key()).or_insert_with(|| (posting.account.clone(), 0));
             slot.1 = slot.1.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting overflow"))?;
@@ -181,7 +182,8 @@ pub async fn append_entries(
         }
         let player = entry.player_id.unwrap_or_default();
         for item in &entry.items {
-            *item_totals.entry((player, item.sku.as_str().to_owned())).or_default() += item.delta;
+            let total = item_totals.entry((player, item.sku.as_str().to_owned())).or_default();
+            *total = total.checked_add(item.delta).ok_or_else(|| anyhow::anyhow!("item delta overflows"))?;
         }
         merged.push(per_account);
     }
@@ -241,11 +243,12 @@ pub async fn append_entries(
             let quantity = quantities
                 .get_mut(&(player, item.sku.as_str().to_owned()))
                 .ok_or_else(|| anyhow::anyhow!("item {} not loaded", item.sku))?;
-            let after = *quantity + item.delta;
-            if after < 0 {
+            let after =
+                quantity.checked_add(item.delta).ok_or_else(|| anyhow::anyhow!("item quantity overflows"))?;
+            if item.delta < 0 && after < 0 && !entry.clawback {
                 return Err(insufficient_quantity(&item.sku, -item.delta, *quantity));
             }
-            if after > item.quantity_max {
+            if item.delta > 0 && after > item.quantity_max {
                 return Err(already_owned(&item.sku));
             }
             *quantity = after;
@@ -262,8 +265,12 @@ pub async fn append_entries(
     // Every rule held: existing rows take their total change, guarded by the value read.
     for (key, (_, total)) in &account_totals {
         let Some(start) = present.get(key) else { continue };
-        let updated = sqlx::query("update account set balance = balance + $2 where id = $1 and balance = $3")
-            .bind(key)
+        // Only a clawback can have taken a wallet below zero (checked above): that is its debt.
+        let updated = sqlx::query(
+            "update account set balance = balance + $2, \
+             in_debt = case when kind = 'wallet' and balance + $2 < 0 then 1 else 0 end where id = $1 and balance = $3",
+        )
+        .bind(key)
             .bind(*total)
             .bind(*start)
             .execute(&mut *conn)
@@ -275,7 +282,8 @@ pub async fn append_entries(
     for ((player, sku), total) in &item_totals {
         let Some(start) = held.get(&(*player, sku.clone())) else { continue };
         let updated = sqlx::query(
-            "update inventory set quantity = quantity + $3 where player_id = $1 and sku = $2 and quantity = $4",
+            "update inventory set quantity = quantity + $3, in_debt = case when quantity + $3 < 0 then 1 else 0 end \
+             where player_id = $1 and sku = $2 and quantity = $4",
         )
         .bind(player.to_string())
         .bind(sku)
@@ -298,12 +306,14 @@ pub async fn append_entries(
                 AccountId::System(..) => (key.split(':').nth(1).unwrap_or_default().to_owned(), None),
                 AccountId::CreatorPayable(..) => ("creator_payable".to_owned(), None),
             };
+            let balance = balances.get(key).copied().unwrap_or(0);
             vec![
                 Value::from(key.clone()),
                 kind.into(),
                 player.into(),
                 account.currency().to_owned().into(),
-                balances.get(key).copied().unwrap_or(0).into(),
+                balance.into(),
+                i64::from(balance < 0).into(),
                 now.into(),
             ]
         })
@@ -311,7 +321,7 @@ pub async fn append_entries(
     insert_rows(
         conn,
         "account",
-        &["id", "kind", "player_id", "currency", "balance", "created_at"],
+        &["id", "kind", "player_id", "currency", "balance", "in_debt", "created_at"],
         new_accounts,
     )
     .await?;
@@ -327,10 +337,15 @@ pub async fn append_entries(
         .filter(|key| !held.contains_key(*key))
         .map(|(player, sku)| {
             let quantity = quantities.get(&(*player, sku.clone())).copied().unwrap_or(0);
-            vec![Value::from(player.to_string()), sku.as_str().into(), quantity.into()]
+            vec![
+                Value::from(player.to_string()),
+                sku.as_str().into(),
+                quantity.into(),
+                i64::from(quantity < 0).into(),
+            ]
         })
         .collect();
-    insert_rows(conn, "inventory", &["player_id", "sku", "quantity"], inventory_rows).await?;
+    insert_rows(conn, "inventory", &["player_id", "sku", "quantity", "in_debt"], inventory_rows).await?;
     insert_rows(
         conn,
         "inventory_change",

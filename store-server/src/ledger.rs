@@ -124,7 +124,7 @@ pub struct NewEntry {
     pub postings: Vec<Posting>,
     /// Item changes of the player.
     pub items: Vec<ItemDelta>,
-    /// A clawback: wallet debits may take a wallet below zero, which records a debt.
+    /// A clawback: wallet debits and item removals may go below zero, which records a debt.
     pub clawback: bool,
 }
 
@@ -344,7 +344,7 @@ pub async fn append_entry(
     }
     let player_id = entry.player_id.unwrap_or_default();
     for change in item_changes {
-        let quantity_after = apply_item_delta(conn, player_id, &change).await?;
+        let quantity_after = apply_item_delta(conn, player_id, &change, entry.clawback).await?;
         sqlx::query(
             "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
         )
@@ -441,20 +441,30 @@ async fn apply_posting(
     })
 }
 
-/// Applies one item change with a guard: never below zero, never above the item's maximum.
-/// Returns the quantity after.
-async fn apply_item_delta(conn: &mut AnyConnection, player_id: Uuid, change: &ItemDelta) -> ApiResult<i64> {
+/// Applies one item change with a guard: never below zero on a removal (unless this is a
+/// clawback, which records an item debt for what the player used up), never above the item's
+/// maximum on an addition. A count back at zero or above no longer owes. Returns the quantity
+/// after.
+async fn apply_item_delta(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    change: &ItemDelta,
+    clawback: bool,
+) -> ApiResult<i64> {
     // The row usually exists: update first, and create it only when the update found nothing.
     let mut created = false;
     let held = loop {
         let quantity_after: Option<i64> = sqlx::query_scalar(
-            "update inventory set quantity = quantity + $3 \
-             where player_id = $1 and sku = $2 and quantity + $3 >= 0 and quantity + $3 <= $4 returning quantity",
+            "update inventory set quantity = quantity + $3, \
+             in_debt = case when quantity + $3 >= 0 then 0 when $5 = 1 then 1 else in_debt end \
+             where player_id = $1 and sku = $2 \
+             and ($3 >= 0 or $5 = 1 or quantity + $3 >= 0) and ($3 <= 0 or quantity + $3 <= $4) returning quantity",
         )
         .bind(player_id.to_string())
         .bind(change.sku.as_str())
         .bind(change.delta)
         .bind(change.quantity_max)
+        .bind(i64::from(clawback))
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(quantity_after) = quantity_after {
@@ -539,7 +549,7 @@ pub async fn read_wallet(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult
 /// Fails when the database does.
 pub async fn read_inventory(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<Vec<InventoryItem>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select sku, quantity from inventory where player_id = $1 and quantity > 0 order by sku",
+        "select sku, quantity from inventory where player_id = $1 and quantity <> 0 order by sku",
     )
     .bind(player_id.to_string())
     .fetch_all(&mut *conn)

@@ -26,9 +26,7 @@ use crate::db::{from_micros, now_micros, to_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::events::push_event;
 use crate::idempotency::MoneyOp;
-use crate::ledger::{
-    AccountId, ItemDelta, NewEntry, Posting, SystemAccount, append_entry, item_quantity, lock_player,
-};
+use crate::ledger::{AccountId, ItemDelta, NewEntry, Posting, SystemAccount, append_entry, lock_player};
 use crate::operations::{Movement, period_window};
 use crate::payments::{Checkout, PaymentReport, RefundCall};
 use crate::receipts::{ReceiptFacts, find_receipt_of_entry, issue_receipt};
@@ -1238,18 +1236,19 @@ async fn reverse(
             }
         }
     }
+    // What the player got back is clawed back in the share of the price returned so far
+    // (rounded down, so the total never passes the grant): currency and items of a fulfilled
+    // order, the items of a settled tab. What they spent or used up becomes a debt.
+    let share = |quantity: i64, refunded: i64| {
+        i64::try_from(i128::from(quantity) * i128::from(refunded) / i128::from(record.gross_micros))
+            .unwrap_or(0)
+    };
     let fulfilled = record.entry_id.is_some() && record.failure_reason.is_none() && record.tab_id.is_none();
     if fulfilled && after > before {
         let snapshot = order_snapshot(conn, state, record).await?;
         let granted = granted_by(&snapshot, record)?.granted;
         for grant in &granted.currencies {
-            let share = |refunded: i64| {
-                i64::try_from(
-                    i128::from(grant.amount) * i128::from(refunded) / i128::from(record.gross_micros),
-                )
-                .unwrap_or(0)
-            };
-            let claw = share(after) - share(before);
+            let claw = share(grant.amount, after) - share(grant.amount, before);
             if claw > 0 {
                 postings.push(Posting {
                     account: AccountId::Wallet(record.player_id, grant.currency.clone()),
@@ -1261,16 +1260,17 @@ async fn reverse(
                 });
             }
         }
-        if after == record.gross_micros {
-            for grant in &granted.items {
-                claw_back_item(conn, record.player_id, &grant.sku, grant.quantity, &mut items).await?;
-            }
+        for grant in &granted.items {
+            claw_back_item(
+                &grant.sku,
+                share(grant.quantity, after) - share(grant.quantity, before),
+                &mut items,
+            );
         }
     }
-    // A settlement returned in full takes back the tab's items the player still holds.
     if let Some(tab_id) = record.tab_id
-        && after == record.gross_micros
-        && before < after
+        && record.entry_id.is_some()
+        && after > before
     {
         let bought: Vec<(String, i64)> = sqlx::query_as(
             "select sku, cast(sum(quantity) as bigint) from tab_item where tab_id = $1 group by sku order by sku",
@@ -1280,7 +1280,7 @@ async fn reverse(
         .await?;
         for (sku, quantity) in bought {
             let sku = store_api::catalog::Sku::parse(&sku).map_err(|error| corrupt("tab item", error))?;
-            claw_back_item(conn, record.player_id, &sku, quantity, &mut items).await?;
+            claw_back_item(&sku, share(quantity, after) - share(quantity, before), &mut items);
         }
     }
     let entry = append_entry(
@@ -1300,10 +1300,13 @@ async fn reverse(
     refund_booked(conn, refund_id, entry.id).await?;
     // DESIGN 5.5: a clawback that leaves a debt flags the player (orders and tabs wait for an
     // operator), besides refusing purchases in that currency until it is repaid.
-    let debts: i64 = sqlx::query_scalar("select count(*) from account where player_id = $1 and in_debt = 1")
-        .bind(record.player_id.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
+    let debts: i64 = sqlx::query_scalar(
+        "select (select count(*) from account where player_id = $1 and in_debt = 1) \
+         + (select count(*) from inventory where player_id = $1 and in_debt = 1)",
+    )
+    .bind(record.player_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
     if debts > 0 {
         flag_player(
             conn,
@@ -1386,19 +1389,11 @@ pub async fn refund_succeeded(
     reverse(conn, state, &mut record, refund_id, amount_micros, false, cause).await
 }
 
-/// Takes back up to `quantity` of an item, as many as the player still holds.
-async fn claw_back_item(
-    conn: &mut AnyConnection,
-    player_id: Uuid,
-    sku: &store_api::catalog::Sku,
-    quantity: i64,
-    items: &mut Vec<ItemDelta>,
-) -> ApiResult<()> {
-    let taken = item_quantity(conn, player_id, sku).await?.min(quantity);
-    if taken > 0 {
-        items.push(ItemDelta { sku: sku.clone(), delta: -taken, quantity_max: i64::MAX });
+/// Takes back `quantity` of an item; what the player no longer holds becomes an item debt.
+fn claw_back_item(sku: &store_api::catalog::Sku, quantity: i64, items: &mut Vec<ItemDelta>) {
+    if quantity > 0 {
+        items.push(ItemDelta { sku: sku.clone(), delta: -quantity, quantity_max: i64::MAX });
     }
-    Ok(())
 }
 
 /// Marks a refund succeeded with its entry; a refund is booked once.

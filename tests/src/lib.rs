@@ -876,6 +876,9 @@ pub struct PrivatePostgres {
     port: u16,
     /// `runuser -u <user> --` when running as root (PostgreSQL refuses root).
     run_as: Option<String>,
+    /// `fsync` and `synchronous_commit`: `on` but for a test that Coinslot refuses a server
+    /// that does not keep its commits.
+    durability: &'static str,
 }
 
 impl PrivatePostgres {
@@ -885,6 +888,19 @@ impl PrivatePostgres {
     /// When PostgreSQL is missing under `CI=true`, or the cluster cannot start.
     #[must_use]
     pub fn start() -> Option<Self> {
+        Self::start_with_durability("on")
+    }
+
+    /// A cluster that does not flush its commits (`fsync = off`), which Coinslot must refuse.
+    ///
+    /// # Panics
+    /// As [`PrivatePostgres::start`].
+    #[must_use]
+    pub fn start_without_fsync() -> Option<Self> {
+        Self::start_with_durability("off")
+    }
+
+    fn start_with_durability(durability: &'static str) -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -922,7 +938,7 @@ impl PrivatePostgres {
             .local_addr()
             .expect("an address")
             .port();
-        let cluster = Self { dir, bin, port, run_as };
+        let cluster = Self { dir, bin, port, run_as, durability };
         let data = cluster.data();
         let initdb = cluster
             .command("initdb")
@@ -963,9 +979,10 @@ impl PrivatePostgres {
     /// When it does not start within 60 seconds.
     pub fn up(&self) {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=on -c synchronous_commit=on -c max_connections=100",
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync={durable} -c synchronous_commit={durable} -c max_connections=100",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            durable = self.durability,
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {

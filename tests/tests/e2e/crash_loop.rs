@@ -323,3 +323,19 @@ async fn killed_with_its_postgres_server_too_nothing_acknowledged_is_lost() {
     let Some(postgres) = tests::PrivatePostgres::start() else { return };
     crash_loop("private PostgreSQL", &postgres.url(), Some(&postgres)).await;
 }
+
+/// Durable before acknowledged needs a database that keeps its commits: a PostgreSQL server
+/// running with `fsync = off` (and `synchronous_commit = off`) is refused at start, with the
+/// reason, rather than trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_server_that_does_not_flush_its_commits_is_refused() {
+    let Some(postgres) = tests::PrivatePostgres::start_without_fsync() else { return };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let output = store_server_command(dir.path(), Some(&postgres.url()))
+        .arg("audit")
+        .output()
+        .expect("store-server runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a server without fsync is refused: {stderr}");
+    assert!(stderr.contains("PostgreSQL is not durable") && stderr.contains("fsync = off"), "{stderr}");
+}

@@ -70,8 +70,11 @@ async fn demo_data_spreads_weeks_of_activity_and_the_dashboard_charts_it() {
         browser.goto(&format!("{}/dashboard", server.base_url)).await?;
         browser.find(Locator::Id("key")).await?.send_keys(&key).await?;
         browser.find(Locator::Id("login-button")).await?.click().await?;
-        browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("#chart-revenue svg polyline")).await?;
-        browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("#chart-tabs table")).await?;
+        // Six analytics reports over three weeks, drawn by a debug build on a machine busy with
+        // the other tests: generous, and a failure says what the page said.
+        let wait = Duration::from_secs(90);
+        browser.wait().at_most(wait).for_element(Locator::Css("#chart-revenue svg polyline")).await?;
+        browser.wait().at_most(wait).for_element(Locator::Css("#chart-tabs table")).await?;
         let points = browser.find_all(Locator::Css("#chart-revenue svg circle")).await?.len();
         let busy_cells = browser.execute("return document.querySelectorAll('#chart-peak-times rect.cell:not([fill=\"#1d2230\"])').length;", vec![]).await?;
         browser.set_window_size(1400, 1150).await?;
@@ -79,8 +82,17 @@ async fn demo_data_spreads_weeks_of_activity_and_the_dashboard_charts_it() {
         Ok::<_, fantoccini::error::CmdError>((points, busy_cells, screenshot))
     }
     .await;
+    let page_said = match &outcome {
+        Ok(_) => String::new(),
+        Err(_) => match browser.find(Locator::Id("analytics-error")).await {
+            Ok(alert) => alert.text().await.unwrap_or_default(),
+            Err(error) => format!("no analytics page: {error}"),
+        },
+    };
     let _ = browser.close().await;
-    let (points, busy_cells, screenshot) = outcome.expect("the analytics page draws the demo data");
+    let (points, busy_cells, screenshot) = outcome.unwrap_or_else(|error| {
+        panic!("the analytics page draws the demo data: {error}; the page said {page_said:?}")
+    });
     assert!(points >= 10, "a revenue point for most days: {points}");
     assert!(busy_cells.as_u64().unwrap_or(0) >= 20, "purchases spread over many hours: {busy_cells}");
     let path =

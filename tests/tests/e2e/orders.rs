@@ -32,6 +32,53 @@ async fn read_events_until(response: &mut reqwest::Response, needles: &[&str]) -
     seen
 }
 
+/// The `id:` of the event whose data contains `needle`, in a stream's text.
+fn event_id(stream: &str, needle: &str) -> i64 {
+    let event = stream.split("\n\n").find(|event| event.contains(needle)).expect("the event");
+    let line = event.lines().find_map(|line| line.strip_prefix("id:")).expect("an id");
+    line.trim().parse().expect("a numeric id")
+}
+
+on_both_backends! {
+    async fn the_event_stream_never_skips_an_event_that_commits_out_of_order(server: TestServer) {
+        let (player, token) = server.login_player("listener").await;
+        let mut events = server.player(&token, Method::GET, "/v1/events").send().await.expect("the event stream opens");
+        assert_eq!(events.status(), StatusCode::OK);
+        let db = store_server::db::Db::connect(server.db().url(), 2, Duration::from_secs(30)).await.expect("the database");
+        let insert = "insert into player_event (player_id, event_type, data, created_at) values ($1, 'test.note', $2, 0)";
+        if server.db().backend() == Backend::Postgres {
+            // Two writers: the first takes the smaller id and commits last. A stream that
+            // read by id alone would pass the second's id and never show the first.
+            let mut slow = db.pool().begin().await.expect("a transaction");
+            sqlx::query(insert).bind(&player).bind("{\"n\":\"first\"}").execute(&mut *slow).await.expect("insert");
+            sqlx::query(insert).bind(&player).bind("{\"n\":\"second\"}").execute(db.pool()).await.expect("insert");
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            slow.commit().await.expect("commit");
+        } else {
+            // One writer at a time: commit order is id order.
+            for n in ["first", "second"] {
+                sqlx::query(insert).bind(&player).bind(format!("{{\"n\":\"{n}\"}}")).execute(db.pool()).await.expect("insert");
+            }
+        }
+        let seen = read_events_until(&mut events, &["\"n\":\"first\"", "\"n\":\"second\""]).await;
+        let (first, second) = (seen.find("\"first\"").expect("first"), seen.find("\"second\"").expect("second"));
+        assert!(first < second, "in commit order: {seen}");
+
+        // Resuming after the first event shows the second and only it.
+        let resume = event_id(&seen, "\"first\"");
+        let mut resumed = server
+            .player(&token, Method::GET, "/v1/events")
+            .header("last-event-id", resume.to_string())
+            .send()
+            .await
+            .expect("the stream resumes");
+        let again = read_events_until(&mut resumed, &["\"n\":\"second\""]).await;
+        assert!(!again.contains("\"first\""), "{again}");
+        assert_eq!(event_id(&again, "\"second\""), event_id(&seen, "\"second\""));
+        db.close().await;
+    }
+}
+
 on_both_backends! {
     async fn a_gem_pack_bought_with_the_test_card_is_fulfilled_and_announced(server: TestServer) {
         let (player, token) = server.login_player("payer").await;

@@ -452,7 +452,11 @@ async fn a_charged_back_settlement_flags_the_player_and_ends_the_tab_credit(back
     );
     server.wait_for_order(&token, order["id"].as_str().expect("id"), status_is("charged_back")).await;
     let (_, inventory) = send(server.player(&token, Method::GET, "/v1/inventory")).await;
-    assert_eq!(inventory["items"], json!([]), "the 7 lives still held are clawed back: {inventory}");
+    assert_eq!(
+        inventory["items"],
+        json!([{ "sku": "extra_life", "quantity": -3 }]),
+        "the 7 lives still held are clawed back and the 3 used up are a debt: {inventory}"
+    );
     let refused = send(buy()).await;
     assert_error("a tab for a player who charged back", &refused, StatusCode::FORBIDDEN, "player_flagged");
     let settle =
@@ -621,6 +625,63 @@ async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backen
     assert!(sandbox.terminate().success());
 }
 
+/// DESIGN 5.5 and the review's M8 repro: items bought with real money and used up before a
+/// chargeback become a debt (the count goes below zero through the clawback alone), the player
+/// is flagged, nothing more can be used, and the next grants of the item repay the debt first.
+async fn used_up_items_of_a_charged_back_order_become_a_debt(backend: Backend) {
+    let Some(server) =
+        TestServer::start_with(backend, |settings| settings.sandbox_dispute_delay = Duration::from_secs(5))
+            .await
+    else {
+        return;
+    };
+    let (player, token) = server.login_player("friendly-fraud").await;
+    let gold_before = server.balance(&token, "gold").await;
+    let order = server.order(&token, seed::STARTER_BUNDLE).await;
+    let id = order["id"].as_str().expect("id");
+    assert_eq!(
+        server.pay(order["checkout_url"].as_str().expect("url"), CARD_DISPUTED).await.0,
+        StatusCode::OK
+    );
+    server.wait_for_order(&token, id, status_is("fulfilled")).await;
+    let consume = |quantity: i64| {
+        server
+            .player(&token, Method::POST, "/v1/inventory/magnet/consume")
+            .header("idempotency-key", key())
+            .json(&json!({ "quantity": quantity }))
+    };
+    let (status, used) = send(consume(2)).await;
+    assert_eq!(status, StatusCode::OK, "two of the three magnets used before the dispute: {used}");
+
+    server.wait_for_order(&token, id, status_is("charged_back")).await;
+    let (_, inventory) = send(server.player(&token, Method::GET, "/v1/inventory")).await;
+    assert_eq!(
+        inventory["items"],
+        json!([{ "sku": "magnet", "quantity": -2 }]),
+        "the skin and the magnet still held are taken back; the two used up are owed: {inventory}"
+    );
+    assert_eq!(server.balance(&token, "gold").await, gold_before, "the bundle's gold is taken back");
+    assert_eq!(server.count("select count(*) from inventory where in_debt = 1").await, 1);
+    assert_eq!(server.count("select count(*) from player where flagged_at is not null").await, 1);
+    let refused = send(consume(1)).await;
+    assert_error("using an item owed", &refused, StatusCode::CONFLICT, "insufficient_quantity");
+    server.assert_audit_clean().await;
+
+    // Three magnets granted later repay the two owed first.
+    let (status, granted) = send(
+        server
+            .admin(Method::POST, &format!("/admin/v1/players/{player}/grants"))
+            .header("idempotency-key", key())
+            .json(&json!({ "items": [{ "sku": "magnet", "quantity": 3 }], "reason": "goodwill" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{granted}");
+    let (_, inventory) = send(server.player(&token, Method::GET, "/v1/inventory")).await;
+    assert_eq!(inventory["items"], json!([{ "sku": "magnet", "quantity": 1 }]), "{inventory}");
+    assert_eq!(server.count("select count(*) from inventory where in_debt = 1").await, 0);
+    server.assert_audit_clean().await;
+}
+
 on_each_backend!(
     a_late_payment_of_an_expired_settlement_is_returned,
     overlapping_refunds_and_a_chargeback_are_each_booked,
@@ -628,4 +689,5 @@ on_each_backend!(
     lost_webhooks_are_repaired_by_reconciliation,
     an_order_is_not_expired_before_the_provider_is_asked,
     an_outage_longer_than_the_retry_window_loses_no_payment,
+    used_up_items_of_a_charged_back_order_become_a_debt,
 );

@@ -5,6 +5,10 @@
 //! whose payment the provider acknowledged is fulfilled exactly once (pending orders resume, the
 //! provider's stored webhooks are delivered after the restarts and processed once).
 //!
+//! On the shared SQLite and PostgreSQL servers the provider is a standalone sandbox process that
+//! outlives every kill and gives up on a webhook after two attempts, and one outage lasts longer
+//! than that: a payment made while the store is down is repaired by reconciliation alone.
+//!
 //! `COINSLOT_CRASH_KILLS` sets the number of kills (20 by default).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,12 +46,56 @@ struct Seen {
     paid: BTreeMap<String, usize>,
 }
 
-fn start(dir: &std::path::Path, url: &str, port: u16) -> ServerProcess {
+/// The standalone sandbox a store under test pays through, and how to reach it.
+struct Provider {
+    _process: ServerProcess,
+    url: String,
+    db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+const SANDBOX_API_KEY: &str = "sk_crash_loop";
+const SANDBOX_WEBHOOK_SECRET: &str = "whsec_crash_loop";
+
+impl Provider {
+    /// A sandbox that delivers webhooks to the store on `store_port` and gives up on each after
+    /// two attempts (about 0.2 s apart), as a real provider gives up after its retry window.
+    fn start(store_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("sandbox.db").display());
+        // Its checkout URLs name its address, so it listens on a port chosen here.
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+        let mut command = store_server_command(dir.path(), Some(&db_url));
+        command.env("COINSLOT_LISTEN", format!("127.0.0.1:{port}")).args([
+            "sandbox",
+            "--webhook-url",
+            &format!("http://127.0.0.1:{store_port}/v1/webhooks/sandbox"),
+            "--api-key",
+            SANDBOX_API_KEY,
+            "--webhook-secret",
+            SANDBOX_WEBHOOK_SECRET,
+            "--delivery-attempts",
+            "2",
+        ]);
+        let process = ServerProcess::spawn(command);
+        let url = process.base_url.clone();
+        Self { _process: process, url, db_url, _dir: dir }
+    }
+}
+
+fn start(dir: &std::path::Path, url: &str, port: u16, provider: Option<&Provider>) -> ServerProcess {
     let mut command = store_server_command(dir, Some(url));
     // One client ordering as fast as it can is what the velocity check flags: not this test.
     command
         .env("COINSLOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("COINSLOT_VELOCITY_ORDERS_MAX", "1000000");
+    if let Some(provider) = provider {
+        command
+            .env("COINSLOT_SANDBOX_URL", &provider.url)
+            .env("COINSLOT_SANDBOX_API_KEY", SANDBOX_API_KEY)
+            .env("COINSLOT_SANDBOX_WEBHOOK_SECRET", SANDBOX_WEBHOOK_SECRET);
+    }
     ServerProcess::spawn(command)
 }
 
@@ -130,12 +178,19 @@ async fn audit_is_clean(url: &str) {
 
 async fn case(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
-    crash_loop(&format!("{backend:?}"), db.url(), None).await;
+    crash_loop(&format!("{backend:?}"), db.url(), None, true).await;
 }
 
 /// Kills the server 20 times; with `postgres`, also kills that PostgreSQL server every fifth
-/// life (and restarts it), the store server living on through the outage.
-async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePostgres>) {
+/// life (and restarts it), the store server living on through the outage. With
+/// `external_provider`, the store pays through a standalone sandbox that lives through the kills,
+/// and one outage outlasts its retry window.
+async fn crash_loop(
+    label: &str,
+    url: &str,
+    postgres: Option<&tests::PrivatePostgres>,
+    external_provider: bool,
+) {
     let server_kills: usize =
         std::env::var("COINSLOT_CRASH_KILLS").ok().and_then(|value| value.parse().ok()).unwrap_or(20);
     let database_kills = if postgres.is_some() { server_kills / 5 } else { 0 };
@@ -144,7 +199,8 @@ async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePost
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a client");
-    let mut server = start(dir.path(), url, port);
+    let provider = external_provider.then(|| Provider::start(port));
+    let mut server = start(dir.path(), url, port, provider.as_ref());
     let base = server.base_url.clone();
     let key = server.printed_key().expect("the first start prints a key");
     let mut tokens = Vec::new();
@@ -204,10 +260,39 @@ async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePost
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+            _ if provider.is_some() && life == kills / 2 => {
+                // The long outage: an order opened before the kill is paid while the store is
+                // down, and the provider gives up on telling it before it is back.
+                let orderer = tokens.len() - 1;
+                let order: Value = http
+                    .post(format!("{base}/v1/orders"))
+                    .bearer_auth(&tokens[orderer])
+                    .header("idempotency-key", format!("crash-outage-{life}"))
+                    .json(&json!({ "offer_id": seed::GEMS_SMALL }))
+                    .send()
+                    .await
+                    .expect("the order")
+                    .json()
+                    .await
+                    .expect("JSON");
+                let id = order["id"].as_str().expect("an order id").to_owned();
+                drop(server);
+                while load.join_next().await.is_some() {}
+                let paid = http
+                    .post(format!("{}/pay", order["checkout_url"].as_str().expect("a checkout URL")))
+                    .json(&json!({ "card_number": "4242424242424242" }))
+                    .send()
+                    .await
+                    .expect("the sandbox takes the payment");
+                assert_eq!(paid.status(), StatusCode::OK);
+                seen.lock().expect("seen").paid.insert(id, orderer);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                server = start(dir.path(), url, port, provider.as_ref());
+            }
             _ => {
                 drop(server); // SIGKILL, mid-request.
                 while load.join_next().await.is_some() {}
-                server = start(dir.path(), url, port);
+                server = start(dir.path(), url, port, provider.as_ref());
             }
         }
         // Every acknowledged purchase survived the kill, and the ledger holds.
@@ -266,7 +351,8 @@ async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePost
         sqlx::query_scalar("select count(*) from purchase").fetch_one(reader.pool()).await.expect("count");
     assert_eq!(purchases, bought, "one purchase per key, none twice");
 
-    // Paid orders complete: the provider's stored webhooks are delivered after the restarts.
+    // Paid orders complete: the provider's stored webhooks are delivered after the restarts, and
+    // reconciliation books what the provider gave up on.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let fulfilled: Vec<(String, i64)> = sqlx::query_as(
@@ -298,6 +384,18 @@ async fn crash_loop(label: &str, url: &str, postgres: Option<&tests::PrivatePost
             .expect("count");
     assert_eq!(fulfilments, fulfilled_orders, "each order granted once");
     reader.close().await;
+    if let Some(provider) = &provider {
+        let sandbox =
+            store_server::db::Db::connect(&provider.db_url, 1, Duration::from_secs(30)).await.expect("db");
+        let given_up: i64 = sqlx::query_scalar(
+            "select count(*) from sandbox_delivery where delivered_at is null and attempts >= 2",
+        )
+        .fetch_one(sandbox.pool())
+        .await
+        .expect("deliveries");
+        sandbox.close().await;
+        assert!(given_up >= 1, "the long outage outlasted the provider's retries");
+    }
     audit_is_clean(url).await;
     drop(server);
     println!(
@@ -321,7 +419,7 @@ async fn killed_twenty_times_nothing_acknowledged_is_lost_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_its_postgres_server_too_nothing_acknowledged_is_lost() {
     let Some(postgres) = tests::PrivatePostgres::start() else { return };
-    crash_loop("private PostgreSQL", &postgres.url(), Some(&postgres)).await;
+    crash_loop("private PostgreSQL", &postgres.url(), Some(&postgres), false).await;
 }
 
 /// Durable before acknowledged needs a database that keeps its commits: a PostgreSQL server

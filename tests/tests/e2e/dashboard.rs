@@ -166,3 +166,49 @@ on_both_backends! {
         drop(driver);
     }
 }
+
+/// A range holding more sales than a report may read (`analytics_rows_max`) is refused report by
+/// report: each such card says so, and the reports that can be made still draw.
+async fn a_report_too_large_says_so_in_its_card_and_the_others_draw(backend: tests::Backend) {
+    let Some(server) =
+        tests::TestServer::start_with(backend, |settings| settings.analytics_rows_max = 2).await
+    else {
+        return;
+    };
+    let Some(driver) = start_chromedriver().await else { return };
+    let (player, token) = server.login_player("bounded-buyer").await;
+    server.grant(&player, "gold", 1_000).await;
+    for (offer, key) in [(seed::MAGNET, "b1"), (seed::SHIELD, "b2"), (seed::EXTRA_LIFE, "b3")] {
+        let body = json!({ "offer_id": offer, "price_index": 0 });
+        let (status, answer) = send(server.purchase(&token, key, &body)).await;
+        assert!(status.is_success(), "{answer}");
+    }
+    let key = server.key_with_scopes(&["analytics:read"]).await;
+    let (browser, _profile) = open_browser(&driver).await;
+    let wait = Duration::from_secs(60);
+    let outcome = async {
+        browser.goto(&format!("{}/dashboard", server.base_url())).await?;
+        browser.find(Locator::Id("key")).await?.send_keys(&key).await?;
+        browser.find(Locator::Id("login-button")).await?.click().await?;
+        let tabs =
+            browser.wait().at_most(wait).for_element(Locator::Css("#chart-tabs table")).await?.text().await?;
+        let revenue = browser
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::Css("#chart-revenue p.empty"))
+            .await?
+            .text()
+            .await?;
+        let banner = browser.find(Locator::Id("analytics-error")).await?.text().await?;
+        Ok::<_, fantoccini::error::CmdError>((tabs, revenue, banner))
+    }
+    .await;
+    let _ = browser.close().await;
+    let (tabs, revenue, banner) = outcome.expect("the analytics page draws what it can");
+    assert!(tabs.contains("USD"), "the tabs report draws: {tabs}");
+    assert!(revenue.contains("more than 2 sales") && revenue.contains("shorter range"), "{revenue}");
+    assert_eq!(banner, "", "no page-wide error when some reports draw");
+    drop(driver);
+}
+
+on_each_backend!(a_report_too_large_says_so_in_its_card_and_the_others_draw);

@@ -8,7 +8,9 @@
 //!    16 closed-loop clients over loopback: the catalog with its `ETag` (a 304), the full
 //!    catalog, wallets and history pages; each p50/p99 also as a ratio to `GET /healthz`
 //!    measured in the same run (the HTTP floor);
-//! 3. prints the server's memory now and at its peak, and the targets of DESIGN.md section 12.
+//! 3. opens the dashboard's analytics page as a browser would (its six reports at once, the
+//!    default range) and prints each report's answer and time;
+//! 4. prints the server's memory now and at its peak, and the targets of DESIGN.md section 12.
 //!
 //! Sizes: `COINSLOT_SCALE_PLAYERS` (1,000,000), `COINSLOT_SCALE_ENTRIES_PER_PLAYER` (10),
 //! `COINSLOT_SCALE_ITEMS` (10,000). `COINSLOT_SCALE_DIR` keeps the database between runs (a
@@ -213,6 +215,43 @@ fn main() {
                 target.map_or_else(String::new, |limit| format!("p99 at most {limit} ms")),
             );
         }
+        // The dashboard's analytics page on this database: six reports at once, as the page asks.
+        let analytics_key = run(&url, &["admin", "create-key", "--scopes", "analytics:read"]).trim().to_owned();
+        println!("\n### The dashboard's analytics page (six reports at once, the default range)\n");
+        println!("| report | status | answer | time |");
+        println!("|---|---:|---|---:|");
+        let page_started = Instant::now();
+        let answers = futures_util::future::join_all(
+            ["revenue", "peak-times", "combinations", "price-sensitivity", "geography", "tabs"].map(|report| {
+                let (http, base, key) = (http.clone(), base.clone(), analytics_key.clone());
+                async move {
+                    let started = Instant::now();
+                    let response = http
+                        .get(format!("{base}/admin/v1/analytics/{report}"))
+                        .bearer_auth(&key)
+                        .timeout(Duration::from_secs(120))
+                        .send()
+                        .await;
+                    let (status, body) = match response {
+                        Ok(response) => (response.status().as_u16(), response.text().await.unwrap_or_default()),
+                        Err(error) => (0, error.to_string()),
+                    };
+                    (report, status, body, started.elapsed())
+                }
+            }),
+        )
+        .await;
+        for (report, status, body, took) in answers {
+            let answer = serde_json::from_str::<Value>(&body).map_or_else(
+                |_| format!("{} bytes", body.len()),
+                |json| match json["error"]["code"].as_str() {
+                    Some(code) => format!("`{code}`: {}", json["error"]["message"].as_str().unwrap_or_default()),
+                    None => format!("{} bytes of report", body.len()),
+                },
+            );
+            println!("| {report} | {status} | {answer} | {} |", ms(took));
+        }
+        println!("\n- the whole page answered in {}", ms(page_started.elapsed()));
         let rss = memory_mib(server.pid(), "VmRSS:");
         let peak = server.stop().await;
         println!("\n### Targets\n");

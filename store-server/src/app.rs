@@ -21,15 +21,16 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::SessionSigner;
-use crate::catalog::{CatalogCache, CatalogRules};
 use crate::db::Db;
 use crate::error::{ApiError, error_response};
-use crate::idempotency::delete_expired_keys;
-use crate::install::{Seed, prepare};
-use crate::payments::{PaymentProvider, SandboxProvider};
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::ledger::idempotency::delete_expired_keys;
+use crate::ops::install::{Seed, prepare};
+use crate::payments::Payments;
+use crate::payments::provider::{PaymentProvider, SandboxProvider};
+use crate::payments::sandbox::{Sandbox, SandboxConfig};
+use crate::players::auth::SessionSigner;
 use crate::settings::{IDEMPOTENCY_RETENTION_MIN, SandboxMode, Settings};
+use crate::store::catalog::{CatalogCache, CatalogRules};
 
 /// State every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,17 +38,15 @@ pub struct AppState(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
-    db: Db,
-    settings: Settings,
+    /// The database, the writer, the catalog, the providers and the settings: the handle the
+    /// domains take, each the parts it needs.
+    payments: Payments,
     public_url: String,
     signer: SessionSigner,
-    catalog_cache: CatalogCache,
-    batcher: crate::group_commit::Batcher,
-    player_limits: crate::rate_limit::RateLimiter,
-    key_limits: crate::rate_limit::RateLimiter,
+    player_limits: crate::players::rate_limit::RateLimiter,
+    key_limits: crate::players::rate_limit::RateLimiter,
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
-    providers: Vec<Arc<dyn PaymentProvider>>,
     sandbox: Option<Sandbox>,
 }
 
@@ -55,13 +54,19 @@ impl AppState {
     /// The database.
     #[must_use]
     pub fn db(&self) -> &Db {
-        &self.0.db
+        self.0.payments.db()
     }
 
     /// The settings the server started with.
     #[must_use]
     pub fn settings(&self) -> &Settings {
-        &self.0.settings
+        self.0.payments.settings()
+    }
+
+    /// What the payment code takes: the writer, the catalog, the providers, the settings.
+    #[must_use]
+    pub fn payments(&self) -> &Payments {
+        &self.0.payments
     }
 
     /// Signs and checks session tokens.
@@ -72,25 +77,25 @@ impl AppState {
 
     /// The per-player request limits.
     #[must_use]
-    pub fn player_limits(&self) -> &crate::rate_limit::RateLimiter {
+    pub fn player_limits(&self) -> &crate::players::rate_limit::RateLimiter {
         &self.0.player_limits
     }
 
     /// The per-key request limits.
     #[must_use]
-    pub fn key_limits(&self) -> &crate::rate_limit::RateLimiter {
+    pub fn key_limits(&self) -> &crate::players::rate_limit::RateLimiter {
         &self.0.key_limits
     }
 
     /// The queue to the group-commit writer.
     #[must_use]
-    pub fn batcher(&self) -> &crate::group_commit::Batcher {
-        &self.0.batcher
+    pub fn batcher(&self) -> &crate::ledger::group_commit::Batcher {
+        self.0.payments.writer()
     }
 
     /// The rendered live catalog's cache.
-    pub fn catalog_cache(&self) -> &CatalogCache {
-        &self.0.catalog_cache
+    pub fn catalog_cache(&self) -> &Arc<CatalogCache> {
+        self.0.payments.catalog_cache()
     }
 
     /// The Prometheus recorder's handle.
@@ -108,18 +113,18 @@ impl AppState {
     /// The payment provider named `name`.
     #[must_use]
     pub fn provider(&self, name: &str) -> Option<&dyn PaymentProvider> {
-        self.0.providers.iter().find(|provider| provider.name() == name).map(|provider| &**provider)
+        self.0.payments.provider(name)
     }
 
     /// Every configured provider.
     pub fn providers(&self) -> impl Iterator<Item = &dyn PaymentProvider> {
-        self.0.providers.iter().map(|provider| &**provider)
+        self.0.payments.providers()
     }
 
     /// The provider new orders are paid through.
     #[must_use]
     pub fn default_provider(&self) -> Option<&dyn PaymentProvider> {
-        self.0.providers.first().map(|provider| &**provider)
+        self.0.payments.default_provider()
     }
 
     /// The OpenAPI document, rendered once at start.
@@ -148,7 +153,7 @@ fn prometheus() -> PrometheusHandle {
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut openapi = crate::http::routes().into_openapi();
-    openapi.merge(crate::sandbox::routes().into_openapi());
+    openapi.merge(crate::payments::sandbox::routes().into_openapi());
     openapi
 }
 
@@ -159,7 +164,7 @@ pub fn router(state: AppState) -> Router {
     let (store, _) = crate::http::routes().split_for_parts();
     let mut router = store.with_state(state.clone());
     if let Some(sandbox) = &state.0.sandbox {
-        let (sandbox_routes, _) = crate::sandbox::routes().split_for_parts();
+        let (sandbox_routes, _) = crate::payments::sandbox::routes().split_for_parts();
         router = router.merge(sandbox_routes.with_state(sandbox.clone()));
     }
     router.fallback(route_not_found).method_not_allowed_fallback(method_not_allowed).layer(
@@ -282,12 +287,12 @@ impl Application {
         let db =
             Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
         db.migrate().await?;
-        crate::auth::hash_stored_device_ids(&db).await?;
+        crate::players::auth::hash_stored_device_ids(&db).await?;
         let installation =
             prepare(&db, &settings.assets_dir, Seed::DefaultCatalog, &CatalogRules::from_settings(&settings))
                 .await?;
         let tls = match &settings.tls {
-            Some(files) => Some(crate::tls::server_config(&files.cert, &files.key)?),
+            Some(files) => Some(crate::ops::tls::server_config(&files.cert, &files.key)?),
             None => None,
         };
         let listener = TcpListener::bind(settings.listen).await?;
@@ -313,7 +318,7 @@ impl Application {
                     public_url: sandbox_url,
                     fees: settings.sandbox_fees.clone(),
                     dispute_delay: settings.sandbox_dispute_delay,
-                    delivery_attempts_max: crate::sandbox::DELIVERY_ATTEMPTS_MAX,
+                    delivery_attempts_max: crate::payments::sandbox::DELIVERY_ATTEMPTS_MAX,
                 }))
             }
             SandboxMode::External { url, api_key, webhook_secret } => {
@@ -327,20 +332,28 @@ impl Application {
             }
             SandboxMode::Off => None,
         };
-        let player_limits = crate::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
-        let key_limits = crate::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");
-        let state = AppState(Arc::new(Shared {
+        let player_limits =
+            crate::players::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
+        let key_limits = crate::players::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");
+        let writer = crate::ledger::group_commit::Batcher::new(
             db,
-            settings,
+            crate::ledger::group_commit::WriterConfig {
+                enabled: settings.group_commit,
+                size_max: settings.batch_size_max,
+                wait: settings.batch_wait,
+                instance: public_url.clone(),
+            },
+        );
+        let payments =
+            Payments::new(writer, Arc::new(CatalogCache::default()), providers, Arc::new(settings));
+        let state = AppState(Arc::new(Shared {
+            payments,
             public_url,
             signer: installation.signer,
-            catalog_cache: CatalogCache::default(),
-            batcher: crate::group_commit::Batcher::default(),
             player_limits,
             key_limits,
             metrics: prometheus(),
             openapi_json,
-            providers,
             sandbox,
         }));
         Ok(Self { listener, tls, state, first_operator_key: installation.first_operator_key })
@@ -394,10 +407,11 @@ impl Application {
         if state.settings().group_commit
             && let Some(queue) = state.batcher().take_receiver()
         {
-            workers.push(tokio::spawn(crate::group_commit::run_writer(state.clone(), queue)));
+            workers
+                .push(tokio::spawn(crate::ledger::group_commit::run_writer(state.batcher().clone(), queue)));
         }
         if let Some(sandbox) = &state.0.sandbox {
-            workers.push(tokio::spawn(crate::sandbox::run_deliveries(
+            workers.push(tokio::spawn(crate::payments::sandbox::run_deliveries(
                 sandbox.clone(),
                 state.settings().worker_tick,
             )));
@@ -410,7 +424,7 @@ impl Application {
         let mut server: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match tls {
             None => Box::pin(axum::serve(listener, service).with_graceful_shutdown(stopped).into_future()),
             Some(config) => Box::pin(
-                axum::serve(crate::tls::TlsListener::new(listener, config)?, service)
+                axum::serve(crate::ops::tls::TlsListener::new(listener, config)?, service)
                     .with_graceful_shutdown(stopped)
                     .into_future(),
             ),
@@ -443,14 +457,14 @@ async fn run_order_workers(state: AppState) {
         ticks.tick().await;
         if reconciled_at.is_none_or(|at| at.elapsed() >= state.settings().reconcile_interval) {
             reconciled_at = Some(tokio::time::Instant::now());
-            if let Err(error) = crate::reconcile::reconcile_events(&state).await {
+            if let Err(error) = crate::payments::reconcile::reconcile_events(state.payments()).await {
                 tracing::warn!(%error, "could not reconcile with the providers");
             }
         }
-        if let Err(error) = crate::orders::expire_due_orders(&state).await {
+        if let Err(error) = crate::payments::orders::expire_due_orders(state.payments()).await {
             tracing::warn!(%error, "could not expire orders");
         }
-        if let Err(error) = crate::orders::submit_pending_refunds(&state).await {
+        if let Err(error) = crate::payments::orders::submit_pending_refunds(state.payments()).await {
             tracing::warn!(%error, "could not submit refunds");
         }
     }
@@ -469,13 +483,13 @@ pub async fn run_sandbox(
 ) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(config);
     let listener = TcpListener::bind(listen).await?;
-    let (routes, _) = crate::sandbox::routes().split_for_parts();
+    let (routes, _) = crate::payments::sandbox::routes().split_for_parts();
     let router = routes.with_state(sandbox.clone()).fallback(route_not_found).layer(
         ServiceBuilder::new()
             .layer(middleware::from_fn(type_every_error))
             .layer(DefaultBodyLimit::max(store_api::limits::REQUEST_BODY_BYTES_MAX)),
     );
-    let deliveries = tokio::spawn(crate::sandbox::run_deliveries(sandbox, tick));
+    let deliveries = tokio::spawn(crate::payments::sandbox::run_deliveries(sandbox, tick));
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     deliveries.abort();
     Ok(served?)

@@ -12,17 +12,17 @@ use clap::{Args, Parser, Subcommand};
 use store_api::auth::Scope;
 
 use crate::app::{Application, run_sandbox};
-use crate::audit::audit;
-use crate::auth::create_api_key;
-use crate::catalog::{CatalogRules, export_catalog, import_catalog, lock_catalog, publish};
 use crate::db::Db;
-use crate::fees::FeeSchedule;
-use crate::install::{Seed, prepare, read_catalog_file};
-use crate::receipts::rotate_receipt_key;
-use crate::sandbox::SandboxConfig;
+use crate::ledger::audit::audit;
+use crate::ledger::receipts::rotate_receipt_key;
+use crate::ops::install::{Seed, prepare, read_catalog_file};
+use crate::payments::fees::FeeSchedule;
+use crate::payments::sandbox::SandboxConfig;
+use crate::players::auth::create_api_key;
 use crate::settings::{
     ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, SandboxMode, Settings, SpendingLimits,
 };
+use crate::store::catalog::{CatalogRules, export_catalog, import_catalog, lock_catalog, publish};
 
 /// Coinslot store server.
 #[derive(Debug, Parser)]
@@ -79,11 +79,11 @@ struct SettingsArgs {
     /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
     /// currency's minimum card charge; players flagged minor get 20%).
     /// Requests per player, `RATE/BURST` per second (or `off`).
-    #[arg(long, env = "COINSLOT_PLAYER_RATE_LIMIT", default_value = "50/100", global = true, value_parser = crate::rate_limit::Limit::parse)]
-    player_rate_limit: crate::rate_limit::Limit,
+    #[arg(long, env = "COINSLOT_PLAYER_RATE_LIMIT", default_value = "50/100", global = true, value_parser = crate::players::rate_limit::Limit::parse)]
+    player_rate_limit: crate::players::rate_limit::Limit,
     /// Requests per operator API key, `RATE/BURST` per second (or `off`).
-    #[arg(long, env = "COINSLOT_KEY_RATE_LIMIT", default_value = "200/400", global = true, value_parser = crate::rate_limit::Limit::parse)]
-    key_rate_limit: crate::rate_limit::Limit,
+    #[arg(long, env = "COINSLOT_KEY_RATE_LIMIT", default_value = "200/400", global = true, value_parser = crate::players::rate_limit::Limit::parse)]
+    key_rate_limit: crate::players::rate_limit::Limit,
     /// Orders a player may create in 10 minutes before being flagged for review.
     #[arg(long, env = "COINSLOT_VELOCITY_ORDERS_MAX", default_value_t = 10, global = true)]
     velocity_orders_max: u32,
@@ -228,7 +228,7 @@ enum Command {
         #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET")]
         webhook_secret: String,
         /// Delivery attempts of one webhook before giving up on it (its retry window).
-        #[arg(long, default_value_t = crate::sandbox::DELIVERY_ATTEMPTS_MAX)]
+        #[arg(long, default_value_t = crate::payments::sandbox::DELIVERY_ATTEMPTS_MAX)]
         delivery_attempts: i64,
     },
 }
@@ -310,8 +310,19 @@ impl Cli {
             }
             Command::Serve => serve(settings).await,
             Command::DemoData { players, days, seed } => {
-                let plan = crate::demo_data::Plan { players, days, seed };
-                let summary = crate::demo_data::run(settings, plan, |done, total| {
+                let plan = crate::ops::demo_data::Plan { players, days, seed };
+                let settings = crate::ops::demo_data::store_settings(settings, &plan)?;
+                let database_url = settings.database_url.clone();
+                let application = Application::build(settings).await.context("starting the store")?;
+                let base = format!("http://127.0.0.1:{}", application.port());
+                let key =
+                    crate::ops::demo_data::operator_key(&database_url, application.first_operator_key())
+                        .await?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let server = tokio::spawn(application.run_until_stopped(async {
+                    let _ = stopped.await;
+                }));
+                let played = crate::ops::demo_data::play_against(&base, &key, plan, |done, total| {
                     let filled = usize::try_from(done * 30 / total.max(1)).unwrap_or(30);
                     eprint!(
                         "\r  [{}{}] day {done}/{total}",
@@ -322,7 +333,10 @@ impl Cli {
                         eprintln!();
                     }
                 })
-                .await?;
+                .await;
+                let _ = stop.send(());
+                server.await.context("the store's task")??;
+                let summary = played?;
                 println!(
                     "demo data: {} sessions, {} purchases, {} card orders, {} refunds",
                     summary.sessions, summary.purchases, summary.orders, summary.refunds
@@ -355,8 +369,8 @@ impl Cli {
             Command::Generate { players, entries_per_player } => {
                 let db = open_db(&settings).await?;
                 let started = std::time::Instant::now();
-                let plan = crate::scale::Plan { players, entries_per_player };
-                let generated = crate::scale::generate(&db, plan, |done, total| {
+                let plan = crate::ops::generate::Plan { players, entries_per_player };
+                let generated = crate::ops::generate::generate(&db, plan, |done, total| {
                     eprint!("\r  {done}/{total} players");
                     if done == total {
                         eprintln!();
@@ -439,7 +453,7 @@ async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
         .await
         .with_context(|| format!("cannot open the database at {}", settings.database_url))?;
     db.migrate().await.context("cannot migrate the database")?;
-    crate::auth::hash_stored_device_ids(&db).await.context("cannot hash stored device ids")?;
+    crate::players::auth::hash_stored_device_ids(&db).await.context("cannot hash stored device ids")?;
     Ok(db)
 }
 

@@ -1,43 +1,36 @@
 //! Coinslot's store server: an axum service over SQLite or PostgreSQL that sells virtual items
 //! for game currency and real money.
 //!
-//! Start here: [`app::Application`] builds and serves; [`http`] holds the routes, one module per
-//! resource; [`catalog`] holds the catalog's rules and storage; [`auth`] the credentials;
-//! [`db`] the pool and migrations; [`cli`] the command line `main` runs.
+//! The tree is the architecture; dependencies point one way, down this list:
+//! - [`http`]: the routes, one module per resource, and nothing else: each handler parses, asks
+//!   a domain module, and answers. [`app`] builds the state and the router and serves
+//!   ([`app::Application`]); [`cli`] is the command line `main` runs.
+//! - the domains: [`store`] (the catalog, prices, purchases, rewards, grants, inventory),
+//!   [`payments`] (real money: the provider trait and each provider, orders, refunds, disputes,
+//!   reconciliation, fees, tabs, creators' shares), [`players`] (credentials, sessions, rate
+//!   limits, privacy), [`analytics`] (sales reports) and [`ops`] (install, demo data,
+//!   `generate`, TLS);
+//! - [`ledger`]: accounts, entries, the batch writer, idempotency, the bulk path, the audit,
+//!   receipts and the event outbox;
+//! - the ground every layer stands on: [`db`] (the pool and migrations), [`error`] (the one
+//!   error type), [`extract`] (JSON bodies, queries, pages, `ETag`s) and [`settings`].
+//!
+//! Nothing below [`http`] imports [`app`]; nothing in [`ledger`] knows about providers, orders
+//! or the catalog's rules.
 
 pub mod analytics;
 pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod bulk;
-pub mod catalog;
 pub mod cli;
 pub mod db;
-pub mod demo_data;
 pub mod error;
-pub mod events;
 pub mod extract;
-pub mod fees;
-pub mod group_commit;
 pub mod http;
-pub mod idempotency;
-pub mod install;
 pub mod ledger;
-pub mod operations;
-pub mod orders;
+pub mod ops;
 pub mod payments;
-pub mod pricing;
-pub mod privacy;
-pub mod rate_limit;
-pub mod receipts;
-pub mod reconcile;
-pub mod revenue_share;
-pub mod rewards;
-pub mod sandbox;
-pub mod scale;
+pub mod players;
 pub mod settings;
-pub mod tabs;
-pub mod tls;
+pub mod store;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -58,9 +58,9 @@ pub struct Settings {
     /// Players' spending limits per day and month.
     pub spending_limits: SpendingLimits,
     /// Requests per player: sustained per second and burst (`off` in tests that race one player).
-    pub player_rate_limit: crate::rate_limit::Limit,
+    pub player_rate_limit: crate::players::rate_limit::Limit,
     /// Requests per operator API key.
-    pub key_rate_limit: crate::rate_limit::Limit,
+    pub key_rate_limit: crate::players::rate_limit::Limit,
     /// Orders a player may create in [`VELOCITY_ORDERS_WINDOW`] before being flagged.
     pub velocity_orders_max: u32,
     /// Declined payments a player may have in [`VELOCITY_DECLINES_WINDOW`] before being flagged.
@@ -78,7 +78,7 @@ pub struct Settings {
     /// Where the sandbox payment provider is: mounted in this server, running elsewhere, or off.
     pub sandbox: SandboxMode,
     /// The sandbox's fees.
-    pub sandbox_fees: crate::fees::FeeSchedule,
+    pub sandbox_fees: crate::payments::fees::FeeSchedule,
     /// How long after a payment with the dispute test card the dispute arrives.
     pub sandbox_dispute_delay: Duration,
     /// Tab thresholds, credit limits and time limit.
@@ -259,7 +259,7 @@ impl Default for Settings {
             analytics_rows_max: crate::analytics::SALES_ROWS_MAX,
             merchant_name: "Coinslot demo store".to_owned(),
             sandbox: SandboxMode::Mounted,
-            sandbox_fees: crate::fees::FeeSchedule::default(),
+            sandbox_fees: crate::payments::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),
             tabs: TabSettings::default(),
             net_floor_percent: 50,
@@ -281,11 +281,11 @@ pub struct TlsFiles {
 }
 
 /// Requests a player may send: 50 a second sustained, bursts of 100.
-pub const PLAYER_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
-    crate::rate_limit::Limit { per_second: 50, burst: 100 };
+pub const PLAYER_RATE_LIMIT_DEFAULT: crate::players::rate_limit::Limit =
+    crate::players::rate_limit::Limit { per_second: 50, burst: 100 };
 /// Requests an operator API key may send: 200 a second sustained, bursts of 400.
-pub const KEY_RATE_LIMIT_DEFAULT: crate::rate_limit::Limit =
-    crate::rate_limit::Limit { per_second: 200, burst: 400 };
+pub const KEY_RATE_LIMIT_DEFAULT: crate::players::rate_limit::Limit =
+    crate::players::rate_limit::Limit { per_second: 200, burst: 400 };
 
 /// The window the velocity check counts a player's orders in.
 pub const VELOCITY_ORDERS_WINDOW: Duration = Duration::from_secs(10 * 60);

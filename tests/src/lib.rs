@@ -169,8 +169,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
         worker_tick: Duration::from_millis(50),
         sandbox_dispute_delay: Duration::from_millis(300),
         // Many tests race one player on purpose; the rate-limit tests turn limits on.
-        player_rate_limit: store_server::rate_limit::Limit::OFF,
-        key_rate_limit: store_server::rate_limit::Limit::OFF,
+        player_rate_limit: store_server::players::rate_limit::Limit::OFF,
+        key_rate_limit: store_server::players::rate_limit::Limit::OFF,
         ..Settings::default()
     }
 }
@@ -473,7 +473,7 @@ impl TestServer {
     pub async fn assert_audit_clean(&self) {
         let db =
             store_server::db::Db::connect(self.db.url(), 2, Duration::from_secs(30)).await.expect("connect");
-        let report = store_server::audit::audit(&db).await.expect("audit runs");
+        let report = store_server::ledger::audit::audit(&db).await.expect("audit runs");
         db.close().await;
         assert!(report.is_clean(), "{report}");
     }

@@ -12,13 +12,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::Operator;
-use crate::auth::scopes::{KeysAdmin, PlayersRead, PlayersWrite};
-use crate::catalog::append_audit;
 use crate::db::from_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, Page, PageQuery};
 use crate::ledger::{read_history, read_inventory, read_wallet};
+use crate::players::auth::Operator;
+use crate::players::auth::scopes::{KeysAdmin, PlayersRead, PlayersWrite};
+use crate::store::catalog::append_audit;
 
 /// Orders shown on a player's page.
 const PLAYER_ORDERS_MAX: u32 = 50;
@@ -85,7 +85,7 @@ async fn list_players(
         return Err(ApiError::invalid("query", format!("at most {SEARCH_CHARS_MAX} characters")));
     }
     // A device id is stored only as its hash, so it is found whole, never by a prefix.
-    let device = crate::auth::device_key(&text);
+    let device = crate::players::auth::device_key(&text);
     let before = page.cursor.clone().unwrap_or_else(|| "~".to_owned());
     let mut conn = state.db().pool().acquire().await?;
     let rows: Vec<PlayerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -133,9 +133,9 @@ async fn get_player(
     let player = find_player(&mut conn, &player_id.to_string()).await?;
     let wallet = read_wallet(&mut conn, player_id).await?;
     let inventory = Inventory { items: read_inventory(&mut conn, player_id).await? };
-    let tabs = crate::tabs::player_tabs(&mut conn, &state, player_id).await?;
+    let tabs = crate::payments::tabs::player_tabs(&mut conn, state.payments(), player_id).await?;
     let page = Page { limit: PLAYER_ORDERS_MAX, cursor: None };
-    let (orders, _) = crate::orders::list_orders(&mut conn, Some(player_id), &page).await?;
+    let (orders, _) = crate::payments::orders::list_orders(&mut conn, Some(player_id), &page).await?;
     Ok(axum::Json(PlayerDetail { player, wallet, inventory, tabs, orders }))
 }
 
@@ -256,7 +256,7 @@ async fn export_player(
         (None, Some(_)) => return Err(ApiError::invalid("offset", "an offset pages one `table`")),
     };
     let mut conn = state.db().pool().acquire().await?;
-    Ok(axum::Json(crate::privacy::export(&mut conn, player_id, only).await?))
+    Ok(axum::Json(crate::players::privacy::export(&mut conn, player_id, only).await?))
 }
 
 /// Erases a player's personal fields (device id, country) and revokes their sessions; the ledger
@@ -278,7 +278,8 @@ async fn erase_player(
     let player_id = player_id(&id)?;
     let mut tx = state.db().begin_write().await?;
     let erased =
-        crate::privacy::erase(&mut tx, player_id, &operator.actor(), request.reason.as_str()).await?;
+        crate::players::privacy::erase(&mut tx, player_id, &operator.actor(), request.reason.as_str())
+            .await?;
     tx.commit().await?;
     Ok(axum::Json(erased))
 }

@@ -16,11 +16,11 @@ use utoipa_axum::routes;
 
 use crate::analytics::{self, Range};
 use crate::app::AppState;
-use crate::auth::scopes::AnalyticsRead;
-use crate::auth::{Operator, PlayerAuth};
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::players::auth::scopes::AnalyticsRead;
+use crate::players::auth::{Operator, PlayerAuth};
 
 /// The range a report covers when none is given, in days ending today.
 const RANGE_DAYS_DEFAULT: i64 = 30;
@@ -65,7 +65,7 @@ async fn store_viewed(
     }
     let mut tx = state.db().begin_write().await?;
     let catalog = state.catalog_cache().get(&mut tx).await?;
-    let buyer = crate::pricing::buyer(&mut tx, player.player_id).await?;
+    let buyer = crate::store::pricing::buyer(&mut tx, player.player_id).await?;
     let now = now_micros();
     for (index, offer_id) in request.offer_ids.iter().enumerate() {
         let offer = catalog.offer(*offer_id).ok_or_else(|| {
@@ -74,7 +74,7 @@ async fn store_viewed(
                 format!("offer {offer_id} is not in the live catalog"),
             )
         })?;
-        let (prices, variant) = crate::pricing::effective_prices(offer, &buyer);
+        let (prices, variant) = crate::store::pricing::effective_prices(offer, &buyer);
         sqlx::query(
             "insert into store_view (player_id, offer_id, sku, price_variant, price_point, created_at) \
              values ($1, $2, $3, $4, $5, $6)",

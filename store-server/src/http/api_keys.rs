@@ -8,11 +8,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{Operator, create_api_key, parse_scopes, scopes::KeysAdmin};
-use crate::catalog::append_audit;
 use crate::db::from_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, PageQuery};
+use crate::players::auth::{Operator, create_api_key, parse_scopes, scopes::KeysAdmin};
+use crate::store::catalog::append_audit;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_api_keys, create_api_key_route)).routes(routes!(revoke_api_key))
@@ -109,7 +109,7 @@ async fn revoke_api_key(
         serde_json::json!({
             "name": name,
             "prefix": prefix,
-            "revoked_at": revoked_at.map(|at| crate::operations::rfc3339(crate::db::from_micros(at))),
+            "revoked_at": revoked_at.map(|at| crate::store::operations::rfc3339(crate::db::from_micros(at))),
         })
         .to_string()
     };

@@ -13,15 +13,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::Operator;
-use crate::auth::scopes::{CatalogRead, CatalogWrite};
-use crate::catalog::{
-    CatalogRules, DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft,
-    list_draft, list_versions, lock_catalog, publish, put_draft,
-};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IfMatch, PageQuery};
 use crate::http::with_etag;
+use crate::players::auth::Operator;
+use crate::players::auth::scopes::{CatalogRead, CatalogWrite};
+use crate::store::catalog::{
+    CatalogRules, DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft,
+    list_draft, list_versions, lock_catalog, publish, put_draft,
+};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

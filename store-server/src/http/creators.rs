@@ -9,11 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::Operator;
-use crate::auth::scopes::{PlayersRead, PlayersWrite};
 use crate::error::{ApiError, ApiResult};
-use crate::idempotency::{IdempotentJson, MoneyOp, run_once};
-use crate::revenue_share::{list_creators, list_payouts, pay_out};
+use crate::ledger::idempotency::{IdempotentJson, MoneyOp, run_once};
+use crate::payments::revenue_share::{list_creators, list_payouts, pay_out};
+use crate::players::auth::Operator;
+use crate::players::auth::scopes::{PlayersRead, PlayersWrite};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -95,26 +95,35 @@ async fn create_payouts(
     request: IdempotentJson<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Response> {
     let creator = creator_id(&id)?;
-    run_once(&state, &operator.actor(), request.idempotency, PayoutOp { creator, actor: operator.actor() })
-        .await
+    run_once(
+        state.batcher(),
+        &operator.actor(),
+        request.idempotency,
+        PayoutOp {
+            creator,
+            actor: operator.actor(),
+            payout_multiple: state.settings().creator_payout_multiple,
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Clone)]
 struct PayoutOp {
     creator: CreatorId,
     actor: String,
+    /// Payouts are whole multiples of this (`creator_payout_multiple`).
+    payout_multiple: u32,
 }
 
 impl MoneyOp for PayoutOp {
     type Output = PayoutList;
     const SUCCESS: StatusCode = StatusCode::CREATED;
 
-    async fn apply(self, state: &AppState, conn: &mut sqlx::AnyConnection) -> ApiResult<PayoutList> {
-        let payouts =
-            pay_out(conn, self.creator.as_str(), state.settings().creator_payout_multiple, &self.actor)
-                .await?;
+    async fn apply(self, conn: &mut sqlx::AnyConnection) -> ApiResult<PayoutList> {
+        let payouts = pay_out(conn, self.creator.as_str(), self.payout_multiple, &self.actor).await?;
         let record = serde_json::to_string(&payouts).map_err(anyhow::Error::from)?;
-        crate::catalog::append_audit(
+        crate::store::catalog::append_audit(
             conn,
             &self.actor,
             "creator.payout",

@@ -8,15 +8,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::Operator;
-use crate::auth::scopes::{CatalogRead, CatalogWrite};
-use crate::catalog::{
-    append_audit, create_currency, currency_etag, find_currency, list_currencies, lock_catalog,
-    update_currency,
-};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, IfMatch};
 use crate::http::with_etag;
+use crate::players::auth::Operator;
+use crate::players::auth::scopes::{CatalogRead, CatalogWrite};
+use crate::store::catalog::{
+    append_audit, create_currency, currency_etag, find_currency, list_currencies, lock_catalog,
+    update_currency,
+};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,13 +1,17 @@
 //! The HTTP surface: one module per resource, each owning its routes, plus the OpenAPI
-//! document generated from those routes.
+//! document generated from those routes. Handlers only: each parses the request, asks a domain
+//! module ([`crate::store`], [`crate::payments`], [`crate::players`], [`crate::analytics`]) or
+//! the ledger, and answers; the rules live there.
 
 pub mod admin_players;
 pub mod analytics;
 pub mod api_keys;
+pub mod auth;
 pub mod catalog;
 pub mod creators;
 pub mod currencies;
 pub mod dashboard;
+pub mod events;
 pub mod ops;
 pub mod orders;
 pub mod players;
@@ -15,6 +19,7 @@ pub mod purchases;
 pub mod rewards;
 pub mod tabs;
 pub mod wallet;
+pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -70,6 +75,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(purchases::routes())
         .merge(rewards::routes())
         .merge(orders::routes())
+        .merge(webhooks::routes())
+        .merge(events::routes())
         .merge(tabs::routes())
         .merge(creators::routes())
         .merge(analytics::routes())

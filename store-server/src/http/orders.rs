@@ -1,26 +1,23 @@
-//! Real-money orders for players, orders and refunds for operators, and the payment providers'
-//! webhooks.
+//! Real-money orders for players, and orders and refunds for operators.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use store_api::orders::{CreateOrderRequest, Order, OrderPage, Refund, RefundRequest};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::scopes::{PlayersRead, RefundsWrite};
-use crate::auth::{Operator, PlayerAuth};
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::idempotency::{IdempotentJson, run_once, run_reserved};
-use crate::orders::{CreateOrderOp, RefundOp, find_order, list_orders, order_detail, precheck_order};
-use crate::payments::CheckoutRequest;
+use crate::ledger::idempotency::{IdempotentJson, run_once, run_reserved};
+use crate::payments::orders::{
+    CreateOrderOp, RefundOp, find_order, list_orders, order_detail, precheck_order,
+};
+use crate::payments::provider::CheckoutRequest;
+use crate::players::auth::scopes::{PlayersRead, RefundsWrite};
+use crate::players::auth::{Operator, PlayerAuth};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,8 +26,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_all_orders))
         .routes(routes!(get_any_order))
         .routes(routes!(refund_order))
-        .routes(routes!(receive_webhook))
-        .routes(routes!(crate::events::stream_events))
 }
 
 fn provider_unavailable() -> ApiError {
@@ -62,7 +57,7 @@ async fn create_order(
 ) -> ApiResult<Response> {
     let scope = player.idempotency_scope();
     let player_id = player.player_id;
-    run_reserved(&state, &scope, request.idempotency, |order_id, provider_key| {
+    run_reserved(state.batcher(), &scope, request.idempotency, |order_id, provider_key| {
         open_order(&state, player_id, order_id, provider_key, &request.body)
     })
     .await
@@ -80,7 +75,7 @@ async fn open_order(
     // Price first, so a request the store would refuse never opens a checkout session.
     let quote = {
         let mut conn = state.db().pool().acquire().await?;
-        precheck_order(&mut conn, state, player_id, request).await?
+        precheck_order(&mut conn, state.payments(), player_id, request).await?
     };
     let expires_at = now_micros() + order_ttl_micros(state);
     let checkout = provider
@@ -93,7 +88,15 @@ async fn open_order(
             expires_at: expires_at / 1_000_000,
         })
         .await?;
-    Ok(CreateOrderOp { order_id, player_id, quote, provider: provider.name(), checkout, expires_at })
+    Ok(CreateOrderOp {
+        payments: state.payments().clone(),
+        order_id,
+        player_id,
+        quote,
+        provider: provider.name(),
+        checkout,
+        expires_at,
+    })
 }
 
 /// How long an order waits for its payment, in microseconds.
@@ -205,55 +208,5 @@ async fn refund_order(
         reason: request.body.reason.as_str().to_owned(),
         actor: operator.actor(),
     };
-    run_once(&state, &operator.actor(), request.idempotency, op).await
-}
-
-/// The answer to a webhook.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WebhookAck {
-    /// `processed`, `duplicate` or `ignored`.
-    pub status: String,
-}
-
-/// Receives a payment provider's signed event. Forged, stale and malformed events are refused
-/// (`400`) and change nothing; a duplicate is acknowledged and ignored; an event that arrives
-/// before what it depends on is refused with `409` so the provider retries it later.
-#[utoipa::path(
-    post, path = "/v1/webhooks/{provider}", tag = "providers",
-    params(("provider" = String, Path, description = "Provider name, e.g. sandbox"), ("Coinslot-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256 of t.body>")),
-    request_body = Object,
-    responses(
-        (status = 200, body = WebhookAck),
-        (status = 400, body = store_api::ErrorBody, description = "webhook_signature_invalid, webhook_timestamp_out_of_tolerance"),
-        (status = 404, body = store_api::ErrorBody),
-        (status = 409, body = store_api::ErrorBody, description = "order_state_conflict: retry later"),
-    )
-)]
-async fn receive_webhook(
-    State(state): State<AppState>,
-    Path(provider_name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<axum::Json<WebhookAck>> {
-    let outcome = process_webhook(&state, &provider_name, &headers, &body).await;
-    let label = match &outcome {
-        Ok(ack) => ack.status.clone(),
-        Err(error) => error.code().to_string(),
-    };
-    metrics::counter!("coinslot_webhooks_total", "provider" => provider_name, "outcome" => label)
-        .increment(1);
-    outcome.map(axum::Json)
-}
-
-async fn process_webhook(
-    state: &AppState,
-    provider_name: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult<WebhookAck> {
-    let provider =
-        state.provider(provider_name).ok_or_else(|| ApiError::not_found("provider", provider_name))?;
-    let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
-    let status = crate::reconcile::apply_event(state, provider.name(), verified).await?;
-    Ok(WebhookAck { status: status.to_owned() })
+    run_once(state.batcher(), &operator.actor(), request.idempotency, op).await
 }

@@ -11,13 +11,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::scopes::GrantWriters;
-use crate::auth::{Operator, PlayerAuth, SessionClaims};
 use crate::db::{Tx, from_micros, now_micros};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
-use crate::idempotency::{IdempotentJson, run_once};
-use crate::operations::{GrantOp, grant_initial_balances};
+use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::players::auth::scopes::GrantWriters;
+use crate::players::auth::{Operator, PlayerAuth, SessionClaims};
+use crate::store::operations::{GrantOp, grant_initial_balances};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,7 +40,7 @@ async fn find_or_create_player(
          on conflict (device_id) do nothing",
     )
     .bind(Uuid::now_v7().to_string())
-    .bind(crate::auth::device_key(request.device_id.as_str()))
+    .bind(crate::players::auth::device_key(request.device_id.as_str()))
     .bind(country.clone())
     .bind(now)
     .execute(&mut **tx)
@@ -52,14 +52,14 @@ async fn find_or_create_player(
     let id: String = sqlx::query_scalar(
         "update player set country = coalesce(country, $2) where device_id = $1 returning id",
     )
-    .bind(crate::auth::device_key(request.device_id.as_str()))
+    .bind(crate::players::auth::device_key(request.device_id.as_str()))
     .bind(country)
     .fetch_one(&mut **tx)
     .await?;
     let player_id =
         Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored player id `{id}`: {error}"))?;
     if created {
-        grant_initial_balances(tx, state, player_id).await?;
+        grant_initial_balances(tx, state.catalog_cache(), player_id).await?;
     }
     Ok(player_id)
 }
@@ -117,7 +117,7 @@ async fn get_catalog(
     // Regional prices and experiments make the catalog differ per player; otherwise every
     // player gets the same cached bytes.
     let (etag, body) = if rendered.varies() {
-        rendered.render_for(&crate::pricing::buyer(&mut conn, player.player_id).await?)?
+        rendered.render_for(&crate::store::pricing::buyer(&mut conn, player.player_id).await?)?
     } else {
         (rendered.etag.clone(), rendered.body.clone())
     };
@@ -160,6 +160,11 @@ async fn grant_to_player(
     request: IdempotentJson<GrantRequest>,
 ) -> ApiResult<Response> {
     let player_id = Uuid::parse_str(&id).map_err(|_| crate::error::ApiError::not_found("player", &id))?;
-    let op = GrantOp { player_id, actor: operator.actor(), request: request.body };
-    run_once(&state, &operator.actor(), request.idempotency, op).await
+    let op = GrantOp {
+        catalog: state.catalog_cache().clone(),
+        player_id,
+        actor: operator.actor(),
+        request: request.body,
+    };
+    run_once(state.batcher(), &operator.actor(), request.idempotency, op).await
 }

@@ -7,10 +7,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::PlayerAuth;
 use crate::error::ApiResult;
-use crate::idempotency::{IdempotentJson, run_once};
-use crate::operations::PurchaseOp;
+use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::players::auth::PlayerAuth;
+use crate::store::operations::PurchaseOp;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_purchase))
@@ -36,6 +36,7 @@ async fn create_purchase(
     player: PlayerAuth,
     request: IdempotentJson<PurchaseRequest>,
 ) -> ApiResult<Response> {
-    let op = PurchaseOp { player_id: player.player_id, request: request.body };
-    run_once(&state, &player.idempotency_scope(), request.idempotency, op).await
+    let op =
+        PurchaseOp { payments: state.payments().clone(), player_id: player.player_id, request: request.body };
+    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
 }

@@ -8,15 +8,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::scopes::{CatalogRead, CatalogWrite};
-use crate::auth::{Operator, PlayerAuth};
-use crate::catalog::append_audit;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, IfMatch};
 use crate::http::with_etag;
-use crate::idempotency::{IdempotentJson, run_once};
-use crate::operations::RewardOp;
-use crate::rewards::{create_rule, find_rule, list_rules, rule_etag, update_rule};
+use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::players::auth::scopes::{CatalogRead, CatalogWrite};
+use crate::players::auth::{Operator, PlayerAuth};
+use crate::store::catalog::append_audit;
+use crate::store::operations::RewardOp;
+use crate::store::rewards::{create_rule, find_rule, list_rules, rule_etag, update_rule};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,8 +50,13 @@ async fn claim_reward(
     request: IdempotentJson<RewardClaimRequest>,
 ) -> ApiResult<Response> {
     let rule = path_rule(&rule)?;
-    let op = RewardOp { player_id: player.player_id, rule, request: request.body };
-    run_once(&state, &player.idempotency_scope(), request.idempotency, op).await
+    let op = RewardOp {
+        catalog: state.catalog_cache().clone(),
+        player_id: player.player_id,
+        rule,
+        request: request.body,
+    };
+    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
 }
 
 /// Every reward rule.

@@ -8,14 +8,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::scopes::PlayersRead;
-use crate::auth::{Operator, PlayerAuth};
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::idempotency::{IdempotentJson, run_reserved};
-use crate::payments::CheckoutRequest;
-use crate::tabs::{SettleTabOp, admin_tabs, describe, player_tabs, tab_to_settle};
+use crate::ledger::idempotency::{IdempotentJson, run_reserved};
+use crate::payments::provider::CheckoutRequest;
+use crate::payments::tabs::{SettleTabOp, admin_tabs, describe, player_tabs, tab_to_settle};
+use crate::players::auth::scopes::PlayersRead;
+use crate::players::auth::{Operator, PlayerAuth};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_tab)).routes(routes!(settle_tab)).routes(routes!(list_tabs))
@@ -30,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn get_tab(State(state): State<AppState>, player: PlayerAuth) -> ApiResult<axum::Json<TabList>> {
     let mut conn = state.db().pool().acquire().await?;
-    Ok(axum::Json(TabList { tabs: player_tabs(&mut conn, &state, player.player_id).await? }))
+    Ok(axum::Json(TabList { tabs: player_tabs(&mut conn, state.payments(), player.player_id).await? }))
 }
 
 /// Settles the tab: one order for what it owes (rounded down to whole minor units; the rest is
@@ -52,7 +52,7 @@ async fn settle_tab(
 ) -> ApiResult<Response> {
     let scope = player.idempotency_scope();
     let player_id = player.player_id;
-    run_reserved(&state, &scope, request.idempotency, |order_id, provider_key| {
+    run_reserved(state.batcher(), &scope, request.idempotency, |order_id, provider_key| {
         open_settlement(&state, player_id, order_id, provider_key, &request.body)
     })
     .await
@@ -75,8 +75,8 @@ async fn open_settlement(
     })?;
     let (tab, charge) = {
         let mut conn = state.db().pool().acquire().await?;
-        crate::orders::check_velocity(&mut conn, state, player_id).await?;
-        tab_to_settle(&mut conn, state, player_id, request.currency).await?
+        crate::payments::orders::check_velocity(&mut conn, state.payments(), player_id).await?;
+        tab_to_settle(&mut conn, state.payments(), player_id, request.currency).await?
     };
     let expires_at = now_micros() + super::orders::order_ttl_micros(state);
     let checkout = provider
@@ -90,6 +90,7 @@ async fn open_settlement(
         })
         .await?;
     Ok(SettleTabOp {
+        payments: state.payments().clone(),
         order_id,
         player_id,
         tab_id: tab.id,
@@ -115,6 +116,6 @@ async fn list_tabs(
 ) -> ApiResult<axum::Json<AdminTabPage>> {
     let page = query.parse()?;
     let mut conn = state.db().pool().acquire().await?;
-    let (tabs, next_cursor) = admin_tabs(&mut conn, &state, &page).await?;
+    let (tabs, next_cursor) = admin_tabs(&mut conn, state.payments(), &page).await?;
     Ok(axum::Json(AdminTabPage { tabs, next_cursor }))
 }

@@ -11,13 +11,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::PlayerAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::idempotency::{IdempotentJson, run_once};
+use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::ledger::receipts::{find_receipt, list_receipt_keys};
 use crate::ledger::{read_history, read_inventory, read_wallet};
-use crate::operations::ConsumeOp;
-use crate::receipts::{find_receipt, list_receipt_keys};
+use crate::players::auth::PlayerAuth;
+use crate::store::operations::ConsumeOp;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -92,8 +92,13 @@ async fn consume_item(
     request: IdempotentJson<ConsumeRequest>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(&sku).map_err(|_| ApiError::not_found("sku", &sku))?;
-    let op = ConsumeOp { player_id: player.player_id, sku, request: request.body };
-    run_once(&state, &player.idempotency_scope(), request.idempotency, op).await
+    let op = ConsumeOp {
+        catalog: state.catalog_cache().clone(),
+        player_id: player.player_id,
+        sku,
+        request: request.body,
+    };
+    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
 }
 
 /// One of the player's receipts.

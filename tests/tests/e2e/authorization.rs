@@ -107,7 +107,7 @@ on_both_backends! {
         // A token signed with the installation's own secret, for A's live session, expired.
         let secret = hex::decode(server.text("select value from meta where key = 'session_key_1'").await).expect("hex");
         let session_id: String = server.text("select max(id) from session").await;
-        let expired = store_server::auth::SessionSigner::new(secret).sign(store_server::auth::SessionClaims {
+        let expired = store_server::players::auth::SessionSigner::new(secret).sign(store_server::players::auth::SessionClaims {
             session_id: session_id.parse().expect("a session id"),
             player_id: player_a.parse().expect("a player id"),
             expires_at: store_server::db::now_micros() - 1_000_000,

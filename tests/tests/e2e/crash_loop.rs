@@ -171,7 +171,7 @@ async fn order_until_down(
 
 async fn audit_is_clean(url: &str) {
     let db = store_server::db::Db::connect(url, 2, Duration::from_secs(30)).await.expect("the database");
-    let report = store_server::audit::audit(&db).await.expect("the audit runs");
+    let report = store_server::ledger::audit::audit(&db).await.expect("the audit runs");
     db.close().await;
     assert!(report.is_clean(), "{report}");
 }

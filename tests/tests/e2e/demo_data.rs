@@ -53,7 +53,7 @@ async fn demo_data_spreads_weeks_of_activity_and_the_dashboard_charts_it() {
     );
     let newest: i64 = scalar("select max(created_at) from purchase").await;
     assert!(newest < store_server::db::now_micros(), "nothing in the future");
-    let report = store_server::audit::audit(&db).await.expect("the audit runs");
+    let report = store_server::ledger::audit::audit(&db).await.expect("the audit runs");
     assert!(report.is_clean(), "{report}");
     db.close().await;
 

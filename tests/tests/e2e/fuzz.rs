@@ -125,7 +125,7 @@ async fn case(backend: Backend) {
     assert_eq!(entries(reader.pool().clone()).await, before, "hostile input changed the ledger");
     let health = http.get(format!("{base}/healthz")).send().await.expect("the server is up");
     assert_eq!(health.status(), StatusCode::OK);
-    let report = store_server::audit::audit(&reader).await.expect("the audit runs");
+    let report = store_server::ledger::audit::audit(&reader).await.expect("the audit runs");
     assert!(report.is_clean(), "{report}");
     reader.close().await;
     drop(server);

@@ -69,9 +69,9 @@ on_both_backends! {
         let body = json!({ "offer_id": seed::MAGNET });
         send(server.purchase(&token, "old-key", &body)).await;
         let db = store_server::db::Db::connect(server.db().url(), 2, Duration::from_secs(30)).await.expect("connect");
-        let kept = store_server::idempotency::delete_expired_keys(&db, Duration::from_secs(24 * 60 * 60)).await.expect("cleanup");
+        let kept = store_server::ledger::idempotency::delete_expired_keys(&db, Duration::from_secs(24 * 60 * 60)).await.expect("cleanup");
         assert_eq!(kept, 0, "keys younger than the retention are kept");
-        let deleted = store_server::idempotency::delete_expired_keys(&db, Duration::ZERO).await.expect("cleanup");
+        let deleted = store_server::ledger::idempotency::delete_expired_keys(&db, Duration::ZERO).await.expect("cleanup");
         db.close().await;
         assert!(deleted >= 2, "the grant's and the purchase's keys: {deleted}");
         assert_eq!(server.count("select count(*) from idempotency").await, 0);

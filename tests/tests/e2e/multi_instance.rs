@@ -163,7 +163,7 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
     let purchases: i64 =
         sqlx::query_scalar("select count(*) from purchase").fetch_one(reader.pool()).await.expect("a count");
     assert_eq!(purchases, i64::try_from(PLAYERS * AFFORDABLE).expect("small"));
-    let report = store_server::audit::audit(&reader).await.expect("the audit runs");
+    let report = store_server::ledger::audit::audit(&reader).await.expect("the audit runs");
     assert!(report.is_clean(), "{report}");
     reader.close().await;
 }

@@ -212,10 +212,10 @@ on_both_backends! {
         };
         let before = server.fingerprint().await;
         let cases = [
-            ("signed with another secret", webhook(store_server::payments::sign_webhook(b"whsec_wrong", now, event.as_bytes()), event.clone()), "webhook_signature_invalid"),
-            ("stale", webhook(store_server::payments::sign_webhook(&secret, now - 301, event.as_bytes()), event.clone()), "webhook_timestamp_out_of_tolerance"),
+            ("signed with another secret", webhook(store_server::payments::provider::sign_webhook(b"whsec_wrong", now, event.as_bytes()), event.clone()), "webhook_signature_invalid"),
+            ("stale", webhook(store_server::payments::provider::sign_webhook(&secret, now - 301, event.as_bytes()), event.clone()), "webhook_timestamp_out_of_tolerance"),
             ("unsigned", webhook(String::new(), event.clone()), "webhook_signature_invalid"),
-            ("body changed after signing", webhook(store_server::payments::sign_webhook(&secret, now, event.as_bytes()), event.replace("py_x", "py_y")), "webhook_signature_invalid"),
+            ("body changed after signing", webhook(store_server::payments::provider::sign_webhook(&secret, now, event.as_bytes()), event.replace("py_x", "py_y")), "webhook_signature_invalid"),
         ];
         for (case, request, code) in cases {
             assert_error(case, &send(request).await, StatusCode::BAD_REQUEST, code);
@@ -223,16 +223,16 @@ on_both_backends! {
         let unknown_provider = send(server.request(Method::POST, "/v1/webhooks/stripe").json(&json!({}))).await;
         assert_error("unknown provider", &unknown_provider, StatusCode::NOT_FOUND, "not_found");
         // A correctly signed event that does not say what was paid is refused: nothing is trusted.
-        let refused = send(webhook(store_server::payments::sign_webhook(&secret, now, event.as_bytes()), event.clone())).await;
+        let refused = send(webhook(store_server::payments::provider::sign_webhook(&secret, now, event.as_bytes()), event.clone())).await;
         assert_error("no amount or reference", &refused, StatusCode::BAD_REQUEST, "invalid_request");
         // The real payment again under another event id: acknowledged, booked once already.
         let payment = server.text("select payment_id from sandbox_session where payment_id is not null").await;
         let replay = json!({ "id": "evt_replayed", "type": "payment.succeeded", "created": 0,
                              "data": { "session_id": session, "payment_id": payment, "reference": id,
                                        "amount": order["amount"], "fee": { "currency": "USD", "amount": "0.01" } } }).to_string();
-        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
+        let (status, ack) = send(webhook(store_server::payments::provider::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
         assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")));
-        let (status, ack) = send(webhook(store_server::payments::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
+        let (status, ack) = send(webhook(store_server::payments::provider::sign_webhook(&secret, now, replay.as_bytes()), replay.clone())).await;
         assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")));
         let mut after = server.fingerprint().await;
         let mut expected = before.clone();
@@ -260,7 +260,7 @@ on_both_backends! {
         let deliveries = (0..5).map(|_| {
             send(server.request(Method::POST, "/v1/webhooks/sandbox")
                 .header("content-type", "application/json")
-                .header("coinslot-signature", store_server::payments::sign_webhook(&secret, now, payload.as_bytes()))
+                .header("coinslot-signature", store_server::payments::provider::sign_webhook(&secret, now, payload.as_bytes()))
                 .body(payload.clone()))
         });
         let answers = futures_util::future::join_all(deliveries).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use store_server::rate_limit::Limit;
+use store_server::players::rate_limit::Limit;
 use tests::{Backend, TestServer, assert_error, seed, send};
 
 async fn case(backend: Backend) {

@@ -84,7 +84,7 @@ on_both_backends! {
             clawback: false,
         };
         // A credit, then a debit of more than the wallet will hold.
-        let refused = store_server::bulk::append_entries(&mut tx, &[entry(10), entry(-1_000_000_000)], &Default::default()).await;
+        let refused = store_server::ledger::bulk::append_entries(&mut tx, &[entry(10), entry(-1_000_000_000)], &Default::default()).await;
         let error = refused.expect_err("an overdraft is refused");
         assert!(format!("{error}").contains("wallet holds"), "{error}");
         drop(tx);

@@ -235,7 +235,9 @@ async fn a_purchase_left_in_flight_past_the_key_retention_is_dropped_not_repeate
     let db = store_server::db::Db::connect(server.db().url(), 2, std::time::Duration::from_secs(30))
         .await
         .expect("connect");
-    store_server::idempotency::delete_expired_keys(&db, std::time::Duration::ZERO).await.expect("cleanup");
+    store_server::ledger::idempotency::delete_expired_keys(&db, std::time::Duration::ZERO)
+        .await
+        .expect("cleanup");
     db.close().await;
 
     let mut game = HeadlessGame::start(&proxy.base_url(), "sdk-stale", dir.path());

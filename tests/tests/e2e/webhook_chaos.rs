@@ -144,7 +144,8 @@ async fn case(backend: Backend) {
         let event_id =
             serde_json::from_str::<Value>(payload).expect("JSON")["id"].as_str().expect("an id").to_owned();
         for _ in 0..=random.below(4) {
-            let signature = Some(store_server::payments::sign_webhook(&secret, now, payload.as_bytes()));
+            let signature =
+                Some(store_server::payments::provider::sign_webhook(&secret, now, payload.as_bytes()));
             deliveries.push(Delivery {
                 event: Some(event_id.clone()),
                 body: payload.clone(),
@@ -157,15 +158,24 @@ async fn case(backend: Backend) {
             let (body, signature) = match random.below(5) {
                 0 => (
                     payload.clone(),
-                    Some(store_server::payments::sign_webhook(b"not the secret", now, payload.as_bytes())),
+                    Some(store_server::payments::provider::sign_webhook(
+                        b"not the secret",
+                        now,
+                        payload.as_bytes(),
+                    )),
                 ),
                 1 => {
-                    let signature = store_server::payments::sign_webhook(&secret, now, payload.as_bytes());
+                    let signature =
+                        store_server::payments::provider::sign_webhook(&secret, now, payload.as_bytes());
                     (payload.replacen("payment.", "payment.x", 1), Some(signature))
                 }
                 2 => (
                     payload.clone(),
-                    Some(store_server::payments::sign_webhook(&secret, now - 3_600, payload.as_bytes())),
+                    Some(store_server::payments::provider::sign_webhook(
+                        &secret,
+                        now - 3_600,
+                        payload.as_bytes(),
+                    )),
                 ),
                 3 => (payload.clone(), None),
                 _ => {
@@ -174,7 +184,7 @@ async fn case(backend: Backend) {
                         "data": { "session_id": "cs_invented", "payment_id": "pay_invented" } })
                         .to_string();
                     let signature =
-                        store_server::payments::sign_webhook(b"guessed", now, invented.as_bytes());
+                        store_server::payments::provider::sign_webhook(b"guessed", now, invented.as_bytes());
                     (invented, Some(signature))
                 }
             };

@@ -1,0 +1,543 @@
+//! The double-entry ledger: accounts with stored balances, immutable entries whose postings sum
+//! to zero per currency, each posting recording the balance after it, and the inventory changes
+//! an entry makes.
+//!
+//! [`append_entry`] is the only way a balance or an item count changes. It asserts the entry is
+//! balanced (only a bug can break that), then applies every change with a guarded `UPDATE` (the
+//! database's half of "no wallet below zero, none above its maximum"); the callers check the
+//! same rules in Rust first, so a guard failing means a race, and it is still refused.
+//!
+//! Lock order, so two transactions never deadlock: the player row ([`lock_player`]) first, then
+//! accounts in id order (system accounts `s:…` sort before wallets `w:…`), then inventory rows.
+//!
+//! The folder owns everything that makes a write durable and exact whatever the business: the
+//! batch writer ([`group_commit`]), idempotency keys and their stored answers ([`idempotency`]),
+//! the bulk path ([`bulk`]), the audit of every invariant ([`audit`]), signed receipts
+//! ([`receipts`]) and the players' event outbox ([`events`]). It uses only [`crate::db`],
+//! [`crate::error`] and [`crate::extract`]: nothing here knows about providers, orders, the
+//! catalog's rules or HTTP.
+
+pub mod audit;
+pub mod bulk;
+pub mod events;
+pub mod group_commit;
+pub mod idempotency;
+pub mod receipts;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use sqlx::AnyConnection;
+use store_api::ErrorCode;
+use store_api::catalog::Sku;
+use store_api::currency::CurrencyCode;
+use store_api::ledger::{Balance, BalanceChange, EntryKind, HistoryEntry, InventoryItem, ItemChange, Wallet};
+use store_api::orders::{InventoryUpdated, WalletUpdated};
+use uuid::Uuid;
+
+use crate::db::{from_micros, now_micros};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Page;
+use crate::ledger::events::push_event;
+
+pub mod reads;
+
+pub use reads::*;
+
+/// The kinds of system account, one per currency each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SystemAccount {
+    /// Where currency comes from: its balance is minus everything ever granted.
+    Issuance,
+    /// What players paid for purchases.
+    Revenue,
+    /// Corrections.
+    Adjustment,
+    /// Real money in the payment provider's hands: gives the gross of each order.
+    Clearing,
+    /// Payment fees.
+    Fees,
+    /// What players owe on their tabs.
+    TabReceivable,
+    /// Money paid out to creators.
+    Payouts,
+}
+
+impl SystemAccount {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Issuance => "issuance",
+            Self::Revenue => "revenue",
+            Self::Adjustment => "adjustment",
+            Self::Clearing => "clearing",
+            Self::Fees => "fees",
+            Self::TabReceivable => "tab_receivable",
+            Self::Payouts => "payouts",
+        }
+    }
+}
+
+/// An account's id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AccountId {
+    /// A player's wallet for one currency.
+    Wallet(Uuid, CurrencyCode),
+    /// A system account for one virtual currency code or ISO 4217 code.
+    System(SystemAccount, String),
+    /// What the store owes a creator, in one ISO currency (micros).
+    CreatorPayable(String, String),
+}
+
+impl AccountId {
+    /// The stored id: `w:<player>:<currency>` or `s:<kind>:<currency>`.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Self::Wallet(player, currency) => format!("w:{player}:{currency}"),
+            Self::System(kind, currency) => format!("s:{}:{currency}", kind.as_str()),
+            Self::CreatorPayable(creator, currency) => format!("c:{creator}:{currency}"),
+        }
+    }
+
+    pub(crate) fn currency(&self) -> &str {
+        match self {
+            Self::Wallet(_, currency) => currency.as_str(),
+            Self::System(_, currency) | Self::CreatorPayable(_, currency) => currency,
+        }
+    }
+}
+
+/// One account's change within an entry.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    /// The account.
+    pub account: AccountId,
+    /// Positive credit, negative debit.
+    pub amount: i64,
+}
+
+/// One item count's change within an entry.
+#[derive(Debug, Clone)]
+pub struct ItemDelta {
+    /// The item.
+    pub sku: Sku,
+    /// Positive gained, negative used up.
+    pub delta: i64,
+    /// The most the player may hold afterwards (1 for durable items).
+    pub quantity_max: i64,
+}
+
+/// An entry about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Why.
+    pub kind: EntryKind,
+    /// The player it concerns (none for the store's own movements, such as payouts).
+    pub player_id: Option<Uuid>,
+    /// Who caused it: `player:<id>`, `api_key:<id>` or `system`.
+    pub actor: String,
+    /// The operator's reason, for grants.
+    pub reason: Option<String>,
+    /// Balance changes; they must sum to zero per currency.
+    pub postings: Vec<Posting>,
+    /// Item changes of the player.
+    pub items: Vec<ItemDelta>,
+    /// A clawback: wallet debits and item removals may go below zero, which records a debt.
+    pub clawback: bool,
+}
+
+/// What appending an entry did.
+#[derive(Debug, Clone)]
+pub struct AppendedEntry {
+    /// The entry's id.
+    pub id: Uuid,
+    /// The player's balances it changed.
+    pub changes: Vec<BalanceChange>,
+    /// The player's items it changed.
+    pub items: Vec<ItemChange>,
+}
+
+/// A player's row, locked until the transaction ends.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct PlayerLock {
+    blocked: bool,
+    minor: bool,
+}
+
+impl PlayerLock {
+    /// Refuses a blocked player (players' own requests; operators may still grant).
+    ///
+    /// # Errors
+    /// `player_blocked`.
+    pub fn refuse_if_blocked(self) -> ApiResult<()> {
+        if self.blocked {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PlayerBlocked,
+                "this player is blocked from the store",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the player is flagged `minor` (tighter spending limits).
+    #[must_use]
+    pub fn is_minor(self) -> bool {
+        self.minor
+    }
+}
+
+/// Serializes every money-moving transaction of one player: a row lock on PostgreSQL (SQLite's
+/// `BEGIN IMMEDIATE` already holds the database's write lock). Reads made after it (balances,
+/// caps, limits) stay true until commit.
+///
+/// # Errors
+/// `not_found` for an unknown player.
+pub async fn lock_player(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<PlayerLock> {
+    let flags: Option<(i64, i64)> = sqlx::query_as(
+        "update player set lock_version = lock_version + 1 where id = $1 returning blocked, minor",
+    )
+    .bind(player_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match flags {
+        None => Err(ApiError::not_found("player", &player_id.to_string())),
+        Some((blocked, minor)) => Ok(PlayerLock { blocked: blocked != 0, minor: minor != 0 }),
+    }
+}
+
+/// A wallet's balance (0 when the wallet was never used).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn wallet_balance(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    currency: &CurrencyCode,
+) -> ApiResult<i64> {
+    let balance: Option<i64> = sqlx::query_scalar("select balance from account where id = $1")
+        .bind(AccountId::Wallet(player_id, currency.clone()).key())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(balance.unwrap_or(0))
+}
+
+/// How many of an item a player holds.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn item_quantity(conn: &mut AnyConnection, player_id: Uuid, sku: &Sku) -> ApiResult<i64> {
+    let quantity: Option<i64> =
+        sqlx::query_scalar("select quantity from inventory where player_id = $1 and sku = $2")
+            .bind(player_id.to_string())
+            .bind(sku.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(quantity.unwrap_or(0))
+}
+
+/// 402 `insufficient_funds` with what was required and what is available.
+#[must_use]
+pub fn insufficient_funds(currency: &CurrencyCode, required: i64, available: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::InsufficientFunds,
+        format!("this needs {required} {currency} and the wallet holds {available}"),
+    )
+    .with_detail("currency", currency.as_str())
+    .with_detail("required", required)
+    .with_detail("available", available)
+}
+
+/// 409 `balance_max_exceeded`: a credit would take the wallet over the currency's maximum.
+#[must_use]
+pub fn balance_max_exceeded(
+    currency: &CurrencyCode,
+    balance: i64,
+    credit: i64,
+    balance_max: i64,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::BalanceMaxExceeded,
+        format!(
+            "adding {credit} {currency} to {balance} would pass the most a wallet may hold ({balance_max})"
+        ),
+    )
+    .with_detail("currency", currency.as_str())
+    .with_detail("balance", balance)
+    .with_detail("credit", credit)
+    .with_detail("balance_max", balance_max)
+}
+
+/// Appends an entry: checks it is balanced, applies every posting and item change with a
+/// guarded update, and records the entry, its postings and item changes.
+///
+/// `balance_max` maps each currency to the most a wallet may hold.
+///
+/// # Errors
+/// `insufficient_funds`, `balance_max_exceeded` or `insufficient_quantity` when a guard refuses
+/// (the caller's own checks should have refused first); database failures.
+///
+/// # Panics
+/// When the postings do not sum to zero per currency: only a bug can cause that.
+///
+/// # Errors
+/// Fails when the database does, a guard trips, or the amounts overflow.
+pub async fn append_entry(
+    conn: &mut AnyConnection,
+    entry: &NewEntry,
+    balance_max: &BTreeMap<String, i64>,
+) -> ApiResult<AppendedEntry> {
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in &entry.postings {
+        let sum = sums.entry(posting.account.currency()).or_default();
+        *sum = sum
+            .checked_add(posting.amount)
+            .ok_or_else(|| anyhow::anyhow!("an entry's posting sum overflows: {entry:?}"))?;
+    }
+    assert!(
+        sums.values().all(|sum| *sum == 0),
+        "an entry's postings must sum to zero per currency: {entry:?}"
+    );
+
+    let id = Uuid::now_v7();
+    let now = now_micros();
+    sqlx::query(
+        "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(entry.kind.as_str())
+    .bind(entry.player_id.map(|player| player.to_string()))
+    .bind(&entry.actor)
+    .bind(entry.reason.clone())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+
+    // Merge postings per account and apply them in account-id order (the lock order).
+    let mut per_account: BTreeMap<String, (AccountId, i64)> = BTreeMap::new();
+    for posting in &entry.postings {
+        let slot = per_account.entry(posting.account.key()).or_insert_with(|| (posting.account.clone(), 0));
+        slot.1 = slot.1.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting overflow"))?;
+    }
+    let mut changes = Vec::new();
+    for (key, (account, amount)) in per_account {
+        if amount == 0 {
+            continue;
+        }
+        let currency = account.currency().to_owned();
+        let max = balance_max.get(&currency).copied().unwrap_or(i64::MAX);
+        let balance_after = apply_posting(conn, &key, &account, amount, max, entry.clawback, now).await?;
+        sqlx::query("insert into posting (entry_id, account_id, currency, amount, balance_after) values ($1, $2, $3, $4, $5)")
+            .bind(id.to_string())
+            .bind(&key)
+            .bind(&currency)
+            .bind(amount)
+            .bind(balance_after)
+            .execute(&mut *conn)
+            .await?;
+        if let AccountId::Wallet(_, code) = &account {
+            changes.push(BalanceChange { currency: code.clone(), amount, balance_after });
+        }
+    }
+
+    let mut per_item: BTreeMap<String, ItemDelta> = BTreeMap::new();
+    for change in &entry.items {
+        let slot = per_item.entry(change.sku.as_str().to_owned()).or_insert_with(|| ItemDelta {
+            sku: change.sku.clone(),
+            delta: 0,
+            quantity_max: change.quantity_max,
+        });
+        slot.delta =
+            slot.delta.checked_add(change.delta).ok_or_else(|| anyhow::anyhow!("item delta overflow"))?;
+        slot.quantity_max = slot.quantity_max.min(change.quantity_max);
+    }
+    let mut items = Vec::new();
+    let item_changes: Vec<ItemDelta> = per_item.into_values().filter(|change| change.delta != 0).collect();
+    if !item_changes.is_empty() && entry.player_id.is_none() {
+        return Err(ApiError::Internal(anyhow::anyhow!("item changes need a player: {entry:?}")));
+    }
+    let player_id = entry.player_id.unwrap_or_default();
+    for change in item_changes {
+        let quantity_after = apply_item_delta(conn, player_id, &change, entry.clawback).await?;
+        sqlx::query(
+            "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(player_id.to_string())
+        .bind(change.sku.as_str())
+        .bind(change.delta)
+        .bind(quantity_after)
+        .execute(&mut *conn)
+        .await?;
+        items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
+    }
+    if let (false, Some(player)) = (changes.is_empty(), entry.player_id) {
+        push_event(conn, player, "wallet.updated", &WalletUpdated { entry_id: id, changes: changes.clone() })
+            .await?;
+    }
+    if let (false, Some(player)) = (items.is_empty(), entry.player_id) {
+        push_event(
+            conn,
+            player,
+            "inventory.updated",
+            &InventoryUpdated { entry_id: id, items: items.clone() },
+        )
+        .await?;
+    }
+    Ok(AppendedEntry { id, changes, items })
+}
+
+/// Applies one account's change with a guard: a wallet stays at or above zero on a debit (unless
+/// this is a clawback, which records the debt) and at or below `balance_max` on a credit. A wallet
+/// back at zero or above no longer owes. Returns the balance after.
+async fn apply_posting(
+    conn: &mut AnyConnection,
+    key: &str,
+    account: &AccountId,
+    amount: i64,
+    balance_max: i64,
+    clawback: bool,
+    now: i64,
+) -> ApiResult<i64> {
+    let (kind, player_id) = match account {
+        AccountId::Wallet(player, _) => ("wallet", Some(player.to_string())),
+        AccountId::System(kind, _) => (kind.as_str(), None),
+        AccountId::CreatorPayable(..) => ("creator_payable", None),
+    };
+    // The account usually exists: update first, and create it only when the update found nothing.
+    let mut created = false;
+    let balance = loop {
+        let balance_after: Option<i64> = sqlx::query_scalar(
+            "update account set balance = balance + $2, \
+             in_debt = case when kind <> 'wallet' then 0 when balance + $2 >= 0 then 0 when $4 = 1 then 1 else in_debt end \
+             where id = $1 and (kind <> 'wallet' or \
+             (($2 >= 0 or $4 = 1 or balance + $2 >= 0) and ($2 <= 0 or balance + $2 <= $3))) returning balance",
+        )
+        .bind(key)
+        .bind(amount)
+        .bind(balance_max)
+        .bind(i64::from(clawback))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(balance_after) = balance_after {
+            return Ok(balance_after);
+        }
+        let balance: Option<i64> = sqlx::query_scalar("select balance from account where id = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match balance {
+            Some(balance) => break balance,
+            None if !created => {
+                sqlx::query(
+                    "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \
+                     on conflict (id) do nothing",
+                )
+                .bind(key)
+                .bind(kind)
+                .bind(player_id.clone())
+                .bind(account.currency())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                created = true;
+            }
+            None => return Err(ApiError::Internal(anyhow::anyhow!("account {key} vanished"))),
+        }
+    };
+    let AccountId::Wallet(_, currency) = account else {
+        return Err(ApiError::Internal(anyhow::anyhow!("system account {key} refused a posting")));
+    };
+    Err(if amount < 0 {
+        insufficient_funds(currency, -amount, balance)
+    } else {
+        balance_max_exceeded(currency, balance, amount, balance_max)
+    })
+}
+
+/// Applies one item change with a guard: never below zero on a removal (unless this is a
+/// clawback, which records an item debt for what the player used up), never above the item's
+/// maximum on an addition. A count back at zero or above no longer owes. Returns the quantity
+/// after.
+async fn apply_item_delta(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    change: &ItemDelta,
+    clawback: bool,
+) -> ApiResult<i64> {
+    // The row usually exists: update first, and create it only when the update found nothing.
+    let mut created = false;
+    let held = loop {
+        let quantity_after: Option<i64> = sqlx::query_scalar(
+            "update inventory set quantity = quantity + $3, \
+             in_debt = case when quantity + $3 >= 0 then 0 when $5 = 1 then 1 else in_debt end \
+             where player_id = $1 and sku = $2 \
+             and ($3 >= 0 or $5 = 1 or quantity + $3 >= 0) and ($3 <= 0 or quantity + $3 <= $4) returning quantity",
+        )
+        .bind(player_id.to_string())
+        .bind(change.sku.as_str())
+        .bind(change.delta)
+        .bind(change.quantity_max)
+        .bind(i64::from(clawback))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(quantity_after) = quantity_after {
+            return Ok(quantity_after);
+        }
+        let held: Option<i64> =
+            sqlx::query_scalar("select quantity from inventory where player_id = $1 and sku = $2")
+                .bind(player_id.to_string())
+                .bind(change.sku.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match held {
+            Some(held) => break held,
+            None if !created => {
+                sqlx::query(
+                    "insert into inventory (player_id, sku, quantity) values ($1, $2, 0) on conflict (player_id, sku) do nothing",
+                )
+                .bind(player_id.to_string())
+                .bind(change.sku.as_str())
+                .execute(&mut *conn)
+                .await?;
+                created = true;
+            }
+            None => {
+                return Err(ApiError::Internal(anyhow::anyhow!("inventory row of {} vanished", change.sku)));
+            }
+        }
+    };
+    Err(if change.delta < 0 {
+        insufficient_quantity(&change.sku, -change.delta, held)
+    } else {
+        already_owned(&change.sku)
+    })
+}
+
+/// 409 `insufficient_quantity`.
+#[must_use]
+pub fn insufficient_quantity(sku: &Sku, required: i64, held: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::InsufficientQuantity,
+        format!("this needs {required} `{sku}` and the player holds {held}"),
+    )
+    .with_detail("sku", sku.as_str())
+    .with_detail("required", required)
+    .with_detail("available", held)
+}
+
+/// 409 `already_owned` for a durable item.
+#[must_use]
+pub fn already_owned(sku: &Sku) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyOwned,
+        format!("the player already owns `{sku}`, which can be owned once"),
+    )
+    .with_detail("sku", sku.as_str())
+}

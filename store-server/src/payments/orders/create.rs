@@ -1,0 +1,339 @@
+//! Pricing an order and opening it: the price quoted once, the checks on the player (flagged,
+//! velocity, spending limits, purchase limits and stock) and the operation that records it.
+
+use super::*;
+
+/// The offer, item, price index and total of an order request, priced from the live catalog.
+#[derive(Debug)]
+pub struct Priced<'c> {
+    /// The offer.
+    pub offer: &'c Offer,
+    /// The item.
+    pub item: &'c Item,
+    /// Which price.
+    pub price_index: u32,
+    /// Price x quantity.
+    pub total: Money,
+    /// The experiment variant the price comes from.
+    pub variant: Option<String>,
+}
+
+/// Prices an order request and checks the amount against the minimum charge and the order limit.
+///
+/// # Errors
+/// `offer_not_available`, `price_requires_purchase`, `invalid_request`, `amount_below_minimum`,
+/// `amount_above_maximum`.
+pub fn price_order<'c>(
+    catalog: &'c RenderedCatalog,
+    request: &CreateOrderRequest,
+    buyer: &crate::store::pricing::Buyer,
+) -> ApiResult<Priced<'c>> {
+    let offer = catalog.offer(request.offer_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::OfferNotAvailable,
+            format!("offer `{}` is not in the live catalog", request.offer_id),
+        )
+        .with_detail("reason", "unknown")
+    })?;
+    crate::store::operations::check_sale_window(offer, crate::db::now())?;
+    let item = catalog
+        .item(&offer.sku)
+        .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
+    let requires_purchase = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::PriceRequiresPurchase,
+            "this price is virtual currency or settles on a tab; buy it with POST /v1/purchases",
+        )
+    };
+    let (prices, variant) = crate::store::pricing::effective_prices(offer, buyer);
+    let price_index = match request.price_index {
+        Some(index) => index,
+        None => prices
+            .iter()
+            .position(|price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. }))
+            .and_then(|index| u32::try_from(index).ok())
+            .ok_or_else(requires_purchase)?,
+    };
+    let price = usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
+        ApiError::invalid(
+            "price_index",
+            format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
+        )
+    })?;
+    let Price::Real { money, settlement: Settlement::Immediate } = price else {
+        return Err(requires_purchase());
+    };
+    if request.quantity.get() > 1 && item.kind == store_api::catalog::ItemKind::Durable {
+        return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
+    }
+    let total =
+        Money { currency: money.currency, amount: money.amount * Decimal::from(request.quantity.get()) };
+    let minimum = money.currency.minimum_charge();
+    if total.amount < minimum.amount {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AmountBelowMinimum,
+            format!("{total} is below the minimum card charge of {minimum}"),
+        )
+        .with_detail("minimum", minimum.amount.normalize().to_string()));
+    }
+    let maximum = Decimal::from(store_api::limits::ORDER_AMOUNT_UNITS_MAX);
+    if total.amount > maximum {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AmountAboveMaximum,
+            format!("{total} is above the largest single order"),
+        )
+        .with_detail("maximum", maximum.to_string()));
+    }
+    Ok(Priced { offer, item, price_index, total, variant: variant.map(str::to_owned) })
+}
+
+/// An order priced once, before its checkout session opens: the session charges `total`, and
+/// the order records the same total, price and catalog version.
+#[derive(Debug, Clone)]
+pub struct OrderQuote {
+    offer_id: String,
+    sku: String,
+    quantity: i64,
+    price_index: u32,
+    /// What the checkout charges.
+    pub total: Money,
+    catalog_version: i64,
+    variant: Option<String>,
+    /// For the checkout page.
+    pub description: String,
+}
+
+/// Prices an order request and checks the player's limits without writing anything, so a
+/// request the store would refuse never opens a checkout session. The order's own transaction
+/// checks the limits again, at this price.
+///
+/// # Errors
+/// As [`price_order`], and `spending_limit_exceeded`, `player_flagged`.
+pub async fn precheck_order(
+    conn: &mut AnyConnection,
+    state: &Payments,
+    player_id: Uuid,
+    request: &CreateOrderRequest,
+) -> ApiResult<OrderQuote> {
+    check_velocity(conn, state, player_id).await?;
+    let catalog = state.catalog_cache().get(conn).await?;
+    let priced = price_order(&catalog, request, &crate::store::pricing::buyer(conn, player_id).await?)?;
+    let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
+        .bind(player_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    check_spending(conn, state, player_id, minor.unwrap_or(0) != 0, priced.total).await?;
+    Ok(OrderQuote {
+        offer_id: priced.offer.id.to_string(),
+        sku: priced.item.sku.as_str().to_owned(),
+        quantity: request.quantity.get(),
+        price_index: priced.price_index,
+        total: priced.total,
+        catalog_version: catalog.version,
+        variant: priced.variant,
+        description: format!("{} × {}", priced.item.name.as_str(), request.quantity.get()),
+    })
+}
+
+/// 403 `player_flagged`.
+pub(super) fn player_flagged(reason: Option<String>) -> ApiError {
+    let reason = reason.unwrap_or_else(|| "flagged for review".to_owned());
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::PlayerFlagged,
+        format!("orders are paused while this player is reviewed ({reason}); an operator can clear the flag"),
+    )
+    .with_detail("reason", reason)
+}
+
+/// Refuses a new order from a flagged player.
+pub(crate) async fn refuse_if_flagged(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<()> {
+    let flag: Option<(Option<i64>, Option<String>)> =
+        sqlx::query_as("select flagged_at, flag_reason from player where id = $1")
+            .bind(player_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match flag {
+        Some((Some(_), reason)) => Err(player_flagged(reason)),
+        _ => Ok(()),
+    }
+}
+
+/// The velocity check before a new order: a flagged player waits for review; a player with too
+/// many orders (in 10 minutes) or declined payments (in an hour) is flagged now, in a
+/// transaction of its own (so the flag stays although the order is refused), and refused.
+pub(crate) async fn check_velocity(
+    conn: &mut AnyConnection,
+    state: &Payments,
+    player_id: Uuid,
+) -> ApiResult<()> {
+    refuse_if_flagged(conn, player_id).await?;
+    let now = now_micros();
+    let window = |span: std::time::Duration| now - i64::try_from(span.as_micros()).unwrap_or(i64::MAX);
+    let orders: i64 =
+        sqlx::query_scalar("select count(*) from payment_order where player_id = $1 and created_at >= $2")
+            .bind(player_id.to_string())
+            .bind(window(crate::settings::VELOCITY_ORDERS_WINDOW))
+            .fetch_one(&mut *conn)
+            .await?;
+    let declines: i64 = sqlx::query_scalar(
+        "select count(*) from order_transition t join payment_order o on o.id = t.order_id \
+         where o.player_id = $1 and t.to_status = 'failed' and t.created_at >= $2",
+    )
+    .bind(player_id.to_string())
+    .bind(window(crate::settings::VELOCITY_DECLINES_WINDOW))
+    .fetch_one(&mut *conn)
+    .await?;
+    let settings = state.settings();
+    let reason = if orders >= i64::from(settings.velocity_orders_max) {
+        format!("{orders} orders in 10 minutes")
+    } else if declines >= i64::from(settings.velocity_declines_max) {
+        format!("{declines} declined payments in an hour")
+    } else {
+        return Ok(());
+    };
+    let mut tx = state.db().begin_write().await?;
+    flag_player(&mut tx, player_id, &reason, "system:velocity").await?;
+    tx.commit().await?;
+    tracing::warn!(%player_id, %reason, "velocity check flagged a player");
+    Err(player_flagged(Some(reason)))
+}
+
+/// Checks the player's spending limits for a new order of `total`.
+pub(crate) async fn check_spending(
+    conn: &mut AnyConnection,
+    state: &Payments,
+    player_id: Uuid,
+    minor: bool,
+    total: Money,
+) -> ApiResult<()> {
+    let (day_limit, month_limit) = state.settings().spending_limits.limits(total.currency, minor);
+    let total_micros = total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    let now = crate::db::now();
+    for (period, limit, name) in [
+        (store_api::catalog::LimitPeriod::Day, day_limit, "day"),
+        (store_api::catalog::LimitPeriod::Month, month_limit, "month"),
+    ] {
+        let (start, resets_at) = period_window(period, now);
+        let spent: Option<i64> = sqlx::query_scalar(
+            "select cast(sum(gross_micros) as bigint) from payment_order where player_id = $1 and currency = $2 \
+             and created_at >= $3 and status not in ('failed', 'expired', 'canceled')",
+        )
+        .bind(player_id.to_string())
+        .bind(total.currency.code())
+        .bind(to_micros(start))
+        .fetch_one(&mut *conn)
+        .await?;
+        let spent = spent.unwrap_or(0);
+        let limit_micros = Money { currency: total.currency, amount: limit }
+            .to_micros()
+            .map_err(|error| anyhow::anyhow!(error))?;
+        if spent + total_micros > limit_micros {
+            let remaining = Money::from_micros(total.currency, (limit_micros - spent).max(0));
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SpendingLimitExceeded,
+                format!(
+                    "this order would pass the spending limit of {limit} {} per {name}; {remaining} remains",
+                    total.currency
+                ),
+            )
+            .with_detail("period", name)
+            .with_detail("limit", limit.normalize().to_string())
+            .with_detail("remaining", remaining.amount.normalize().to_string());
+            if let Some(resets_at) = resets_at {
+                error = error.with_detail("resets_at", crate::store::operations::rfc3339(resets_at));
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/orders`, once the provider's checkout session is open: checks the player and the
+/// limits again inside the transaction and records the order at the quoted price, the price
+/// the session charges.
+#[derive(Debug, Clone)]
+pub struct CreateOrderOp {
+    /// The catalog, the settings and the writer.
+    pub payments: Payments,
+    /// The new order's id (reserved with the request's key).
+    pub order_id: Uuid,
+    /// The buyer.
+    pub player_id: Uuid,
+    /// What it costs, priced once.
+    pub quote: OrderQuote,
+    /// The provider.
+    pub provider: &'static str,
+    /// The session opened for it.
+    pub checkout: Checkout,
+    /// When it expires, microseconds.
+    pub expires_at: i64,
+}
+
+impl MoneyOp for CreateOrderOp {
+    type Output = Order;
+    const SUCCESS: StatusCode = StatusCode::CREATED;
+
+    async fn apply(self, conn: &mut AnyConnection) -> ApiResult<Order> {
+        let state = &self.payments;
+        let lock = lock_player(conn, self.player_id).await?;
+        lock.refuse_if_blocked()?;
+        refuse_if_flagged(conn, self.player_id).await?;
+        let quote = &self.quote;
+        check_spending(conn, state, self.player_id, lock.is_minor(), quote.total).await?;
+        // An order obeys its item's purchase limit and stock like a purchase: it reserves both
+        // now (a failed, expired or canceled order gives them back) and is checked again when paid.
+        let catalog = state.catalog_cache().get(conn).await?;
+        let sku = store_api::catalog::Sku::parse(&quote.sku).map_err(|error| anyhow::anyhow!(error))?;
+        let mut stock_taken = 0;
+        if let Some(item) = catalog.item(&sku) {
+            crate::store::operations::check_purchase_limit(
+                conn,
+                self.player_id,
+                item,
+                quote.quantity,
+                crate::db::now(),
+                None,
+            )
+            .await?;
+            if let Some(stock) = item.stock {
+                crate::store::operations::take_stock(conn, &sku, quote.quantity, stock).await?;
+                stock_taken = quote.quantity;
+            }
+        }
+        let gross_micros = quote.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+        let now = now_micros();
+        sqlx::query(
+            "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
+             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant, \
+             stock_taken) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15, $16)",
+        )
+        .bind(self.order_id.to_string())
+        .bind(self.player_id.to_string())
+        .bind(&quote.offer_id)
+        .bind(&quote.sku)
+        .bind(quote.quantity)
+        .bind(i64::from(quote.price_index))
+        .bind(quote.total.currency.code())
+        .bind(gross_micros)
+        .bind(self.provider)
+        .bind(&self.checkout.id)
+        .bind(&self.checkout.checkout_url)
+        .bind(quote.catalog_version)
+        .bind(self.expires_at)
+        .bind(now)
+        .bind(quote.variant.clone())
+        .bind(stock_taken)
+        .execute(&mut *conn)
+        .await?;
+        let record =
+            find_order(conn, self.order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+        announce(conn, &record).await?;
+        record.to_wire(None, Vec::new())
+    }
+}

@@ -1,0 +1,204 @@
+//! Provider events applied once, however they arrive: pushed as a webhook, or pulled back from
+//! the provider's events API by reconciliation, which repairs whatever a lost webhook (a store
+//! outage longer than the provider's retry window) left behind.
+//!
+//! Both paths run the same job: deduplicate by event id (the `webhook_event` row commits with
+//! the work), then apply the event. Payments are also booked once per payment id, so the same
+//! payment reported by two events (a webhook and the session lookup before expiry) counts once.
+
+use axum::http::StatusCode;
+use futures_util::future::BoxFuture;
+use sqlx::AnyConnection;
+
+use crate::db::now_micros;
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::group_commit::{BatchJob, Done};
+use crate::payments::Payments;
+use crate::payments::orders::{payment_disputed, payment_failed, payment_succeeded, refund_succeeded};
+use crate::payments::provider::{PaymentReport, ProviderEvent, VerifiedEvent};
+
+/// What applying an event came to: `processed`, `duplicate` or `ignored`.
+pub type EventOutcome = &'static str;
+
+/// Applies a provider's event once per event id, in the group-commit writer's next batch like a
+/// purchase (fulfilment moves money).
+///
+/// # Errors
+/// `not_found` for an unknown session, payment or refund; `order_state_conflict` for an event
+/// that arrived before what it depends on (retry later); database failures.
+pub async fn apply_event(
+    state: &Payments,
+    provider: &'static str,
+    verified: VerifiedEvent,
+) -> ApiResult<EventOutcome> {
+    let job = EventJob { payments: state.clone(), provider, verified };
+    let done = state.writer().run(Box::new(job)).await?;
+    match done.body.as_ref() {
+        b"processed" => Ok("processed"),
+        b"duplicate" => Ok("duplicate"),
+        b"ignored" => Ok("ignored"),
+        other => Err(anyhow::anyhow!("unexpected event outcome {:?}", String::from_utf8_lossy(other)).into()),
+    }
+}
+
+/// A verified event's effect, run once per event id inside a (possibly shared) transaction.
+struct EventJob {
+    payments: Payments,
+    provider: &'static str,
+    verified: VerifiedEvent,
+}
+
+impl EventJob {
+    async fn apply(&self, conn: &mut AnyConnection) -> ApiResult<EventOutcome> {
+        let Self { payments: state, provider, verified } = self;
+        let provider = *provider;
+        let fresh = sqlx::query(
+            "insert into webhook_event (provider, event_id, event_type, received_at) values ($1, $2, $3, $4) \
+             on conflict (provider, event_id) do nothing",
+        )
+        .bind(provider)
+        .bind(&verified.id)
+        .bind(&verified.event_type)
+        .bind(now_micros())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok("duplicate");
+        }
+        let cause = format!("webhook {} {}", verified.event_type, verified.id);
+        match &verified.event {
+            ProviderEvent::PaymentSucceeded(report) => {
+                payment_succeeded(conn, state, provider, report, &cause).await?;
+            }
+            ProviderEvent::PaymentFailed { session_id, reason } => {
+                payment_failed(conn, provider, session_id, reason, &cause).await?;
+            }
+            ProviderEvent::RefundSucceeded { refund_id, provider_refund_id } => {
+                refund_succeeded(conn, state, *refund_id, provider_refund_id, &cause).await?;
+            }
+            ProviderEvent::PaymentDisputed { payment_id, amount } => {
+                payment_disputed(conn, state, provider, payment_id, *amount, &cause).await?;
+            }
+            ProviderEvent::Ignored => return Ok("ignored"),
+        }
+        Ok("processed")
+    }
+}
+
+impl BatchJob for EventJob {
+    fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
+        Box::pin(async move {
+            let outcome = self.apply(conn).await?;
+            Ok(Done { status: StatusCode::OK, body: outcome.as_bytes().to_vec().into(), replayed: false })
+        })
+    }
+}
+
+/// Whether an event that failed should be tried again later (it waits for another event, or
+/// the store failed) rather than skipped (the provider's own event names nothing of ours).
+fn try_later(error: &ApiError) -> bool {
+    matches!(error.status(), StatusCode::CONFLICT) || error.status().is_server_error()
+}
+
+fn cursor_key(provider: &str) -> String {
+    format!("reconcile_cursor:{provider}")
+}
+
+/// Pages of events read per provider in one pass at most, so a pass is bounded.
+const PAGES_PER_PASS_MAX: usize = 20;
+
+/// One reconciliation pass: for each provider, the events since the stored cursor, applied in
+/// order (each once: a webhook may have applied it already). The cursor moves past every event
+/// applied or skipped and stops at the first that must wait (a dispute before its payment, a
+/// store failure), which the next pass tries again. Returns how many events were new.
+///
+/// # Errors
+/// Fails when the database does; a provider that cannot be reached is skipped until next time.
+pub async fn reconcile_events(state: &Payments) -> ApiResult<u64> {
+    let mut applied = 0;
+    for provider in state.providers() {
+        let key = cursor_key(provider.name());
+        let mut cursor: Option<String> = sqlx::query_scalar("select value from meta where key = $1")
+            .bind(&key)
+            .fetch_optional(state.db().pool())
+            .await?;
+        'pages: for _ in 0..PAGES_PER_PASS_MAX {
+            let page = match provider.events_since(cursor.as_deref()).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, provider = provider.name(), "reconciliation could not list events");
+                    break;
+                }
+            };
+            let last_page = page.events.is_empty();
+            for event in page.events {
+                let outcome = match event {
+                    Ok(verified) => apply_event(state, provider.name(), verified).await,
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok("processed") => applied += 1,
+                    Ok(_) => {}
+                    // The cursor stays at the page's start: the next pass reads the page again
+                    // (what was applied is a duplicate then) and tries this event once more.
+                    Err(error) if try_later(&error) => {
+                        tracing::info!(%error, provider = provider.name(), "reconciliation waits on an event");
+                        break 'pages;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, provider = provider.name(), "reconciliation skips an event it cannot apply");
+                    }
+                }
+            }
+            let reached = page.next_cursor.or_else(|| cursor.clone());
+            save_cursor(state, &key, reached.as_deref()).await?;
+            if last_page || reached == cursor {
+                break;
+            }
+            cursor = reached;
+        }
+    }
+    Ok(applied)
+}
+
+async fn save_cursor(state: &Payments, key: &str, cursor: Option<&str>) -> ApiResult<()> {
+    let Some(cursor) = cursor else { return Ok(()) };
+    let mut tx = state.db().begin_write().await?;
+    sqlx::query("insert into meta (key, value) values ($1, $2) on conflict (key) do update set value = $2")
+        .bind(key)
+        .bind(cursor)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Asks the provider whether an order's checkout session was paid, and applies that payment if
+/// so: the expiry sweeper's question before it gives up on an order. `Ok(true)` when a payment
+/// was found (and applied, or found applied already).
+///
+/// # Errors
+/// The provider cannot be reached (the order then waits for the next sweep), or the payment
+/// cannot be applied.
+pub async fn apply_session_payment(
+    state: &Payments,
+    provider: &'static str,
+    session_id: &str,
+) -> ApiResult<bool> {
+    let Some(adapter) = state.provider(provider) else { return Ok(false) };
+    let Some(report) = adapter.session_payment(session_id).await? else { return Ok(false) };
+    apply_event(state, provider, session_event(report)).await?;
+    Ok(true)
+}
+
+/// The payment a session lookup found, as an event of its own: its id names the payment, so
+/// looking it up twice applies it once (and the payment itself is booked once per payment id).
+fn session_event(report: PaymentReport) -> VerifiedEvent {
+    VerifiedEvent {
+        id: format!("session-lookup:{}", report.payment_id),
+        event_type: "payment.succeeded".to_owned(),
+        event: ProviderEvent::PaymentSucceeded(report),
+    }
+}

@@ -1,0 +1,11 @@
+//! Players and operators as callers: who is asking and how often.
+//!
+//! Owns credentials (device logins, signed session tokens, operator API keys and their scopes:
+//! [`auth`]), per-caller rate limits ([`rate_limit`]) and a player's data export and erasure
+//! ([`privacy`]).
+//!
+//! Uses only the database; never moves money.
+
+pub mod auth;
+pub mod privacy;
+pub mod rate_limit;

@@ -1,0 +1,216 @@
+//! Currency and items given: reward claims under an operator's rules and caps, operator grants,
+//! and every currency's initial grant to a new player.
+
+use super::*;
+
+/// `POST /v1/rewards/{rule}`: earn currency under an operator's rule and its caps.
+#[derive(Debug, Clone)]
+pub struct RewardOp {
+    /// The live catalog.
+    pub catalog: Arc<CatalogCache>,
+    /// The player.
+    pub player_id: Uuid,
+    /// The rule.
+    pub rule: RuleCode,
+    /// The claim.
+    pub request: RewardClaimRequest,
+}
+
+impl MoneyOp for RewardOp {
+    type Output = RewardClaimResult;
+    const SUCCESS: StatusCode = StatusCode::CREATED;
+
+    async fn apply(self, conn: &mut AnyConnection) -> ApiResult<RewardClaimResult> {
+        let Self { catalog, player_id, rule: code, request } = self;
+        lock_player(conn, player_id).await?.refuse_if_blocked()?;
+        let rule = crate::store::rewards::find_rule(conn, &code)
+            .await?
+            .ok_or_else(|| ApiError::not_found("reward_rule", code.as_str()))?;
+        let amount = request.amount.unwrap_or(rule.amount);
+        if !(1..=rule.amount).contains(&amount) {
+            return Err(ApiError::invalid(
+                "amount",
+                format!("amount must be from 1 to the rule's {}", rule.amount),
+            ));
+        }
+        let now = crate::db::now();
+        let minute = now.replace_second(0).and_then(|at| at.replace_nanosecond(0)).unwrap_or(now);
+        let hour = minute.replace_minute(0).unwrap_or(minute);
+        let day = now.replace_time(Time::MIDNIGHT);
+        for (window, cap, start, length) in [
+            ("minute", rule.cap_per_minute, minute, Duration::MINUTE),
+            ("hour", rule.cap_per_hour, hour, Duration::HOUR),
+            ("day", rule.cap_per_day, day, Duration::DAY),
+        ] {
+            let Some(cap) = cap else { continue };
+            let earned: Option<i64> =
+                sqlx::query_scalar("select cast(sum(amount) as bigint) from reward_claim where player_id = $1 and rule = $2 and created_at >= $3")
+                    .bind(player_id.to_string())
+                    .bind(code.as_str())
+                    .bind(to_micros(start))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let earned = earned.unwrap_or(0);
+            if earned + amount > cap {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RewardCapReached,
+                    format!("`{code}` pays at most {cap} {} per {window}; {earned} earned", rule.currency),
+                )
+                .with_detail("window", window)
+                .with_detail("cap", cap)
+                .with_detail("earned", earned)
+                .with_detail("resets_at", rfc3339(start + length)));
+            }
+        }
+        let catalog = catalog.get(conn).await?;
+        let mut movement = Movement::default();
+        movement.grant_currency(player_id, &rule.currency, amount);
+        movement.check(conn, player_id, &catalog).await?;
+        let entry = append_entry(
+            conn,
+            &NewEntry {
+                kind: EntryKind::Reward,
+                player_id: Some(player_id),
+                actor: player_actor(player_id),
+                reason: Some(format!("reward rule `{code}`")),
+                postings: movement.postings,
+                items: Vec::new(),
+                clawback: false,
+            },
+            &catalog.balance_maxima(),
+        )
+        .await?;
+        sqlx::query("insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) values ($1, $2, $3, $4, $5, $6)")
+            .bind(Uuid::now_v7().to_string())
+            .bind(player_id.to_string())
+            .bind(code.as_str())
+            .bind(amount)
+            .bind(entry.id.to_string())
+            .bind(now_micros())
+            .execute(&mut *conn)
+            .await?;
+        let facts = ReceiptFacts::given(EntryKind::Reward, movement.granted);
+        let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
+        Ok(RewardClaimResult {
+            rule: code,
+            earned: CurrencyAmount { currency: rule.currency, amount },
+            wallet: read_wallet(conn, player_id).await?,
+            receipt,
+        })
+    }
+}
+
+/// `POST /admin/v1/players/{id}/grants`: an operator gives currency and/or items, with a reason.
+#[derive(Debug, Clone)]
+pub struct GrantOp {
+    /// The live catalog.
+    pub catalog: Arc<CatalogCache>,
+    /// The player.
+    pub player_id: Uuid,
+    /// The operator, as recorded in the entry and the audit log.
+    pub actor: String,
+    /// What to give.
+    pub request: GrantRequest,
+}
+
+impl MoneyOp for GrantOp {
+    type Output = GrantResult;
+    const SUCCESS: StatusCode = StatusCode::CREATED;
+
+    async fn apply(self, conn: &mut AnyConnection) -> ApiResult<GrantResult> {
+        let Self { catalog, player_id, actor, request } = self;
+        // Operators may grant to a blocked player (to make good, for example).
+        let _unchecked = lock_player(conn, player_id).await?;
+        let catalog = catalog.get(conn).await?;
+        let mut movement = Movement::default();
+        if let (Some(currency), Some(amount)) = (&request.currency, request.amount) {
+            if catalog.currency(currency).is_none() {
+                return Err(ApiError::validation(
+                    "currency",
+                    format!("currency `{currency}` does not exist"),
+                ));
+            }
+            movement.grant_currency(player_id, currency, amount);
+        }
+        for (index, grant) in request.items.iter().enumerate() {
+            let item = catalog.item(&grant.sku).ok_or_else(|| {
+                ApiError::validation(
+                    &format!("items[{index}].sku"),
+                    format!("item `{}` is not in the live catalog", grant.sku),
+                )
+            })?;
+            movement.grant_item(item, grant.quantity);
+        }
+        movement.check(conn, player_id, &catalog).await?;
+        let entry = append_entry(
+            conn,
+            &NewEntry {
+                kind: EntryKind::OperatorGrant,
+                player_id: Some(player_id),
+                actor: actor.clone(),
+                reason: Some(request.reason.as_str().to_owned()),
+                postings: movement.postings,
+                items: movement.items,
+                clawback: false,
+            },
+            &catalog.balance_maxima(),
+        )
+        .await?;
+        let granted_json = serde_json::to_string(&movement.granted).map_err(anyhow::Error::from)?;
+        crate::store::catalog::append_audit(
+            conn,
+            &actor,
+            "player.grant",
+            &player_id.to_string(),
+            None,
+            Some(&granted_json),
+        )
+        .await?;
+        let facts = ReceiptFacts::given(EntryKind::OperatorGrant, movement.granted.clone());
+        let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
+        Ok(GrantResult {
+            entry_id: entry.id,
+            granted: movement.granted,
+            wallet: read_wallet(conn, player_id).await?,
+            inventory: Inventory { items: read_inventory(conn, player_id).await? },
+            receipt,
+        })
+    }
+}
+
+/// Grants a new player every currency's initial grant, in one entry.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn grant_initial_balances(
+    conn: &mut AnyConnection,
+    catalog: &CatalogCache,
+    player_id: Uuid,
+) -> ApiResult<()> {
+    let catalog = catalog.get(conn).await?;
+    let mut currencies: Vec<_> = catalog.currencies().filter(|currency| currency.initial_grant > 0).collect();
+    if currencies.is_empty() {
+        return Ok(());
+    }
+    currencies.sort_by(|a, b| a.code.cmp(&b.code));
+    let mut movement = Movement::default();
+    for currency in currencies {
+        movement.grant_currency(player_id, &currency.code, currency.initial_grant);
+    }
+    append_entry(
+        conn,
+        &NewEntry {
+            kind: EntryKind::InitialGrant,
+            player_id: Some(player_id),
+            actor: "system".to_owned(),
+            reason: None,
+            postings: movement.postings,
+            items: Vec::new(),
+            clawback: false,
+        },
+        &catalog.balance_maxima(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `POST /v1/inventory/{sku}/consume`: consumables used up.
+
+use super::*;
+
+/// `POST /v1/inventory/{sku}/consume`: use up consumables.
+#[derive(Debug, Clone)]
+pub struct ConsumeOp {
+    /// The live catalog.
+    pub catalog: Arc<CatalogCache>,
+    /// The player.
+    pub player_id: Uuid,
+    /// The item.
+    pub sku: Sku,
+    /// How many.
+    pub request: ConsumeRequest,
+}
+
+impl MoneyOp for ConsumeOp {
+    type Output = ConsumeResult;
+    const SUCCESS: StatusCode = StatusCode::OK;
+
+    async fn apply(self, conn: &mut AnyConnection) -> ApiResult<ConsumeResult> {
+        let Self { catalog, player_id, sku, request } = self;
+        lock_player(conn, player_id).await?.refuse_if_blocked()?;
+        let catalog = catalog.get(conn).await?;
+        let held = item_quantity(conn, player_id, &sku).await?;
+        let kind = catalog.item(&sku).map(|item| item.kind);
+        if held == 0 && kind.is_none() {
+            return Err(ApiError::not_found("sku", sku.as_str()));
+        }
+        if kind.is_some_and(|kind| kind != ItemKind::Consumable) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotConsumable,
+                format!("`{sku}` is not a consumable"),
+            )
+            .with_detail("sku", sku.as_str()));
+        }
+        let quantity = request.quantity.get();
+        if held < quantity {
+            return Err(insufficient_quantity(&sku, quantity, held));
+        }
+        let entry = append_entry(
+            conn,
+            &NewEntry {
+                kind: EntryKind::Consume,
+                player_id: Some(player_id),
+                actor: player_actor(player_id),
+                reason: None,
+                postings: Vec::new(),
+                items: vec![ItemDelta { sku: sku.clone(), delta: -quantity, quantity_max: i64::MAX }],
+                clawback: false,
+            },
+            &BTreeMap::new(),
+        )
+        .await?;
+        Ok(ConsumeResult { entry_id: entry.id, sku, consumed: quantity, remaining: held - quantity })
+    }
+}

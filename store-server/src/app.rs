@@ -48,6 +48,7 @@ struct Shared {
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
     sandbox: Option<Sandbox>,
+    event_streams: crate::http::events::OpenStreams,
 }
 
 impl AppState {
@@ -96,6 +97,12 @@ impl AppState {
     /// The rendered live catalog's cache.
     pub fn catalog_cache(&self) -> &Arc<CatalogCache> {
         self.0.payments.catalog_cache()
+    }
+
+    /// The players' event streams open on this instance.
+    #[must_use]
+    pub fn event_streams(&self) -> &crate::http::events::OpenStreams {
+        &self.0.event_streams
     }
 
     /// The Prometheus recorder's handle.
@@ -355,6 +362,7 @@ impl Application {
             metrics: prometheus(),
             openapi_json,
             sandbox,
+            event_streams: crate::http::events::OpenStreams::default(),
         }));
         Ok(Self { listener, tls, state, first_operator_key: installation.first_operator_key })
     }
@@ -504,6 +512,11 @@ async fn clean_idempotency_keys(db: Db, retention: Duration, interval: Duration)
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted expired idempotency keys"),
             Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+        }
+        match crate::players::auth::delete_expired_sessions(&db).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted expired sessions"),
+            Err(error) => tracing::warn!(%error, "could not delete expired sessions"),
         }
     }
 }

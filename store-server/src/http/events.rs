@@ -3,21 +3,70 @@
 //! The stream polls its player's new events ([`crate::ledger::events::read_after`], in commit
 //! order, never skipping one); `Last-Event-ID` resumes it.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use store_api::ErrorCode;
+use uuid::Uuid;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::ledger::events::{StoredEvent, read_after, start_cursor};
 use crate::players::auth::PlayerAuth;
+
+/// Event streams one player may hold open at once on an instance (a game, a second device, a
+/// reconnect overlapping the old stream): each polls the database, so they are bounded.
+pub const STREAMS_PER_PLAYER_MAX: usize = 4;
+
+/// The event streams open on this instance, per player.
+#[derive(Debug, Default, Clone)]
+pub struct OpenStreams(Arc<Mutex<HashMap<Uuid, usize>>>);
+
+/// One open stream's place, given back when the stream ends (the client goes away).
+struct StreamSlot {
+    streams: OpenStreams,
+    player_id: Uuid,
+}
+
+impl OpenStreams {
+    fn open(&self, player_id: Uuid) -> ApiResult<StreamSlot> {
+        let mut open = self.0.lock().map_err(|_| anyhow::anyhow!("the stream registry is poisoned"))?;
+        let count = open.entry(player_id).or_insert(0);
+        if *count >= STREAMS_PER_PLAYER_MAX {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                format!("this player has {STREAMS_PER_PLAYER_MAX} event streams open; close one first"),
+            )
+            .with_detail("retry_after_s", 1));
+        }
+        *count += 1;
+        Ok(StreamSlot { streams: self.clone(), player_id })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.streams.0.lock()
+            && let Some(count) = open.get_mut(&self.player_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.player_id);
+            }
+        }
+    }
+}
 
 /// Events read per poll.
 const EVENTS_PER_POLL_MAX: i64 = 100;
@@ -34,7 +83,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     get, path = "/v1/events", tag = "players",
     security(("player" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
-    responses((status = 200, content_type = "text/event-stream", description = "Server-sent events", body = String))
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "Server-sent events", body = String),
+        (status = 429, body = store_api::ErrorBody, description = "rate_limited: this player has 4 streams open"),
+    )
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
@@ -45,16 +97,19 @@ pub async fn stream_events(
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i64>().ok());
+    let slot = state.event_streams().open(player.player_id)?;
     let db = state.db().clone();
     let start = start_cursor(&db, player.player_id, resume_after).await?;
+    // The slot lives in the stream's state: it is given back when the stream is dropped.
     let stream = futures_util::stream::unfold(
-        (db, player.player_id, start, Vec::<StoredEvent>::new()),
-        |(db, player_id, mut last, mut pending)| async move {
+        (db, slot, start, Vec::<StoredEvent>::new()),
+        |(db, slot, mut last, mut pending)| async move {
+            let player_id = slot.player_id;
             loop {
                 if let Some(event) = pending.pop() {
                     let sent =
                         Event::default().id(event.id.to_string()).event(event.event_type).data(event.data);
-                    return Some((Ok(sent), (db, player_id, last, pending)));
+                    return Some((Ok(sent), (db, slot, last, pending)));
                 }
                 match read_after(&db, player_id, last, EVENTS_PER_POLL_MAX).await {
                     Ok((events, after)) if !events.is_empty() => {

@@ -72,12 +72,14 @@ async fn find_or_create_player(
     responses(
         (status = 200, body = Session),
         (status = 400, body = store_api::ErrorBody, description = "malformed body or device id"),
+        (status = 429, body = store_api::ErrorBody, description = "rate_limited: this device logs in too often"),
     )
 )]
 async fn login_device(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<DeviceLoginRequest>,
 ) -> ApiResult<axum::Json<Session>> {
+    state.player_limits().check(crate::players::auth::device_login_caller(request.device_id.as_str()))?;
     let now = now_micros();
     let expires_at =
         now.saturating_add(i64::try_from(state.settings().session_ttl.as_micros()).unwrap_or(i64::MAX));

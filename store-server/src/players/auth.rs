@@ -22,6 +22,11 @@ use uuid::Uuid;
 use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
 
+/// How long an expired session's row is kept (its token is refused from its expiry on).
+pub const EXPIRED_SESSION_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+/// Expired sessions deleted per statement, so a purge never holds a long lock.
+const SESSIONS_PURGED_PER_STATEMENT: i64 = 1_000;
+
 /// Every operator API key starts with this.
 pub const API_KEY_PREFIX: &str = "csk_";
 /// Every player session token starts with this.
@@ -30,6 +35,41 @@ pub const SESSION_TOKEN_PREFIX: &str = "cst_";
 const API_KEY_SHOWN_CHARS: usize = 12;
 /// The id of the current session signing key; tokens carry it so the key can rotate.
 const SESSION_KEY_ID: &str = "1";
+
+/// Deletes the sessions that expired more than [`EXPIRED_SESSION_RETENTION`] ago, a thousand per
+/// statement; returns how many.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn delete_expired_sessions(db: &crate::db::Db) -> Result<u64, sqlx::Error> {
+    let retention = i64::try_from(EXPIRED_SESSION_RETENTION.as_micros()).unwrap_or(i64::MAX);
+    let before = now_micros().saturating_sub(retention);
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "delete from session where id in (select id from session where expires_at < $1 limit $2)",
+        )
+        .bind(before)
+        .bind(SESSIONS_PURGED_PER_STATEMENT)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        deleted += done;
+        if done < u64::try_from(SESSIONS_PURGED_PER_STATEMENT).unwrap_or(u64::MAX) {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The rate-limit bucket of logins with one device id: a device logging in again and again
+/// (each login a session row) is throttled like a player's requests.
+#[must_use]
+pub fn device_login_caller(device_id: &str) -> Uuid {
+    let digest = Sha256::digest(format!("device-login\n{device_id}").as_bytes());
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
 
 /// What is stored for a device id: its SHA-256, never the id itself. The device id is the whole
 /// credential of a device login, so a reader of the player table (an analyst's key, an export, a

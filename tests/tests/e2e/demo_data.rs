@@ -40,16 +40,22 @@ async fn demo_data_spreads_weeks_of_activity_and_the_dashboard_charts_it() {
     assert!(scalar("select count(*) from payment_order where status = 'refunded'").await > 0, "refunds");
     assert!(scalar("select count(*) from store_view").await > 0, "store views");
     assert!(scalar("select count(*) from tab_item").await > 0, "tab purchases");
-    let variants: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "select price_variant, count(*) from purchase where sku = 'turbo' group by price_variant order by price_variant",
+    // Which variant a player sees follows their (random) id: with 60 players both are shown,
+    // while the few turbo buyers may all have drawn the same one.
+    let viewed: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "select price_variant, count(*) from store_view where sku = 'turbo' group by price_variant order by price_variant",
     )
     .fetch_all(db.pool())
     .await
-    .expect("turbo sales");
+    .expect("turbo views");
     assert_eq!(
-        variants.iter().filter(|(variant, _)| variant.is_some()).count(),
+        viewed.iter().filter(|(variant, _)| variant.is_some()).count(),
         2,
-        "both turbo variants sold: {variants:?}"
+        "both turbo variants shown: {viewed:?}"
+    );
+    assert!(
+        scalar("select count(*) from purchase where sku = 'turbo' and price_variant is not null").await > 0,
+        "turbo sold in a variant"
     );
     let newest: i64 = scalar("select max(created_at) from purchase").await;
     assert!(newest < store_server::db::now_micros(), "nothing in the future");

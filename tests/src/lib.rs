@@ -867,6 +867,65 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A free loopback port.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+}
+
+/// The sandbox payment provider as a process of its own (`store-server sandbox`), with its own
+/// SQLite database, as a store reaches a real provider: over HTTP, through
+/// `SandboxMode::External`. Killed when dropped.
+#[derive(Debug)]
+pub struct StandaloneSandbox {
+    /// The process (`terminate` it to check it stops cleanly).
+    pub process: ServerProcess,
+    /// Its base URL, ending in `/sandbox`.
+    pub url: String,
+    /// Its database.
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StandaloneSandbox {
+    /// Starts one on `port` (its checkout URLs name its address), delivering webhooks to
+    /// `webhook_url` signed with `webhook_secret`, giving up on each after `delivery_attempts`
+    /// when given.
+    ///
+    /// # Panics
+    /// When it does not start.
+    #[must_use]
+    pub fn start(
+        port: u16,
+        webhook_url: &str,
+        api_key: &str,
+        webhook_secret: &str,
+        delivery_attempts: Option<u32>,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a directory");
+        let database_url = format!("sqlite://{}", dir.path().join("sandbox.db").display());
+        let mut command = store_server_command(dir.path(), Some(&database_url));
+        command.env("COINSLOT_LISTEN", format!("127.0.0.1:{port}")).args([
+            "sandbox",
+            "--webhook-url",
+            webhook_url,
+            "--api-key",
+            api_key,
+            "--webhook-secret",
+            webhook_secret,
+        ]);
+        if let Some(attempts) = delivery_attempts {
+            command.args(["--delivery-attempts", &attempts.to_string()]);
+        }
+        let process = ServerProcess::spawn(command);
+        let url = process.base_url.clone();
+        Self { process, url, database_url, _dir: dir }
+    }
+}
+
 /// A PostgreSQL cluster of one test's own (in a temporary directory, on a loopback port, with
 /// full durability), which the test may kill and restart without touching anyone else's.
 #[derive(Debug)]

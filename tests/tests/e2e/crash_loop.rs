@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tests::{Backend, ServerProcess, TestDb, seed, store_server_command};
+use tests::{Backend, ServerProcess, StandaloneSandbox, TestDb, seed, store_server_command};
 
 const PLAYERS: usize = 6;
 const BUYERS: usize = 4;
@@ -46,45 +46,17 @@ struct Seen {
     paid: BTreeMap<String, usize>,
 }
 
-/// The standalone sandbox a store under test pays through, and how to reach it.
-struct Provider {
-    _process: ServerProcess,
-    url: String,
-    db_url: String,
-    _dir: tempfile::TempDir,
-}
-
 const SANDBOX_API_KEY: &str = "sk_crash_loop";
 const SANDBOX_WEBHOOK_SECRET: &str = "whsec_crash_loop";
 
-impl Provider {
-    /// A sandbox that delivers webhooks to the store on `store_port` and gives up on each after
-    /// two attempts (about 0.2 s apart), as a real provider gives up after its retry window.
-    fn start(store_port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let db_url = format!("sqlite://{}", dir.path().join("sandbox.db").display());
-        // Its checkout URLs name its address, so it listens on a port chosen here.
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
-        let mut command = store_server_command(dir.path(), Some(&db_url));
-        command.env("COINSLOT_LISTEN", format!("127.0.0.1:{port}")).args([
-            "sandbox",
-            "--webhook-url",
-            &format!("http://127.0.0.1:{store_port}/v1/webhooks/sandbox"),
-            "--api-key",
-            SANDBOX_API_KEY,
-            "--webhook-secret",
-            SANDBOX_WEBHOOK_SECRET,
-            "--delivery-attempts",
-            "2",
-        ]);
-        let process = ServerProcess::spawn(command);
-        let url = process.base_url.clone();
-        Self { _process: process, url, db_url, _dir: dir }
-    }
+/// A standalone sandbox delivering webhooks to the store on `store_port`, giving up on each
+/// after two attempts (about 0.2 s apart), as a real provider gives up after its retry window.
+fn provider(store_port: u16) -> StandaloneSandbox {
+    let webhooks = format!("http://127.0.0.1:{store_port}/v1/webhooks/sandbox");
+    StandaloneSandbox::start(tests::free_port(), &webhooks, SANDBOX_API_KEY, SANDBOX_WEBHOOK_SECRET, Some(2))
 }
 
-fn start(dir: &std::path::Path, url: &str, port: u16, provider: Option<&Provider>) -> ServerProcess {
+fn start(dir: &std::path::Path, url: &str, port: u16, provider: Option<&StandaloneSandbox>) -> ServerProcess {
     let mut command = store_server_command(dir, Some(url));
     // One client ordering as fast as it can is what the velocity check flags: not this test.
     command
@@ -199,7 +171,7 @@ async fn crash_loop(
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a client");
-    let provider = external_provider.then(|| Provider::start(port));
+    let provider = external_provider.then(|| provider(port));
     let mut server = start(dir.path(), url, port, provider.as_ref());
     let base = server.base_url.clone();
     let key = server.printed_key().expect("the first start prints a key");
@@ -385,8 +357,9 @@ async fn crash_loop(
     assert_eq!(fulfilments, fulfilled_orders, "each order granted once");
     reader.close().await;
     if let Some(provider) = &provider {
-        let sandbox =
-            store_server::db::Db::connect(&provider.db_url, 1, Duration::from_secs(30)).await.expect("db");
+        let sandbox = store_server::db::Db::connect(&provider.database_url, 1, Duration::from_secs(30))
+            .await
+            .expect("db");
         let given_up: i64 = sqlx::query_scalar(
             "select count(*) from sandbox_delivery where delivered_at is null and attempts >= 2",
         )

@@ -414,8 +414,7 @@ async fn spending_limits_hold_and_are_tighter_for_minors_on_postgres() {
 }
 
 async fn a_standalone_sandbox_serves_a_store_over_http(backend: Backend) {
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let port = tests::free_port();
     let sandbox_url = format!("http://127.0.0.1:{port}/sandbox");
     let (api_key, secret) = ("sk_standalone_test", "whsec_standalone_test");
     let external = store_server::settings::SandboxMode::External {
@@ -429,20 +428,9 @@ async fn a_standalone_sandbox_serves_a_store_over_http(backend: Backend) {
     let not_mounted = send(server.request(Method::GET, "/sandbox/checkout/cs_x")).await;
     assert_eq!(not_mounted.0, StatusCode::NOT_FOUND, "the store mounts no sandbox of its own");
 
-    let cwd = tempfile::tempdir().expect("a directory");
-    let sandbox_db = format!("sqlite://{}", cwd.path().join("sandbox.db").display());
-    let mut command = tests::store_server_command(cwd.path(), Some(&sandbox_db));
-    command.env("COINSLOT_LISTEN", format!("127.0.0.1:{port}")).args([
-        "sandbox",
-        "--webhook-url",
-        &format!("{}/v1/webhooks/sandbox", server.base_url()),
-        "--api-key",
-        api_key,
-        "--webhook-secret",
-        secret,
-    ]);
-    let sandbox = tests::ServerProcess::spawn(command);
-    assert_eq!(sandbox.base_url, sandbox_url);
+    let webhooks = format!("{}/v1/webhooks/sandbox", server.base_url());
+    let sandbox = tests::StandaloneSandbox::start(port, &webhooks, api_key, secret, None);
+    assert_eq!(sandbox.url, sandbox_url);
 
     let (_, token) = server.login_player("standalone").await;
     let order = server.order(&token, seed::GEMS_SMALL).await;
@@ -452,7 +440,7 @@ async fn a_standalone_sandbox_serves_a_store_over_http(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     server.wait_for_order(&token, order["id"].as_str().expect("id"), status_is("fulfilled")).await;
     assert_eq!(server.balance(&token, "gems").await, 100);
-    assert!(sandbox.terminate().success());
+    assert!(sandbox.process.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -548,10 +548,7 @@ async fn an_order_is_not_expired_before_the_provider_is_asked(backend: Backend) 
 /// with a standalone sandbox as its provider) is down while the player pays; the sandbox gives
 /// up on the webhook; the store comes back and reconciliation fulfils the order, once.
 async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backend) {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port()
-    };
-    let (sandbox_port, store_port) = (free_port(), free_port());
+    let (sandbox_port, store_port) = (tests::free_port(), tests::free_port());
     let sandbox_url = format!("http://127.0.0.1:{sandbox_port}/sandbox");
     let (api_key, secret) = ("sk_outage_test", "whsec_outage_test");
     let configure = |settings: &mut store_server::Settings| {
@@ -566,21 +563,8 @@ async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backen
     let Some(server) = TestServer::start_with(backend, configure).await else {
         return;
     };
-    let cwd = tempfile::tempdir().expect("a directory");
-    let sandbox_db = format!("sqlite://{}", cwd.path().join("sandbox.db").display());
-    let mut command = tests::store_server_command(cwd.path(), Some(&sandbox_db));
-    command.env("COINSLOT_LISTEN", format!("127.0.0.1:{sandbox_port}")).args([
-        "sandbox",
-        "--webhook-url",
-        &format!("{}/v1/webhooks/sandbox", server.base_url()),
-        "--api-key",
-        api_key,
-        "--webhook-secret",
-        secret,
-        "--delivery-attempts",
-        "2",
-    ]);
-    let sandbox = tests::ServerProcess::spawn(command);
+    let webhooks = format!("{}/v1/webhooks/sandbox", server.base_url());
+    let sandbox = tests::StandaloneSandbox::start(sandbox_port, &webhooks, api_key, secret, Some(2));
 
     let (_, token) = server.login_player("through-the-outage").await;
     let order = server.order(&token, seed::GEMS_SMALL).await;
@@ -597,7 +581,7 @@ async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backen
     assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("succeeded")), "{paid}");
     let sandbox_books = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
-        .connect(&sandbox_db)
+        .connect(&sandbox.database_url)
         .await
         .expect("the sandbox's db");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -622,7 +606,7 @@ async fn an_outage_longer_than_the_retry_window_loses_no_payment(backend: Backen
     assert_eq!(server.balance(&token, "gems").await, 100);
     assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 1);
     server.assert_audit_clean().await;
-    assert!(sandbox.terminate().success());
+    assert!(sandbox.process.terminate().success());
 }
 
 /// DESIGN 5.5 and the review's M8 repro: items bought with real money and used up before a

@@ -992,11 +992,7 @@ impl PrivatePostgres {
             assert!(owned.is_ok_and(|status| status.success()), "chown the cluster directory");
             user.to_owned()
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a port")
-            .local_addr()
-            .expect("an address")
-            .port();
+        let port = free_port();
         let cluster = Self { dir, bin, port, run_as, durability };
         let data = cluster.data();
         let initdb = cluster

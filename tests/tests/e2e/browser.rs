@@ -46,11 +46,7 @@ pub(crate) async fn start_chromedriver() -> Option<Chromedriver> {
         );
         return None;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port();
+    let port = tests::free_port();
     let child = Command::new(binary)
         .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".to_owned()])
         .stdout(Stdio::null())

@@ -168,8 +168,7 @@ async fn crash_loop(
     let database_kills = if postgres.is_some() { server_kills / 5 } else { 0 };
     let kills = server_kills + database_kills;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
+    let port = tests::free_port();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a client");
     let provider = external_provider.then(|| provider(port));
     let mut server = start(dir.path(), url, port, provider.as_ref());

@@ -478,6 +478,22 @@ impl TestServer {
         assert!(report.is_clean(), "{report}");
     }
 
+    /// The value of this server's instance-labelled metric whose line starts with `name` (0 when
+    /// it has none yet), rounded: the exporter prints counts as floats.
+    ///
+    /// # Panics
+    /// When `/metrics` cannot be read.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text =
+            self.request(Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text");
+        let instance = format!("instance=\"{}\"", self.base_url);
+        text.lines()
+            .find(|line| line.starts_with(name) && line.contains(&instance))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .map_or(0, |value| value.round() as u64)
+    }
+
     /// Creates an operator key with the given scopes and returns it.
     ///
     /// # Panics

@@ -52,10 +52,24 @@ pub async fn push_event<T: serde::Serialize>(
     event_type: &str,
     data: &T,
 ) -> ApiResult<()> {
+    let data = serde_json::to_string(data).map_err(anyhow::Error::from)?;
+    push_event_json(conn, player_id, event_type, &data).await
+}
+
+/// [`push_event`] with the event's JSON already made.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn push_event_json(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    event_type: &str,
+    data: &str,
+) -> ApiResult<()> {
     sqlx::query("insert into player_event (player_id, event_type, data, created_at) values ($1, $2, $3, $4)")
         .bind(player_id.to_string())
         .bind(event_type)
-        .bind(serde_json::to_string(data).map_err(anyhow::Error::from)?)
+        .bind(data)
         .bind(now_micros())
         .execute(&mut *conn)
         .await?;

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::ledger::batch::{self, SetJob, SetOutcome};
 
 /// Requests waiting for the writer at most; a full queue makes submitters wait (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4_096;
@@ -40,6 +41,11 @@ pub(crate) trait BatchJob: Send + Sync {
     /// Runs the request on `conn`, which is inside the batch's transaction and the request's
     /// savepoint. It may run again (in a later transaction) if the database retries it.
     fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>>;
+
+    /// The job as the set path sees it, when it can take it (see [`crate::ledger::batch`]).
+    fn set_job(&self) -> Option<&dyn SetJob> {
+        None
+    }
 }
 
 /// Whether the database gave up on this request only because of other transactions (a deadlock
@@ -241,9 +247,9 @@ pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pendi
         }
         batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
         // Deadlock victims run again in a batch of their own, after this one committed.
-        let mut retry = commit_batch(batcher.db(), batch).await;
+        let mut retry = commit_batch(&batcher, batch).await;
         while !retry.is_empty() {
-            retry = commit_batch(batcher.db(), retry).await;
+            retry = commit_batch(&batcher, retry).await;
         }
     }
 }
@@ -265,24 +271,63 @@ fn closing(outcome: &ApiResult<Done>) -> &'static [&'static str] {
 }
 
 /// Runs and commits one batch, answering each request; returns the deadlock victims to run again.
-async fn commit_batch(db: &Db, batch: Vec<Pending>) -> Vec<Pending> {
+///
+/// The jobs the set path takes run first, together ([`batch::run`]); the others, and those it
+/// defers, then run one at a time in savepoints of the same transaction. When the set phase
+/// fails (a database error, a guard that does not verify), the transaction is rolled back and
+/// the whole batch runs on the savepoint path, with fresh reads.
+async fn commit_batch(batcher: &Batcher, batch: Vec<Pending>) -> Vec<Pending> {
+    let db = batcher.db();
     let mut tx = match db.begin_write().await {
         Ok(tx) => tx,
         Err(error) => {
             tracing::error!(%error, "a batch could not begin");
-            for pending in batch {
-                let _ = pending.reply.send(Err(unavailable("the database is unavailable; retry")));
-            }
+            fail_all(batch, "the database is unavailable; retry");
             return Vec::new();
         }
     };
     let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
         Vec::with_capacity(batch.len());
+    let (set, mut slow): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|pending| pending.job.set_job().is_some());
+    if !set.is_empty() {
+        let jobs: Vec<&dyn SetJob> = set.iter().filter_map(|pending| pending.job.set_job()).collect();
+        match caught(batch::run(&mut tx, db.backend(), &jobs)).await {
+            Ok(outcomes) => {
+                drop(jobs);
+                let decided =
+                    outcomes.iter().filter(|outcome| matches!(outcome, SetOutcome::Answered(_))).count();
+                metrics::counter!("coinslot_set_path_requests_total", "instance" => batcher.0.config.instance.clone())
+                    .increment(u64::try_from(decided).unwrap_or(u64::MAX));
+                for (pending, outcome) in set.into_iter().zip(outcomes) {
+                    match outcome {
+                        SetOutcome::Answered(answer) => finished.push((pending.reply, answer)),
+                        SetOutcome::Defer => slow.push(pending),
+                    }
+                }
+            }
+            Err(error) => {
+                drop(jobs);
+                tracing::warn!(error = ?error, "a batch's set phase failed; it runs on the per-request path");
+                metrics::counter!("coinslot_set_path_fallbacks_total").increment(1);
+                let _ = tx.rollback().await;
+                tx = match db.begin_write().await {
+                    Ok(tx) => tx,
+                    Err(error) => {
+                        tracing::error!(%error, "a batch could not begin");
+                        fail_all(set.into_iter().chain(slow), "the database is unavailable; retry");
+                        return Vec::new();
+                    }
+                };
+                slow = set.into_iter().chain(slow).collect();
+            }
+        }
+    }
     let mut broken = false;
     // The previous request's closing statements travel with the next one's opening.
     let mut close: &[&str] = &[];
     let mut again = Vec::new();
-    for Pending { job, reply, attempts } in batch {
+    for Pending { job, reply, attempts } in slow {
         if broken {
             finished.push((reply, Err(unavailable("the batch failed; retry"))));
             continue;
@@ -337,6 +382,13 @@ async fn commit_batch(db: &Db, batch: Vec<Pending>) -> Vec<Pending> {
         let _ = reply.send(answer);
     }
     again
+}
+
+/// Answers every request of a batch that could not run `unavailable`.
+fn fail_all(batch: impl IntoIterator<Item = Pending>, message: &str) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(unavailable(message)));
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use futures_util::future::BoxFuture;
 use crate::db::{Db, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_json_body};
+use crate::ledger::batch::{BatchLedger, SetJob};
 use crate::ledger::group_commit::Batcher;
 use crate::ledger::group_commit::{BatchJob, Done};
 
@@ -109,6 +110,22 @@ pub trait MoneyOp: Send + Sync + Clone {
     /// Does the work inside `conn`'s transaction. A refusal is an `Err`; the runner rolls the
     /// work back. The operation carries whatever else it needs (the catalog, a provider).
     fn apply(self, conn: &mut AnyConnection) -> impl Future<Output = ApiResult<Self::Output>> + Send;
+
+    /// The player whose state the operation changes, when it can take the set path (see
+    /// [`crate::ledger::batch`]); `None` keeps it on the per-request path.
+    fn batch_player(&self) -> Option<uuid::Uuid> {
+        None
+    }
+
+    /// Decides the operation against the batch's state, exactly as [`MoneyOp::apply`] would
+    /// against the database; `None` defers it to `apply`.
+    ///
+    /// # Errors
+    /// The operation's refusals, as `apply` gives them.
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<Self::Output>> {
+        let _ = ledger;
+        Ok(None)
+    }
 }
 
 /// A stored response.
@@ -222,7 +239,7 @@ fn stored_status(status: i64) -> Option<StatusCode> {
         .and_then(|status| StatusCode::from_u16(status).ok())
 }
 
-fn in_progress() -> ApiError {
+pub(crate) fn in_progress() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         ErrorCode::RequestInProgress,
@@ -230,7 +247,7 @@ fn in_progress() -> ApiError {
     )
 }
 
-fn key_reused() -> ApiError {
+pub(crate) fn key_reused() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         ErrorCode::IdempotencyKeyReused,
@@ -332,6 +349,33 @@ impl<O: MoneyOp> OpJob<O> {
 impl<O: MoneyOp + 'static> BatchJob for OpJob<O> {
     fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
         Box::pin(self.execute(conn))
+    }
+
+    fn set_job(&self) -> Option<&dyn SetJob> {
+        (!self.reserved && self.op.batch_player().is_some()).then_some(self as &dyn SetJob)
+    }
+}
+
+impl<O: MoneyOp> SetJob for OpJob<O> {
+    fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    fn key(&self) -> &str {
+        &self.idempotency.key
+    }
+
+    fn request_hash(&self) -> &str {
+        &self.idempotency.request_hash
+    }
+
+    fn player_id(&self) -> uuid::Uuid {
+        self.op.batch_player().unwrap_or_default()
+    }
+
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>> {
+        let Some(output) = self.op.decide(ledger)? else { return Ok(None) };
+        Ok(Some((O::SUCCESS, serde_json::to_vec(&output).map_err(anyhow::Error::from)?)))
     }
 }
 

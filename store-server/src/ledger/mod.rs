@@ -18,6 +18,7 @@
 //! catalog's rules or HTTP.
 
 pub mod audit;
+pub mod batch;
 pub mod bulk;
 pub mod events;
 pub mod group_commit;
@@ -38,7 +39,7 @@ use uuid::Uuid;
 use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Page;
-use crate::ledger::events::push_event;
+use crate::ledger::events::push_event_json;
 
 pub mod reads;
 
@@ -166,6 +167,11 @@ pub struct PlayerLock {
 }
 
 impl PlayerLock {
+    /// The flags of a player row read elsewhere (the batch path's, already locked).
+    pub fn new(blocked: bool, minor: bool) -> Self {
+        Self { blocked, minor }
+    }
+
     /// Refuses a blocked player (players' own requests; operators may still grant).
     ///
     /// # Errors
@@ -291,18 +297,7 @@ pub async fn append_entry(
     entry: &NewEntry,
     balance_max: &BTreeMap<String, i64>,
 ) -> ApiResult<AppendedEntry> {
-    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
-    for posting in &entry.postings {
-        let sum = sums.entry(posting.account.currency()).or_default();
-        *sum = sum
-            .checked_add(posting.amount)
-            .ok_or_else(|| anyhow::anyhow!("an entry's posting sum overflows: {entry:?}"))?;
-    }
-    assert!(
-        sums.values().all(|sum| *sum == 0),
-        "an entry's postings must sum to zero per currency: {entry:?}"
-    );
-
+    let net = net_changes(entry)?;
     let id = Uuid::now_v7();
     let now = now_micros();
     sqlx::query(
@@ -317,17 +312,8 @@ pub async fn append_entry(
     .execute(&mut *conn)
     .await?;
 
-    // Merge postings per account and apply them in account-id order (the lock order).
-    let mut per_account: BTreeMap<String, (AccountId, i64)> = BTreeMap::new();
-    for posting in &entry.postings {
-        let slot = per_account.entry(posting.account.key()).or_insert_with(|| (posting.account.clone(), 0));
-        slot.1 = slot.1.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting overflow"))?;
-    }
     let mut changes = Vec::new();
-    for (key, (account, amount)) in per_account {
-        if amount == 0 {
-            continue;
-        }
+    for (key, account, amount) in net.accounts {
         let currency = account.currency().to_owned();
         let max = balance_max.get(&currency).copied().unwrap_or(i64::MAX);
         let balance_after = apply_posting(conn, &key, &account, amount, max, entry.clawback, now).await?;
@@ -343,25 +329,9 @@ pub async fn append_entry(
             changes.push(BalanceChange { currency: code.clone(), amount, balance_after });
         }
     }
-
-    let mut per_item: BTreeMap<String, ItemDelta> = BTreeMap::new();
-    for change in &entry.items {
-        let slot = per_item.entry(change.sku.as_str().to_owned()).or_insert_with(|| ItemDelta {
-            sku: change.sku.clone(),
-            delta: 0,
-            quantity_max: change.quantity_max,
-        });
-        slot.delta =
-            slot.delta.checked_add(change.delta).ok_or_else(|| anyhow::anyhow!("item delta overflow"))?;
-        slot.quantity_max = slot.quantity_max.min(change.quantity_max);
-    }
     let mut items = Vec::new();
-    let item_changes: Vec<ItemDelta> = per_item.into_values().filter(|change| change.delta != 0).collect();
-    if !item_changes.is_empty() && entry.player_id.is_none() {
-        return Err(ApiError::Internal(anyhow::anyhow!("item changes need a player: {entry:?}")));
-    }
     let player_id = entry.player_id.unwrap_or_default();
-    for change in item_changes {
+    for change in net.items {
         let quantity_after = apply_item_delta(conn, player_id, &change, entry.clawback).await?;
         sqlx::query(
             "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
@@ -375,20 +345,92 @@ pub async fn append_entry(
         .await?;
         items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
     }
-    if let (false, Some(player)) = (changes.is_empty(), entry.player_id) {
-        push_event(conn, player, "wallet.updated", &WalletUpdated { entry_id: id, changes: changes.clone() })
-            .await?;
+    let appended = AppendedEntry { id, changes, items };
+    if let Some(player) = entry.player_id {
+        for (event_type, data) in appended.events()? {
+            push_event_json(conn, player, event_type, &data).await?;
+        }
     }
-    if let (false, Some(player)) = (items.is_empty(), entry.player_id) {
-        push_event(
-            conn,
-            player,
-            "inventory.updated",
-            &InventoryUpdated { entry_id: id, items: items.clone() },
-        )
-        .await?;
+    Ok(appended)
+}
+
+impl AppendedEntry {
+    /// The events announcing the entry to its player: `wallet.updated` when it changed a
+    /// balance, then `inventory.updated` when it changed an item, as (type, JSON).
+    ///
+    /// # Errors
+    /// Fails only if serializing fails.
+    pub(crate) fn events(&self) -> ApiResult<Vec<(&'static str, String)>> {
+        let mut events = Vec::new();
+        if !self.changes.is_empty() {
+            let data = WalletUpdated { entry_id: self.id, changes: self.changes.clone() };
+            events.push(("wallet.updated", serde_json::to_string(&data).map_err(anyhow::Error::from)?));
+        }
+        if !self.items.is_empty() {
+            let data = InventoryUpdated { entry_id: self.id, items: self.items.clone() };
+            events.push(("inventory.updated", serde_json::to_string(&data).map_err(anyhow::Error::from)?));
+        }
+        Ok(events)
     }
-    Ok(AppendedEntry { id, changes, items })
+}
+
+/// An entry's changes, netted: one per account in id order (the lock order) and one per item in
+/// sku order, without the changes that net to zero.
+#[derive(Debug)]
+pub(crate) struct NetChanges {
+    /// (stored id, account, amount) per account.
+    pub(crate) accounts: Vec<(String, AccountId, i64)>,
+    /// Per item, with the tightest maximum any of its changes named.
+    pub(crate) items: Vec<ItemDelta>,
+}
+
+/// Nets an entry's postings and item changes, after checking it is balanced.
+///
+/// # Panics
+/// When the postings do not sum to zero per currency: only a bug can cause that.
+///
+/// # Errors
+/// When the amounts overflow, or item changes name no player.
+pub(crate) fn net_changes(entry: &NewEntry) -> ApiResult<NetChanges> {
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in &entry.postings {
+        let sum = sums.entry(posting.account.currency()).or_default();
+        *sum = sum
+            .checked_add(posting.amount)
+            .ok_or_else(|| anyhow::anyhow!("an entry's posting sum overflows: {entry:?}"))?;
+    }
+    assert!(
+        sums.values().all(|sum| *sum == 0),
+        "an entry's postings must sum to zero per currency: {entry:?}"
+    );
+    let mut per_account: BTreeMap<String, (AccountId, i64)> = BTreeMap::new();
+    for posting in &entry.postings {
+        let slot = per_account.entry(posting.account.key()).or_insert_with(|| (posting.account.clone(), 0));
+        slot.1 = slot.1.checked_add(posting.amount).ok_or_else(|| anyhow::anyhow!("posting overflow"))?;
+    }
+    let mut per_item: BTreeMap<String, ItemDelta> = BTreeMap::new();
+    for change in &entry.items {
+        let slot = per_item.entry(change.sku.as_str().to_owned()).or_insert_with(|| ItemDelta {
+            sku: change.sku.clone(),
+            delta: 0,
+            quantity_max: change.quantity_max,
+        });
+        slot.delta =
+            slot.delta.checked_add(change.delta).ok_or_else(|| anyhow::anyhow!("item delta overflow"))?;
+        slot.quantity_max = slot.quantity_max.min(change.quantity_max);
+    }
+    let items: Vec<ItemDelta> = per_item.into_values().filter(|change| change.delta != 0).collect();
+    if !items.is_empty() && entry.player_id.is_none() {
+        return Err(ApiError::Internal(anyhow::anyhow!("item changes need a player: {entry:?}")));
+    }
+    Ok(NetChanges {
+        accounts: per_account
+            .into_iter()
+            .filter(|(_, (_, amount))| *amount != 0)
+            .map(|(key, (account, amount))| (key, account, amount))
+            .collect(),
+        items,
+    })
 }
 
 /// Applies one account's change with a guard: a wallet stays at or above zero on a debit (unless

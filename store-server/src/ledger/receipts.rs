@@ -116,6 +116,96 @@ impl ReceiptFacts {
     }
 }
 
+/// The current signing key: its id and the parsed key. Parsing a key costs about as much as a
+/// signature, so parsed keys are kept by id (a key's secret never changes; rotation makes a new
+/// id, and a retired key is simply no longer current).
+///
+/// # Errors
+/// Fails when the database does or no key exists.
+pub async fn current_signer(conn: &mut AnyConnection) -> ApiResult<Signer> {
+    let key_id: String = sqlx::query_scalar(
+        "select id from receipt_key where retired_at is null order by created_at desc, id desc limit 1",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    signer(conn, key_id).await
+}
+
+/// The signer for key `key_id`, parsed once per process.
+///
+/// # Errors
+/// Fails when the database does or the stored key is malformed.
+pub async fn signer(conn: &mut AnyConnection, key_id: String) -> ApiResult<Signer> {
+    static PARSED: std::sync::Mutex<Vec<Signer>> = std::sync::Mutex::new(Vec::new());
+    if let Some(known) =
+        PARSED.lock().ok().and_then(|parsed| parsed.iter().find(|known| *known.key_id == *key_id).cloned())
+    {
+        return Ok(known);
+    }
+    let secret_hex: String = sqlx::query_scalar("select secret_key from receipt_key where id = $1")
+        .bind(&key_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let secret: [u8; 32] = hex::decode(&secret_hex)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("receipt key {key_id} is not 32 hex bytes")))?;
+    let signer = Signer { key_id: key_id.into(), key: std::sync::Arc::new(SigningKey::from_bytes(&secret)) };
+    if let Ok(mut parsed) = PARSED.lock() {
+        // A handful of keys per installation; the newest first, a bounded list.
+        parsed.insert(0, signer.clone());
+        parsed.truncate(16);
+    }
+    Ok(signer)
+}
+
+/// A parsed receipt signing key.
+#[derive(Clone)]
+pub struct Signer {
+    key_id: std::sync::Arc<str>,
+    key: std::sync::Arc<SigningKey>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Signs a new receipt for an entry, issued at `now` (micros). The caller stores it.
+    ///
+    /// # Errors
+    /// Fails only if the payload cannot be serialized.
+    pub fn sign(
+        &self,
+        player_id: Uuid,
+        entry_id: Uuid,
+        facts: ReceiptFacts,
+        now: i64,
+    ) -> ApiResult<SignedReceipt> {
+        let id = Uuid::now_v7();
+        let payload = ReceiptPayload {
+            receipt_id: id,
+            player_id,
+            entry_id,
+            kind: facts.kind,
+            purchase_id: facts.purchase_id,
+            offer_id: facts.offer_id,
+            paid: facts.paid,
+            paid_money: facts.paid_money,
+            order_id: facts.order_id,
+            granted: facts.granted,
+            issued_at: from_micros(now),
+        };
+        let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
+        let mut message = RECEIPT_SIGNING_CONTEXT.to_vec();
+        message.extend_from_slice(payload.as_bytes());
+        let signature = STANDARD.encode(self.key.sign(&message).to_bytes());
+        Ok(SignedReceipt { id, key_id: self.key_id.to_string(), payload, signature })
+    }
+}
+
 /// Signs and stores a receipt for an entry with the current key.
 ///
 /// # Errors
@@ -126,49 +216,22 @@ pub async fn issue_receipt(
     entry_id: Uuid,
     facts: ReceiptFacts,
 ) -> ApiResult<SignedReceipt> {
-    let (key_id, secret_hex): (String, String) = sqlx::query_as(
-        "select id, secret_key from receipt_key where retired_at is null order by created_at desc, id desc limit 1",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let secret: [u8; 32] = hex::decode(&secret_hex)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("receipt key {key_id} is not 32 hex bytes")))?;
-    let signing_key = SigningKey::from_bytes(&secret);
     let now = now_micros();
-    let id = Uuid::now_v7();
-    let payload = ReceiptPayload {
-        receipt_id: id,
-        player_id,
-        entry_id,
-        kind: facts.kind,
-        purchase_id: facts.purchase_id,
-        offer_id: facts.offer_id,
-        paid: facts.paid,
-        paid_money: facts.paid_money,
-        order_id: facts.order_id,
-        granted: facts.granted,
-        issued_at: from_micros(now),
-    };
-    let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
-    let mut message = RECEIPT_SIGNING_CONTEXT.to_vec();
-    message.extend_from_slice(payload.as_bytes());
-    let signature = STANDARD.encode(signing_key.sign(&message).to_bytes());
+    let receipt = current_signer(conn).await?.sign(player_id, entry_id, facts, now)?;
     sqlx::query(
         "insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) \
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(id.to_string())
+    .bind(receipt.id.to_string())
     .bind(player_id.to_string())
     .bind(entry_id.to_string())
-    .bind(&key_id)
-    .bind(&payload)
-    .bind(&signature)
+    .bind(&receipt.key_id)
+    .bind(&receipt.payload)
+    .bind(&receipt.signature)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(SignedReceipt { id, key_id, payload, signature })
+    Ok(receipt)
 }
 
 /// One of a player's receipts.

@@ -85,3 +85,29 @@ pub async fn buyer(conn: &mut sqlx::AnyConnection, player_id: Uuid) -> crate::er
         .await?;
     Ok(Buyer { player_id, country: country.flatten().and_then(|code| Country::parse(&code).ok()) })
 }
+
+/// The price a request picks from `prices`: `requested`, or the first that `default` accepts
+/// (refused with `none()` when there is none).
+///
+/// # Errors
+/// `invalid_request` for an index past the prices; `none()` when no price is the default.
+pub fn pick_price(
+    prices: &[Price],
+    requested: Option<u32>,
+    default: impl Fn(&Price) -> bool,
+    none: impl FnOnce() -> crate::error::ApiError,
+) -> crate::error::ApiResult<(u32, &Price)> {
+    let price_index = match requested {
+        Some(index) => index,
+        None => {
+            prices.iter().position(default).and_then(|index| u32::try_from(index).ok()).ok_or_else(none)?
+        }
+    };
+    let price = usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
+        crate::error::ApiError::invalid(
+            "price_index",
+            format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
+        )
+    })?;
+    Ok((price_index, price))
+}

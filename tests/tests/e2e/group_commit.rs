@@ -5,27 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use tests::{Backend, TestServer, seed, send};
 
 /// The batch sizes this server's writer recorded: (batches, requests).
 async fn batches(server: &TestServer) -> (u64, u64) {
-    let text =
-        server.request(Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text");
-    let instance = format!("instance=\"{}\"", server.base_url());
-    let read = |suffix: &str| {
-        text.lines()
-            .find(|line| {
-                line.starts_with(&format!("coinslot_group_commit_batch_size_{suffix}"))
-                    && line.contains(&instance)
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse::<f64>().ok())
-            // Counts, printed as floats by the exporter.
-            .map_or(0, |value| value.round() as u64)
-    };
-    (read("count"), read("sum"))
+    (
+        server.metric("coinslot_group_commit_batch_size_count").await,
+        server.metric("coinslot_group_commit_batch_size_sum").await,
+    )
 }
 
 async fn a_batch_of_good_and_bad_requests_answers_each_alone(backend: Backend, batching: bool) {

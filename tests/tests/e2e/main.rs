@@ -104,6 +104,7 @@ mod receipts;
 mod reconciliation;
 mod scale;
 mod sdk;
+mod set_path;
 mod storefront;
 mod tabs;
 mod tls;

@@ -48,26 +48,16 @@ pub fn price_order<'c>(
         )
     };
     let (prices, variant) = crate::store::pricing::effective_prices(offer, buyer);
-    let price_index = match request.price_index {
-        Some(index) => index,
-        None => prices
-            .iter()
-            .position(|price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. }))
-            .and_then(|index| u32::try_from(index).ok())
-            .ok_or_else(requires_purchase)?,
-    };
-    let price = usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
-        ApiError::invalid(
-            "price_index",
-            format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
-        )
-    })?;
+    let (price_index, price) = crate::store::pricing::pick_price(
+        prices,
+        request.price_index,
+        |price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. }),
+        requires_purchase,
+    )?;
     let Price::Real { money, settlement: Settlement::Immediate } = price else {
         return Err(requires_purchase());
     };
-    if request.quantity.get() > 1 && item.kind == store_api::catalog::ItemKind::Durable {
-        return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
-    }
+    crate::store::operations::refuse_durable_quantity(item, request.quantity.get())?;
     let total =
         Money { currency: money.currency, amount: money.amount * Decimal::from(request.quantity.get()) };
     let minimum = money.currency.minimum_charge();

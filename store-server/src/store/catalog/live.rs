@@ -138,6 +138,13 @@ pub struct CatalogCache {
 }
 
 impl CatalogCache {
+    /// The rendered catalog when it is the one stamped `stamp` (the batch path reads the stamp
+    /// itself); `None` when it is not rendered yet or the cache is being refreshed.
+    #[must_use]
+    pub fn cached(&self, stamp: &str) -> Option<Arc<RenderedCatalog>> {
+        self.current.try_read().ok()?.as_ref().filter(|cached| cached.stamp == stamp).map(Arc::clone)
+    }
+
     /// The live catalog, rendered at most once per change.
     ///
     /// # Errors

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use sqlx::AnyConnection;
 use store_api::ErrorCode;
 use store_api::Money;
-use store_api::catalog::{Item, ItemGrant, ItemKind, LimitPeriod, Price, Settlement, Sku};
+use store_api::catalog::{Item, ItemGrant, ItemKind, LimitPeriod, Offer, Price, Settlement, Sku};
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{
     ConsumeRequest, ConsumeResult, CurrencyAmount, EntryKind, GrantRequest, GrantResult, Granted, Inventory,
@@ -21,16 +21,18 @@ use uuid::Uuid;
 
 use crate::db::{from_micros, now_micros, to_micros};
 use crate::error::{ApiError, ApiResult};
+use crate::ledger::batch::{BatchLedger, PurchaseRow};
 use crate::ledger::idempotency::MoneyOp;
 use crate::ledger::receipts::{ReceiptFacts, issue_receipt};
 use crate::ledger::{
-    AccountId, ItemDelta, NewEntry, Posting, SystemAccount, already_owned, append_entry,
+    AccountId, ItemDelta, NewEntry, PlayerLock, Posting, SystemAccount, already_owned, append_entry,
     balance_max_exceeded, insufficient_funds, insufficient_quantity, item_quantity, lock_player,
     read_inventory, read_wallet, wallet_balance,
 };
 use crate::payments::Payments;
 use crate::store::catalog::CatalogCache;
 use crate::store::catalog::RenderedCatalog;
+use crate::store::pricing::Buyer;
 
 pub mod grants;
 pub mod inventory;
@@ -130,6 +132,32 @@ impl Movement {
         player_id: Uuid,
         catalog: &RenderedCatalog,
     ) -> ApiResult<()> {
+        let mut balances = BTreeMap::new();
+        for posting in &self.postings {
+            if let AccountId::Wallet(_, currency) = &posting.account
+                && !balances.contains_key(currency)
+            {
+                balances.insert(currency.clone(), wallet_balance(conn, player_id, currency).await?);
+            }
+        }
+        let mut held = BTreeMap::new();
+        for delta in self.items.iter().filter(|delta| delta.quantity_max == 1) {
+            held.insert(delta.sku.clone(), item_quantity(conn, player_id, &delta.sku).await?);
+        }
+        self.check_against(
+            catalog,
+            |currency| balances.get(currency).copied().unwrap_or(0),
+            |sku| held.get(sku).copied().unwrap_or(0),
+        )
+    }
+
+    /// [`Movement::check`] against balances and item counts already known (the batch path's).
+    pub(crate) fn check_against(
+        &self,
+        catalog: &RenderedCatalog,
+        balance_of: impl Fn(&CurrencyCode) -> i64,
+        held_of: impl Fn(&Sku) -> i64,
+    ) -> ApiResult<()> {
         let mut net: BTreeMap<CurrencyCode, (i64, i64)> = BTreeMap::new();
         for posting in &self.postings {
             if let AccountId::Wallet(_, currency) = &posting.account {
@@ -138,7 +166,7 @@ impl Movement {
             }
         }
         for (currency, (debit, credit)) in net {
-            let balance = wallet_balance(conn, player_id, &currency).await?;
+            let balance = balance_of(&currency);
             if debit > 0 && balance < debit {
                 return Err(insufficient_funds(&currency, debit, balance));
             }
@@ -149,8 +177,7 @@ impl Movement {
             }
         }
         for delta in &self.items {
-            if delta.quantity_max == 1 && item_quantity(conn, player_id, &delta.sku).await? + delta.delta > 1
-            {
+            if delta.quantity_max == 1 && held_of(&delta.sku) + delta.delta > 1 {
                 return Err(already_owned(&delta.sku));
             }
         }

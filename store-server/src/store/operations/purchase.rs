@@ -13,6 +13,132 @@ pub struct PurchaseOp {
     pub request: PurchaseRequest,
 }
 
+/// The offer, item and price a purchase request names, checked against the catalog.
+struct Chosen<'c> {
+    offer: &'c Offer,
+    item: &'c Item,
+    price_index: u32,
+    price: &'c Price,
+    variant: Option<&'c str>,
+    quantity: i64,
+}
+
+/// Finds what `request` buys from `catalog`, at the price `buyer` pays at `now`.
+fn choose<'c>(
+    catalog: &'c RenderedCatalog,
+    request: &PurchaseRequest,
+    buyer: &Buyer,
+    now: OffsetDateTime,
+) -> ApiResult<Chosen<'c>> {
+    let offer = catalog.offer(request.offer_id).ok_or_else(|| {
+        offer_not_available("unknown", format!("offer `{}` is not in the live catalog", request.offer_id))
+    })?;
+    check_sale_window(offer, now)?;
+    let item = catalog
+        .item(&offer.sku)
+        .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
+    let (prices, variant) = crate::store::pricing::effective_prices(offer, buyer);
+    let (price_index, price) = crate::store::pricing::pick_price(
+        prices,
+        request.price_index,
+        |price| matches!(price, Price::Virtual { .. } | Price::Real { settlement: Settlement::Tab, .. }),
+        price_requires_order,
+    )?;
+    Ok(Chosen { offer, item, price_index, price, variant, quantity: request.quantity.get() })
+}
+
+/// The total of a virtual price, refused while the wallet (holding `balance`) owes.
+fn virtual_total(currency: &CurrencyCode, amount: i64, quantity: i64, balance: i64) -> ApiResult<i64> {
+    if balance < 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::OutstandingDebt,
+            format!(
+                "the wallet owes {currency} from a refunded order; earn or receive enough to repay it first"
+            ),
+        )
+        .with_detail("currency", currency.as_str()));
+    }
+    amount.checked_mul(quantity).ok_or_else(|| ApiError::invalid("quantity", "the total price is too large"))
+}
+
+pub(crate) fn refuse_durable_quantity(item: &Item, quantity: i64) -> ApiResult<()> {
+    if item.kind == ItemKind::Durable && quantity > 1 {
+        return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
+    }
+    Ok(())
+}
+
+/// What a purchase of `chosen`, paid `total` of `unit` from `source`, moves.
+fn purchase_movement(
+    player_id: Uuid,
+    catalog: &RenderedCatalog,
+    chosen: &Chosen<'_>,
+    source: AccountId,
+    unit: &str,
+    total: i64,
+) -> ApiResult<Movement> {
+    let mut movement = Movement::default();
+    movement.postings.push(Posting { account: source, amount: -total });
+    movement
+        .postings
+        .push(Posting { account: AccountId::System(SystemAccount::Revenue, unit.to_owned()), amount: total });
+    // Creators of tab sales are credited when the tab is settled, on what was collected.
+    movement.grant_bought(player_id, chosen.item, chosen.quantity, |sku| catalog.item(sku))?;
+    Ok(movement)
+}
+
+fn purchase_entry(player_id: Uuid, movement: &Movement) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Purchase,
+        player_id: Some(player_id),
+        actor: player_actor(player_id),
+        reason: None,
+        postings: movement.postings.clone(),
+        items: movement.items.clone(),
+        clawback: false,
+    }
+}
+
+fn purchase_facts(
+    purchase_id: Uuid,
+    chosen: &Chosen<'_>,
+    paid: Option<CurrencyAmount>,
+    paid_money: Option<Money>,
+    movement: &Movement,
+) -> ReceiptFacts {
+    ReceiptFacts {
+        kind: EntryKind::Purchase,
+        purchase_id: Some(purchase_id),
+        offer_id: Some(chosen.offer.id),
+        paid,
+        paid_money,
+        order_id: None,
+        granted: movement.granted.clone(),
+    }
+}
+
+fn purchase_of(
+    purchase_id: Uuid,
+    chosen: &Chosen<'_>,
+    paid: Option<CurrencyAmount>,
+    charged_to_tab: Option<Money>,
+    catalog_version: i64,
+    created_at: i64,
+) -> Purchase {
+    Purchase {
+        id: purchase_id,
+        offer_id: chosen.offer.id,
+        sku: chosen.item.sku.clone(),
+        quantity: chosen.quantity,
+        price_index: chosen.price_index,
+        paid,
+        charged_to_tab,
+        catalog_version,
+        created_at: from_micros(created_at),
+    }
+}
+
 impl MoneyOp for PurchaseOp {
     type Output = PurchaseResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
@@ -24,48 +150,14 @@ impl MoneyOp for PurchaseOp {
         lock.refuse_if_blocked()?;
         let catalog = state.catalog_cache().get(conn).await?;
         let now = crate::db::now();
-        let offer = catalog.offer(request.offer_id).ok_or_else(|| {
-            offer_not_available("unknown", format!("offer `{}` is not in the live catalog", request.offer_id))
-        })?;
-        check_sale_window(offer, now)?;
-        let item = catalog
-            .item(&offer.sku)
-            .ok_or_else(|| anyhow::anyhow!("live offer {} sells unknown sku {}", offer.id, offer.sku))?;
         let buyer = crate::store::pricing::buyer(conn, player_id).await?;
-        let (prices, variant) = crate::store::pricing::effective_prices(offer, &buyer);
-        let price_index = match request.price_index {
-            Some(index) => index,
-            None => prices
-                .iter()
-                .position(|price| {
-                    matches!(price, Price::Virtual { .. } | Price::Real { settlement: Settlement::Tab, .. })
-                })
-                .and_then(|index| u32::try_from(index).ok())
-                .ok_or_else(price_requires_order)?,
-        };
-        let price =
-            usize::try_from(price_index).ok().and_then(|index| prices.get(index)).ok_or_else(|| {
-                ApiError::invalid(
-                    "price_index",
-                    format!("the offer has {} prices; price_index {price_index} is not one", prices.len()),
-                )
-            })?;
-        let quantity = request.quantity.get();
+        let chosen = choose(&catalog, &request, &buyer, now)?;
+        let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
         // What the purchase is paid with: a wallet, or the player's tab.
         let (unit, total, tab) = match price {
             Price::Virtual { currency, amount } => {
-                if wallet_balance(conn, player_id, currency).await? < 0 {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        ErrorCode::OutstandingDebt,
-                        format!("the wallet owes {currency} from a refunded order; earn or receive enough to repay it first"),
-                    )
-                    .with_detail("currency", currency.as_str()));
-                }
-                let total = amount
-                    .checked_mul(quantity)
-                    .ok_or_else(|| ApiError::invalid("quantity", "the total price is too large"))?;
-                (currency.as_str().to_owned(), total, None)
+                let balance = wallet_balance(conn, player_id, currency).await?;
+                (currency.as_str().to_owned(), virtual_total(currency, *amount, quantity, balance)?, None)
             }
             Price::Real { money, settlement: Settlement::Tab } => {
                 let charge = Money {
@@ -80,41 +172,20 @@ impl MoneyOp for PurchaseOp {
             }
             Price::Real { settlement: Settlement::Immediate, .. } => return Err(price_requires_order()),
         };
-        if item.kind == ItemKind::Durable && quantity > 1 {
-            return Err(ApiError::invalid("quantity", "a durable item is bought one at a time"));
-        }
+        refuse_durable_quantity(item, quantity)?;
         check_purchase_limit(conn, player_id, item, quantity, now, None).await?;
-        let mut movement = Movement::default();
         let source = match (&tab, price) {
             (None, Price::Virtual { currency, .. }) => AccountId::Wallet(player_id, currency.clone()),
             _ => AccountId::System(SystemAccount::TabReceivable, unit.clone()),
         };
-        movement.postings.push(Posting { account: source, amount: -total });
-        movement.postings.push(Posting {
-            account: AccountId::System(SystemAccount::Revenue, unit.clone()),
-            amount: total,
-        });
-        // Creators of tab sales are credited when the tab is settled, on what was collected.
-        movement.grant_bought(player_id, item, quantity, |sku| catalog.item(sku))?;
+        let movement = purchase_movement(player_id, &catalog, &chosen, source, &unit, total)?;
         movement.check(conn, player_id, &catalog).await?;
         if let Some(stock) = item.stock {
             take_stock(conn, &item.sku, quantity, stock).await?;
         }
 
-        let entry = append_entry(
-            conn,
-            &NewEntry {
-                kind: EntryKind::Purchase,
-                player_id: Some(player_id),
-                actor: player_actor(player_id),
-                reason: None,
-                postings: movement.postings,
-                items: movement.items,
-                clawback: false,
-            },
-            &catalog.balance_maxima(),
-        )
-        .await?;
+        let entry =
+            append_entry(conn, &purchase_entry(player_id, &movement), &catalog.balance_maxima()).await?;
         let purchase_id = Uuid::now_v7();
         let created_at = now_micros();
         sqlx::query(
@@ -123,16 +194,16 @@ impl MoneyOp for PurchaseOp {
         )
         .bind(purchase_id.to_string())
         .bind(player_id.to_string())
-        .bind(offer.id.to_string())
+        .bind(chosen.offer.id.to_string())
         .bind(item.sku.as_str())
         .bind(quantity)
-        .bind(i64::from(price_index))
+        .bind(i64::from(chosen.price_index))
         .bind(&unit)
         .bind(total)
         .bind(catalog.version)
         .bind(entry.id.to_string())
         .bind(created_at)
-        .bind(variant.map(str::to_owned))
+        .bind(chosen.variant.map(str::to_owned))
         .execute(&mut *conn)
         .await?;
         let (paid, charged_to_tab) = match (&tab, price) {
@@ -147,37 +218,83 @@ impl MoneyOp for PurchaseOp {
                 return Err(ApiError::Internal(anyhow::anyhow!("a real price without a tab")));
             }
         };
-        let receipt = issue_receipt(
-            conn,
-            player_id,
-            entry.id,
-            ReceiptFacts {
-                kind: EntryKind::Purchase,
-                purchase_id: Some(purchase_id),
-                offer_id: Some(offer.id),
-                paid: paid.clone(),
-                paid_money: charged_to_tab,
-                order_id: None,
-                granted: movement.granted.clone(),
-            },
-        )
-        .await?;
+        let facts = purchase_facts(purchase_id, &chosen, paid.clone(), charged_to_tab, &movement);
+        let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
         Ok(PurchaseResult {
-            purchase: Purchase {
-                id: purchase_id,
-                offer_id: offer.id,
-                sku: item.sku.clone(),
-                quantity,
-                price_index,
-                paid,
-                charged_to_tab,
-                catalog_version: catalog.version,
-                created_at: from_micros(created_at),
-            },
+            purchase: purchase_of(purchase_id, &chosen, paid, charged_to_tab, catalog.version, created_at),
             granted: movement.granted,
             wallet: read_wallet(conn, player_id).await?,
             inventory: Inventory { items: read_inventory(conn, player_id).await? },
             receipt,
         })
+    }
+
+    fn batch_player(&self) -> Option<Uuid> {
+        Some(self.player_id)
+    }
+
+    /// The set path takes purchases at a virtual price of items without a purchase limit or
+    /// stock; tabs, limits and stock stay on `apply`.
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<PurchaseResult>> {
+        let player_id = self.player_id;
+        let Some(catalog) = self.payments.catalog_cache().cached(ledger.catalog_stamp()) else {
+            return Ok(None);
+        };
+        let player =
+            ledger.player(player_id).ok_or_else(|| ApiError::not_found("player", &player_id.to_string()))?;
+        PlayerLock::new(player.blocked, player.minor).refuse_if_blocked()?;
+        let country = player.country.as_deref().and_then(|code| store_api::auth::Country::parse(code).ok());
+        let buyer = Buyer { player_id, country };
+        let chosen = choose(&catalog, &self.request, &buyer, from_micros(ledger.now()))?;
+        let (item, quantity) = (chosen.item, chosen.quantity);
+        let (currency, total) = match chosen.price {
+            Price::Virtual { currency, amount } => {
+                let Some(balance) = ledger.wallet_balance(player_id, currency) else { return Ok(None) };
+                (currency, virtual_total(currency, *amount, quantity, balance)?)
+            }
+            Price::Real { settlement: Settlement::Tab, .. } => return Ok(None),
+            Price::Real { settlement: Settlement::Immediate, .. } => return Err(price_requires_order()),
+        };
+        refuse_durable_quantity(item, quantity)?;
+        if item.purchase_limit.is_some() || item.stock.is_some() {
+            return Ok(None);
+        }
+        let source = AccountId::Wallet(player_id, currency.clone());
+        let movement = purchase_movement(player_id, &catalog, &chosen, source, currency.as_str(), total)?;
+        movement.check_against(
+            &catalog,
+            |code| ledger.wallet_balance(player_id, code).unwrap_or(0),
+            |sku| ledger.item_quantity(player_id, sku),
+        )?;
+        let Some(entry) = ledger.append(&purchase_entry(player_id, &movement), &catalog.balance_maxima())?
+        else {
+            return Ok(None);
+        };
+        let purchase_id = Uuid::now_v7();
+        let created_at = ledger.now();
+        ledger.push_purchase(&PurchaseRow {
+            id: purchase_id,
+            player_id,
+            offer_id: chosen.offer.id.to_string(),
+            sku: item.sku.as_str(),
+            quantity,
+            price_index: chosen.price_index,
+            currency: currency.as_str(),
+            amount: total,
+            catalog_version: catalog.version,
+            entry_id: entry.id,
+            created_at,
+            price_variant: chosen.variant,
+        });
+        let paid = Some(CurrencyAmount { currency: currency.clone(), amount: total });
+        let facts = purchase_facts(purchase_id, &chosen, paid.clone(), None, &movement);
+        let receipt = ledger.issue_receipt(player_id, entry.id, facts)?;
+        Ok(Some(PurchaseResult {
+            purchase: purchase_of(purchase_id, &chosen, paid, None, catalog.version, created_at),
+            granted: movement.granted,
+            wallet: ledger.wallet(player_id),
+            inventory: Inventory { items: ledger.inventory(player_id)? },
+            receipt,
+        }))
     }
 }

@@ -1,0 +1,1001 @@
+//! The set path: the writer's batch of hot money operations (virtual purchases today) read,
+//! decided and written with a fixed number of statements, whatever the batch's size.
+//!
+//! Per batch, on the writer's transaction (`group_commit`):
+//! 1. **Claim** every key with one multi-row insert (sorted, so two instances' batches wait on
+//!    each other's keys in one order), and read the stored answers of keys already taken.
+//! 2. **Read** what the batch touches, one keyed statement per table: the catalog stamp and the
+//!    receipt key, the currencies, the players (locked `for no key update` in id order on
+//!    PostgreSQL; SQLite's `begin immediate` already holds the write lock), all their accounts
+//!    with the system accounts a purchase credits, and all their items.
+//! 3. **Decide** each request in arrival order, in Rust, against that state as the earlier
+//!    requests of the batch left it ([`BatchLedger`]). A refusal or failure leaves the state as
+//!    it was (every change a request makes is undone with it), so it costs its neighbours
+//!    nothing. A request the set path does not cover (a tab, a limited or stocked item, a
+//!    catalog not yet rendered, an account it did not read) is deferred, with every later
+//!    request of its player: they run afterwards on the per-request savepoint path, in the same
+//!    transaction, seeing everything before them. Each player's requests thus keep their
+//!    arrival order, and requests of different players do not interact (limits are per player;
+//!    stock is deferred), so the batch answers as if run one at a time in arrival order.
+//! 4. **Write** each table with one multi-row statement. Balances and item counts are changed
+//!    once per account and item with the batch's net change, by guarded updates whose returned
+//!    values are verified against what Rust computed: a mismatch is a bug or another instance's
+//!    write, and fails the batch (the writer then runs it on the savepoint path with fresh
+//!    reads; nothing was acknowledged). The hot system accounts are locked last, in id order,
+//!    just before the commit; on PostgreSQL their value read in step 2 may be stale, so their
+//!    postings' `balance_after` is corrected by what the guarded update returns.
+//!
+//! Parameters are JSON arrays of rows (`json_each` on SQLite, `json_array_elements` on
+//! PostgreSQL), so every statement has one fixed text and stays in the driver's statement cache.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::AnyConnection;
+use store_api::catalog::Sku;
+use store_api::currency::CurrencyCode;
+use store_api::ledger::{Balance, BalanceChange, InventoryItem, ItemChange, Wallet};
+use store_api::receipt::SignedReceipt;
+use uuid::Uuid;
+
+use super::receipts::{ReceiptFacts, Signer, signer};
+use super::{
+    AccountId, AppendedEntry, NewEntry, SystemAccount, already_owned, balance_max_exceeded,
+    insufficient_funds, insufficient_quantity, net_changes, stored_code, stored_sku,
+};
+use crate::db::{Backend, now_micros};
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::group_commit::Done;
+use crate::ledger::idempotency::{in_progress, key_reused};
+
+/// A request the set path can take: an idempotent operation of one player.
+pub(crate) trait SetJob: Send + Sync {
+    /// The key's scope (who may use it).
+    fn scope(&self) -> &str;
+    /// The idempotency key.
+    fn key(&self) -> &str;
+    /// The hash of the request the key was sent with.
+    fn request_hash(&self) -> &str;
+    /// The player whose state it reads and changes.
+    fn player_id(&self) -> Uuid;
+    /// Decides the request against the batch's state: a success is its status and JSON, an
+    /// error its refusal (stored as the key's answer) or failure; `None` defers it to the
+    /// per-request path, after the batch's set phase.
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>>;
+}
+
+/// What became of one request of the set phase.
+#[derive(Debug)]
+pub(crate) enum SetOutcome {
+    /// Answered (stored, replayed or refused before any work).
+    Answered(ApiResult<Done>),
+    /// To run on the per-request path.
+    Defer,
+}
+
+/// A player's row as the batch read it.
+#[derive(Debug, Clone)]
+pub struct PlayerRow {
+    /// Blocked from the store.
+    pub blocked: bool,
+    /// Flagged a minor.
+    pub minor: bool,
+    /// The country fixed at first login.
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct AccountState {
+    kind: String,
+    player_id: Option<Uuid>,
+    currency: String,
+    /// The balance read, and the one after the batch's requests so far.
+    read: i64,
+    balance: i64,
+    in_debt: bool,
+    existed: bool,
+    touched: bool,
+    /// The wallet maximum the last change was checked against.
+    balance_max: i64,
+}
+
+#[derive(Debug, Clone)]
+struct ItemState {
+    read: i64,
+    quantity: i64,
+    in_debt: bool,
+    existed: bool,
+    quantity_max: i64,
+}
+
+#[derive(Debug)]
+enum Undo {
+    Account(String, AccountState),
+    Item(Uuid, String, Option<ItemState>),
+}
+
+/// One posting row, whose `balance_after` may still be corrected (a system account on
+/// PostgreSQL).
+#[derive(Debug, Clone)]
+struct PostingRow {
+    entry_id: String,
+    account: String,
+    currency: String,
+    amount: i64,
+    balance_after: i64,
+}
+
+/// The rows the batch writes, per table, in request order.
+#[derive(Debug, Default)]
+struct Rows {
+    entries: Vec<Value>,
+    postings: Vec<PostingRow>,
+    item_changes: Vec<Value>,
+    events: Vec<Value>,
+    receipts: Vec<Value>,
+    purchases: Vec<Value>,
+}
+
+impl Rows {
+    fn lengths(&self) -> [usize; 6] {
+        [
+            self.entries.len(),
+            self.postings.len(),
+            self.item_changes.len(),
+            self.events.len(),
+            self.receipts.len(),
+            self.purchases.len(),
+        ]
+    }
+
+    fn truncate(&mut self, lengths: [usize; 6]) {
+        self.entries.truncate(lengths[0]);
+        self.postings.truncate(lengths[1]);
+        self.item_changes.truncate(lengths[2]);
+        self.events.truncate(lengths[3]);
+        self.receipts.truncate(lengths[4]);
+        self.purchases.truncate(lengths[5]);
+    }
+}
+
+/// The batch's state: what it read, as its requests so far changed it, and the rows to write.
+#[derive(Debug)]
+pub struct BatchLedger {
+    now: i64,
+    stamp: String,
+    currencies: Vec<CurrencyCode>,
+    signer: Signer,
+    players: HashMap<Uuid, PlayerRow>,
+    accounts: HashMap<String, AccountState>,
+    items: HashMap<Uuid, BTreeMap<String, ItemState>>,
+    rows: Rows,
+    undo: Vec<Undo>,
+    mark: [usize; 6],
+}
+
+/// A purchase's row (the store's `purchase` table), written with the batch.
+#[derive(Debug)]
+pub struct PurchaseRow<'a> {
+    /// The purchase.
+    pub id: Uuid,
+    /// The buyer.
+    pub player_id: Uuid,
+    /// The offer.
+    pub offer_id: String,
+    /// The item.
+    pub sku: &'a str,
+    /// Units bought.
+    pub quantity: i64,
+    /// Which of the offer's prices.
+    pub price_index: u32,
+    /// The currency paid in.
+    pub currency: &'a str,
+    /// The total paid.
+    pub amount: i64,
+    /// The catalog version sold from.
+    pub catalog_version: i64,
+    /// The entry.
+    pub entry_id: Uuid,
+    /// When (micros).
+    pub created_at: i64,
+    /// The price experiment's variant, if any.
+    pub price_variant: Option<&'a str>,
+}
+
+impl BatchLedger {
+    /// Now, for every request of the batch (micros).
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The live catalog's stamp as the batch read it.
+    #[must_use]
+    pub fn catalog_stamp(&self) -> &str {
+        &self.stamp
+    }
+
+    /// A player of the batch; `None` when there is no such player.
+    #[must_use]
+    pub fn player(&self, player_id: Uuid) -> Option<&PlayerRow> {
+        self.players.get(&player_id)
+    }
+
+    /// A wallet's balance (0 when never used); `None` when the batch did not read it.
+    #[must_use]
+    pub fn wallet_balance(&self, player_id: Uuid, currency: &CurrencyCode) -> Option<i64> {
+        self.accounts
+            .get(&AccountId::Wallet(player_id, currency.clone()).key())
+            .map(|account| account.balance)
+    }
+
+    /// How many of an item a player of the batch holds.
+    #[must_use]
+    pub fn item_quantity(&self, player_id: Uuid, sku: &Sku) -> i64 {
+        self.items.get(&player_id).and_then(|items| items.get(sku.as_str())).map_or(0, |item| item.quantity)
+    }
+
+    /// A player's wallet as `read_wallet` answers it: every currency, sorted by code.
+    #[must_use]
+    pub fn wallet(&self, player_id: Uuid) -> Wallet {
+        let balances = self
+            .currencies
+            .iter()
+            .map(|currency| Balance {
+                currency: currency.clone(),
+                balance: self.wallet_balance(player_id, currency).unwrap_or(0),
+            })
+            .collect();
+        Wallet { balances }
+    }
+
+    /// A player's items as `read_inventory` answers them: those held (or owed), sorted by sku.
+    ///
+    /// # Errors
+    /// When a stored sku does not parse.
+    pub fn inventory(&self, player_id: Uuid) -> ApiResult<Vec<InventoryItem>> {
+        let Some(items) = self.items.get(&player_id) else { return Ok(Vec::new()) };
+        items
+            .iter()
+            .filter(|(_, item)| item.quantity != 0)
+            .map(|(sku, item)| Ok(InventoryItem { sku: stored_sku(sku)?, quantity: item.quantity }))
+            .collect()
+    }
+
+    /// Appends an entry to the batch, as [`super::append_entry`] does in the database: the same
+    /// netting, guards and refusals, the same rows and events. `None` (defer) when it is a
+    /// clawback or touches an account the batch did not read.
+    ///
+    /// # Errors
+    /// The guards' refusals, as `append_entry` gives them.
+    pub fn append(
+        &mut self,
+        entry: &NewEntry,
+        balance_max: &BTreeMap<String, i64>,
+    ) -> ApiResult<Option<AppendedEntry>> {
+        if entry.clawback {
+            return Ok(None);
+        }
+        let net = net_changes(entry)?;
+        let player_id = entry.player_id.unwrap_or_default();
+        // Every guard first, so a refusal changes nothing.
+        let mut balances = Vec::with_capacity(net.accounts.len());
+        for (key, account, amount) in &net.accounts {
+            let Some(state) = self.accounts.get(key) else { return Ok(None) };
+            let max = balance_max.get(account.currency()).copied().unwrap_or(i64::MAX);
+            let after = state
+                .balance
+                .checked_add(*amount)
+                .ok_or_else(|| anyhow::anyhow!("balance overflow on {key}"))?;
+            if let AccountId::Wallet(_, currency) = account {
+                if *amount < 0 && after < 0 {
+                    return Err(insufficient_funds(currency, -amount, state.balance));
+                }
+                if *amount > 0 && after > max {
+                    return Err(balance_max_exceeded(currency, state.balance, *amount, max));
+                }
+            }
+            balances.push((after, max));
+        }
+        let mut quantities = Vec::with_capacity(net.items.len());
+        for change in &net.items {
+            let held = self.item_quantity(player_id, &change.sku);
+            let after = held + change.delta;
+            if change.delta < 0 && after < 0 {
+                return Err(insufficient_quantity(&change.sku, -change.delta, held));
+            }
+            if change.delta > 0 && after > change.quantity_max {
+                return Err(already_owned(&change.sku));
+            }
+            quantities.push(after);
+        }
+
+        let id = Uuid::now_v7();
+        let entry_id = id.to_string();
+        let player = entry.player_id.map(|player| player.to_string());
+        self.rows.entries.push(json!([
+            entry_id,
+            entry.kind.as_str(),
+            player,
+            entry.actor,
+            entry.reason,
+            self.now
+        ]));
+        let mut changes = Vec::new();
+        for ((key, account, amount), (after, max)) in net.accounts.into_iter().zip(balances) {
+            let Some(state) = self.accounts.get_mut(&key) else { return Ok(None) };
+            self.undo.push(Undo::Account(key.clone(), state.clone()));
+            state.balance = after;
+            state.in_debt = state.kind == "wallet" && after < 0 && state.in_debt;
+            state.touched = true;
+            state.balance_max = max;
+            self.rows.postings.push(PostingRow {
+                entry_id: entry_id.clone(),
+                account: key,
+                currency: account.currency().to_owned(),
+                amount,
+                balance_after: after,
+            });
+            if let AccountId::Wallet(_, code) = account {
+                changes.push(BalanceChange { currency: code, amount, balance_after: after });
+            }
+        }
+        let mut items = Vec::new();
+        let player_items = self.items.entry(player_id).or_default();
+        for (change, after) in net.items.into_iter().zip(quantities) {
+            let previous = player_items.get(change.sku.as_str()).cloned();
+            self.undo.push(Undo::Item(player_id, change.sku.as_str().to_owned(), previous.clone()));
+            let mut state = previous.unwrap_or(ItemState {
+                read: 0,
+                quantity: 0,
+                in_debt: false,
+                existed: false,
+                quantity_max: i64::MAX,
+            });
+            state.quantity = after;
+            state.in_debt = after < 0 && state.in_debt;
+            state.quantity_max = state.quantity_max.min(change.quantity_max);
+            player_items.insert(change.sku.as_str().to_owned(), state);
+            self.rows.item_changes.push(json!([
+                entry_id,
+                player_id.to_string(),
+                change.sku.as_str(),
+                change.delta,
+                after
+            ]));
+            items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after: after });
+        }
+        let appended = AppendedEntry { id, changes, items };
+        if let Some(player) = entry.player_id {
+            for (event_type, data) in appended.events()? {
+                self.rows.events.push(json!([player.to_string(), event_type, data, self.now]));
+            }
+        }
+        Ok(Some(appended))
+    }
+
+    /// Signs a receipt for an entry of the batch with the batch's key, to be stored with it.
+    ///
+    /// # Errors
+    /// Fails only if the payload cannot be serialized.
+    pub fn issue_receipt(
+        &mut self,
+        player_id: Uuid,
+        entry_id: Uuid,
+        facts: ReceiptFacts,
+    ) -> ApiResult<SignedReceipt> {
+        let receipt = self.signer.sign(player_id, entry_id, facts, self.now)?;
+        self.rows.receipts.push(json!([
+            receipt.id.to_string(),
+            player_id.to_string(),
+            entry_id.to_string(),
+            receipt.key_id,
+            receipt.payload,
+            receipt.signature,
+            self.now
+        ]));
+        Ok(receipt)
+    }
+
+    /// Records a purchase's row.
+    pub fn push_purchase(&mut self, row: &PurchaseRow<'_>) {
+        self.rows.purchases.push(json!([
+            row.id.to_string(),
+            row.player_id.to_string(),
+            row.offer_id,
+            row.sku,
+            row.quantity,
+            row.price_index,
+            row.currency,
+            row.amount,
+            row.catalog_version,
+            row.entry_id.to_string(),
+            row.created_at,
+            row.price_variant
+        ]));
+    }
+
+    /// Starts a request: what it changes can be undone until the next `begin`.
+    fn begin(&mut self) {
+        self.undo.clear();
+        self.mark = self.rows.lengths();
+    }
+
+    /// Undoes everything the current request changed.
+    fn abort(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Account(key, state) => {
+                    self.accounts.insert(key, state);
+                }
+                Undo::Item(player, sku, state) => {
+                    let items = self.items.entry(player).or_default();
+                    match state {
+                        Some(state) => items.insert(sku, state),
+                        None => items.remove(&sku),
+                    };
+                }
+            }
+        }
+        self.rows.truncate(self.mark);
+    }
+}
+
+/// The SQL of one backend: the table of a JSON array parameter, the order of its elements, row
+/// locks and byte-order collation.
+#[derive(Debug, Clone, Copy)]
+struct Sql(Backend);
+
+impl Sql {
+    /// `template` with `{j}` / `{k}` (the rows of parameters `$1` / `$2`, aliased `j` / `k`),
+    /// `{order}` (`j`'s element order), `{lock}` and `{c}` filled in for the backend.
+    fn text(self, template: &str) -> sqlx::AssertSqlSafe<String> {
+        let (j, k, order, lock, c) = match self.0 {
+            Backend::Sqlite => ("json_each($1) as j", "json_each($2) as k", "j.key", "", ""),
+            Backend::Postgres => (
+                "json_array_elements(cast($1 as json)) with ordinality as j(value, ord)",
+                "json_array_elements(cast($2 as json)) with ordinality as k(value, ord)",
+                "j.ord",
+                " for no key update",
+                " collate \"C\"",
+            ),
+        };
+        sqlx::AssertSqlSafe(
+            template
+                .replace("{j}", j)
+                .replace("{k}", k)
+                .replace("{order}", order)
+                .replace("{lock}", lock)
+                .replace("{c}", c),
+        )
+    }
+}
+
+fn rows_json(rows: &[Value]) -> ApiResult<String> {
+    serde_json::to_string(rows).map_err(|error| anyhow::Error::from(error).into())
+}
+
+/// A key of the batch, as its requests so far left it.
+#[derive(Debug, Clone)]
+enum KeyState {
+    /// Taken before this batch: its stored hash, status (0 while unanswered) and answer.
+    Stored(String, i64, axum::body::Bytes),
+    /// Claimed by this batch and not answered yet (no request, or one that failed).
+    Open,
+    /// Answered in this batch, for this request hash.
+    Answered(String, StatusCode, axum::body::Bytes),
+    /// Its first request was deferred: every request with it runs on the per-request path.
+    Deferred,
+}
+
+/// Runs the set phase of a batch on `conn` (inside the batch's transaction): one outcome per
+/// job, in order.
+///
+/// # Errors
+/// A database failure or a guard that did not verify: the transaction must be rolled back and
+/// nothing answered.
+pub(crate) async fn run(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    jobs: &[&dyn SetJob],
+) -> ApiResult<Vec<SetOutcome>> {
+    let sql = Sql(backend);
+    let now = now_micros();
+
+    // 1. Claim the keys; read the answers of those already taken.
+    let mut first_hash: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for job in jobs {
+        first_hash.entry((job.scope(), job.key())).or_insert(job.request_hash());
+    }
+    let claims: Vec<Value> =
+        first_hash.iter().map(|((scope, key), hash)| json!([scope, key, hash, now])).collect();
+    let claimed: Vec<(String, String)> = sqlx::query_as(sql.text(
+        "insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) \
+         select j.value ->> 0, j.value ->> 1, j.value ->> 2, 0, '', cast(j.value ->> 3 as bigint) from {j} \
+         where true order by (j.value ->> 0){c}, (j.value ->> 1){c} \
+         on conflict (scope, key) do nothing returning scope, key",
+    ))
+    .bind(rows_json(&claims)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
+    let mut keys: HashMap<(String, String), KeyState> = HashMap::with_capacity(first_hash.len());
+    let taken: Vec<Value> = first_hash
+        .keys()
+        .filter(|(scope, key)| !claimed.contains(&((*scope).to_owned(), (*key).to_owned())))
+        .map(|(scope, key)| json!([scope, key]))
+        .collect();
+    if !taken.is_empty() {
+        let stored: Vec<(String, String, String, i64, String)> = sqlx::query_as(sql.text(
+            "select i.scope, i.key, i.request_hash, i.status_code, i.response_body from {j} \
+             join idempotency i on i.scope = j.value ->> 0 and i.key = j.value ->> 1",
+        ))
+        .bind(rows_json(&taken)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (scope, key, hash, status, body) in stored {
+            keys.insert((scope, key), KeyState::Stored(hash, status, body.into()));
+        }
+    }
+    for (scope, key) in claimed {
+        keys.insert((scope, key), KeyState::Open);
+    }
+
+    // 2. Read what the claimed requests touch.
+    let players: Vec<Uuid> = {
+        let mut players: Vec<Uuid> = jobs
+            .iter()
+            .filter(|job| {
+                matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
+            })
+            .map(|job| job.player_id())
+            .collect();
+        players.sort_unstable();
+        players.dedup();
+        players
+    };
+    let mut ledger = read_state(conn, sql, now, &players).await?;
+
+    // 3. Decide, in arrival order.
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut deferred_players: HashSet<Uuid> = HashSet::new();
+    for job in jobs {
+        let id = (job.scope().to_owned(), job.key().to_owned());
+        let state = keys.get(&id).cloned();
+        let outcome = match state {
+            None => SetOutcome::Answered(Err(anyhow::anyhow!(
+                "key {} of {} neither claimed nor stored",
+                id.1,
+                id.0
+            )
+            .into())),
+            Some(KeyState::Stored(hash, status, body)) => {
+                SetOutcome::Answered(if hash != job.request_hash() {
+                    Err(key_reused())
+                } else {
+                    match u16::try_from(status)
+                        .ok()
+                        .filter(|status| *status != 0)
+                        .and_then(|status| StatusCode::from_u16(status).ok())
+                    {
+                        Some(status) => Ok(Done { status, body, replayed: true }),
+                        None => Err(in_progress()),
+                    }
+                })
+            }
+            Some(KeyState::Answered(hash, status, body)) => {
+                SetOutcome::Answered(if hash == job.request_hash() {
+                    Ok(Done { status, body, replayed: true })
+                } else {
+                    Err(key_reused())
+                })
+            }
+            Some(KeyState::Deferred) => SetOutcome::Defer,
+            Some(KeyState::Open) if deferred_players.contains(&job.player_id()) => {
+                keys.insert(id, KeyState::Deferred);
+                SetOutcome::Defer
+            }
+            Some(KeyState::Open) => {
+                ledger.begin();
+                let answer = match job.decide(&mut ledger) {
+                    Ok(None) => None,
+                    Ok(Some((status, body))) => Some(Ok((status, body))),
+                    Err(error) => match error.refusal_body() {
+                        Some(refusal) => Some(Ok(refusal)),
+                        None => Some(Err(error)),
+                    },
+                };
+                match answer {
+                    None => {
+                        ledger.abort();
+                        // The player's later requests follow it, so each player's requests
+                        // still run in arrival order.
+                        deferred_players.insert(job.player_id());
+                        keys.insert(id, KeyState::Deferred);
+                        SetOutcome::Defer
+                    }
+                    Some(Ok((status, body))) => {
+                        if !status.is_success() {
+                            ledger.abort();
+                        }
+                        let body = axum::body::Bytes::from(body);
+                        keys.insert(
+                            id,
+                            KeyState::Answered(job.request_hash().to_owned(), status, body.clone()),
+                        );
+                        SetOutcome::Answered(Ok(Done { status, body, replayed: false }))
+                    }
+                    Some(Err(error)) => {
+                        ledger.abort();
+                        SetOutcome::Answered(Err(error))
+                    }
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+
+    // 4. Write.
+    let mut answers = Vec::new();
+    let mut released = Vec::new();
+    for ((scope, key), state) in &keys {
+        match state {
+            KeyState::Answered(hash, status, body) => answers.push(json!([
+                scope,
+                key,
+                hash,
+                status.as_u16(),
+                std::str::from_utf8(body).map_err(anyhow::Error::from)?
+            ])),
+            KeyState::Open | KeyState::Deferred => released.push(json!([scope, key])),
+            KeyState::Stored(..) => {}
+        }
+    }
+    write(conn, sql, &mut ledger, &answers, &released).await?;
+    Ok(outcomes)
+}
+
+/// Step 2: reads the batch's state.
+async fn read_state(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    now: i64,
+    players: &[Uuid],
+) -> ApiResult<BatchLedger> {
+    let (stamp, key_id): (String, String) = sqlx::query_as(
+        "select (select value from meta where key = 'catalog_stamp'), \
+         (select id from receipt_key where retired_at is null order by created_at desc, id desc limit 1)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let signer = signer(conn, key_id).await?;
+    let codes: Vec<String> = sqlx::query_scalar("select code from currency").fetch_all(&mut *conn).await?;
+    let mut currencies = codes.iter().map(|code| stored_code(code)).collect::<ApiResult<Vec<_>>>()?;
+    currencies.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut ledger = BatchLedger {
+        now,
+        stamp,
+        currencies,
+        signer,
+        players: HashMap::with_capacity(players.len()),
+        accounts: HashMap::new(),
+        items: HashMap::new(),
+        rows: Rows::default(),
+        undo: Vec::new(),
+        mark: [0; 6],
+    };
+    if players.is_empty() {
+        return Ok(ledger);
+    }
+    let player_rows: Vec<Value> = players.iter().map(|player| json!([player.to_string()])).collect();
+    let player_rows = rows_json(&player_rows)?;
+    let found: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(sql.text(
+        "select id, blocked, minor, country from player where id in (select j.value ->> 0 from {j}) \
+         order by id{c}{lock}",
+    ))
+    .bind(&player_rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, blocked, minor, country) in found {
+        let id = super::stored_uuid(&id)?;
+        ledger.players.insert(id, PlayerRow { blocked: blocked != 0, minor: minor != 0, country });
+    }
+    // Every wallet of the batch's players and the system accounts a purchase credits, read or
+    // known absent (balance 0): anything else defers the request that touches it.
+    let mut candidates: HashMap<String, AccountState> = HashMap::new();
+    for currency in &ledger.currencies {
+        for player in ledger.players.keys() {
+            let id = AccountId::Wallet(*player, currency.clone());
+            candidates.insert(id.key(), absent("wallet", Some(*player), currency.as_str()));
+        }
+        for kind in [SystemAccount::Revenue, SystemAccount::Issuance] {
+            let id = AccountId::System(kind, currency.as_str().to_owned());
+            candidates.insert(id.key(), absent(kind.as_str(), None, currency.as_str()));
+        }
+    }
+    let system: Vec<Value> = candidates
+        .iter()
+        .filter(|(_, account)| account.player_id.is_none())
+        .map(|(id, _)| json!([id]))
+        .collect();
+    let accounts: Vec<(String, String, Option<String>, String, i64, i64)> = sqlx::query_as(sql.text(
+        "select id, kind, player_id, currency, balance, in_debt from account \
+         where player_id in (select j.value ->> 0 from {j}) \
+         union all select id, kind, player_id, currency, balance, in_debt from account \
+         where id in (select k.value ->> 0 from {k})",
+    ))
+    .bind(&player_rows)
+    .bind(rows_json(&system)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, kind, player_id, currency, balance, in_debt) in accounts {
+        let player_id = player_id.as_deref().map(super::stored_uuid).transpose()?;
+        candidates.insert(
+            id,
+            AccountState {
+                kind,
+                player_id,
+                currency,
+                read: balance,
+                balance,
+                in_debt: in_debt != 0,
+                existed: true,
+                touched: false,
+                balance_max: i64::MAX,
+            },
+        );
+    }
+    ledger.accounts = candidates;
+    let items: Vec<(String, String, i64, i64)> = sqlx::query_as(sql.text(
+        "select player_id, sku, quantity, in_debt from inventory where player_id in (select j.value ->> 0 from {j})",
+    ))
+    .bind(&player_rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (player, sku, quantity, in_debt) in items {
+        ledger.items.entry(super::stored_uuid(&player)?).or_default().insert(
+            sku,
+            ItemState {
+                read: quantity,
+                quantity,
+                in_debt: in_debt != 0,
+                existed: true,
+                quantity_max: i64::MAX,
+            },
+        );
+    }
+    for player in ledger.players.keys() {
+        ledger.items.entry(*player).or_default();
+    }
+    Ok(ledger)
+}
+
+fn absent(kind: &str, player_id: Option<Uuid>, currency: &str) -> AccountState {
+    AccountState {
+        kind: kind.to_owned(),
+        player_id,
+        currency: currency.to_owned(),
+        read: 0,
+        balance: 0,
+        in_debt: false,
+        existed: false,
+        touched: false,
+        balance_max: i64::MAX,
+    }
+}
+
+fn batch_failed(what: &str) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("the set path's {what} did not verify"))
+}
+
+/// Step 4: one statement per table.
+async fn write(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &mut BatchLedger,
+    answers: &[Value],
+    released: &[Value],
+) -> ApiResult<()> {
+    if !answers.is_empty() {
+        sqlx::query(sql.text(
+            "update idempotency set request_hash = j.value ->> 2, status_code = cast(j.value ->> 3 as bigint), \
+             response_body = j.value ->> 4 from {j} \
+             where idempotency.scope = j.value ->> 0 and idempotency.key = j.value ->> 1",
+        ))
+        .bind(rows_json(answers)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !released.is_empty() {
+        sqlx::query(sql.text(
+            "delete from idempotency where status_code = 0 and (scope, key) in \
+             (select j.value ->> 0, j.value ->> 1 from {j})",
+        ))
+        .bind(rows_json(released)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows = std::mem::take(&mut ledger.rows);
+    if rows.entries.is_empty() {
+        return Ok(());
+    }
+    let now = ledger.now;
+    let mut touched: Vec<(&String, &AccountState)> =
+        ledger.accounts.iter().filter(|(_, account)| account.touched).collect();
+    touched.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let created: Vec<Value> = touched
+        .iter()
+        .filter(|(_, account)| !account.existed)
+        .map(|(id, account)| {
+            json!([id, account.kind, account.player_id.map(|p| p.to_string()), account.currency, now])
+        })
+        .collect();
+    if !created.is_empty() {
+        sqlx::query(sql.text(
+            "insert into account (id, kind, player_id, currency, balance, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, 0, cast(j.value ->> 4 as bigint) \
+             from {j} where true on conflict (id) do nothing",
+        ))
+        .bind(rows_json(&created)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(sql.text(
+        "insert into entry (id, kind, player_id, actor, reason, created_at) \
+         select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, cast(j.value ->> 5 as bigint) \
+         from {j} order by {order}",
+    ))
+    .bind(rows_json(&rows.entries)?)
+    .execute(&mut *conn)
+    .await?;
+
+    // Items: create the rows never held, then one guarded, verified update per item.
+    let mut item_deltas = Vec::new();
+    let mut item_created = Vec::new();
+    let mut expected_items: HashMap<(String, String), i64> = HashMap::new();
+    for (player, items) in &ledger.items {
+        for (sku, item) in items {
+            if item.quantity == item.read && item.existed {
+                continue;
+            }
+            if !item.existed {
+                item_created.push(json!([player.to_string(), sku]));
+            }
+            item_deltas.push(json!([player.to_string(), sku, item.quantity - item.read, item.quantity_max]));
+            expected_items.insert((player.to_string(), sku.clone()), item.quantity);
+        }
+    }
+    if !item_created.is_empty() {
+        sqlx::query(sql.text(
+            "insert into inventory (player_id, sku, quantity) select j.value ->> 0, j.value ->> 1, 0 from {j} \
+             where true on conflict (player_id, sku) do nothing",
+        ))
+        .bind(rows_json(&item_created)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !item_deltas.is_empty() {
+        let updated: Vec<(String, String, i64)> = sqlx::query_as(sql.text(
+            "update inventory set quantity = quantity + cast(j.value ->> 2 as bigint), \
+             in_debt = case when quantity + cast(j.value ->> 2 as bigint) >= 0 then 0 else in_debt end \
+             from {j} where inventory.player_id = j.value ->> 0 and inventory.sku = j.value ->> 1 \
+             and (cast(j.value ->> 2 as bigint) >= 0 or quantity + cast(j.value ->> 2 as bigint) >= 0) \
+             and (cast(j.value ->> 2 as bigint) <= 0 or quantity + cast(j.value ->> 2 as bigint) <= cast(j.value ->> 3 as bigint)) \
+             returning player_id, sku, quantity",
+        ))
+        .bind(rows_json(&item_deltas)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        if updated.len() != expected_items.len()
+            || updated.iter().any(|(player, sku, quantity)| {
+                expected_items.get(&(player.clone(), sku.clone())) != Some(quantity)
+            })
+        {
+            return Err(batch_failed("item counts"));
+        }
+    }
+    if !rows.item_changes.is_empty() {
+        sqlx::query(sql.text(
+            "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), cast(j.value ->> 4 as bigint) \
+             from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.item_changes)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !rows.events.is_empty() {
+        sqlx::query(sql.text(
+            "insert into player_event (player_id, event_type, data, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint) from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.events)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !rows.purchases.is_empty() {
+        sqlx::query(sql.text(
+            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, \
+             catalog_version, entry_id, created_at, price_variant) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, cast(j.value ->> 4 as bigint), \
+             cast(j.value ->> 5 as bigint), j.value ->> 6, cast(j.value ->> 7 as bigint), cast(j.value ->> 8 as bigint), \
+             j.value ->> 9, cast(j.value ->> 10 as bigint), j.value ->> 11 from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.purchases)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !rows.receipts.is_empty() {
+        sqlx::query(sql.text(
+            "insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
+             cast(j.value ->> 6 as bigint) from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.receipts)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Balances last: the hot system rows are held only from here to the commit.
+    let system: Vec<Value> =
+        touched.iter().filter(|(_, account)| account.kind != "wallet").map(|(id, _)| json!([id])).collect();
+    if sql.0 == Backend::Postgres && !system.is_empty() {
+        sqlx::query(
+            sql.text(
+                "select id from account where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
+            ),
+        )
+        .bind(rows_json(&system)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    let deltas: Vec<Value> = touched
+        .iter()
+        .map(|(id, account)| json!([id, account.balance - account.read, account.balance_max]))
+        .collect();
+    let updated: Vec<(String, i64)> = sqlx::query_as(sql.text(
+        "update account set balance = balance + cast(j.value ->> 1 as bigint), \
+         in_debt = case when kind <> 'wallet' then 0 when balance + cast(j.value ->> 1 as bigint) >= 0 then 0 else in_debt end \
+         from {j} where account.id = j.value ->> 0 and (kind <> 'wallet' or \
+         ((cast(j.value ->> 1 as bigint) >= 0 or balance + cast(j.value ->> 1 as bigint) >= 0) \
+         and (cast(j.value ->> 1 as bigint) <= 0 or balance + cast(j.value ->> 1 as bigint) <= cast(j.value ->> 2 as bigint)))) \
+         returning id, balance",
+    ))
+    .bind(rows_json(&deltas)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    if updated.len() != touched.len() {
+        return Err(batch_failed("balances"));
+    }
+    // What other writers moved a system account by since the batch read it (only PostgreSQL's
+    // other instances can); a wallet must be exactly as computed.
+    let mut drift: HashMap<String, i64> = HashMap::new();
+    for (id, balance) in updated {
+        let Some(account) = ledger.accounts.get(&id) else { return Err(batch_failed("balances")) };
+        let moved = balance - account.balance;
+        if moved != 0 && (account.kind == "wallet" || sql.0 == Backend::Sqlite) {
+            return Err(batch_failed("balances"));
+        }
+        if moved != 0 {
+            drift.insert(id, moved);
+        }
+    }
+    let postings: Vec<Value> = rows
+        .postings
+        .iter()
+        .map(|posting| {
+            let balance_after = posting.balance_after + drift.get(&posting.account).copied().unwrap_or(0);
+            json!([posting.entry_id, posting.account, posting.currency, posting.amount, balance_after])
+        })
+        .collect();
+    sqlx::query(sql.text(
+        "insert into posting (entry_id, account_id, currency, amount, balance_after) \
+         select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), cast(j.value ->> 4 as bigint) \
+         from {j} order by {order}",
+    ))
+    .bind(rows_json(&postings)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -75,6 +75,11 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(connections_max)
             .acquire_timeout(timeout)
+            // No `ping` before every acquire (a round trip, or on SQLite a thread hand-off, on
+            // every read and every batch): a connection that died is found by the statement
+            // that uses it, which fails that request or batch (retried with the same key), and
+            // the pool drops it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     match backend {
@@ -146,15 +151,22 @@ impl Db {
         Ok(applied.unwrap_or(0) >= latest)
     }
 
+    /// The statement that begins a write transaction: `BEGIN IMMEDIATE` on SQLite (the write
+    /// lock up front), `BEGIN` on PostgreSQL.
+    #[must_use]
+    pub fn begin_statement(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "begin immediate",
+            Backend::Postgres => "begin",
+        }
+    }
+
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
     ///
     /// # Errors
     /// Fails when no connection can be had or the lock is not granted within the timeout.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        self.pool.begin_with(self.begin_statement()).await
     }
 
     /// Copies the SQLite write-ahead log back into the database file without blocking readers

@@ -25,7 +25,7 @@
 //!    just before the commit; on PostgreSQL their value read in step 2 may be stale, so their
 //!    postings' `balance_after` is corrected by what the guarded update returns.
 //!
-//! Parameters are JSON arrays of rows (`json_each` on SQLite, `json_array_elements` on
+//! Parameters are JSON arrays of rows (`jsonb_each` on SQLite, `jsonb_array_elements` on
 //! PostgreSQL), so every statement has one fixed text and stays in the driver's statement cache.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -220,6 +220,17 @@ impl BatchLedger {
     #[must_use]
     pub fn player(&self, player_id: Uuid) -> Option<&PlayerRow> {
         self.players.get(&player_id)
+    }
+
+    /// A player of the batch who may use the store.
+    ///
+    /// # Errors
+    /// `not_found` for no such player, `player_blocked` for a blocked one.
+    pub fn unblocked_player(&self, player_id: Uuid) -> ApiResult<&PlayerRow> {
+        let player =
+            self.player(player_id).ok_or_else(|| ApiError::not_found("player", &player_id.to_string()))?;
+        super::PlayerLock::new(player.blocked, player.minor).refuse_if_blocked()?;
+        Ok(player)
     }
 
     /// A wallet's balance (0 when never used); `None` when the batch did not read it.
@@ -452,10 +463,12 @@ impl Sql {
     /// `{order}` (`j`'s element order), `{lock}` and `{c}` filled in for the backend.
     fn text(self, template: &str) -> sqlx::AssertSqlSafe<String> {
         let (j, k, order, lock, c) = match self.0 {
-            Backend::Sqlite => ("json_each($1) as j", "json_each($2) as k", "j.key", "", ""),
+            // The binary JSON forms: each row is parsed once, and `->>` finds a column without
+            // parsing the row's text again (with `json_each`, every `->>` re-parsed it).
+            Backend::Sqlite => ("jsonb_each($1) as j", "jsonb_each($2) as k", "j.key", "", ""),
             Backend::Postgres => (
-                "json_array_elements(cast($1 as json)) with ordinality as j(value, ord)",
-                "json_array_elements(cast($2 as json)) with ordinality as k(value, ord)",
+                "jsonb_array_elements(cast($1 as jsonb)) with ordinality as j(value, ord)",
+                "jsonb_array_elements(cast($2 as jsonb)) with ordinality as k(value, ord)",
                 "j.ord",
                 " for no key update",
                 " collate \"C\"",
@@ -528,8 +541,8 @@ pub(crate) async fn run(
         .collect();
     if !taken.is_empty() {
         let stored: Vec<(String, String, String, i64, String)> = sqlx::query_as(sql.text(
-            "select i.scope, i.key, i.request_hash, i.status_code, i.response_body from {j} \
-             join idempotency i on i.scope = j.value ->> 0 and i.key = j.value ->> 1",
+            "select scope, key, request_hash, status_code, response_body from idempotency \
+             where (scope, key) in (select j.value ->> 0, j.value ->> 1 from {j})",
         ))
         .bind(rows_json(&taken)?)
         .fetch_all(&mut *conn)
@@ -646,7 +659,8 @@ pub(crate) async fn run(
                 key,
                 hash,
                 status.as_u16(),
-                std::str::from_utf8(body).map_err(anyhow::Error::from)?
+                std::str::from_utf8(body).map_err(anyhow::Error::from)?,
+                ledger.now
             ])),
             KeyState::Open | KeyState::Deferred => released.push(json!([scope, key])),
             KeyState::Stored(..) => {}
@@ -797,11 +811,15 @@ async fn write(
     answers: &[Value],
     released: &[Value],
 ) -> ApiResult<()> {
+    // Every statement is driven by its JSON rows (an upsert, or `in (select ...)`), so each row
+    // is one index lookup: an `update ... from` may scan the whole table instead.
     if !answers.is_empty() {
         sqlx::query(sql.text(
-            "update idempotency set request_hash = j.value ->> 2, status_code = cast(j.value ->> 3 as bigint), \
-             response_body = j.value ->> 4 from {j} \
-             where idempotency.scope = j.value ->> 0 and idempotency.key = j.value ->> 1",
+            "insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), j.value ->> 4, \
+             cast(j.value ->> 5 as bigint) from {j} where true \
+             on conflict (scope, key) do update set request_hash = excluded.request_hash, \
+             status_code = excluded.status_code, response_body = excluded.response_body",
         ))
         .bind(rows_json(answers)?)
         .execute(&mut *conn)

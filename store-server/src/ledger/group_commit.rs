@@ -20,7 +20,8 @@ use futures_util::FutureExt as _;
 
 use axum::http::StatusCode;
 use futures_util::future::BoxFuture;
-use sqlx::AnyConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{AnyConnection, Connection as _};
 use store_api::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
@@ -232,6 +233,10 @@ pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pendi
     // Labelled by instance: the metrics recorder is process-wide, and one process may run
     // several stores (the tests do).
     let batch_sizes = metrics::histogram!("coinslot_group_commit_batch_size", "instance" => batcher.0.config.instance.clone());
+    // The writer keeps one connection, so its page cache stays warm from batch to batch (a
+    // pooled connection another statement used in between has had its cache invalidated); a
+    // batch that fails at the database gives it back and the next one takes a fresh one.
+    let mut connection: Option<PoolConnection<sqlx::Any>> = None;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + wait;
@@ -247,9 +252,9 @@ pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pendi
         }
         batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
         // Deadlock victims run again in a batch of their own, after this one committed.
-        let mut retry = commit_batch(&batcher, batch).await;
+        let mut retry = commit_batch(&batcher, &mut connection, batch).await;
         while !retry.is_empty() {
-            retry = commit_batch(&batcher, retry).await;
+            retry = commit_batch(&batcher, &mut connection, retry).await;
         }
     }
 }
@@ -276,16 +281,43 @@ fn closing(outcome: &ApiResult<Done>) -> &'static [&'static str] {
 /// defers, then run one at a time in savepoints of the same transaction. When the set phase
 /// fails (a database error, a guard that does not verify), the transaction is rolled back and
 /// the whole batch runs on the savepoint path, with fresh reads.
-async fn commit_batch(batcher: &Batcher, batch: Vec<Pending>) -> Vec<Pending> {
+async fn commit_batch(
+    batcher: &Batcher,
+    connection: &mut Option<PoolConnection<sqlx::Any>>,
+    batch: Vec<Pending>,
+) -> Vec<Pending> {
     let db = batcher.db();
-    let mut tx = match db.begin_write().await {
+    if connection.is_none() {
+        match db.pool().acquire().await {
+            Ok(acquired) => *connection = Some(acquired),
+            Err(error) => {
+                tracing::error!(%error, "the writer could not get a connection");
+                fail_all(batch, "the database is unavailable; retry");
+                return Vec::new();
+            }
+        }
+    }
+    let Some(held) = connection.as_mut() else { return Vec::new() };
+    let (again, healthy) = run_batch(batcher, held, batch).await;
+    if !healthy {
+        *connection = None;
+    }
+    again
+}
+
+/// Runs and commits one batch on the writer's connection; returns the deadlock victims to run
+/// again, and whether the connection is still to be trusted (nothing failed at the database).
+async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pending>) -> (Vec<Pending>, bool) {
+    let db = batcher.db();
+    let mut tx = match conn.begin_with(db.begin_statement()).await {
         Ok(tx) => tx,
         Err(error) => {
             tracing::error!(%error, "a batch could not begin");
             fail_all(batch, "the database is unavailable; retry");
-            return Vec::new();
+            return (Vec::new(), false);
         }
     };
+
     let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
         Vec::with_capacity(batch.len());
     let (set, mut slow): (Vec<Pending>, Vec<Pending>) =
@@ -310,13 +342,16 @@ async fn commit_batch(batcher: &Batcher, batch: Vec<Pending>) -> Vec<Pending> {
                 drop(jobs);
                 tracing::warn!(error = ?error, "a batch's set phase failed; it runs on the per-request path");
                 metrics::counter!("coinslot_set_path_fallbacks_total").increment(1);
-                let _ = tx.rollback().await;
-                tx = match db.begin_write().await {
+                if tx.rollback().await.is_err() {
+                    fail_all(set.into_iter().chain(slow), "the database is unavailable; retry");
+                    return (Vec::new(), false);
+                }
+                tx = match conn.begin_with(db.begin_statement()).await {
                     Ok(tx) => tx,
                     Err(error) => {
                         tracing::error!(%error, "a batch could not begin");
                         fail_all(set.into_iter().chain(slow), "the database is unavailable; retry");
-                        return Vec::new();
+                        return (Vec::new(), false);
                     }
                 };
                 slow = set.into_iter().chain(slow).collect();
@@ -381,7 +416,7 @@ async fn commit_batch(batcher: &Batcher, batch: Vec<Pending>) -> Vec<Pending> {
         };
         let _ = reply.send(answer);
     }
-    again
+    (again, committed)
 }
 
 /// Answers every request of a batch that could not run `unavailable`.

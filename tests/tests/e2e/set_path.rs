@@ -2,9 +2,9 @@
 //! answers exactly as running the same requests one at a time does.
 //!
 //! One batch holds duplicates of a key (replayed, and reused with another body), a player's
-//! accepted and refused purchases, a refusal replayed, requests the set path hands to the
-//! per-request path (a tab, items with a purchase limit), refusals decided before any work, and
-//! requests of many players. The same requests, in the same order, go one at a time to a server
+//! accepted and refused purchases and consumptions, a refusal replayed, requests the set path
+//! hands to the per-request path (a tab, items with a purchase limit), refusals decided before
+//! any work, and requests of many players. The same requests, in the same order, go one at a time to a server
 //! without group commit. Every answer (status, replay header, body without ids, times and
 //! signatures), every wallet and inventory, and the audit must agree.
 
@@ -15,42 +15,64 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::{Backend, TestServer, seed};
 
-/// A request of the scenario: (player, key, body).
-type Request = (usize, &'static str, Value);
+/// A request of the scenario: (player, path, key, body).
+type Request = (usize, &'static str, &'static str, Value);
+
+const PURCHASES: &str = "/v1/purchases";
+const CONSUME_MAGNET: &str = "/v1/inventory/magnet/consume";
 
 /// Rounds of requests; each player sends at most one per round, so the answers (which carry
 /// the player's wallet) do not depend on the order within a round.
 fn rounds() -> Vec<Vec<Request>> {
     let magnet = json!({ "offer_id": seed::MAGNET });
+    let one = json!({ "quantity": 1 });
     let mut first: Vec<Request> = vec![
-        (0, "a-1", magnet.clone()),
-        (1, "b-1", magnet.clone()),
-        (2, "c-1", json!({ "offer_id": seed::SKIN_RED })),
-        (3, "d-1", json!({ "offer_id": "019a6b1e-00ff-7000-8000-0000000000ff" })),
+        (0, PURCHASES, "a-1", magnet.clone()),
+        (1, PURCHASES, "b-1", magnet.clone()),
+        (2, PURCHASES, "c-1", json!({ "offer_id": seed::SKIN_RED })),
+        (3, PURCHASES, "d-1", json!({ "offer_id": "019a6b1e-00ff-7000-8000-0000000000ff" })),
     ];
     for player in 4..12 {
-        first.push((player, "many", magnet.clone()));
+        first.push((player, PURCHASES, "many", magnet.clone()));
     }
     vec![
         first,
         vec![
-            (0, "a-1", magnet.clone()),
-            (1, "b-2", magnet.clone()),
-            (2, "c-2", json!({ "offer_id": seed::SKIN_RED })),
-            (3, "d-2", json!({ "offer_id": seed::GEMS_SMALL })),
+            (0, PURCHASES, "a-1", magnet.clone()),
+            (1, PURCHASES, "b-2", magnet.clone()),
+            (2, PURCHASES, "c-2", json!({ "offer_id": seed::SKIN_RED })),
+            (3, PURCHASES, "d-2", json!({ "offer_id": seed::GEMS_SMALL })),
+            (4, CONSUME_MAGNET, "e-2", one.clone()),
+            (5, CONSUME_MAGNET, "f-2", json!({ "quantity": 2 })),
+            (6, "/v1/inventory/skin.red/consume", "g-2", one.clone()),
+            (7, "/v1/inventory/nothing/consume", "h-2", one.clone()),
         ],
         vec![
-            (0, "a-1", json!({ "offer_id": seed::MAGNET, "quantity": 2 })),
-            (1, "b-2", magnet.clone()),
-            (2, "c-3", json!({ "offer_id": seed::SHIELD })),
-            (3, "d-3", json!({ "offer_id": seed::MAGNET, "price_index": 4 })),
+            (0, PURCHASES, "a-1", json!({ "offer_id": seed::MAGNET, "quantity": 2 })),
+            (1, PURCHASES, "b-2", magnet.clone()),
+            (2, PURCHASES, "c-3", json!({ "offer_id": seed::SHIELD })),
+            (3, PURCHASES, "d-3", json!({ "offer_id": seed::MAGNET, "price_index": 4 })),
+            (4, CONSUME_MAGNET, "e-3", one.clone()),
+            (5, CONSUME_MAGNET, "f-3", one.clone()),
         ],
         vec![
-            (0, "a-2", json!({ "offer_id": seed::EXTRA_LIFE, "price_index": 1 })),
-            (1, "b-3", json!({ "offer_id": seed::SHIELD })),
+            (0, PURCHASES, "a-2", json!({ "offer_id": seed::EXTRA_LIFE, "price_index": 1 })),
+            (1, PURCHASES, "b-3", json!({ "offer_id": seed::SHIELD })),
+            (5, CONSUME_MAGNET, "f-3", one),
         ],
-        vec![(0, "a-3", json!({ "offer_id": seed::EXTRA_LIFE })), (1, "b-1", magnet)],
+        vec![(0, PURCHASES, "a-3", json!({ "offer_id": seed::EXTRA_LIFE })), (1, PURCHASES, "b-1", magnet)],
     ]
+}
+
+async fn send_request(server: &TestServer, token: &str, (_, path, key, body): &Request) -> Answer {
+    let response = server
+        .player(token, Method::POST, path)
+        .header("idempotency-key", *key)
+        .json(body)
+        .send()
+        .await
+        .expect("an answer");
+    answer(response).await
 }
 
 /// Players and the gold granted to each beyond the initial grant.
@@ -153,15 +175,14 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut position = 0;
     for (round, requests) in rounds().into_iter().enumerate() {
-        for (player, key, body) in requests {
-            let (server, token) = (Arc::clone(&batched), batched_players[player].1.clone());
+        for request in requests {
+            let (server, token) = (Arc::clone(&batched), batched_players[request.0].1.clone());
             let at = Duration::from_millis(300 * u64::try_from(round).expect("few rounds"));
             let index = position;
             position += 1;
             tasks.spawn(async move {
                 tokio::time::sleep(at).await;
-                let response = server.purchase(&token, key, &body).send().await.expect("an answer");
-                (index, answer(response).await)
+                (index, send_request(&server, &token, &request).await)
             });
         }
     }
@@ -174,10 +195,8 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     // The same requests one at a time, in the same order.
     let mut alone_answers = Vec::new();
     for requests in rounds() {
-        for (player, key, body) in requests {
-            let response =
-                alone.purchase(&alone_players[player].1, key, &body).send().await.expect("an answer");
-            alone_answers.push(Some(answer(response).await));
+        for request in requests {
+            alone_answers.push(Some(send_request(&alone, &alone_players[request.0].1, &request).await));
         }
     }
 
@@ -187,7 +206,7 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     }
     let statuses: Vec<u16> =
         alone_answers.iter().map(|answer| answer.as_ref().expect("answered").0.as_u16()).collect();
-    for expected in [201, 402, 409, 400] {
+    for expected in [200, 201, 402, 404, 409, 400] {
         assert!(statuses.contains(&expected), "the scenario covers {expected}: {statuses:?}");
     }
     assert!(
@@ -205,7 +224,7 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     // Deferred to the per-request path: the skins (purchase limits), the shield after them (a
     // player's requests keep their order) and the tab purchase.
     let deferred =
-        requests.iter().filter(|(_, key, _)| matches!(*key, "c-1" | "c-2" | "c-3" | "a-3")).count();
+        requests.iter().filter(|(_, _, key, _)| matches!(*key, "c-1" | "c-2" | "c-3" | "a-3")).count();
     assert_eq!(
         decided_after - decided_before,
         u64::try_from(requests.len() - deferred).expect("a count"),

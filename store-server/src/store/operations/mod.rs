@@ -25,7 +25,7 @@ use crate::ledger::batch::{BatchLedger, PurchaseRow};
 use crate::ledger::idempotency::MoneyOp;
 use crate::ledger::receipts::{ReceiptFacts, issue_receipt};
 use crate::ledger::{
-    AccountId, ItemDelta, NewEntry, PlayerLock, Posting, SystemAccount, already_owned, append_entry,
+    AccountId, ItemDelta, NewEntry, Posting, SystemAccount, already_owned, append_entry,
     balance_max_exceeded, insufficient_funds, insufficient_quantity, item_quantity, lock_player,
     read_inventory, read_wallet, wallet_balance,
 };

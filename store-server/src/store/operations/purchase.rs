@@ -240,9 +240,7 @@ impl MoneyOp for PurchaseOp {
         let Some(catalog) = self.payments.catalog_cache().cached(ledger.catalog_stamp()) else {
             return Ok(None);
         };
-        let player =
-            ledger.player(player_id).ok_or_else(|| ApiError::not_found("player", &player_id.to_string()))?;
-        PlayerLock::new(player.blocked, player.minor).refuse_if_blocked()?;
+        let player = ledger.unblocked_player(player_id)?;
         let country = player.country.as_deref().and_then(|code| store_api::auth::Country::parse(code).ok());
         let buyer = Buyer { player_id, country };
         let chosen = choose(&catalog, &self.request, &buyer, from_micros(ledger.now()))?;

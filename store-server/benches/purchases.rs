@@ -53,32 +53,61 @@ const CLIENTS: [usize; 3] = [1, 16, 64];
 /// The magnet: 100 gold.
 const MAGNET: &str = "019a6b1e-0003-7000-8000-000000000003";
 
-async fn buy(http: &reqwest::Client, base: &str, token: &str, key: String) -> bool {
-    let response = http
-        .post(format!("{base}/v1/purchases"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&json!({ "offer_id": MAGNET }))
-        .send()
-        .await;
+/// A money-moving POST; whether it succeeded.
+async fn send_money(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: String,
+    body: &serde_json::Value,
+) -> bool {
+    let response = http.post(url).bearer_auth(token).header("idempotency-key", key).json(body).send().await;
     matches!(response, Ok(response) if response.status().is_success())
 }
 
-/// `clients` closed-loop clients buy magnets with unique keys, round-robin over `tokens`: the
+/// The reward rule the claims scenario claims under: one gold, no caps.
+const REWARD_RULE: &str = "bench";
+
+/// What a scenario sends: a purchase of a magnet, or a reward claim.
+#[derive(Clone, Copy)]
+enum Load {
+    Purchases,
+    Claims,
+}
+
+impl Load {
+    fn url(self, base: &str) -> String {
+        match self {
+            Self::Purchases => format!("{base}/v1/purchases"),
+            Self::Claims => format!("{base}/v1/rewards/{REWARD_RULE}"),
+        }
+    }
+
+    fn body(self) -> serde_json::Value {
+        match self {
+            Self::Purchases => json!({ "offer_id": MAGNET }),
+            Self::Claims => json!({}),
+        }
+    }
+}
+
+/// `clients` closed-loop clients send `load` with unique keys, round-robin over `tokens`: the
 /// peak rate.
 async fn closed_loop(
     http: &reqwest::Client,
     base: &str,
+    load: Load,
     tokens: &[String],
     clients: usize,
     run: &str,
 ) -> Outcome {
-    let (http, base, tokens, run) =
-        (http.clone(), base.to_owned(), Arc::new(tokens.to_vec()), run.to_owned());
+    let (http, url, body, tokens, run) =
+        (http.clone(), load.url(base), load.body(), Arc::new(tokens.to_vec()), run.to_owned());
     common::closed_loop(clients, PURCHASES_MAX, SCENARIO_LIMIT, move |index| {
-        let (http, base, token) = (http.clone(), base.clone(), tokens[index % tokens.len()].clone());
+        let (http, url, body, token) =
+            (http.clone(), url.clone(), body.clone(), tokens[index % tokens.len()].clone());
         let key = format!("{run}-{index}");
-        Box::pin(async move { buy(&http, &base, &token, key).await })
+        Box::pin(async move { send_money(&http, &url, &token, key, &body).await })
     })
     .await
 }
@@ -93,12 +122,18 @@ async fn open_loop(
     run: &str,
 ) -> Outcome {
     let count = ((rate * OPEN_LOOP_SECONDS) as usize).clamp(50, OPEN_LOOP_MAX);
-    let (http, base, tokens, run) =
-        (http.clone(), base.to_owned(), Arc::new(tokens.to_vec()), run.to_owned());
+    let (http, url, body, tokens, run) = (
+        http.clone(),
+        Load::Purchases.url(base),
+        Load::Purchases.body(),
+        Arc::new(tokens.to_vec()),
+        run.to_owned(),
+    );
     common::open_loop(clients, rate, count, SCENARIO_LIMIT, move |index| {
-        let (http, base, token) = (http.clone(), base.clone(), tokens[index % tokens.len()].clone());
+        let (http, url, body, token) =
+            (http.clone(), url.clone(), body.clone(), tokens[index % tokens.len()].clone());
         let key = format!("{run}-{index}");
-        Box::pin(async move { buy(&http, &base, &token, key).await })
+        Box::pin(async move { send_money(&http, &url, &token, key, &body).await })
     })
     .await
 }
@@ -291,6 +326,8 @@ struct Figures {
     half_peak_p99: Duration,
     tpcb: Vec<(usize, f64)>,
     peak_mib: u64,
+    /// Reward claims per second, 64 clients, spread, group commit on.
+    claims: f64,
 }
 
 impl Figures {
@@ -403,7 +440,9 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
             for (hot_wallet, tokens) in [(false, &spread), (true, &hot)] {
                 let label = format!("{}{}{clients}", u8::from(group_commit), u8::from(hot_wallet));
                 let cpu_before = cpu_seconds(server.pid());
-                let peak = closed_loop(&http, &server.base, tokens, clients, &format!("c{label}")).await;
+                let peak =
+                    closed_loop(&http, &server.base, Load::Purchases, tokens, clients, &format!("c{label}"))
+                        .await;
                 let cpu_us = (cpu_seconds(server.pid()) - cpu_before) * 1e6 / (peak.done.max(1) as f64);
                 let mut half =
                     open_loop(&http, &server.base, tokens, clients, peak.rate() / 2.0, &format!("o{label}"))
@@ -425,6 +464,31 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
                     figures.reference,
                 );
             }
+        }
+        if group_commit {
+            let rule = json!({ "code": REWARD_RULE, "currency": "gold", "amount": 1 });
+            let created = http
+                .post(format!("{}/admin/v1/reward-rules", server.base))
+                .bearer_auth(&server.key)
+                .json(&rule)
+                .send()
+                .await
+                .expect("a reward rule");
+            assert!(created.status().is_success(), "reward rule: {}", created.status());
+            let cpu_before = cpu_seconds(server.pid());
+            let peak = closed_loop(&http, &server.base, Load::Claims, &spread, 64, "claims").await;
+            let cpu_us = (cpu_seconds(server.pid()) - cpu_before) * 1e6 / (peak.done.max(1) as f64);
+            figures.claims = peak.rate();
+            print_row(
+                &mut Row {
+                    scenario: format!("{mode}, reward claims, {WALLETS} wallets"),
+                    clients: 64,
+                    peak,
+                    cpu_us: Some(cpu_us),
+                    half: None,
+                },
+                figures.reference,
+            );
         }
         let peak_mib = server.stop().await;
         println!("| ({mode}: server peak memory {peak_mib} MiB) | | | | | | | |");
@@ -459,6 +523,8 @@ fn print_targets(name: &str, figures: &Figures) {
     }
     let ratio = hot / on.max(1e-9);
     println!("- one hot wallet vs spread: {ratio:.2}x (target at least 0.8x): {}", verdict(ratio >= 0.8));
+    let ratio = figures.claims / on.max(1e-9);
+    println!("- reward claims vs purchases: {ratio:.2}x (target at least 1x): {}", verdict(ratio >= 1.0));
     let p99 = figures.half_peak_p99.as_secs_f64() * 1e3;
     println!("- p99 at half the peak rate: {p99:.2} ms (target at most 10 ms): {}", verdict(p99 <= 10.0));
     println!("- group commit on vs off: {:.2}x", on / off.max(1e-9));

@@ -1,4 +1,5 @@
-//! The set path: the writer's batch of hot money operations (virtual purchases today) read,
+//! The set path: the writer's batch of hot money operations (virtual purchases, consumes and
+//! reward claims) read,
 //! decided and written with a fixed number of statements, whatever the batch's size.
 //!
 //! Per batch, on the writer's transaction (`group_commit`):
@@ -7,7 +8,8 @@
 //! 2. **Read** what the batch touches, one keyed statement per table: the catalog stamp and the
 //!    receipt key, the currencies, the players (locked `for no key update` in id order on
 //!    PostgreSQL; SQLite's `begin immediate` already holds the write lock), all their accounts
-//!    with the system accounts a purchase credits, and all their items.
+//!    with the system accounts a purchase or a reward moves, all their items, and the reward
+//!    rules claimed under with the day's claims.
 //! 3. **Decide** each request in arrival order, in Rust, against that state as the earlier
 //!    requests of the batch left it ([`BatchLedger`]). A refusal or failure leaves the state as
 //!    it was (every change a request makes is undone with it), so it costs its neighbours
@@ -59,6 +61,11 @@ pub(crate) trait SetJob: Send + Sync {
     fn request_hash(&self) -> &str;
     /// The player whose state it reads and changes.
     fn player_id(&self) -> Uuid;
+    /// The reward rule it claims under, read with the batch (with the player's claims of the
+    /// day), if any.
+    fn reward_rule(&self) -> Option<&str> {
+        None
+    }
     /// Decides the request against the batch's state: a success is its status and JSON, an
     /// error its refusal (stored as the key's answer) or failure; `None` defers it to the
     /// per-request path, after the batch's set phase.
@@ -113,6 +120,7 @@ struct ItemState {
 enum Undo {
     Account(String, AccountState),
     Item(Uuid, String, Option<ItemState>),
+    RewardClaim(Uuid, String),
 }
 
 /// One posting row, whose `balance_after` may still be corrected (a system account on
@@ -135,10 +143,11 @@ struct Rows {
     events: Vec<Value>,
     receipts: Vec<Value>,
     purchases: Vec<Value>,
+    reward_claims: Vec<Value>,
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 6] {
+    fn lengths(&self) -> [usize; 7] {
         [
             self.entries.len(),
             self.postings.len(),
@@ -146,18 +155,23 @@ impl Rows {
             self.events.len(),
             self.receipts.len(),
             self.purchases.len(),
+            self.reward_claims.len(),
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 6]) {
+    fn truncate(&mut self, lengths: [usize; 7]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
         self.item_changes.truncate(lengths[2]);
         self.events.truncate(lengths[3]);
         self.receipts.truncate(lengths[4]);
         self.purchases.truncate(lengths[5]);
+        self.reward_claims.truncate(lengths[6]);
     }
 }
+
+/// A reward rule's row: code, currency, amount, caps per minute, hour and day.
+pub type RewardRuleRow = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
 
 /// The batch's state: what it read, as its requests so far changed it, and the rows to write.
 #[derive(Debug)]
@@ -171,7 +185,10 @@ pub struct BatchLedger {
     items: HashMap<Uuid, BTreeMap<String, ItemState>>,
     rows: Rows,
     undo: Vec<Undo>,
-    mark: [usize; 6],
+    mark: [usize; 7],
+    reward_rules: HashMap<String, RewardRuleRow>,
+    /// (player, rule) -> (when, amount) of the claims since the start of the day.
+    reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
 }
 
 /// A purchase's row (the store's `purchase` table), written with the batch.
@@ -427,6 +444,35 @@ impl BatchLedger {
         ]));
     }
 
+    /// A reward rule the batch read; `None` when there is no such rule.
+    #[must_use]
+    pub fn reward_rule(&self, code: &str) -> Option<&RewardRuleRow> {
+        self.reward_rules.get(code)
+    }
+
+    /// What a player earned under a rule since `since` (micros, at most a day ago), this
+    /// batch's claims included.
+    #[must_use]
+    pub fn reward_earned(&self, player_id: Uuid, rule: &str, since: i64) -> i64 {
+        self.reward_claims
+            .get(&(player_id, rule.to_owned()))
+            .map_or(0, |claims| claims.iter().filter(|(at, _)| *at >= since).map(|(_, amount)| amount).sum())
+    }
+
+    /// Records a reward claim's row.
+    pub fn push_reward_claim(&mut self, player_id: Uuid, rule: &str, amount: i64, entry_id: Uuid) {
+        self.reward_claims.entry((player_id, rule.to_owned())).or_default().push((self.now, amount));
+        self.undo.push(Undo::RewardClaim(player_id, rule.to_owned()));
+        self.rows.reward_claims.push(json!([
+            Uuid::now_v7().to_string(),
+            player_id.to_string(),
+            rule,
+            amount,
+            entry_id.to_string(),
+            self.now
+        ]));
+    }
+
     /// Starts a request: what it changes can be undone until the next `begin`.
     fn begin(&mut self) {
         self.undo.clear();
@@ -446,6 +492,11 @@ impl BatchLedger {
                         Some(state) => items.insert(sku, state),
                         None => items.remove(&sku),
                     };
+                }
+                Undo::RewardClaim(player, rule) => {
+                    if let Some(claims) = self.reward_claims.get_mut(&(player, rule)) {
+                        claims.pop();
+                    }
                 }
             }
         }
@@ -569,6 +620,16 @@ pub(crate) async fn run(
         players
     };
     let mut ledger = read_state(conn, sql, now, &players).await?;
+    let rules: Vec<(Uuid, &str)> = jobs
+        .iter()
+        .filter(|job| {
+            matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
+        })
+        .filter_map(|job| job.reward_rule().map(|rule| (job.player_id(), rule)))
+        .collect();
+    if !rules.is_empty() {
+        read_rewards(conn, sql, &mut ledger, &rules).await?;
+    }
 
     // 3. Decide, in arrival order.
     let mut outcomes = Vec::with_capacity(jobs.len());
@@ -697,7 +758,9 @@ async fn read_state(
         items: HashMap::new(),
         rows: Rows::default(),
         undo: Vec::new(),
-        mark: [0; 6],
+        mark: [0; 7],
+        reward_rules: HashMap::new(),
+        reward_claims: HashMap::new(),
     };
     if players.is_empty() {
         return Ok(ledger);
@@ -783,6 +846,40 @@ async fn read_state(
         ledger.items.entry(*player).or_default();
     }
     Ok(ledger)
+}
+
+/// Reads the reward rules the batch claims under and its players' claims of the day under them.
+async fn read_rewards(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &mut BatchLedger,
+    claims: &[(Uuid, &str)],
+) -> ApiResult<()> {
+    let codes: Vec<Value> = claims.iter().map(|(_, rule)| json!([rule])).collect();
+    let rules: Vec<RewardRuleRow> = sqlx::query_as(sql.text(
+        "select code, currency, amount, cap_per_minute, cap_per_hour, cap_per_day from reward_rule \
+         where code in (select j.value ->> 0 from {j})",
+    ))
+    .bind(rows_json(&codes)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    for rule in rules {
+        ledger.reward_rules.insert(rule.0.clone(), rule);
+    }
+    let day = crate::db::to_micros(crate::db::from_micros(ledger.now).replace_time(time::Time::MIDNIGHT));
+    let pairs: Vec<Value> = claims.iter().map(|(player, rule)| json!([player.to_string(), rule])).collect();
+    let earned: Vec<(String, String, i64, i64)> = sqlx::query_as(sql.text(
+        "select player_id, rule, created_at, amount from reward_claim \
+         where (player_id, rule) in (select j.value ->> 0, j.value ->> 1 from {j}) and created_at >= $2",
+    ))
+    .bind(rows_json(&pairs)?)
+    .bind(day)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (player, rule, at, amount) in earned {
+        ledger.reward_claims.entry((super::stored_uuid(&player)?, rule)).or_default().push((at, amount));
+    }
+    Ok(())
 }
 
 fn absent(kind: &str, player_id: Option<Uuid>, currency: &str) -> AccountState {
@@ -951,6 +1048,17 @@ async fn write(
              cast(j.value ->> 6 as bigint) from {j} order by {order}",
         ))
         .bind(rows_json(&rows.receipts)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    if !rows.reward_claims.is_empty() {
+        sqlx::query(sql.text(
+            "insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), j.value ->> 4, \
+             cast(j.value ->> 5 as bigint) from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.reward_claims)?)
         .execute(&mut *conn)
         .await?;
     }

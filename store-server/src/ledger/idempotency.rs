@@ -117,6 +117,11 @@ pub trait MoneyOp: Send + Sync + Clone {
         None
     }
 
+    /// The reward rule the operation claims under, read with the batch (set path only).
+    fn batch_reward_rule(&self) -> Option<&str> {
+        None
+    }
+
     /// Decides the operation against the batch's state, exactly as [`MoneyOp::apply`] would
     /// against the database; `None` defers it to `apply`.
     ///
@@ -371,6 +376,10 @@ impl<O: MoneyOp> SetJob for OpJob<O> {
 
     fn player_id(&self) -> uuid::Uuid {
         self.op.batch_player().unwrap_or_default()
+    }
+
+    fn reward_rule(&self) -> Option<&str> {
+        self.op.batch_reward_rule()
     }
 
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>> {

@@ -10,9 +10,13 @@ use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::etag_of;
 
-type RuleRow = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
+type RuleRow = crate::ledger::batch::RewardRuleRow;
 
-fn rule_from_row(
+/// A stored rule's row as a rule.
+///
+/// # Errors
+/// When the stored code or currency does not parse.
+pub(crate) fn rule_from_row(
     (code, currency, amount, cap_per_minute, cap_per_hour, cap_per_day): RuleRow,
 ) -> ApiResult<RewardRule> {
     let corrupt = |error: String| ApiError::Internal(anyhow::anyhow!("stored reward rule: {error}"));

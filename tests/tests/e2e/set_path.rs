@@ -2,7 +2,8 @@
 //! answers exactly as running the same requests one at a time does.
 //!
 //! One batch holds duplicates of a key (replayed, and reused with another body), a player's
-//! accepted and refused purchases and consumptions, a refusal replayed, requests the set path
+//! accepted and refused purchases, consumptions and reward claims (one past its cap), a refusal
+//! replayed, requests the set path
 //! hands to the per-request path (a tab, items with a purchase limit), refusals decided before
 //! any work, and requests of many players. The same requests, in the same order, go one at a time to a server
 //! without group commit. Every answer (status, replay header, body without ids, times and
@@ -20,6 +21,7 @@ type Request = (usize, &'static str, &'static str, Value);
 
 const PURCHASES: &str = "/v1/purchases";
 const CONSUME_MAGNET: &str = "/v1/inventory/magnet/consume";
+const COIN: &str = "/v1/rewards/coin";
 
 /// Rounds of requests; each player sends at most one per round, so the answers (which carry
 /// the player's wallet) do not depend on the order within a round.
@@ -35,6 +37,9 @@ fn rounds() -> Vec<Vec<Request>> {
     for player in 4..12 {
         first.push((player, PURCHASES, "many", magnet.clone()));
     }
+    first.push((12, COIN, "m-1", json!({})));
+    first.push((13, COIN, "n-1", json!({ "amount": 11 })));
+    first.push((14, "/v1/rewards/nope", "o-1", json!({})));
     vec![
         first,
         vec![
@@ -46,6 +51,7 @@ fn rounds() -> Vec<Vec<Request>> {
             (5, CONSUME_MAGNET, "f-2", json!({ "quantity": 2 })),
             (6, "/v1/inventory/skin.red/consume", "g-2", one.clone()),
             (7, "/v1/inventory/nothing/consume", "h-2", one.clone()),
+            (12, COIN, "m-2", json!({ "amount": 10 })),
         ],
         vec![
             (0, PURCHASES, "a-1", json!({ "offer_id": seed::MAGNET, "quantity": 2 })),
@@ -54,6 +60,7 @@ fn rounds() -> Vec<Vec<Request>> {
             (3, PURCHASES, "d-3", json!({ "offer_id": seed::MAGNET, "price_index": 4 })),
             (4, CONSUME_MAGNET, "e-3", one.clone()),
             (5, CONSUME_MAGNET, "f-3", one.clone()),
+            (12, COIN, "m-3", json!({})),
         ],
         vec![
             (0, PURCHASES, "a-2", json!({ "offer_id": seed::EXTRA_LIFE, "price_index": 1 })),
@@ -76,7 +83,7 @@ async fn send_request(server: &TestServer, token: &str, (_, path, key, body): &R
 }
 
 /// Players and the gold granted to each beyond the initial grant.
-const PLAYERS: usize = 12;
+const PLAYERS: usize = 15;
 fn extra_gold(player: usize) -> i64 {
     match player {
         0 => 10_000,
@@ -121,6 +128,11 @@ async fn answer(response: reqwest::Response) -> Answer {
 }
 
 async fn players(server: &TestServer) -> Vec<(String, String)> {
+    // Capped per day, so neither run crosses a window while the other does not.
+    let rule = json!({ "code": "coin", "currency": "gold", "amount": 10, "cap_per_day": 25 });
+    let created =
+        server.admin(Method::POST, "/admin/v1/reward-rules").json(&rule).send().await.expect("a rule");
+    assert_eq!(created.status(), StatusCode::CREATED);
     let mut players = Vec::new();
     for index in 0..PLAYERS {
         let (id, token) = server.login_player(&format!("set-path-{index}")).await;
@@ -206,7 +218,7 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     }
     let statuses: Vec<u16> =
         alone_answers.iter().map(|answer| answer.as_ref().expect("answered").0.as_u16()).collect();
-    for expected in [200, 201, 402, 404, 409, 400] {
+    for expected in [200, 201, 402, 404, 409, 400, 429] {
         assert!(statuses.contains(&expected), "the scenario covers {expected}: {statuses:?}");
     }
     assert!(

@@ -16,6 +16,67 @@ pub struct RewardOp {
     pub request: RewardClaimRequest,
 }
 
+/// The amount a claim earns under `rule`: what it names, or the rule's amount.
+fn claim_amount(rule: &RewardRule, request: &RewardClaimRequest) -> ApiResult<i64> {
+    let amount = request.amount.unwrap_or(rule.amount);
+    if !(1..=rule.amount).contains(&amount) {
+        return Err(ApiError::invalid(
+            "amount",
+            format!("amount must be from 1 to the rule's {}", rule.amount),
+        ));
+    }
+    Ok(amount)
+}
+
+/// The rule's capped windows at `now`: (name, cap, start, length).
+fn capped_windows(
+    rule: &RewardRule,
+    now: OffsetDateTime,
+) -> Vec<(&'static str, i64, OffsetDateTime, Duration)> {
+    let minute = now.replace_second(0).and_then(|at| at.replace_nanosecond(0)).unwrap_or(now);
+    let hour = minute.replace_minute(0).unwrap_or(minute);
+    let day = now.replace_time(Time::MIDNIGHT);
+    [
+        ("minute", rule.cap_per_minute, minute, Duration::MINUTE),
+        ("hour", rule.cap_per_hour, hour, Duration::HOUR),
+        ("day", rule.cap_per_day, day, Duration::DAY),
+    ]
+    .into_iter()
+    .filter_map(|(window, cap, start, length)| cap.map(|cap| (window, cap, start, length)))
+    .collect()
+}
+
+/// Refuses a claim that would pass one of the rule's caps, given what was earned in each
+/// capped window (in [`capped_windows`]' order).
+fn check_caps(rule: &RewardRule, amount: i64, now: OffsetDateTime, earned: &[i64]) -> ApiResult<()> {
+    for ((window, cap, start, length), earned) in capped_windows(rule, now).into_iter().zip(earned) {
+        if earned + amount > cap {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RewardCapReached,
+                format!("`{}` pays at most {cap} {} per {window}; {earned} earned", rule.code, rule.currency),
+            )
+            .with_detail("window", window)
+            .with_detail("cap", cap)
+            .with_detail("earned", *earned)
+            .with_detail("resets_at", rfc3339(start + length)));
+        }
+    }
+    Ok(())
+}
+
+fn reward_entry(player_id: Uuid, code: &RuleCode, movement: &Movement) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Reward,
+        player_id: Some(player_id),
+        actor: player_actor(player_id),
+        reason: Some(format!("reward rule `{code}`")),
+        postings: movement.postings.clone(),
+        items: Vec::new(),
+        clawback: false,
+    }
+}
+
 impl MoneyOp for RewardOp {
     type Output = RewardClaimResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
@@ -26,61 +87,26 @@ impl MoneyOp for RewardOp {
         let rule = crate::store::rewards::find_rule(conn, &code)
             .await?
             .ok_or_else(|| ApiError::not_found("reward_rule", code.as_str()))?;
-        let amount = request.amount.unwrap_or(rule.amount);
-        if !(1..=rule.amount).contains(&amount) {
-            return Err(ApiError::invalid(
-                "amount",
-                format!("amount must be from 1 to the rule's {}", rule.amount),
-            ));
-        }
+        let amount = claim_amount(&rule, &request)?;
         let now = crate::db::now();
-        let minute = now.replace_second(0).and_then(|at| at.replace_nanosecond(0)).unwrap_or(now);
-        let hour = minute.replace_minute(0).unwrap_or(minute);
-        let day = now.replace_time(Time::MIDNIGHT);
-        for (window, cap, start, length) in [
-            ("minute", rule.cap_per_minute, minute, Duration::MINUTE),
-            ("hour", rule.cap_per_hour, hour, Duration::HOUR),
-            ("day", rule.cap_per_day, day, Duration::DAY),
-        ] {
-            let Some(cap) = cap else { continue };
-            let earned: Option<i64> =
+        let mut earned = Vec::new();
+        for (_, _, start, _) in capped_windows(&rule, now) {
+            let sum: Option<i64> =
                 sqlx::query_scalar("select cast(sum(amount) as bigint) from reward_claim where player_id = $1 and rule = $2 and created_at >= $3")
                     .bind(player_id.to_string())
                     .bind(code.as_str())
                     .bind(to_micros(start))
                     .fetch_one(&mut *conn)
                     .await?;
-            let earned = earned.unwrap_or(0);
-            if earned + amount > cap {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::RewardCapReached,
-                    format!("`{code}` pays at most {cap} {} per {window}; {earned} earned", rule.currency),
-                )
-                .with_detail("window", window)
-                .with_detail("cap", cap)
-                .with_detail("earned", earned)
-                .with_detail("resets_at", rfc3339(start + length)));
-            }
+            earned.push(sum.unwrap_or(0));
         }
+        check_caps(&rule, amount, now, &earned)?;
         let catalog = catalog.get(conn).await?;
         let mut movement = Movement::default();
         movement.grant_currency(player_id, &rule.currency, amount);
         movement.check(conn, player_id, &catalog).await?;
-        let entry = append_entry(
-            conn,
-            &NewEntry {
-                kind: EntryKind::Reward,
-                player_id: Some(player_id),
-                actor: player_actor(player_id),
-                reason: Some(format!("reward rule `{code}`")),
-                postings: movement.postings,
-                items: Vec::new(),
-                clawback: false,
-            },
-            &catalog.balance_maxima(),
-        )
-        .await?;
+        let entry =
+            append_entry(conn, &reward_entry(player_id, &code, &movement), &catalog.balance_maxima()).await?;
         sqlx::query("insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) values ($1, $2, $3, $4, $5, $6)")
             .bind(Uuid::now_v7().to_string())
             .bind(player_id.to_string())
@@ -98,6 +124,53 @@ impl MoneyOp for RewardOp {
             wallet: read_wallet(conn, player_id).await?,
             receipt,
         })
+    }
+
+    fn batch_player(&self) -> Option<Uuid> {
+        Some(self.player_id)
+    }
+
+    fn batch_reward_rule(&self) -> Option<&str> {
+        Some(self.rule.as_str())
+    }
+
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<RewardClaimResult>> {
+        let (player_id, code) = (self.player_id, &self.rule);
+        let Some(catalog) = self.catalog.cached(ledger.catalog_stamp()) else { return Ok(None) };
+        ledger.unblocked_player(player_id)?;
+        let row = ledger
+            .reward_rule(code.as_str())
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("reward_rule", code.as_str()))?;
+        let rule = crate::store::rewards::rule_from_row(row)?;
+        let amount = claim_amount(&rule, &self.request)?;
+        let now = from_micros(ledger.now());
+        let earned: Vec<i64> = capped_windows(&rule, now)
+            .into_iter()
+            .map(|(_, _, start, _)| ledger.reward_earned(player_id, code.as_str(), to_micros(start)))
+            .collect();
+        check_caps(&rule, amount, now, &earned)?;
+        let mut movement = Movement::default();
+        movement.grant_currency(player_id, &rule.currency, amount);
+        movement.check_against(
+            &catalog,
+            |currency| ledger.wallet_balance(player_id, currency).unwrap_or(0),
+            |sku| ledger.item_quantity(player_id, sku),
+        )?;
+        let Some(entry) =
+            ledger.append(&reward_entry(player_id, code, &movement), &catalog.balance_maxima())?
+        else {
+            return Ok(None);
+        };
+        ledger.push_reward_claim(player_id, code.as_str(), amount, entry.id);
+        let facts = ReceiptFacts::given(EntryKind::Reward, movement.granted);
+        let receipt = ledger.issue_receipt(player_id, entry.id, facts)?;
+        Ok(Some(RewardClaimResult {
+            rule: code.clone(),
+            earned: CurrencyAmount { currency: rule.currency, amount },
+            wallet: ledger.wallet(player_id),
+            receipt,
+        }))
     }
 }
 

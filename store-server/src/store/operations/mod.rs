@@ -14,7 +14,7 @@ use store_api::catalog::{Item, ItemGrant, ItemKind, LimitPeriod, Offer, Price, S
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{
     ConsumeRequest, ConsumeResult, CurrencyAmount, EntryKind, GrantRequest, GrantResult, Granted, Inventory,
-    Purchase, PurchaseRequest, PurchaseResult, RewardClaimRequest, RewardClaimResult, RuleCode,
+    Purchase, PurchaseRequest, PurchaseResult, RewardClaimRequest, RewardClaimResult, RewardRule, RuleCode,
 };
 use time::{Duration, OffsetDateTime, Time};
 use uuid::Uuid;

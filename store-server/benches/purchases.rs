@@ -278,6 +278,48 @@ commit;
     pgbench_tps(program, &["-n", "-f", &file, "-c", "1", "-j", "1", "-T", "10"], database_url) * 64.0
 }
 
+/// The writer's phase timings and batch sizes so far: (name, sum, count) per series of
+/// `coinslot_writer_phase_seconds` and `coinslot_group_commit_batch_size`.
+async fn writer_figures(http: &reqwest::Client, base: &str) -> Vec<(String, f64, f64)> {
+    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let value = |name: &str| {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut figures = Vec::new();
+    for phase in ["set_read", "set_decide", "set_write", "commit", "batch"] {
+        let series = format!("coinslot_writer_phase_seconds_sum{{phase=\"{phase}\"}}");
+        let count = format!("coinslot_writer_phase_seconds_count{{phase=\"{phase}\"}}");
+        figures.push((phase.to_owned(), value(&series), value(&count)));
+    }
+    figures.push((
+        "batch size".to_owned(),
+        value("coinslot_group_commit_batch_size_sum"),
+        value("coinslot_group_commit_batch_size_count"),
+    ));
+    figures
+}
+
+/// Prints where the writer's time went between two [`writer_figures`].
+fn print_writer(before: &[(String, f64, f64)], after: &[(String, f64, f64)]) {
+    let parts: Vec<String> = before
+        .iter()
+        .zip(after)
+        .map(|((name, sum0, count0), (_, sum1, count1))| {
+            let mean = (sum1 - sum0) / (count1 - count0).max(1.0);
+            if name == "batch size" {
+                format!("{:.0} batches of {mean:.1} on average", count1 - count0)
+            } else {
+                format!("{name} {:.2} ms", mean * 1e3)
+            }
+        })
+        .collect();
+    println!("| (the writer per batch: {}) | | | | | | | |", parts.join(", "));
+}
+
 /// CPU seconds a process has used so far (user + system, from `/proc/<pid>/stat`).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -440,10 +482,12 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
             for (hot_wallet, tokens) in [(false, &spread), (true, &hot)] {
                 let label = format!("{}{}{clients}", u8::from(group_commit), u8::from(hot_wallet));
                 let cpu_before = cpu_seconds(server.pid());
+                let writer_before = writer_figures(&http, &server.base).await;
                 let peak =
                     closed_loop(&http, &server.base, Load::Purchases, tokens, clients, &format!("c{label}"))
                         .await;
                 let cpu_us = (cpu_seconds(server.pid()) - cpu_before) * 1e6 / (peak.done.max(1) as f64);
+                let writer_after = writer_figures(&http, &server.base).await;
                 let mut half =
                     open_loop(&http, &server.base, tokens, clients, peak.rate() / 2.0, &format!("o{label}"))
                         .await;
@@ -463,6 +507,9 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
                     },
                     figures.reference,
                 );
+                if group_commit && clients == 64 {
+                    print_writer(&writer_before, &writer_after);
+                }
             }
         }
         if group_commit {

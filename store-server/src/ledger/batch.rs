@@ -566,6 +566,7 @@ pub(crate) async fn run(
 ) -> ApiResult<Vec<SetOutcome>> {
     let sql = Sql(backend);
     let now = now_micros();
+    let started = std::time::Instant::now();
 
     // 1. Claim the keys; read the answers of those already taken.
     let mut first_hash: BTreeMap<(&str, &str), &str> = BTreeMap::new();
@@ -631,6 +632,7 @@ pub(crate) async fn run(
         read_rewards(conn, sql, &mut ledger, &rules).await?;
     }
 
+    let read = started.elapsed();
     // 3. Decide, in arrival order.
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut deferred_players: HashSet<Uuid> = HashSet::new();
@@ -710,6 +712,7 @@ pub(crate) async fn run(
         outcomes.push(outcome);
     }
 
+    let decided = started.elapsed();
     // 4. Write.
     let mut answers = Vec::new();
     let mut released = Vec::new();
@@ -728,6 +731,13 @@ pub(crate) async fn run(
         }
     }
     write(conn, sql, &mut ledger, &answers, &released).await?;
+    let written = started.elapsed();
+    // Where the writer's time goes, per batch: what limits the rate is this serial path.
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_read").record(read.as_secs_f64());
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_decide")
+        .record((decided - read).as_secs_f64());
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_write")
+        .record((written - decided).as_secs_f64());
     Ok(outcomes)
 }
 

@@ -298,7 +298,10 @@ async fn commit_batch(
         }
     }
     let Some(held) = connection.as_mut() else { return Vec::new() };
+    let started = std::time::Instant::now();
     let (again, healthy) = run_batch(batcher, held, batch).await;
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "batch")
+        .record(started.elapsed().as_secs_f64());
     if !healthy {
         *connection = None;
     }
@@ -394,6 +397,7 @@ async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pendi
         tracing::error!(%error, "a batch could not close a savepoint");
         broken = true;
     }
+    let commit_started = std::time::Instant::now();
     let committed = if broken {
         let _ = tx.rollback().await;
         false
@@ -406,6 +410,8 @@ async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pendi
             }
         }
     };
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "commit")
+        .record(commit_started.elapsed().as_secs_f64());
     for (reply, outcome) in finished {
         // Only a committed batch answers: a refusal computed against neighbours that were then
         // rolled back is no final answer either.

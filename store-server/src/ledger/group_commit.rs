@@ -33,10 +33,6 @@ use crate::ledger::batch::{self, SetJob, SetOutcome};
 pub const QUEUE_CAPACITY: usize = 4_096;
 /// Runs of one request at most when the database picks it as a deadlock or serialization victim.
 pub const ATTEMPTS_MAX: u32 = 4;
-/// Under load, the writer keeps collecting a batch while requests arrive less than this apart…
-const LINGER_GAP: Duration = Duration::from_millis(1);
-/// …for at most this long after the batch's first request (when `batch_wait` is zero).
-const LINGER_MAX: Duration = Duration::from_millis(5);
 /// The savepoint each request of a batch runs in.
 const SAVEPOINT: &str = "coinslot_request";
 
@@ -241,34 +237,19 @@ pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pendi
     // pooled connection another statement used in between has had its cache invalidated); a
     // batch that fails at the database gives it back and the next one takes a fresh one.
     let mut connection: Option<PoolConnection<sqlx::Any>> = None;
-    let mut previous_size = 0;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
-        let started = tokio::time::Instant::now();
-        let deadline = started + wait;
-        // Under load (the previous batch held more than one request), wait for stragglers while
-        // they keep coming: the answers of the batch just committed come back as new requests
-        // within a millisecond or two, and without the wait they would miss this batch and
-        // halve every batch under a closed-loop load.
-        let linger = previous_size > 1;
+        let deadline = tokio::time::Instant::now() + wait;
         while batch.len() < size_max {
             match queue.try_recv() {
                 Ok(pending) => batch.push(pending),
-                Err(_) if wait.is_zero() && !linger => break,
-                Err(_) => {
-                    let until = if wait.is_zero() {
-                        (tokio::time::Instant::now() + LINGER_GAP).min(started + LINGER_MAX)
-                    } else {
-                        deadline
-                    };
-                    match tokio::time::timeout_at(until, queue.recv()).await {
-                        Ok(Some(pending)) => batch.push(pending),
-                        _ => break,
-                    }
-                }
+                Err(_) if wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(pending)) => batch.push(pending),
+                    _ => break,
+                },
             }
         }
-        previous_size = batch.len();
         batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
         // Deadlock victims run again in a batch of their own, after this one committed.
         let mut retry = commit_batch(&batcher, &mut connection, batch).await;

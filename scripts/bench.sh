@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the purchases benchmark on SQLite and on a throwaway PostgreSQL server (with pgbench's
-# TPC-B beside it), in release builds. Unless COINSLOT_BENCH_POSTGRES_URL already names a
-# server, this starts one (see scripts/postgres.sh) and stops it at the end.
+# Runs the purchases benchmark on SQLite and on a throwaway PostgreSQL server, in release builds,
+# beside baselines that do not go through this project's code: SQLite's C API (built with `cc`
+# and libsqlite3-dev) and pgbench (TPC-B and a script of the writer's batch). Unless
+# COINSLOT_BENCH_POSTGRES_URL already names a server, this starts one (see scripts/postgres.sh)
+# and stops it at the end.
 # Extra arguments go to `cargo bench` (for example `--bench purchases`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

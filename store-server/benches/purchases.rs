@@ -253,7 +253,7 @@ async fn pgbench_purchase_batches(program: &str, database_url: &str) -> f64 {
         "\\set n 64
 select nextval('bench_seq') as s, (extract(epoch from clock_timestamp()) * 1e6)::bigint as t \\gset
 begin;
-insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) select 'player:' || {player}, 'k' || :s || '-' || g, 'h', 0, '', :t from generate_series(1, :n) g order by 1 collate \"C\", 2 collate \"C\" on conflict do nothing returning scope;
+insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) select 'player:' || {player}, 'k' || :s || '-' || g, 'h', 0, '', :t from generate_series(1, :n) g order by 1, 2 on conflict do nothing returning scope;
 select id, blocked, minor, country from player where id in (select {player} from generate_series(1, :n) g) order by id collate \"C\" for no key update;
 select id, balance from account where player_id in (select {player} from generate_series(1, :n) g);
 select player_id, sku, quantity from inventory where player_id in (select {player} from generate_series(1, :n) g);
@@ -585,8 +585,11 @@ fn main() {
             "# Purchases benchmark (closed loop: {PURCHASES_MAX} purchases or {} s at most per scenario; open loop: {OPEN_LOOP_MAX} or {OPEN_LOOP_SECONDS} s at most)",
             SCENARIO_LIMIT.as_secs()
         );
-        let sqlite = bench_backend("SQLite", None).await;
-        print_targets("SQLite", &sqlite);
+        // `COINSLOT_BENCH_ONLY=postgres` skips SQLite (to measure PostgreSQL alone).
+        if std::env::var("COINSLOT_BENCH_ONLY").as_deref() != Ok("postgres") {
+            let sqlite = bench_backend("SQLite", None).await;
+            print_targets("SQLite", &sqlite);
+        }
         if let Ok(url) = std::env::var("COINSLOT_BENCH_POSTGRES_URL") {
             let postgres = bench_backend("PostgreSQL", Some(&url)).await;
             print_targets("PostgreSQL", &postgres);

@@ -1,5 +1,5 @@
-//! The set path: the writer's batch of hot money operations (virtual purchases, consumes and
-//! reward claims) read,
+//! The set path: the writer's batch of hot money operations (virtual purchases, consumes, reward
+//! claims and operator grants) read,
 //! decided and written with a fixed number of statements, whatever the batch's size.
 //!
 //! Per batch, on the writer's transaction (`group_commit`):
@@ -144,10 +144,11 @@ struct Rows {
     receipts: Vec<Value>,
     purchases: Vec<Value>,
     reward_claims: Vec<Value>,
+    audit: Vec<Value>,
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 7] {
+    fn lengths(&self) -> [usize; 8] {
         [
             self.entries.len(),
             self.postings.len(),
@@ -156,10 +157,11 @@ impl Rows {
             self.receipts.len(),
             self.purchases.len(),
             self.reward_claims.len(),
+            self.audit.len(),
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 7]) {
+    fn truncate(&mut self, lengths: [usize; 8]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
         self.item_changes.truncate(lengths[2]);
@@ -167,6 +169,7 @@ impl Rows {
         self.receipts.truncate(lengths[4]);
         self.purchases.truncate(lengths[5]);
         self.reward_claims.truncate(lengths[6]);
+        self.audit.truncate(lengths[7]);
     }
 }
 
@@ -185,7 +188,7 @@ pub struct BatchLedger {
     items: HashMap<Uuid, BTreeMap<String, ItemState>>,
     rows: Rows,
     undo: Vec<Undo>,
-    mark: [usize; 7],
+    mark: [usize; 8],
     reward_rules: HashMap<String, RewardRuleRow>,
     /// (player, rule) -> (when, amount) of the claims since the start of the day.
     reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
@@ -239,13 +242,20 @@ impl BatchLedger {
         self.players.get(&player_id)
     }
 
+    /// A player of the batch, blocked or not (operators may grant to a blocked player).
+    ///
+    /// # Errors
+    /// `not_found` for no such player.
+    pub fn existing_player(&self, player_id: Uuid) -> ApiResult<&PlayerRow> {
+        self.player(player_id).ok_or_else(|| ApiError::not_found("player", &player_id.to_string()))
+    }
+
     /// A player of the batch who may use the store.
     ///
     /// # Errors
     /// `not_found` for no such player, `player_blocked` for a blocked one.
     pub fn unblocked_player(&self, player_id: Uuid) -> ApiResult<&PlayerRow> {
-        let player =
-            self.player(player_id).ok_or_else(|| ApiError::not_found("player", &player_id.to_string()))?;
+        let player = self.existing_player(player_id)?;
         super::PlayerLock::new(player.blocked, player.minor).refuse_if_blocked()?;
         Ok(player)
     }
@@ -469,6 +479,19 @@ impl BatchLedger {
             rule,
             amount,
             entry_id.to_string(),
+            self.now
+        ]));
+    }
+
+    /// Records an operator action in the audit log, as `append_audit` does.
+    pub fn push_audit(&mut self, actor: &str, action: &str, target: &str, after: Option<&str>) {
+        self.rows.audit.push(json!([
+            Uuid::now_v7().to_string(),
+            actor,
+            action,
+            target,
+            Value::Null,
+            after,
             self.now
         ]));
     }
@@ -768,7 +791,7 @@ async fn read_state(
         items: HashMap::new(),
         rows: Rows::default(),
         undo: Vec::new(),
-        mark: [0; 7],
+        mark: [0; 8],
         reward_rules: HashMap::new(),
         reward_claims: HashMap::new(),
     };
@@ -1069,6 +1092,17 @@ async fn write(
              cast(j.value ->> 5 as bigint) from {j} order by {order}",
         ))
         .bind(rows_json(&rows.reward_claims)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    if !rows.audit.is_empty() {
+        sqlx::query(sql.text(
+            "insert into audit_log (id, actor, action, target, before_value, after_value, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
+             cast(j.value ->> 6 as bigint) from {j} order by {order}",
+        ))
+        .bind(rows_json(&rows.audit)?)
         .execute(&mut *conn)
         .await?;
     }

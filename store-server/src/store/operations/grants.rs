@@ -187,6 +187,39 @@ pub struct GrantOp {
     pub request: GrantRequest,
 }
 
+/// What an operator's grant gives, checked against the catalog.
+fn grant_movement(catalog: &RenderedCatalog, player_id: Uuid, request: &GrantRequest) -> ApiResult<Movement> {
+    let mut movement = Movement::default();
+    if let (Some(currency), Some(amount)) = (&request.currency, request.amount) {
+        if catalog.currency(currency).is_none() {
+            return Err(ApiError::validation("currency", format!("currency `{currency}` does not exist")));
+        }
+        movement.grant_currency(player_id, currency, amount);
+    }
+    for (index, grant) in request.items.iter().enumerate() {
+        let item = catalog.item(&grant.sku).ok_or_else(|| {
+            ApiError::validation(
+                &format!("items[{index}].sku"),
+                format!("item `{}` is not in the live catalog", grant.sku),
+            )
+        })?;
+        movement.grant_item(item, grant.quantity);
+    }
+    Ok(movement)
+}
+
+fn grant_entry(player_id: Uuid, actor: &str, request: &GrantRequest, movement: &Movement) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::OperatorGrant,
+        player_id: Some(player_id),
+        actor: actor.to_owned(),
+        reason: Some(request.reason.as_str().to_owned()),
+        postings: movement.postings.clone(),
+        items: movement.items.clone(),
+        clawback: false,
+    }
+}
+
 impl MoneyOp for GrantOp {
     type Output = GrantResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
@@ -196,37 +229,11 @@ impl MoneyOp for GrantOp {
         // Operators may grant to a blocked player (to make good, for example).
         let _unchecked = lock_player(conn, player_id).await?;
         let catalog = catalog.get(conn).await?;
-        let mut movement = Movement::default();
-        if let (Some(currency), Some(amount)) = (&request.currency, request.amount) {
-            if catalog.currency(currency).is_none() {
-                return Err(ApiError::validation(
-                    "currency",
-                    format!("currency `{currency}` does not exist"),
-                ));
-            }
-            movement.grant_currency(player_id, currency, amount);
-        }
-        for (index, grant) in request.items.iter().enumerate() {
-            let item = catalog.item(&grant.sku).ok_or_else(|| {
-                ApiError::validation(
-                    &format!("items[{index}].sku"),
-                    format!("item `{}` is not in the live catalog", grant.sku),
-                )
-            })?;
-            movement.grant_item(item, grant.quantity);
-        }
+        let movement = grant_movement(&catalog, player_id, &request)?;
         movement.check(conn, player_id, &catalog).await?;
         let entry = append_entry(
             conn,
-            &NewEntry {
-                kind: EntryKind::OperatorGrant,
-                player_id: Some(player_id),
-                actor: actor.clone(),
-                reason: Some(request.reason.as_str().to_owned()),
-                postings: movement.postings,
-                items: movement.items,
-                clawback: false,
-            },
+            &grant_entry(player_id, &actor, &request, &movement),
             &catalog.balance_maxima(),
         )
         .await?;
@@ -249,6 +256,36 @@ impl MoneyOp for GrantOp {
             inventory: Inventory { items: read_inventory(conn, player_id).await? },
             receipt,
         })
+    }
+
+    fn batch_player(&self) -> Option<Uuid> {
+        Some(self.player_id)
+    }
+
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<GrantResult>> {
+        let player_id = self.player_id;
+        let Some(catalog) = self.catalog.cached(ledger.catalog_stamp()) else { return Ok(None) };
+        // Operators may grant to a blocked player (to make good, for example).
+        ledger.existing_player(player_id)?;
+        let movement = grant_movement(&catalog, player_id, &self.request)?;
+        movement.check_against(
+            &catalog,
+            |currency| ledger.wallet_balance(player_id, currency).unwrap_or(0),
+            |sku| ledger.item_quantity(player_id, sku),
+        )?;
+        let entry = grant_entry(player_id, &self.actor, &self.request, &movement);
+        let Some(entry) = ledger.append(&entry, &catalog.balance_maxima())? else { return Ok(None) };
+        let granted_json = serde_json::to_string(&movement.granted).map_err(anyhow::Error::from)?;
+        ledger.push_audit(&self.actor, "player.grant", &player_id.to_string(), Some(&granted_json));
+        let facts = ReceiptFacts::given(EntryKind::OperatorGrant, movement.granted.clone());
+        let receipt = ledger.issue_receipt(player_id, entry.id, facts)?;
+        Ok(Some(GrantResult {
+            entry_id: entry.id,
+            granted: movement.granted,
+            wallet: ledger.wallet(player_id),
+            inventory: Inventory { items: ledger.inventory(player_id)? },
+            receipt,
+        }))
     }
 }
 

@@ -929,6 +929,45 @@ fn absent(kind: &str, player_id: Option<Uuid>, currency: &str) -> AccountState {
     }
 }
 
+/// A text column of [`insert_rows`].
+const TEXT: bool = false;
+/// An integer column of [`insert_rows`].
+const INT: bool = true;
+
+/// Inserts `rows` (JSON arrays, in their order) into `table`, one statement: `columns` names
+/// each element's column and whether it is an integer.
+async fn insert_rows(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    table: &str,
+    columns: &[(&str, bool)],
+    rows: &[Value],
+) -> ApiResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(index, (_, integer))| {
+            if *integer {
+                format!("cast(j.value ->> {index} as bigint)")
+            } else {
+                format!("j.value ->> {index}")
+            }
+        })
+        .collect();
+    // Only this module's table and column names are formatted into the SQL.
+    let template = format!(
+        "insert into {table} ({}) select {} from {{j}} order by {{order}}",
+        names.join(", "),
+        values.join(", ")
+    );
+    sqlx::query(sql.text(&template)).bind(rows_json(rows)?).execute(&mut *conn).await?;
+    Ok(())
+}
+
 fn batch_failed(what: &str) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("the set path's {what} did not verify"))
 }
@@ -989,13 +1028,20 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(sql.text(
-        "insert into entry (id, kind, player_id, actor, reason, created_at) \
-         select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, cast(j.value ->> 5 as bigint) \
-         from {j} order by {order}",
-    ))
-    .bind(rows_json(&rows.entries)?)
-    .execute(&mut *conn)
+    insert_rows(
+        conn,
+        sql,
+        "entry",
+        &[
+            ("id", TEXT),
+            ("kind", TEXT),
+            ("player_id", TEXT),
+            ("actor", TEXT),
+            ("reason", TEXT),
+            ("created_at", INT),
+        ],
+        &rows.entries,
+    )
     .await?;
 
     // Items: create the rows never held, then one guarded, verified update per item.
@@ -1043,69 +1089,90 @@ async fn write(
             return Err(batch_failed("item counts"));
         }
     }
-    if !rows.item_changes.is_empty() {
-        sqlx::query(sql.text(
-            "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), cast(j.value ->> 4 as bigint) \
-             from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.item_changes)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !rows.events.is_empty() {
-        sqlx::query(sql.text(
-            "insert into player_event (player_id, event_type, data, created_at) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint) from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.events)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !rows.purchases.is_empty() {
-        sqlx::query(sql.text(
-            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, \
-             catalog_version, entry_id, created_at, price_variant) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, cast(j.value ->> 4 as bigint), \
-             cast(j.value ->> 5 as bigint), j.value ->> 6, cast(j.value ->> 7 as bigint), cast(j.value ->> 8 as bigint), \
-             j.value ->> 9, cast(j.value ->> 10 as bigint), j.value ->> 11 from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.purchases)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !rows.receipts.is_empty() {
-        sqlx::query(sql.text(
-            "insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
-             cast(j.value ->> 6 as bigint) from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.receipts)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    if !rows.reward_claims.is_empty() {
-        sqlx::query(sql.text(
-            "insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), j.value ->> 4, \
-             cast(j.value ->> 5 as bigint) from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.reward_claims)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    if !rows.audit.is_empty() {
-        sqlx::query(sql.text(
-            "insert into audit_log (id, actor, action, target, before_value, after_value, created_at) \
-             select j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
-             cast(j.value ->> 6 as bigint) from {j} order by {order}",
-        ))
-        .bind(rows_json(&rows.audit)?)
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_rows(
+        conn,
+        sql,
+        "inventory_change",
+        &[("entry_id", TEXT), ("player_id", TEXT), ("sku", TEXT), ("delta", INT), ("quantity_after", INT)],
+        &rows.item_changes,
+    )
+    .await?;
+    insert_rows(
+        conn,
+        sql,
+        "player_event",
+        &[("player_id", TEXT), ("event_type", TEXT), ("data", TEXT), ("created_at", INT)],
+        &rows.events,
+    )
+    .await?;
+    insert_rows(
+        conn,
+        sql,
+        "purchase",
+        &[
+            ("id", TEXT),
+            ("player_id", TEXT),
+            ("offer_id", TEXT),
+            ("sku", TEXT),
+            ("quantity", INT),
+            ("price_index", INT),
+            ("currency", TEXT),
+            ("amount", INT),
+            ("catalog_version", INT),
+            ("entry_id", TEXT),
+            ("created_at", INT),
+            ("price_variant", TEXT),
+        ],
+        &rows.purchases,
+    )
+    .await?;
+    insert_rows(
+        conn,
+        sql,
+        "receipt",
+        &[
+            ("id", TEXT),
+            ("player_id", TEXT),
+            ("entry_id", TEXT),
+            ("key_id", TEXT),
+            ("payload", TEXT),
+            ("signature", TEXT),
+            ("created_at", INT),
+        ],
+        &rows.receipts,
+    )
+    .await?;
+    insert_rows(
+        conn,
+        sql,
+        "reward_claim",
+        &[
+            ("id", TEXT),
+            ("player_id", TEXT),
+            ("rule", TEXT),
+            ("amount", INT),
+            ("entry_id", TEXT),
+            ("created_at", INT),
+        ],
+        &rows.reward_claims,
+    )
+    .await?;
+    insert_rows(
+        conn,
+        sql,
+        "audit_log",
+        &[
+            ("id", TEXT),
+            ("actor", TEXT),
+            ("action", TEXT),
+            ("target", TEXT),
+            ("before_value", TEXT),
+            ("after_value", TEXT),
+            ("created_at", INT),
+        ],
+        &rows.audit,
+    )
+    .await?;
 
     // Balances last: the hot system rows are held only from here to the commit.
     let system: Vec<Value> =
@@ -1159,13 +1226,19 @@ async fn write(
             json!([posting.entry_id, posting.account, posting.currency, posting.amount, balance_after])
         })
         .collect();
-    sqlx::query(sql.text(
-        "insert into posting (entry_id, account_id, currency, amount, balance_after) \
-         select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint), cast(j.value ->> 4 as bigint) \
-         from {j} order by {order}",
-    ))
-    .bind(rows_json(&postings)?)
-    .execute(&mut *conn)
+    insert_rows(
+        conn,
+        sql,
+        "posting",
+        &[
+            ("entry_id", TEXT),
+            ("account_id", TEXT),
+            ("currency", TEXT),
+            ("amount", INT),
+            ("balance_after", INT),
+        ],
+        &postings,
+    )
     .await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// A player's wallet: every currency, with 0 for those never used.
+/// A player's wallet: every currency in code order (bytes), with 0 for those never used.
 ///
 /// # Errors
 /// Fails when the database does.
@@ -14,14 +14,16 @@ pub async fn read_wallet(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult
     .bind(player_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    let balances = rows
+    let mut balances = rows
         .into_iter()
         .map(|(code, balance)| Ok(Balance { currency: stored_code(&code)?, balance }))
-        .collect::<ApiResult<_>>()?;
+        .collect::<ApiResult<Vec<_>>>()?;
+    // Byte order, as the batch path answers, whatever the database's collation.
+    balances.sort_by(|a, b| a.currency.as_str().cmp(b.currency.as_str()));
     Ok(Wallet { balances })
 }
 
-/// A player's items held at least once, sorted by sku.
+/// A player's items held at least once, sorted by sku (bytes).
 ///
 /// # Errors
 /// Fails when the database does.
@@ -32,7 +34,13 @@ pub async fn read_inventory(conn: &mut AnyConnection, player_id: Uuid) -> ApiRes
     .bind(player_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter().map(|(sku, quantity)| Ok(InventoryItem { sku: stored_sku(&sku)?, quantity })).collect()
+    let mut items = rows
+        .into_iter()
+        .map(|(sku, quantity)| Ok(InventoryItem { sku: stored_sku(&sku)?, quantity }))
+        .collect::<ApiResult<Vec<_>>>()?;
+    // Byte order, as the batch path answers, whatever the database's collation.
+    items.sort_by(|a, b| a.sku.as_str().cmp(b.sku.as_str()));
+    Ok(items)
 }
 
 pub(super) fn stored_code(code: &str) -> ApiResult<CurrencyCode> {

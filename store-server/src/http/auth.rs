@@ -1,5 +1,6 @@
 //! The extractors that guard every route: `Operator<S>` (an API key with scope `S`) and
-//! `PlayerAuth` (a live session token). The credentials themselves are [`crate::players::auth`]'s.
+//! `PlayerAuth` (a live session token), `PlayerWrite` (a session token whose row the write's
+//! transaction checks). The credentials themselves are [`crate::players::auth`]'s.
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -11,7 +12,8 @@ use crate::app::AppState;
 use crate::db::now_micros;
 use crate::error::ApiError;
 use crate::players::auth::{
-    Bearer, Operator, PlayerAuth, RequiredScope, bearer, credential_error, hash_api_key, parse_scopes,
+    Bearer, Operator, PlayerAuth, PlayerWrite, RequiredScope, SessionClaims, bearer, credential_error,
+    hash_api_key, live_session, parse_scopes,
 };
 
 impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
@@ -56,34 +58,44 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Operator<S> {
     }
 }
 
+/// The claims of a valid player session token (signature and expiry checked), not yet checked
+/// against the session's row.
+fn session_claims(parts: &Parts, state: &AppState) -> Result<SessionClaims, ApiError> {
+    let token = match bearer(parts)? {
+        Bearer::SessionToken(token) => token,
+        Bearer::ApiKey(_) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::WrongCredentialKind,
+                "this route needs a player session token, not an operator API key",
+            ));
+        }
+    };
+    state.signer().verify(token, now_micros())
+}
+
 impl FromRequestParts<AppState> for PlayerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = match bearer(parts)? {
-            Bearer::SessionToken(token) => token,
-            Bearer::ApiKey(_) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    ErrorCode::WrongCredentialKind,
-                    "this route needs a player session token, not an operator API key",
-                ));
-            }
-        };
-        let claims = state.signer().verify(token, now_micros())?;
+        let claims = session_claims(parts, state)?;
         let revoked: Option<Option<i64>> = sqlx::query_scalar("select revoked_at from session where id = $1")
             .bind(claims.session_id.to_string())
             .fetch_optional(state.db().pool())
             .await?;
-        match revoked {
-            Some(None) => {
-                state.player_limits().check(claims.player_id)?;
-                Ok(Self { player_id: claims.player_id, session_id: claims.session_id })
-            }
-            Some(Some(_)) => {
-                Err(credential_error(ErrorCode::SessionRevoked, "the session was revoked; log in again"))
-            }
-            None => Err(credential_error(ErrorCode::InvalidCredentials, "the session is not known")),
-        }
+        live_session(revoked)?;
+        state.player_limits().check(claims.player_id)?;
+        Ok(Self { player_id: claims.player_id, session_id: claims.session_id })
+    }
+}
+
+impl FromRequestParts<AppState> for PlayerWrite {
+    type Rejection = ApiError;
+
+    /// The session's row is read by the write's transaction (see [`PlayerWrite`]).
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = session_claims(parts, state)?;
+        state.player_limits().check(claims.player_id)?;
+        Ok(Self { player_id: claims.player_id, session_id: claims.session_id })
     }
 }

@@ -8,8 +8,8 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiResult;
-use crate::ledger::idempotency::{IdempotentJson, run_once};
-use crate::players::auth::PlayerAuth;
+use crate::ledger::idempotency::{IdempotentJson, run_for_player};
+use crate::players::auth::PlayerWrite;
 use crate::store::operations::PurchaseOp;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -33,10 +33,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn create_purchase(
     State(state): State<AppState>,
-    player: PlayerAuth,
+    player: PlayerWrite,
     request: IdempotentJson<PurchaseRequest>,
 ) -> ApiResult<Response> {
     let op =
         PurchaseOp { payments: state.payments().clone(), player_id: player.player_id, request: request.body };
-    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
+    run_for_player(state.batcher(), player, request.idempotency, op).await
 }

@@ -11,9 +11,9 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, IfMatch};
 use crate::http::with_etag;
-use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::ledger::idempotency::{IdempotentJson, run_for_player};
 use crate::players::auth::scopes::{CatalogRead, CatalogWrite};
-use crate::players::auth::{Operator, PlayerAuth};
+use crate::players::auth::{Operator, PlayerWrite};
 use crate::store::catalog::append_audit;
 use crate::store::operations::RewardOp;
 use crate::store::rewards::{create_rule, find_rule, list_rules, rule_etag, update_rule};
@@ -45,7 +45,7 @@ fn path_rule(code: &str) -> ApiResult<RuleCode> {
 )]
 async fn claim_reward(
     State(state): State<AppState>,
-    player: PlayerAuth,
+    player: PlayerWrite,
     Path(rule): Path<String>,
     request: IdempotentJson<RewardClaimRequest>,
 ) -> ApiResult<Response> {
@@ -56,7 +56,7 @@ async fn claim_reward(
         rule,
         request: request.body,
     };
-    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
+    run_for_player(state.batcher(), player, request.idempotency, op).await
 }
 
 /// Every reward rule.

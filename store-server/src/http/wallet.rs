@@ -13,10 +13,10 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, PageQuery};
-use crate::ledger::idempotency::{IdempotentJson, run_once};
+use crate::ledger::idempotency::{IdempotentJson, run_for_player};
 use crate::ledger::receipts::{find_receipt, list_receipt_keys};
 use crate::ledger::{read_history, read_inventory, read_wallet};
-use crate::players::auth::PlayerAuth;
+use crate::players::auth::{PlayerAuth, PlayerWrite};
 use crate::store::operations::ConsumeOp;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -87,7 +87,7 @@ async fn get_inventory(
 )]
 async fn consume_item(
     State(state): State<AppState>,
-    player: PlayerAuth,
+    player: PlayerWrite,
     Path(sku): Path<String>,
     request: IdempotentJson<ConsumeRequest>,
 ) -> ApiResult<Response> {
@@ -98,7 +98,7 @@ async fn consume_item(
         sku,
         request: request.body,
     };
-    run_once(state.batcher(), &player.idempotency_scope(), request.idempotency, op).await
+    run_for_player(state.batcher(), player, request.idempotency, op).await
 }
 
 /// One of the player's receipts.

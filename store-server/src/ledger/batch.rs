@@ -61,6 +61,9 @@ pub(crate) trait SetJob: Send + Sync {
     fn request_hash(&self) -> &str;
     /// The player whose state it reads and changes.
     fn player_id(&self) -> Uuid;
+    /// The session a player's write was sent with: read with the batch, before the claims; a
+    /// revoked or unknown one refuses the request and claims nothing.
+    fn session_id(&self) -> Option<Uuid>;
     /// The reward rule it claims under, read with the batch (with the player's claims of the
     /// day), if any.
     fn reward_rule(&self) -> Option<&str> {
@@ -591,9 +594,11 @@ pub(crate) async fn run(
     let now = now_micros();
     let started = std::time::Instant::now();
 
-    // 1. Claim the keys; read the answers of those already taken.
+    // 1. Refuse the writes of revoked sessions; claim the other keys and read the answers of
+    //    those already taken.
+    let mut refused = refuse_revoked_sessions(conn, sql, jobs).await?;
     let mut first_hash: BTreeMap<(&str, &str), &str> = BTreeMap::new();
-    for job in jobs {
+    for (job, _) in jobs.iter().zip(&refused).filter(|(_, refusal)| refusal.is_none()) {
         first_hash.entry((job.scope(), job.key())).or_insert(job.request_hash());
     }
     let claims: Vec<Value> =
@@ -634,9 +639,15 @@ pub(crate) async fn run(
     let players: Vec<Uuid> = {
         let mut players: Vec<Uuid> = jobs
             .iter()
-            .filter(|job| {
-                matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
+            .zip(&refused)
+            .filter(|(job, refusal)| {
+                refusal.is_none()
+                    && matches!(
+                        keys.get(&(job.scope().to_owned(), job.key().to_owned())),
+                        Some(KeyState::Open)
+                    )
             })
+            .map(|(job, _)| job)
             .map(|job| job.player_id())
             .collect();
         players.sort_unstable();
@@ -659,7 +670,11 @@ pub(crate) async fn run(
     // 3. Decide, in arrival order.
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut deferred_players: HashSet<Uuid> = HashSet::new();
-    for job in jobs {
+    for (job, refusal) in jobs.iter().zip(&mut refused) {
+        if let Some(error) = refusal.take() {
+            outcomes.push(SetOutcome::Answered(Err(error)));
+            continue;
+        }
         let id = (job.scope().to_owned(), job.key().to_owned());
         let state = keys.get(&id).cloned();
         let outcome = match state {
@@ -762,6 +777,34 @@ pub(crate) async fn run(
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_write")
         .record((written - decided).as_secs_f64());
     Ok(outcomes)
+}
+
+/// Reads the sessions the batch's player writes were sent with, in one statement: a write whose
+/// session is revoked or unknown gets its refusal (and claims nothing); the others `None`.
+async fn refuse_revoked_sessions(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    jobs: &[&dyn SetJob],
+) -> ApiResult<Vec<Option<ApiError>>> {
+    let sessions: Vec<Value> =
+        jobs.iter().filter_map(|job| job.session_id()).map(|id| json!([id.to_string()])).collect();
+    if sessions.is_empty() {
+        return Ok(jobs.iter().map(|_| None).collect());
+    }
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        sql.text("select id, revoked_at from session where id in (select j.value ->> 0 from {j})"),
+    )
+    .bind(rows_json(&sessions)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let found: HashMap<String, Option<i64>> = rows.into_iter().collect();
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            let session = job.session_id()?;
+            crate::players::auth::live_session(found.get(&session.to_string()).copied()).err()
+        })
+        .collect())
 }
 
 /// Step 2: reads the batch's state.

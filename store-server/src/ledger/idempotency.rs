@@ -37,6 +37,7 @@ use crate::extract::{parse_json, read_json_body};
 use crate::ledger::batch::{BatchLedger, SetJob};
 use crate::ledger::group_commit::Batcher;
 use crate::ledger::group_commit::{BatchJob, Done};
+use crate::players::auth::{PlayerWrite, live_session};
 
 /// The header carrying the key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -273,7 +274,30 @@ pub async fn run_once<O: MoneyOp + 'static>(
     idempotency: Idempotency,
     op: O,
 ) -> ApiResult<Response> {
-    let job = OpJob { scope: scope.to_owned(), idempotency, op, reserved: false };
+    let job = OpJob { scope: scope.to_owned(), session: None, idempotency, op, reserved: false };
+    let done = writer.run(Box::new(job)).await?;
+    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+}
+
+/// [`run_once`] for a player's write: the request runs only if the player's session is still
+/// live when its transaction reads it (see [`PlayerWrite`]); otherwise it is refused
+/// `session_revoked` and nothing is stored.
+///
+/// # Errors
+/// As [`run_once`], and `session_revoked`.
+pub async fn run_for_player<O: MoneyOp + 'static>(
+    writer: &Batcher,
+    player: PlayerWrite,
+    idempotency: Idempotency,
+    op: O,
+) -> ApiResult<Response> {
+    let job = OpJob {
+        scope: player.idempotency_scope(),
+        session: Some(player.session_id),
+        idempotency,
+        op,
+        reserved: false,
+    };
     let done = writer.run(Box::new(job)).await?;
     Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
 }
@@ -303,7 +327,7 @@ where
             Err(refusal) => return refuse_reserved(writer, scope, &idempotency, refusal).await,
         },
     };
-    let job = OpJob { scope: scope.to_owned(), idempotency, op, reserved: true };
+    let job = OpJob { scope: scope.to_owned(), session: None, idempotency, op, reserved: true };
     let done = writer.run(Box::new(job)).await?;
     Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
 }
@@ -311,6 +335,8 @@ where
 /// One money-moving request: claim its key, do the work, store the answer.
 struct OpJob<O> {
     scope: String,
+    /// The session of a player's write, checked by the write's transaction before the claim.
+    session: Option<uuid::Uuid>,
     idempotency: Idempotency,
     op: O,
     /// The key was reserved before (a real-money request): complete that claim.
@@ -324,6 +350,14 @@ const WORK_SAVEPOINT: &str = "coinslot_work";
 impl<O: MoneyOp> OpJob<O> {
     async fn execute(&self, conn: &mut AnyConnection) -> ApiResult<Done> {
         let Idempotency { key, request_hash } = &self.idempotency;
+        if let Some(session) = self.session {
+            let revoked: Option<Option<i64>> =
+                sqlx::query_scalar("select revoked_at from session where id = $1")
+                    .bind(session.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            live_session(revoked)?;
+        }
         let stored = if self.reserved {
             claim_reserved(conn, &self.scope, key, request_hash).await?
         } else {
@@ -376,6 +410,10 @@ impl<O: MoneyOp> SetJob for OpJob<O> {
 
     fn player_id(&self) -> uuid::Uuid {
         self.op.batch_player().unwrap_or_default()
+    }
+
+    fn session_id(&self) -> Option<uuid::Uuid> {
+        self.session
     }
 
     fn reward_rule(&self) -> Option<&str> {

@@ -368,6 +368,41 @@ pub struct PlayerAuth {
     pub session_id: Uuid,
 }
 
+/// A player's money-moving write (purchase, consume, reward claim) by a session token whose
+/// signature and expiry are checked at the edge, while whether the session was revoked is read
+/// by the write's own transaction (the writer's batch reads every session of the batch with one
+/// statement). A write is thus refused `session_revoked` when its transaction began after the
+/// revocation committed, and it costs no read of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayerWrite {
+    /// The player.
+    pub player_id: Uuid,
+    /// The session, checked by the write's transaction.
+    pub session_id: Uuid,
+}
+
+impl PlayerWrite {
+    /// The scope of the player's idempotency keys (the same as [`PlayerAuth`]'s).
+    #[must_use]
+    pub fn idempotency_scope(&self) -> String {
+        format!("player:{}", self.player_id)
+    }
+}
+
+/// Whether a session row (`None`: no such session; `Some(revoked_at)`) lets its player in.
+///
+/// # Errors
+/// `session_revoked`, or `invalid_credentials` for a session the store does not know.
+pub fn live_session(revoked_at: Option<Option<i64>>) -> Result<(), ApiError> {
+    match revoked_at {
+        Some(None) => Ok(()),
+        Some(Some(_)) => {
+            Err(credential_error(ErrorCode::SessionRevoked, "the session was revoked; log in again"))
+        }
+        None => Err(credential_error(ErrorCode::InvalidCredentials, "the session is not known")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! accepted and refused purchases, consumptions, reward claims (one past its cap) and operator
 //! grants, a refusal replayed, requests the set path
 //! hands to the per-request path (a tab, items with a purchase limit), refusals decided before
-//! any work, and requests of many players. The same requests, in the same order, go one at a time to a server
+//! any work, writes of a revoked session, and requests of many players. The same requests, in the same order, go one at a time to a server
 //! without group commit. Every answer (status, replay header, body without ids, times and
 //! signatures), every wallet and inventory, and the audit must agree.
 
@@ -44,6 +44,8 @@ fn rounds() -> Vec<Vec<Request>> {
     first.push((14, "/v1/rewards/nope", "o-1", json!({})));
     let gift = json!({ "currency": "gold", "amount": 50, "items": [{ "sku": "magnet", "quantity": 1 }], "reason": "test" });
     first.push((15, GRANT, "g-15", gift.clone()));
+    first.push((REVOKED, PURCHASES, "revoked-1", magnet.clone()));
+    first.push((REVOKED, COIN, "revoked-2", json!({})));
     vec![
         first,
         vec![
@@ -57,6 +59,8 @@ fn rounds() -> Vec<Vec<Request>> {
             (7, "/v1/inventory/nothing/consume", "h-2", one.clone()),
             (12, COIN, "m-2", json!({ "amount": 10 })),
             (15, GRANT, "g-15", gift.clone()),
+            (REVOKED, CONSUME_MAGNET, "revoked-3", one.clone()),
+            (REVOKED, PURCHASES, "revoked-1", magnet.clone()),
             (10, GRANT, "g-10", json!({ "items": [{ "sku": "skin.red", "quantity": 2 }], "reason": "test" })),
             (11, GRANT, "g-11", json!({ "currency": "nope", "amount": 5, "reason": "test" })),
         ],
@@ -94,7 +98,10 @@ async fn send_request(
 }
 
 /// Players and the gold granted to each beyond the initial grant.
-const PLAYERS: usize = 16;
+const PLAYERS: usize = 17;
+/// The player whose session is revoked (by an erasure) before the scenario: each of its writes
+/// is refused `session_revoked` and claims no key.
+const REVOKED: usize = 16;
 fn extra_gold(player: usize) -> i64 {
     match player {
         0 => 10_000,
@@ -152,12 +159,16 @@ async fn players(server: &TestServer) -> Vec<(String, String)> {
         }
         players.push((id, token));
     }
+    let erase = json!({ "reason": "revoked before the scenario" });
+    let path = format!("/admin/v1/players/{}/erase", players[REVOKED].0);
+    let erased = server.admin(Method::POST, &path).json(&erase).send().await.expect("an erasure");
+    assert_eq!(erased.status(), StatusCode::OK);
     players
 }
 
 async fn holdings(server: &TestServer, players: &[(String, String)]) -> Vec<Value> {
     let mut holdings = Vec::new();
-    for (_, token) in players {
+    for (_, token) in &players[..REVOKED] {
         for path in ["/v1/wallet", "/v1/inventory"] {
             let response = server.player(token, Method::GET, path).send().await.expect("a read");
             assert_eq!(response.status(), StatusCode::OK);
@@ -227,9 +238,19 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
     for ((request, batched), alone) in requests.iter().zip(&batched_answers).zip(&alone_answers) {
         assert_eq!(batched, alone, "request {request:?}: batched vs one at a time");
     }
+    for (request, answer) in
+        requests.iter().zip(&batched_answers).filter(|((player, ..), _)| *player == REVOKED)
+    {
+        let (status, _, body) = answer.as_ref().expect("answered");
+        assert_eq!(
+            (*status, &body["error"]["code"]),
+            (StatusCode::UNAUTHORIZED, &json!("session_revoked")),
+            "{request:?}"
+        );
+    }
     let statuses: Vec<u16> =
         alone_answers.iter().map(|answer| answer.as_ref().expect("answered").0.as_u16()).collect();
-    for expected in [200, 201, 402, 404, 409, 400, 422, 429] {
+    for expected in [200, 201, 401, 402, 404, 409, 400, 422, 429] {
         assert!(statuses.contains(&expected), "the scenario covers {expected}: {statuses:?}");
     }
     assert!(
@@ -253,6 +274,13 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
         u64::try_from(requests.len() - deferred).expect("a count"),
         "the set path decided every request it covers"
     );
+    for server in [&batched, &alone] {
+        assert_eq!(
+            server.count("select count(*) from idempotency where key like 'revoked-%'").await,
+            0,
+            "a revoked session's writes claim no key"
+        );
+    }
     batched.assert_audit_clean().await;
     alone.assert_audit_clean().await;
 }

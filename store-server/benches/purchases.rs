@@ -19,6 +19,7 @@
 //!   ratio to the reference baseline, and p50/p99 of an open-loop load at half that peak
 //!   (latency counted from each request's scheduled time, so queueing is not hidden); the
 //!   server's peak memory (VmHWM);
+//! - on PostgreSQL, three instances on one database sharing the load (rate, CPU, failures);
 //! - the targets of the batch write path issue, each with its figure and whether it was met.
 //!
 //! Every load is bounded in count and time, and only ever sent to 127.0.0.1.
@@ -110,6 +111,66 @@ async fn closed_loop(
         Box::pin(async move { send_money(&http, &url, &token, key, &body).await })
     })
     .await
+}
+
+/// `clients` closed-loop clients send purchases with unique keys, request `i` to instance
+/// `i % bases.len()`: several instances on one database.
+async fn closed_loop_spread(
+    http: &reqwest::Client,
+    bases: &[String],
+    tokens: &[String],
+    clients: usize,
+    run: &str,
+) -> Outcome {
+    let urls: Arc<Vec<String>> = Arc::new(bases.iter().map(|base| Load::Purchases.url(base)).collect());
+    let (http, body, tokens, run) =
+        (http.clone(), Load::Purchases.body(), Arc::new(tokens.to_vec()), run.to_owned());
+    common::closed_loop(clients, PURCHASES_MAX, SCENARIO_LIMIT, move |index| {
+        let (http, url, body, token) = (
+            http.clone(),
+            urls[index % urls.len()].clone(),
+            body.clone(),
+            tokens[(index / urls.len()) % tokens.len()].clone(),
+        );
+        let key = format!("{run}-{index}");
+        Box::pin(async move { send_money(&http, &url, &token, key, &body).await })
+    })
+    .await
+}
+
+/// Instances in the several-instances scenario.
+const INSTANCES: usize = 3;
+
+/// Three instances on one PostgreSQL database, 64 clients spread over them and over 1,000
+/// wallets: the rate, the instances' CPU per purchase, and every failed request (a deadlock the
+/// writers could not absorb answers 503).
+async fn several_instances(http: &reqwest::Client, url: &str, figures: &mut Figures) {
+    let (url, _dir) = fresh_database(Some(url), "instances").await;
+    let mut servers = vec![Server::start(&url, &[], true).await];
+    for _ in 1..INSTANCES {
+        servers.push(Server::start(&url, &[], false).await);
+    }
+    let tokens: Vec<String> =
+        players(http, &servers[0], "instances", WALLETS).await.into_iter().map(|(_, token)| token).collect();
+    let bases: Vec<String> = servers.iter().map(|server| server.base.clone()).collect();
+    let cpu = |servers: &[Server]| servers.iter().map(|server| cpu_seconds(server.pid())).sum::<f64>();
+    let cpu_before = cpu(&servers);
+    let peak = closed_loop_spread(http, &bases, &tokens, 64, "instances").await;
+    let cpu_us = (cpu(&servers) - cpu_before) * 1e6 / (peak.done.max(1) as f64);
+    figures.instances = Some((peak.rate(), peak.errors));
+    print_row(
+        &mut Row {
+            scenario: format!("{INSTANCES} instances on one database, group commit on, {WALLETS} wallets"),
+            clients: 64,
+            peak,
+            cpu_us: Some(cpu_us),
+            half: None,
+        },
+        figures.reference,
+    );
+    for server in servers {
+        server.stop().await;
+    }
 }
 
 /// An open-loop purchase load at `rate` per second, at most `clients` in flight.
@@ -370,6 +431,8 @@ struct Figures {
     peak_mib: u64,
     /// Reward claims per second, 64 clients, spread, group commit on.
     claims: f64,
+    /// Several instances on one PostgreSQL: purchases per second and failed requests.
+    instances: Option<(f64, usize)>,
 }
 
 impl Figures {
@@ -541,6 +604,9 @@ async fn bench_backend(name: &str, postgres: Option<&str>) -> Figures {
         println!("| ({mode}: server peak memory {peak_mib} MiB) | | | | | | | |");
         figures.peak_mib = figures.peak_mib.max(peak_mib);
     }
+    if let Some(url) = postgres {
+        several_instances(&http, url, &mut figures).await;
+    }
     figures
 }
 
@@ -572,6 +638,13 @@ fn print_targets(name: &str, figures: &Figures) {
     println!("- one hot wallet vs spread: {ratio:.2}x (target at least 0.8x): {}", verdict(ratio >= 0.8));
     let ratio = figures.claims / on.max(1e-9);
     println!("- reward claims vs purchases: {ratio:.2}x (target at least 1x): {}", verdict(ratio >= 1.0));
+    if let Some((rate, errors)) = figures.instances {
+        let ratio = rate / on.max(1e-9);
+        println!(
+            "- {INSTANCES} instances on one database vs one instance: {ratio:.2}x with {errors} failed requests (target at least 1x, none failed): {}",
+            verdict(ratio >= 1.0 && errors == 0)
+        );
+    }
     let p99 = figures.half_peak_p99.as_secs_f64() * 1e3;
     println!("- p99 at half the peak rate: {p99:.2} ms (target at most 10 ms): {}", verdict(p99 <= 10.0));
     println!("- group commit on vs off: {:.2}x", on / off.max(1e-9));

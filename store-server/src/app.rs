@@ -351,6 +351,7 @@ impl Application {
                 enabled: settings.group_commit,
                 size_max: settings.batch_size_max,
                 wait: settings.batch_wait,
+                writers: settings.writers,
                 instance: public_url.clone(),
             },
         );

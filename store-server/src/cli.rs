@@ -76,6 +76,10 @@ struct SettingsArgs {
     /// Microseconds the group-commit writer waits for more requests after the first (0 to 100000).
     #[arg(long, env = "COINSLOT_BATCH_WAIT_US", default_value_t = 0, global = true)]
     batch_wait_us: u64,
+    /// Group-commit writers sharing the queue, each with its own transaction (1 to 8; more than
+    /// one helps only on PostgreSQL, with cores to spare).
+    #[arg(long, env = "COINSLOT_WRITERS", default_value_t = 1, global = true, value_parser = clap::value_parser!(u8).range(1..=8))]
+    writers: u8,
     /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
     /// currency's minimum card charge; players flagged minor get 20%).
     /// Requests per player, `RATE/BURST` per second (or `off`).
@@ -165,6 +169,7 @@ impl SettingsArgs {
                 );
                 Duration::from_micros(self.batch_wait_us)
             },
+            writers: usize::from(self.writers),
             spending_limits: self.spending_limits.clone(),
             player_rate_limit: self.player_rate_limit,
             key_rate_limit: self.key_rate_limit,

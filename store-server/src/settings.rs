@@ -96,6 +96,10 @@ pub struct Settings {
     /// How long the group-commit writer waits for more requests after the first (0: takes what
     /// is queued and commits at once; batches still form while a commit is in progress).
     pub batch_wait: Duration,
+    /// Group-commit writers, each committing its own batches from the one queue (one by
+    /// default: on SQLite writes are serial anyway, and on PostgreSQL a second writer measured
+    /// no clear gain on two cores; see ARCHITECTURE.md).
+    pub writers: usize,
 }
 
 /// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
@@ -267,6 +271,7 @@ impl Default for Settings {
             group_commit: true,
             batch_size_max: BATCH_SIZE_MAX_DEFAULT,
             batch_wait: Duration::ZERO,
+            writers: 1,
         }
     }
 }

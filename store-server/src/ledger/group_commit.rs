@@ -83,6 +83,8 @@ pub struct WriterConfig {
     pub size_max: usize,
     /// How long the writer waits for more requests before it commits a batch.
     pub wait: Duration,
+    /// Writers sharing the queue, each with a transaction of its own (at least one).
+    pub writers: usize,
     /// The instance's label on the batch-size metric (one process may run several stores).
     pub instance: String,
 }
@@ -225,9 +227,20 @@ impl Drop for AliveGuard<'_> {
     }
 }
 
-/// The writer: batches what is queued and commits it, until the queue closes.
-pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pending>) {
+/// The writers: `config.writers` loops sharing the queue, each batching what is queued and
+/// committing it on a connection of its own, until the queue closes. With two, one batch's
+/// statements and commit overlap the other's (on PostgreSQL, where a batch mostly waits on the
+/// network and the commit's flush); their locks are taken in the same global order as two
+/// instances' are, so they are as safe as two instances.
+pub(crate) async fn run_writer(batcher: Batcher, queue: mpsc::Receiver<Pending>) {
     let _alive = AliveGuard(&batcher.0.alive);
+    let queue = tokio::sync::Mutex::new(queue);
+    let writers = batcher.0.config.writers.max(1);
+    futures_util::future::join_all((0..writers).map(|_| writer_loop(&batcher, &queue))).await;
+}
+
+/// One writer: takes the next batch off the shared queue and commits it.
+async fn writer_loop(batcher: &Batcher, queue: &tokio::sync::Mutex<mpsc::Receiver<Pending>>) {
     let size_max = batcher.0.config.size_max.max(1);
     let wait = batcher.0.config.wait;
     // Labelled by instance: the metrics recorder is process-wide, and one process may run
@@ -237,24 +250,29 @@ pub(crate) async fn run_writer(batcher: Batcher, mut queue: mpsc::Receiver<Pendi
     // pooled connection another statement used in between has had its cache invalidated); a
     // batch that fails at the database gives it back and the next one takes a fresh one.
     let mut connection: Option<PoolConnection<sqlx::Any>> = None;
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + wait;
-        while batch.len() < size_max {
-            match queue.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) if wait.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(pending)) => batch.push(pending),
-                    _ => break,
-                },
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else { return };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < size_max {
+                match queue.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) if wait.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                        Ok(Some(pending)) => batch.push(pending),
+                        _ => break,
+                    },
+                }
             }
-        }
+            batch
+        };
         batch_sizes.record(u32::try_from(batch.len()).unwrap_or(u32::MAX));
         // Deadlock victims run again in a batch of their own, after this one committed.
-        let mut retry = commit_batch(&batcher, &mut connection, batch).await;
+        let mut retry = commit_batch(batcher, &mut connection, batch).await;
         while !retry.is_empty() {
-            retry = commit_batch(&batcher, &mut connection, retry).await;
+            retry = commit_batch(batcher, &mut connection, retry).await;
         }
     }
 }
@@ -455,8 +473,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("a directory");
         let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let db = Db::connect(&url, 1, Duration::from_secs(5)).await.expect("a database");
-        let config =
-            WriterConfig { enabled: true, size_max: 1, wait: Duration::ZERO, instance: "test".to_owned() };
+        let config = WriterConfig {
+            enabled: true,
+            size_max: 1,
+            wait: Duration::ZERO,
+            writers: 1,
+            instance: "test".to_owned(),
+        };
         let batcher = Batcher::new(db, config);
         assert!(!batcher.running());
         let queue = batcher.take_receiver().expect("the queue, once");

@@ -8,9 +8,19 @@ use serde_json::json;
 use tests::{Backend, TestServer, seed, send};
 
 async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend, batching: bool) {
+    race(backend, batching, 1).await;
+}
+
+/// Two group-commit writers take batches from one queue: the player's row orders them.
+async fn two_writers_allow_exactly_100(backend: Backend) {
+    race(backend, true, 2).await;
+}
+
+async fn race(backend: Backend, batching: bool, writers: usize) {
     let Some(server) = TestServer::start_with(backend, |settings| {
         settings.db_timeout = Duration::from_secs(120);
         settings.group_commit = batching;
+        settings.writers = writers;
     })
     .await
     else {
@@ -48,3 +58,4 @@ async fn a_balance_covering_100_purchases_allows_exactly_100(backend: Backend, b
 }
 
 in_every_mode!(a_balance_covering_100_purchases_allows_exactly_100);
+on_each_backend!(two_writers_allow_exactly_100);

@@ -39,6 +39,7 @@ use store_api::catalog::Sku;
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{Balance, BalanceChange, InventoryItem, ItemChange, Wallet};
 use store_api::receipt::SignedReceipt;
+use store_api::{Money, MoneyCurrency};
 use uuid::Uuid;
 
 use super::receipts::{ReceiptFacts, Signer, signer};
@@ -46,10 +47,12 @@ use super::{
     AccountId, AppendedEntry, NewEntry, SystemAccount, already_owned, balance_max_exceeded,
     insufficient_funds, insufficient_quantity, net_changes, stored_code, stored_sku,
 };
-use crate::db::{Backend, now_micros};
+use crate::db::{Backend, from_micros, now_micros, to_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::group_commit::Done;
 use crate::ledger::idempotency::{in_progress, key_reused};
+use crate::payments::tabs::{TAB_COLUMNS, TabRow, TabTuple, check_charge, tab_from};
+use crate::settings::Settings;
 
 /// A request the set path can take: an idempotent operation of one player.
 pub(crate) trait SetJob: Send + Sync {
@@ -68,6 +71,11 @@ pub(crate) trait SetJob: Send + Sync {
     /// day), if any.
     fn reward_rule(&self) -> Option<&str> {
         None
+    }
+    /// The currencies of the tabs it may charge: the player's tabs, credit facts and spending
+    /// are read with the batch, with the tab receivable and revenue accounts of these currencies.
+    fn tab_currencies(&self) -> Vec<MoneyCurrency> {
+        Vec::new()
     }
     /// Decides the request against the batch's state: a success is its status and JSON, an
     /// error its refusal (stored as the key's answer) or failure; `None` defers it to the
@@ -93,6 +101,8 @@ pub struct PlayerRow {
     pub minor: bool,
     /// The country fixed at first login.
     pub country: Option<String>,
+    /// Flagged for review (`Some`, with the flag's reason if any): no orders, no tabs.
+    pub flag: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,11 +129,32 @@ struct ItemState {
     quantity_max: i64,
 }
 
+/// A tab of the batch's players, as read and as the batch's requests so far changed it.
+#[derive(Debug, Clone)]
+struct TabState {
+    tab: TabRow,
+    /// Its amount (micros) and units as read; a tab the batch opens: 0 and 0.
+    read: (i64, i64),
+    existed: bool,
+}
+
+/// What the tab rules need of a player whose tabs the batch read.
+#[derive(Debug, Default)]
+struct TabFacts {
+    settled_before: bool,
+    /// Currency -> what orders count against the spending limits (today, this month; micros).
+    spent: HashMap<String, (i64, i64)>,
+}
+
+/// A player's tab in one currency.
+type TabKey = (Uuid, &'static str);
+
 #[derive(Debug)]
 enum Undo {
     Account(String, AccountState),
     Item(Uuid, String, Option<ItemState>),
     RewardClaim(Uuid, String),
+    Tab(TabKey, Option<TabState>),
 }
 
 /// One posting row, whose `balance_after` may still be corrected (a system account on
@@ -148,10 +179,11 @@ struct Rows {
     purchases: Vec<Value>,
     reward_claims: Vec<Value>,
     audit: Vec<Value>,
+    tab_items: Vec<Value>,
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 8] {
+    fn lengths(&self) -> [usize; 9] {
         [
             self.entries.len(),
             self.postings.len(),
@@ -161,10 +193,11 @@ impl Rows {
             self.purchases.len(),
             self.reward_claims.len(),
             self.audit.len(),
+            self.tab_items.len(),
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 8]) {
+    fn truncate(&mut self, lengths: [usize; 9]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
         self.item_changes.truncate(lengths[2]);
@@ -173,6 +206,7 @@ impl Rows {
         self.purchases.truncate(lengths[5]);
         self.reward_claims.truncate(lengths[6]);
         self.audit.truncate(lengths[7]);
+        self.tab_items.truncate(lengths[8]);
     }
 }
 
@@ -191,10 +225,14 @@ pub struct BatchLedger {
     items: HashMap<Uuid, BTreeMap<String, ItemState>>,
     rows: Rows,
     undo: Vec<Undo>,
-    mark: [usize; 8],
+    mark: [usize; 9],
     reward_rules: HashMap<String, RewardRuleRow>,
     /// (player, rule) -> (when, amount) of the claims since the start of the day.
     reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
+    /// The open or settling tabs of the players whose tabs the batch read.
+    tabs: HashMap<TabKey, TabState>,
+    /// The players whose tabs the batch read.
+    tab_facts: HashMap<Uuid, TabFacts>,
 }
 
 /// A purchase's row (the store's `purchase` table), written with the batch.
@@ -486,6 +524,78 @@ impl BatchLedger {
         ]));
     }
 
+    /// The tab `charge` goes on, checked as [`crate::payments::tabs::tab_for_charge`] checks it (a tab opened in memory
+    /// when the player has none in its currency); `None` when the batch did not read the
+    /// player's tabs.
+    ///
+    /// # Errors
+    /// As [`crate::payments::tabs::tab_for_charge`]'s.
+    pub fn tab_for_charge(
+        &mut self,
+        settings: &Settings,
+        player_id: Uuid,
+        charge: Money,
+    ) -> ApiResult<Option<()>> {
+        let Some(facts) = self.tab_facts.get(&player_id) else { return Ok(None) };
+        let player = self.existing_player(player_id)?;
+        if let Some(reason) = &player.flag {
+            return Err(crate::payments::orders::player_flagged(reason.clone()));
+        }
+        let key = (player_id, charge.currency.code());
+        let (tab, opened) = match self.tabs.get(&key) {
+            Some(state) => (state.tab.clone(), false),
+            None => (TabRow::new_open(player_id, charge.currency, self.now), true),
+        };
+        let spent = facts.spent.get(charge.currency.code()).copied().unwrap_or((0, 0));
+        check_charge(
+            settings,
+            &tab,
+            player.minor,
+            facts.settled_before,
+            charge,
+            from_micros(self.now),
+            spent,
+        )?;
+        if opened {
+            self.undo.push(Undo::Tab(key, None));
+            self.tabs.insert(key, TabState { tab, read: (0, 0), existed: false });
+        }
+        Ok(Some(()))
+    }
+
+    /// Adds a purchase to the player's tab in `currency` (after [`BatchLedger::tab_for_charge`]
+    /// approved it), as [`crate::payments::tabs::add_to_tab`] does.
+    ///
+    /// # Errors
+    /// When no such tab was approved: a bug.
+    pub fn add_to_tab(
+        &mut self,
+        player_id: Uuid,
+        currency: MoneyCurrency,
+        purchase_id: Uuid,
+        sku: &Sku,
+        quantity: i64,
+        charge_micros: i64,
+    ) -> ApiResult<()> {
+        let key = (player_id, currency.code());
+        let state = self
+            .tabs
+            .get_mut(&key)
+            .ok_or_else(|| anyhow::anyhow!("a charge on a tab the batch did not approve"))?;
+        self.undo.push(Undo::Tab(key, Some(state.clone())));
+        state.tab.add(charge_micros, quantity);
+        self.rows.tab_items.push(json!([
+            Uuid::now_v7().to_string(),
+            state.tab.id.to_string(),
+            purchase_id.to_string(),
+            sku.as_str(),
+            quantity,
+            charge_micros,
+            self.now
+        ]));
+        Ok(())
+    }
+
     /// Records an operator action in the audit log, as `append_audit` does.
     pub fn push_audit(&mut self, actor: &str, action: &str, target: &str, after: Option<&str>) {
         self.rows.audit.push(json!([
@@ -523,6 +633,12 @@ impl BatchLedger {
                     if let Some(claims) = self.reward_claims.get_mut(&(player, rule)) {
                         claims.pop();
                     }
+                }
+                Undo::Tab(key, state) => {
+                    match state {
+                        Some(state) => self.tabs.insert(key, state),
+                        None => self.tabs.remove(&key),
+                    };
                 }
             }
         }
@@ -654,7 +770,29 @@ pub(crate) async fn run(
         players.dedup();
         players
     };
-    let mut ledger = read_state(conn, sql, now, &players).await?;
+    let open_jobs = || {
+        jobs.iter().zip(&refused).filter(|(job, refusal)| {
+            refusal.is_none()
+                && matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
+        })
+    };
+    let mut tab_players: Vec<Uuid> = Vec::new();
+    let mut tab_currencies: Vec<MoneyCurrency> = Vec::new();
+    for (job, _) in open_jobs() {
+        let currencies = job.tab_currencies();
+        if !currencies.is_empty() {
+            tab_players.push(job.player_id());
+            tab_currencies.extend(currencies);
+        }
+    }
+    tab_players.sort_unstable();
+    tab_players.dedup();
+    tab_currencies.sort_unstable_by_key(|currency| currency.code());
+    tab_currencies.dedup();
+    let mut ledger = read_state(conn, sql, now, &players, &tab_currencies).await?;
+    if !tab_players.is_empty() {
+        read_tabs(conn, sql, &mut ledger, &tab_players).await?;
+    }
     let rules: Vec<(Uuid, &str)> = jobs
         .iter()
         .filter(|job| {
@@ -807,12 +945,16 @@ async fn refuse_revoked_sessions(
         .collect())
 }
 
+/// A player's row as the batch selects it: id, blocked, minor, country, flagged at, flag reason.
+type PlayerTuple = (String, i64, i64, Option<String>, Option<i64>, Option<String>);
+
 /// Step 2: reads the batch's state.
 async fn read_state(
     conn: &mut AnyConnection,
     sql: Sql,
     now: i64,
     players: &[Uuid],
+    tab_currencies: &[MoneyCurrency],
 ) -> ApiResult<BatchLedger> {
     let (stamp, key_id): (String, String) = sqlx::query_as(
         "select (select value from meta where key = 'catalog_stamp'), \
@@ -834,25 +976,28 @@ async fn read_state(
         items: HashMap::new(),
         rows: Rows::default(),
         undo: Vec::new(),
-        mark: [0; 8],
+        mark: [0; 9],
         reward_rules: HashMap::new(),
         reward_claims: HashMap::new(),
+        tabs: HashMap::new(),
+        tab_facts: HashMap::new(),
     };
     if players.is_empty() {
         return Ok(ledger);
     }
     let player_rows: Vec<Value> = players.iter().map(|player| json!([player.to_string()])).collect();
     let player_rows = rows_json(&player_rows)?;
-    let found: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(sql.text(
-        "select id, blocked, minor, country from player where id in (select j.value ->> 0 from {j}) \
-         order by id{c}{lock}",
+    let found: Vec<PlayerTuple> = sqlx::query_as(sql.text(
+        "select id, blocked, minor, country, flagged_at, flag_reason from player \
+         where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
     ))
     .bind(&player_rows)
     .fetch_all(&mut *conn)
     .await?;
-    for (id, blocked, minor, country) in found {
+    for (id, blocked, minor, country, flagged_at, flag_reason) in found {
         let id = super::stored_uuid(&id)?;
-        ledger.players.insert(id, PlayerRow { blocked: blocked != 0, minor: minor != 0, country });
+        let flag = flagged_at.map(|_| flag_reason);
+        ledger.players.insert(id, PlayerRow { blocked: blocked != 0, minor: minor != 0, country, flag });
     }
     // Every wallet of the batch's players and the system accounts a purchase credits, read or
     // known absent (balance 0): anything else defers the request that touches it.
@@ -865,6 +1010,13 @@ async fn read_state(
         for kind in [SystemAccount::Revenue, SystemAccount::Issuance] {
             let id = AccountId::System(kind, currency.as_str().to_owned());
             candidates.insert(id.key(), absent(kind.as_str(), None, currency.as_str()));
+        }
+    }
+    // A tab purchase moves money from the tab receivable account to revenue.
+    for currency in tab_currencies {
+        for kind in [SystemAccount::Revenue, SystemAccount::TabReceivable] {
+            let id = AccountId::System(kind, currency.code().to_owned());
+            candidates.insert(id.key(), absent(kind.as_str(), None, currency.code()));
         }
     }
     let system: Vec<Value> = candidates
@@ -922,6 +1074,71 @@ async fn read_state(
         ledger.items.entry(*player).or_default();
     }
     Ok(ledger)
+}
+
+/// Reads the open and settling tabs of the players whose purchases may go on a tab, whether
+/// each settled one before, and what their orders count against the spending limits: three
+/// statements, whatever the number of players.
+async fn read_tabs(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &mut BatchLedger,
+    players: &[Uuid],
+) -> ApiResult<()> {
+    let rows: Vec<Value> = players.iter().map(|player| json!([player.to_string()])).collect();
+    let rows = rows_json(&rows)?;
+    let tabs: Vec<TabTuple> = sqlx::query_as(sql.text(&format!(
+        "select {TAB_COLUMNS} from tab where player_id in (select j.value ->> 0 from {{j}}) \
+         and status in ('open', 'settling')"
+    )))
+    .bind(&rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in tabs {
+        let tab = tab_from(row)?;
+        let read = (tab.amount_micros, tab.item_count());
+        ledger.tabs.insert((tab.player_id, tab.currency.code()), TabState { tab, read, existed: true });
+    }
+    for player in players {
+        ledger.tab_facts.insert(*player, TabFacts::default());
+    }
+    // As `settled_before`: a settlement charged back earns nothing.
+    let settled: Vec<String> = sqlx::query_scalar(sql.text(
+        "select distinct t.player_id from tab t where t.player_id in (select j.value ->> 0 from {j}) \
+         and t.status = 'settled' and not exists (select 1 from payment_order o where o.player_id = t.player_id \
+         and o.tab_id is not null and o.status in ('disputed', 'charged_back'))",
+    ))
+    .bind(&rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    for player in settled {
+        if let Some(facts) = ledger.tab_facts.get_mut(&super::stored_uuid(&player)?) {
+            facts.settled_before = true;
+        }
+    }
+    // As `spent_since`, for both periods at once.
+    let now = from_micros(ledger.now);
+    let [day, month] = crate::payments::orders::SPENDING_PERIODS
+        .map(|period| to_micros(crate::store::operations::period_window(period, now).0));
+    let spent: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(sql.text(
+        "select player_id, currency, \
+         cast(sum(case when created_at >= $2 then gross_micros else 0 end) as bigint), \
+         cast(sum(case when created_at >= $3 then gross_micros else 0 end) as bigint) \
+         from payment_order where player_id in (select j.value ->> 0 from {j}) and created_at >= $4 \
+         and status not in ('failed', 'expired', 'canceled') group by player_id, currency",
+    ))
+    .bind(&rows)
+    .bind(day)
+    .bind(month)
+    .bind(day.min(month))
+    .fetch_all(&mut *conn)
+    .await?;
+    for (player, currency, day, month) in spent {
+        if let Some(facts) = ledger.tab_facts.get_mut(&super::stored_uuid(&player)?) {
+            facts.spent.insert(currency, (day.unwrap_or(0), month.unwrap_or(0)));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the reward rules the batch claims under and its players' claims of the day under them.
@@ -1009,6 +1226,87 @@ async fn insert_rows(
     );
     sqlx::query(sql.text(&template)).bind(rows_json(rows)?).execute(&mut *conn).await?;
     Ok(())
+}
+
+/// Opens the batch's new tabs, adds its charges to the tabs with one guarded, verified update
+/// (a tab must still be open, and hold what the batch read), and writes the tab items.
+async fn write_tabs(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &BatchLedger,
+    items: &[Value],
+) -> ApiResult<()> {
+    let mut opened = Vec::new();
+    let mut changes = Vec::new();
+    let mut expected: HashMap<String, (i64, i64)> = HashMap::new();
+    for state in ledger.tabs.values() {
+        let tab = &state.tab;
+        let now = (tab.amount_micros, tab.item_count());
+        if state.existed && now == state.read {
+            continue;
+        }
+        if !state.existed {
+            opened.push(json!([
+                tab.id.to_string(),
+                tab.player_id.to_string(),
+                tab.currency.code(),
+                "open",
+                0,
+                0,
+                tab.opened_at()
+            ]));
+        }
+        changes.push(json!([tab.id.to_string(), now.0 - state.read.0, now.1 - state.read.1]));
+        expected.insert(tab.id.to_string(), now);
+    }
+    insert_rows(
+        conn,
+        sql,
+        "tab",
+        &[
+            ("id", TEXT),
+            ("player_id", TEXT),
+            ("currency", TEXT),
+            ("status", TEXT),
+            ("amount_micros", INT),
+            ("carried_in_micros", INT),
+            ("opened_at", INT),
+        ],
+        &opened,
+    )
+    .await?;
+    if !changes.is_empty() {
+        let updated: Vec<(String, i64, i64)> = sqlx::query_as(sql.text(
+            "update tab set amount_micros = amount_micros + cast(j.value ->> 1 as bigint), \
+             item_count = item_count + cast(j.value ->> 2 as bigint) \
+             from {j} where tab.id = j.value ->> 0 and tab.status = 'open' \
+             returning id, amount_micros, item_count",
+        ))
+        .bind(rows_json(&changes)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        if updated.len() != expected.len()
+            || updated.iter().any(|(id, amount, count)| expected.get(id) != Some(&(*amount, *count)))
+        {
+            return Err(batch_failed("tabs"));
+        }
+    }
+    insert_rows(
+        conn,
+        sql,
+        "tab_item",
+        &[
+            ("id", TEXT),
+            ("tab_id", TEXT),
+            ("purchase_id", TEXT),
+            ("sku", TEXT),
+            ("quantity", INT),
+            ("amount_micros", INT),
+            ("created_at", INT),
+        ],
+        items,
+    )
+    .await
 }
 
 fn batch_failed(what: &str) -> ApiError {
@@ -1169,6 +1467,8 @@ async fn write(
         &rows.purchases,
     )
     .await?;
+    // After the purchases, which the tab items name.
+    write_tabs(conn, sql, ledger, &rows.tab_items).await?;
     insert_rows(
         conn,
         sql,

@@ -123,6 +123,11 @@ pub trait MoneyOp: Send + Sync + Clone {
         None
     }
 
+    /// The currencies of the tabs the operation may charge (set path only).
+    fn batch_tab_currencies(&self) -> Vec<store_api::MoneyCurrency> {
+        Vec::new()
+    }
+
     /// Decides the operation against the batch's state, exactly as [`MoneyOp::apply`] would
     /// against the database; `None` defers it to `apply`.
     ///
@@ -418,6 +423,10 @@ impl<O: MoneyOp> SetJob for OpJob<O> {
 
     fn reward_rule(&self) -> Option<&str> {
         self.op.batch_reward_rule()
+    }
+
+    fn tab_currencies(&self) -> Vec<store_api::MoneyCurrency> {
+        self.op.batch_tab_currencies()
     }
 
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>> {

@@ -3,11 +3,12 @@
 //!
 //! One batch holds duplicates of a key (replayed, and reused with another body), a player's
 //! accepted and refused purchases, consumptions, reward claims (one past its cap) and operator
-//! grants, a refusal replayed, requests the set path
-//! hands to the per-request path (a tab, items with a purchase limit), refusals decided before
-//! any work, writes of a revoked session, and requests of many players. The same requests, in the same order, go one at a time to a server
-//! without group commit. Every answer (status, replay header, body without ids, times and
-//! signatures), every wallet and inventory, and the audit must agree.
+//! grants, tab purchases (a new tab, past the credit limit, at the threshold, a flagged player),
+//! a refusal replayed, requests the set path hands to the per-request path (items with a
+//! purchase limit), refusals decided before any work, writes of a revoked session, and requests
+//! of many players. The same requests, in the same order, go one at a time to a server without
+//! group commit. Every answer (status, replay header, body without ids, times and signatures),
+//! every wallet, inventory and tab, and the audit must agree.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,9 @@ fn rounds() -> Vec<Vec<Request>> {
             (12, COIN, "m-2", json!({ "amount": 10 })),
             (15, GRANT, "g-15", gift.clone()),
             (REVOKED, CONSUME_MAGNET, "revoked-3", one.clone()),
+            // Tabs: $4.95 on a new tab; a flagged player gets no tab.
+            (8, PURCHASES, "i-2", json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 99 })),
+            (FLAGGED, PURCHASES, "j-2", json!({ "offer_id": seed::EXTRA_LIFE })),
             (REVOKED, PURCHASES, "revoked-1", magnet.clone()),
             (10, GRANT, "g-10", json!({ "items": [{ "sku": "skin.red", "quantity": 2 }], "reason": "test" })),
             (11, GRANT, "g-11", json!({ "currency": "nope", "amount": 5, "reason": "test" })),
@@ -73,13 +77,24 @@ fn rounds() -> Vec<Vec<Request>> {
             (5, CONSUME_MAGNET, "f-3", one.clone()),
             (12, COIN, "m-3", json!({})),
             (15, GRANT, "g-15b", gift),
+            // Past the $5.00 credit limit of a player who never settled; a flagged player
+            // still buys with gold.
+            (8, PURCHASES, "i-3", json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 2 })),
+            (FLAGGED, PURCHASES, "j-3", magnet.clone()),
         ],
         vec![
             (0, PURCHASES, "a-2", json!({ "offer_id": seed::EXTRA_LIFE, "price_index": 1 })),
             (1, PURCHASES, "b-3", json!({ "offer_id": seed::SHIELD })),
             (5, CONSUME_MAGNET, "f-3", one),
+            // Exactly at the credit limit ($5.00), which is the threshold.
+            (8, PURCHASES, "i-4", json!({ "offer_id": seed::EXTRA_LIFE })),
         ],
-        vec![(0, PURCHASES, "a-3", json!({ "offer_id": seed::EXTRA_LIFE })), (1, PURCHASES, "b-1", magnet)],
+        vec![
+            (0, PURCHASES, "a-3", json!({ "offer_id": seed::EXTRA_LIFE })),
+            (1, PURCHASES, "b-1", magnet),
+            // The tab reached its threshold: settle it first.
+            (8, PURCHASES, "i-5", json!({ "offer_id": seed::EXTRA_LIFE })),
+        ],
     ]
 }
 
@@ -102,10 +117,12 @@ const PLAYERS: usize = 17;
 /// The player whose session is revoked (by an erasure) before the scenario: each of its writes
 /// is refused `session_revoked` and claims no key.
 const REVOKED: usize = 16;
+/// The player flagged for review before the scenario: no tab, purchases with gold as before.
+const FLAGGED: usize = 9;
 fn extra_gold(player: usize) -> i64 {
     match player {
         0 => 10_000,
-        2 => 1_000,
+        2 | FLAGGED => 1_000,
         _ => 0,
     }
 }
@@ -159,6 +176,10 @@ async fn players(server: &TestServer) -> Vec<(String, String)> {
         }
         players.push((id, token));
     }
+    let flag = json!({ "flagged": true, "reason": "a review before the scenario" });
+    let path = format!("/admin/v1/players/{}", players[FLAGGED].0);
+    let flagged = server.admin(Method::PATCH, &path).json(&flag).send().await.expect("a flag");
+    assert_eq!(flagged.status(), StatusCode::OK);
     let erase = json!({ "reason": "revoked before the scenario" });
     let path = format!("/admin/v1/players/{}/erase", players[REVOKED].0);
     let erased = server.admin(Method::POST, &path).json(&erase).send().await.expect("an erasure");
@@ -174,6 +195,17 @@ async fn holdings(server: &TestServer, players: &[(String, String)]) -> Vec<Valu
             assert_eq!(response.status(), StatusCode::OK);
             holdings.push(response.json::<Value>().await.expect("JSON"));
         }
+        // Tabs: what each owes, and for how many units (ids and times differ between runs).
+        let response = server.player(token, Method::GET, "/v1/tab").send().await.expect("a read");
+        assert_eq!(response.status(), StatusCode::OK);
+        let tabs = response.json::<Value>().await.expect("JSON");
+        let owed: Vec<Value> = tabs["tabs"]
+            .as_array()
+            .expect("tabs")
+            .iter()
+            .map(|tab| json!([tab["status"], tab["amount"], tab["item_count"], tab["settlement_required"]]))
+            .collect();
+        holdings.push(Value::Array(owed));
     }
     holdings
 }
@@ -248,9 +280,27 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
             "{request:?}"
         );
     }
+    // The tab cases are what they say they are.
+    let expected_tabs = [
+        ("i-2", 201, None),
+        ("i-3", 409, Some("tab_settlement_required")),
+        ("i-4", 201, None),
+        ("i-5", 409, Some("tab_settlement_required")),
+        ("j-2", 403, Some("player_flagged")),
+        ("j-3", 201, None),
+    ];
+    for (key, status, code) in expected_tabs {
+        let index =
+            requests.iter().position(|(_, _, request_key, _)| *request_key == key).expect("in the scenario");
+        let (got, _, body) = alone_answers[index].as_ref().expect("answered");
+        assert_eq!(got.as_u16(), status, "{key}: {body}");
+        if let Some(code) = code {
+            assert_eq!(body["error"]["code"], code, "{key}: {body}");
+        }
+    }
     let statuses: Vec<u16> =
         alone_answers.iter().map(|answer| answer.as_ref().expect("answered").0.as_u16()).collect();
-    for expected in [200, 201, 401, 402, 404, 409, 400, 422, 429] {
+    for expected in [200, 201, 401, 402, 403, 404, 409, 400, 422, 429] {
         assert!(statuses.contains(&expected), "the scenario covers {expected}: {statuses:?}");
     }
     assert!(
@@ -265,10 +315,9 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
 
     let (decided_after, batches_after) = writer_counts(&batched).await;
     assert_eq!(batches_after - batches_before, 1, "the whole scenario was one batch");
-    // Deferred to the per-request path: the skins (purchase limits), the shield after them (a
-    // player's requests keep their order) and the tab purchase.
-    let deferred =
-        requests.iter().filter(|(_, _, key, _)| matches!(*key, "c-1" | "c-2" | "c-3" | "a-3")).count();
+    // Deferred to the per-request path: the skins (purchase limits) and the shield after them (a
+    // player's requests keep their order).
+    let deferred = requests.iter().filter(|(_, _, key, _)| matches!(*key, "c-1" | "c-2" | "c-3")).count();
     assert_eq!(
         decided_after - decided_before,
         u64::try_from(requests.len() - deferred).expect("a count"),

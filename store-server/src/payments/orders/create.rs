@@ -130,7 +130,7 @@ pub async fn precheck_order(
 }
 
 /// 403 `player_flagged`.
-pub(super) fn player_flagged(reason: Option<String>) -> ApiError {
+pub(crate) fn player_flagged(reason: Option<String>) -> ApiError {
     let reason = reason.unwrap_or_else(|| "flagged for review".to_owned());
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -201,24 +201,59 @@ pub(crate) async fn check_spending(
     minor: bool,
     total: Money,
 ) -> ApiResult<()> {
-    let (day_limit, month_limit) = state.settings().spending_limits.limits(total.currency, minor);
-    let total_micros = total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
     let now = crate::db::now();
-    for (period, limit, name) in [
-        (store_api::catalog::LimitPeriod::Day, day_limit, "day"),
-        (store_api::catalog::LimitPeriod::Month, month_limit, "month"),
-    ] {
-        let (start, resets_at) = period_window(period, now);
-        let spent: Option<i64> = sqlx::query_scalar(
+    let spent = spent_since(conn, player_id, total.currency, now).await?;
+    spending_check(state.settings(), minor, total, now, spent)
+}
+
+/// What the player's orders in `currency` count against the spending limits: (today, this
+/// month), in micros.
+pub(crate) async fn spent_since(
+    conn: &mut AnyConnection,
+    player_id: Uuid,
+    currency: MoneyCurrency,
+    now: time::OffsetDateTime,
+) -> ApiResult<(i64, i64)> {
+    let mut spent = [0; 2];
+    for (slot, period) in spent.iter_mut().zip(SPENDING_PERIODS) {
+        let (start, _) = period_window(period, now);
+        let sum: Option<i64> = sqlx::query_scalar(
             "select cast(sum(gross_micros) as bigint) from payment_order where player_id = $1 and currency = $2 \
              and created_at >= $3 and status not in ('failed', 'expired', 'canceled')",
         )
         .bind(player_id.to_string())
-        .bind(total.currency.code())
+        .bind(currency.code())
         .bind(to_micros(start))
         .fetch_one(&mut *conn)
         .await?;
-        let spent = spent.unwrap_or(0);
+        *slot = sum.unwrap_or(0);
+    }
+    Ok((spent[0], spent[1]))
+}
+
+/// The periods a spending limit counts over: a day and a month.
+pub(crate) const SPENDING_PERIODS: [store_api::catalog::LimitPeriod; 2] =
+    [store_api::catalog::LimitPeriod::Day, store_api::catalog::LimitPeriod::Month];
+
+/// Whether `total` fits the spending limits at `now`, with `spent` (today, this month, in
+/// micros) already counted: the check itself, shared by the per-request and the set path.
+///
+/// # Errors
+/// `spending_limit_exceeded`, naming the period, the limit, what remains and when it resets.
+pub(crate) fn spending_check(
+    settings: &crate::settings::Settings,
+    minor: bool,
+    total: Money,
+    now: time::OffsetDateTime,
+    (spent_day, spent_month): (i64, i64),
+) -> ApiResult<()> {
+    let (day_limit, month_limit) = settings.spending_limits.limits(total.currency, minor);
+    let total_micros = total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    let [day, month] = SPENDING_PERIODS;
+    for (period, limit, name, spent) in
+        [(day, day_limit, "day", spent_day), (month, month_limit, "month", spent_month)]
+    {
+        let (_, resets_at) = period_window(period, now);
         let limit_micros = Money { currency: total.currency, amount: limit }
             .to_micros()
             .map_err(|error| anyhow::anyhow!(error))?;

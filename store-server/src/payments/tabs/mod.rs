@@ -51,11 +51,53 @@ pub struct TabRow {
     charged_micros: Option<i64>,
 }
 
-type TabTuple = (String, String, String, String, i64, i64, i64, i64, Option<String>, Option<i64>);
+impl TabRow {
+    /// A tab opened now (`now`, micros) with `carried_in_micros` owed from the one before.
+    fn opened(player_id: Uuid, currency: MoneyCurrency, carried_in_micros: i64, now: i64) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            player_id,
+            currency,
+            status: "open".to_owned(),
+            amount_micros: carried_in_micros,
+            carried_in_micros,
+            item_count: 0,
+            opened_at: now,
+            settle_order_id: None,
+            charged_micros: None,
+        }
+    }
 
-const TAB_COLUMNS: &str = "id, player_id, currency, status, amount_micros, carried_in_micros, item_count, opened_at, settle_order_id, charged_micros";
+    /// A new tab, as the set path opens one in memory (written with its batch).
+    pub(crate) fn new_open(player_id: Uuid, currency: MoneyCurrency, now: i64) -> Self {
+        Self::opened(player_id, currency, 0, now)
+    }
 
-fn tab_from(row: TabTuple) -> ApiResult<TabRow> {
+    /// Units bought on the tab.
+    pub(crate) fn item_count(&self) -> i64 {
+        self.item_count
+    }
+
+    /// When it opened (micros).
+    pub(crate) fn opened_at(&self) -> i64 {
+        self.opened_at
+    }
+
+    /// Adds a purchase's charge and units, as [`add_to_tab`] does in the database.
+    pub(crate) fn add(&mut self, charge_micros: i64, quantity: i64) {
+        self.amount_micros += charge_micros;
+        self.item_count += quantity;
+    }
+}
+
+/// A tab's row as selected with [`TAB_COLUMNS`].
+pub(crate) type TabTuple = (String, String, String, String, i64, i64, i64, i64, Option<String>, Option<i64>);
+
+/// The columns of a tab's row, in [`TabTuple`]'s order.
+pub(crate) const TAB_COLUMNS: &str = "id, player_id, currency, status, amount_micros, carried_in_micros, item_count, opened_at, settle_order_id, charged_micros";
+
+/// A stored tab from its row.
+pub(crate) fn tab_from(row: TabTuple) -> ApiResult<TabRow> {
     let (
         id,
         player_id,
@@ -108,31 +150,19 @@ async fn open_tab(
     currency: MoneyCurrency,
     carried_in_micros: i64,
 ) -> ApiResult<TabRow> {
-    let id = Uuid::now_v7();
-    let now = now_micros();
+    let tab = TabRow::opened(player_id, currency, carried_in_micros, now_micros());
     sqlx::query(
         "insert into tab (id, player_id, currency, status, amount_micros, carried_in_micros, opened_at) \
          values ($1, $2, $3, 'open', $4, $4, $5)",
     )
-    .bind(id.to_string())
+    .bind(tab.id.to_string())
     .bind(player_id.to_string())
     .bind(currency.code())
     .bind(carried_in_micros)
-    .bind(now)
+    .bind(tab.opened_at)
     .execute(&mut *conn)
     .await?;
-    Ok(TabRow {
-        id,
-        player_id,
-        currency,
-        status: "open".to_owned(),
-        amount_micros: carried_in_micros,
-        carried_in_micros,
-        item_count: 0,
-        opened_at: now,
-        settle_order_id: None,
-        charged_micros: None,
-    })
+    Ok(tab)
 }
 
 /// What a card would be charged to settle `amount_micros`: rounded down to whole minor units.
@@ -148,6 +178,7 @@ pub fn settle_amount(currency: MoneyCurrency, amount_micros: i64) -> Money {
     }
 }
 
+/// Whether the player settled a tab before (the larger credit limit).
 async fn settled_before(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<bool> {
     // A settlement charged back earns nothing: the player never gets the larger limit again.
     let settled: Option<i64> = sqlx::query_scalar(
@@ -187,29 +218,50 @@ pub async fn tab_for_charge(
         Some(tab) => tab,
         None => open_tab(conn, player_id, charge.currency, 0).await?,
     };
-    let settings = &state.settings().tabs;
+    let settled_before = settled_before(conn, player_id).await?;
+    let now = crate::db::now();
+    let spent = crate::payments::orders::spent_since(conn, player_id, charge.currency, now).await?;
+    check_charge(state.settings(), &tab, minor, settled_before, charge, now, spent)?;
+    Ok(tab)
+}
+
+/// Whether `charge` may go on `tab` at `now`, for a player who has (or has not) settled a tab
+/// before and whose orders count `spent` (today, this month, micros) against the spending
+/// limits: the rules themselves, shared by the per-request and the set path.
+///
+/// # Errors
+/// As [`tab_for_charge`], but `player_flagged`.
+pub(crate) fn check_charge(
+    settings: &crate::settings::Settings,
+    tab: &TabRow,
+    minor: bool,
+    settled_before: bool,
+    charge: Money,
+    now: time::OffsetDateTime,
+    spent: (i64, i64),
+) -> ApiResult<()> {
+    let tabs = &settings.tabs;
     if tab.status == "settling" {
         return Err(settlement_required(
             "settling",
             "the tab's settlement is waiting for payment".to_owned(),
         ));
     }
-    let threshold =
-        settings.threshold(charge.currency).to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    let threshold = tabs.threshold(charge.currency).to_micros().map_err(|error| anyhow::anyhow!(error))?;
     if tab.amount_micros >= threshold {
         return Err(settlement_required(
             "threshold",
-            format!("the tab has reached {}; settle it first", settings.threshold(charge.currency)),
+            format!("the tab has reached {}; settle it first", tabs.threshold(charge.currency)),
         ));
     }
-    let age_micros = now_micros() - tab.opened_at;
-    if age_micros > i64::try_from(settings.time_limit.as_micros()).unwrap_or(i64::MAX) && tab.item_count > 0 {
+    let age_micros = crate::db::to_micros(now) - tab.opened_at;
+    if age_micros > i64::try_from(tabs.time_limit.as_micros()).unwrap_or(i64::MAX) && tab.item_count > 0 {
         return Err(settlement_required("age", "the tab is past its time limit; settle it first".to_owned()));
     }
-    let limit = settings.credit_limit(charge.currency, minor, settled_before(conn, player_id).await?);
+    let limit = tabs.credit_limit(charge.currency, minor, settled_before);
     let charge_micros = charge.to_micros().map_err(|error| anyhow::anyhow!(error))?;
     let owed = Money::from_micros(charge.currency, tab.amount_micros + charge_micros);
-    crate::payments::orders::check_spending(conn, state, player_id, minor, owed).await?;
+    crate::payments::orders::spending_check(settings, minor, owed, now, spent)?;
     if tab.amount_micros + charge_micros > limit.to_micros().map_err(|error| anyhow::anyhow!(error))? {
         return Err(settlement_required(
             "credit_limit",
@@ -217,7 +269,7 @@ pub async fn tab_for_charge(
         )
         .with_detail("credit_limit", limit.amount.normalize().to_string()));
     }
-    Ok(tab)
+    Ok(())
 }
 
 /// Adds a purchase to a tab (after [`tab_for_charge`] approved it).

@@ -138,6 +138,13 @@ pub struct CatalogCache {
 }
 
 impl CatalogCache {
+    /// The rendered catalog last cached, whatever its stamp (a hint of what a request will
+    /// need; what it buys is decided against [`CatalogCache::cached`]).
+    #[must_use]
+    pub fn latest(&self) -> Option<Arc<RenderedCatalog>> {
+        self.current.try_read().ok()?.as_ref().map(Arc::clone)
+    }
+
     /// The rendered catalog when it is the one stamped `stamp` (the batch path reads the stamp
     /// itself); `None` when it is not rendered yet or the cache is being refreshed.
     #[must_use]

@@ -1,6 +1,7 @@
 //! `POST /v1/purchases`: an offer bought with virtual currency, or put on the player's tab.
 
 use super::*;
+use store_api::MoneyCurrency;
 
 /// `POST /v1/purchases`: buy an offer with virtual currency.
 #[derive(Debug, Clone)]
@@ -60,6 +61,52 @@ fn virtual_total(currency: &CurrencyCode, amount: i64, quantity: i64, balance: i
         .with_detail("currency", currency.as_str()));
     }
     amount.checked_mul(quantity).ok_or_else(|| ApiError::invalid("quantity", "the total price is too large"))
+}
+
+/// What a tab-priced purchase of `quantity` charges.
+fn tab_charge(money: &Money, quantity: i64) -> Money {
+    Money { currency: money.currency, amount: money.amount * rust_decimal::Decimal::from(quantity) }
+}
+
+/// The account a purchase is paid from: the wallet of a virtual price, or the tab receivable.
+fn purchase_source(player_id: Uuid, price: &Price, on_tab: bool, unit: &str) -> AccountId {
+    match price {
+        Price::Virtual { currency, .. } if !on_tab => AccountId::Wallet(player_id, currency.clone()),
+        _ => AccountId::System(SystemAccount::TabReceivable, unit.to_owned()),
+    }
+}
+
+/// What a purchase of `total` at `price` was paid with: (virtual currency paid, money charged
+/// to the tab).
+fn paid_with(
+    price: &Price,
+    total: i64,
+    charged_to_tab: Option<Money>,
+) -> ApiResult<(Option<CurrencyAmount>, Option<Money>)> {
+    match (charged_to_tab, price) {
+        (Some(charge), _) => Ok((None, Some(charge))),
+        (None, Price::Virtual { currency, .. }) => {
+            Ok((Some(CurrencyAmount { currency: currency.clone(), amount: total }), None))
+        }
+        (None, Price::Real { .. }) => Err(ApiError::Internal(anyhow::anyhow!("a real price without a tab"))),
+    }
+}
+
+/// The currencies an offer can be put on a tab in, over all its prices (regional and variants).
+fn tab_currencies(offer: &Offer) -> Vec<MoneyCurrency> {
+    let lists = std::iter::once(&offer.prices)
+        .chain(offer.regional_prices.values())
+        .chain(offer.variants.iter().map(|variant| &variant.prices));
+    let mut currencies: Vec<MoneyCurrency> = lists
+        .flatten()
+        .filter_map(|price| match price {
+            Price::Real { money, settlement: Settlement::Tab } => Some(money.currency),
+            _ => None,
+        })
+        .collect();
+    currencies.sort_unstable_by_key(|currency| currency.code());
+    currencies.dedup();
+    currencies
 }
 
 pub(crate) fn refuse_durable_quantity(item: &Item, quantity: i64) -> ApiResult<()> {
@@ -160,10 +207,7 @@ impl MoneyOp for PurchaseOp {
                 (currency.as_str().to_owned(), virtual_total(currency, *amount, quantity, balance)?, None)
             }
             Price::Real { money, settlement: Settlement::Tab } => {
-                let charge = Money {
-                    currency: money.currency,
-                    amount: money.amount * rust_decimal::Decimal::from(quantity),
-                };
+                let charge = tab_charge(money, quantity);
                 let tab =
                     crate::payments::tabs::tab_for_charge(conn, state, player_id, lock.is_minor(), charge)
                         .await?;
@@ -174,10 +218,7 @@ impl MoneyOp for PurchaseOp {
         };
         refuse_durable_quantity(item, quantity)?;
         check_purchase_limit(conn, player_id, item, quantity, now, None).await?;
-        let source = match (&tab, price) {
-            (None, Price::Virtual { currency, .. }) => AccountId::Wallet(player_id, currency.clone()),
-            _ => AccountId::System(SystemAccount::TabReceivable, unit.clone()),
-        };
+        let source = purchase_source(player_id, price, tab.is_some(), &unit);
         let movement = purchase_movement(player_id, &catalog, &chosen, source, &unit, total)?;
         movement.check(conn, player_id, &catalog).await?;
         if let Some(stock) = item.stock {
@@ -206,18 +247,10 @@ impl MoneyOp for PurchaseOp {
         .bind(chosen.variant.map(str::to_owned))
         .execute(&mut *conn)
         .await?;
-        let (paid, charged_to_tab) = match (&tab, price) {
-            (Some((tab, charge)), _) => {
-                crate::payments::tabs::add_to_tab(conn, tab, purchase_id, &item.sku, quantity, total).await?;
-                (None, Some(*charge))
-            }
-            (None, Price::Virtual { currency, .. }) => {
-                (Some(CurrencyAmount { currency: currency.clone(), amount: total }), None)
-            }
-            (None, Price::Real { .. }) => {
-                return Err(ApiError::Internal(anyhow::anyhow!("a real price without a tab")));
-            }
-        };
+        if let Some((tab, _)) = &tab {
+            crate::payments::tabs::add_to_tab(conn, tab, purchase_id, &item.sku, quantity, total).await?;
+        }
+        let (paid, charged_to_tab) = paid_with(price, total, tab.map(|(_, charge)| charge))?;
         let facts = purchase_facts(purchase_id, &chosen, paid.clone(), charged_to_tab, &movement);
         let receipt = issue_receipt(conn, player_id, entry.id, facts).await?;
         Ok(PurchaseResult {
@@ -233,8 +266,15 @@ impl MoneyOp for PurchaseOp {
         Some(self.player_id)
     }
 
-    /// The set path takes purchases at a virtual price of items without a purchase limit or
-    /// stock; tabs, limits and stock stay on `apply`.
+    /// The offer's tab currencies in the catalog last rendered (a hint: the price is chosen in
+    /// `decide`, which defers when the player's tabs were not read).
+    fn batch_tab_currencies(&self) -> Vec<MoneyCurrency> {
+        let Some(catalog) = self.payments.catalog_cache().latest() else { return Vec::new() };
+        catalog.offer(self.request.offer_id).map(tab_currencies).unwrap_or_default()
+    }
+
+    /// The set path takes purchases at a virtual price or on the tab, of items without a
+    /// purchase limit or stock; limits and stock stay on `apply`.
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<PurchaseResult>> {
         let player_id = self.player_id;
         let Some(catalog) = self.payments.catalog_cache().cached(ledger.catalog_stamp()) else {
@@ -244,21 +284,28 @@ impl MoneyOp for PurchaseOp {
         let country = player.country.as_deref().and_then(|code| store_api::auth::Country::parse(code).ok());
         let buyer = Buyer { player_id, country };
         let chosen = choose(&catalog, &self.request, &buyer, from_micros(ledger.now()))?;
-        let (item, quantity) = (chosen.item, chosen.quantity);
-        let (currency, total) = match chosen.price {
+        let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
+        let (unit, total, charge) = match price {
             Price::Virtual { currency, amount } => {
                 let Some(balance) = ledger.wallet_balance(player_id, currency) else { return Ok(None) };
-                (currency, virtual_total(currency, *amount, quantity, balance)?)
+                (currency.as_str().to_owned(), virtual_total(currency, *amount, quantity, balance)?, None)
             }
-            Price::Real { settlement: Settlement::Tab, .. } => return Ok(None),
+            Price::Real { money, settlement: Settlement::Tab } => {
+                let charge = tab_charge(money, quantity);
+                if ledger.tab_for_charge(self.payments.settings(), player_id, charge)?.is_none() {
+                    return Ok(None);
+                }
+                let total = charge.to_micros().map_err(|error| ApiError::invalid("quantity", error))?;
+                (money.currency.code().to_owned(), total, Some(charge))
+            }
             Price::Real { settlement: Settlement::Immediate, .. } => return Err(price_requires_order()),
         };
         refuse_durable_quantity(item, quantity)?;
         if item.purchase_limit.is_some() || item.stock.is_some() {
             return Ok(None);
         }
-        let source = AccountId::Wallet(player_id, currency.clone());
-        let movement = purchase_movement(player_id, &catalog, &chosen, source, currency.as_str(), total)?;
+        let source = purchase_source(player_id, price, charge.is_some(), &unit);
+        let movement = purchase_movement(player_id, &catalog, &chosen, source, &unit, total)?;
         movement.check_against(
             &catalog,
             |code| ledger.wallet_balance(player_id, code).unwrap_or(0),
@@ -277,18 +324,21 @@ impl MoneyOp for PurchaseOp {
             sku: item.sku.as_str(),
             quantity,
             price_index: chosen.price_index,
-            currency: currency.as_str(),
+            currency: &unit,
             amount: total,
             catalog_version: catalog.version,
             entry_id: entry.id,
             created_at,
             price_variant: chosen.variant,
         });
-        let paid = Some(CurrencyAmount { currency: currency.clone(), amount: total });
-        let facts = purchase_facts(purchase_id, &chosen, paid.clone(), None, &movement);
+        if let Some(charge) = charge {
+            ledger.add_to_tab(player_id, charge.currency, purchase_id, &item.sku, quantity, total)?;
+        }
+        let (paid, charged_to_tab) = paid_with(price, total, charge)?;
+        let facts = purchase_facts(purchase_id, &chosen, paid.clone(), charged_to_tab, &movement);
         let receipt = ledger.issue_receipt(player_id, entry.id, facts)?;
         Ok(Some(PurchaseResult {
-            purchase: purchase_of(purchase_id, &chosen, paid, None, catalog.version, created_at),
+            purchase: purchase_of(purchase_id, &chosen, paid, charged_to_tab, catalog.version, created_at),
             granted: movement.granted,
             wallet: ledger.wallet(player_id),
             inventory: Inventory { items: ledger.inventory(player_id)? },

@@ -3,6 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use sqlx::AnyConnection;
 use store_api::auth::{DeviceLoginRequest, Session};
 use store_api::catalog::Catalog;
 use store_api::ledger::{GrantRequest, GrantResult};
@@ -11,9 +13,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::db::{Tx, from_micros, now_micros};
+use crate::db::{from_micros, now_micros};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::ledger::group_commit::{BatchJob, Done};
 use crate::ledger::idempotency::{IdempotentJson, run_once};
 use crate::players::auth::scopes::GrantWriters;
 use crate::players::auth::{Operator, PlayerAuth, SessionClaims};
@@ -30,7 +33,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// sight.
 async fn find_or_create_player(
     state: &AppState,
-    tx: &mut Tx,
+    tx: &mut AnyConnection,
     request: &DeviceLoginRequest,
     now: i64,
 ) -> ApiResult<Uuid> {
@@ -43,7 +46,7 @@ async fn find_or_create_player(
     .bind(crate::players::auth::device_key(request.device_id.as_str()))
     .bind(country.clone())
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
@@ -54,7 +57,7 @@ async fn find_or_create_player(
     )
     .bind(crate::players::auth::device_key(request.device_id.as_str()))
     .bind(country)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     let player_id =
         Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!("stored player id `{id}`: {error}"))?;
@@ -62,6 +65,39 @@ async fn find_or_create_player(
         grant_initial_balances(tx, state.catalog_cache(), player_id).await?;
     }
     Ok(player_id)
+}
+
+/// A device login as a job of the group-commit writer: a first login's new player, initial
+/// grant and session commit with the writer's batch (on SQLite no second writer waits for the
+/// write lock). Answers the player's id.
+struct LoginJob {
+    state: AppState,
+    request: DeviceLoginRequest,
+    session_id: Uuid,
+    now: i64,
+    expires_at: i64,
+}
+
+impl BatchJob for LoginJob {
+    fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
+        Box::pin(async move {
+            let player_id = find_or_create_player(&self.state, conn, &self.request, self.now).await?;
+            sqlx::query(
+                "insert into session (id, player_id, created_at, expires_at) values ($1, $2, $3, $4)",
+            )
+            .bind(self.session_id.to_string())
+            .bind(player_id.to_string())
+            .bind(self.now)
+            .bind(self.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Done {
+                status: StatusCode::OK,
+                body: player_id.to_string().into_bytes().into(),
+                replayed: false,
+            })
+        })
+    }
 }
 
 /// Logs a player in by device id, creating the player on first sight, and returns a signed
@@ -83,17 +119,13 @@ async fn login_device(
     let now = now_micros();
     let expires_at =
         now.saturating_add(i64::try_from(state.settings().session_ttl.as_micros()).unwrap_or(i64::MAX));
-    let mut tx = state.db().begin_write().await?;
-    let player_id = find_or_create_player(&state, &mut tx, &request, now).await?;
     let session_id = Uuid::now_v7();
-    sqlx::query("insert into session (id, player_id, created_at, expires_at) values ($1, $2, $3, $4)")
-        .bind(session_id.to_string())
-        .bind(player_id.to_string())
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let job = LoginJob { state: state.clone(), request, session_id, now, expires_at };
+    let done = state.batcher().run(Box::new(job)).await?;
+    let player_id = std::str::from_utf8(&done.body)
+        .ok()
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| anyhow::anyhow!("a login answered no player id"))?;
     let session_token = state.signer().sign(SessionClaims { session_id, player_id, expires_at });
     Ok(axum::Json(Session { player_id, session_token, expires_at: from_micros(expires_at) }))
 }

@@ -351,7 +351,7 @@ async fn writer_figures(http: &reqwest::Client, base: &str) -> Vec<(String, f64,
             .unwrap_or(0.0)
     };
     let mut figures = Vec::new();
-    for phase in ["set_read", "set_decide", "set_write", "commit", "batch"] {
+    for phase in ["set_read", "set_decide", "set_finish", "set_write", "commit", "batch"] {
         let series = format!("coinslot_writer_phase_seconds_sum{{phase=\"{phase}\"}}");
         let count = format!("coinslot_writer_phase_seconds_count{{phase=\"{phase}\"}}");
         figures.push((phase.to_owned(), value(&series), value(&count)));

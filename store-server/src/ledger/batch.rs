@@ -77,10 +77,30 @@ pub(crate) trait SetJob: Send + Sync {
     fn tab_currencies(&self) -> Vec<MoneyCurrency> {
         Vec::new()
     }
-    /// Decides the request against the batch's state: a success is its status and JSON, an
-    /// error its refusal (stored as the key's answer) or failure; `None` defers it to the
-    /// per-request path, after the batch's set phase.
-    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>>;
+    /// Decides the request against the batch's state: a success is its status and answer (to
+    /// be finished), an error its refusal (stored as the key's answer) or failure; `None`
+    /// defers it to the per-request path, after the batch's set phase.
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Box<dyn Unfinished>)>>;
+}
+
+/// A success decided on the set path whose answer is not finished yet: its receipts are
+/// unsigned and its JSON not written. The batch finishes every such answer after its decide
+/// phase, in parallel, off the decide loop's serial path.
+pub(crate) trait Unfinished: Send {
+    /// Signs the answer's receipts with `signer` and writes its JSON.
+    ///
+    /// # Errors
+    /// Fails only if the answer cannot be serialized.
+    fn finish(self: Box<Self>, signer: &Signer) -> ApiResult<Finished>;
+}
+
+/// A finished answer: its JSON and the signatures of its receipts.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The answer's JSON.
+    pub(crate) body: Vec<u8>,
+    /// (receipt id, signature) of each receipt in it.
+    pub(crate) signatures: Vec<(Uuid, String)>,
 }
 
 /// What became of one request of the set phase.
@@ -454,7 +474,9 @@ impl BatchLedger {
         Ok(Some(appended))
     }
 
-    /// Signs a receipt for an entry of the batch with the batch's key, to be stored with it.
+    /// Issues a receipt for an entry of the batch with the batch's key, to be stored with it.
+    /// It is signed when the batch finishes its answers (`MoneyOp::receipts` lists it): until
+    /// then its signature is empty.
     ///
     /// # Errors
     /// Fails only if the payload cannot be serialized.
@@ -464,17 +486,34 @@ impl BatchLedger {
         entry_id: Uuid,
         facts: ReceiptFacts,
     ) -> ApiResult<SignedReceipt> {
-        let receipt = self.signer.sign(player_id, entry_id, facts, self.now)?;
+        let receipt = self.signer.unsigned(player_id, entry_id, facts, self.now)?;
         self.rows.receipts.push(json!([
             receipt.id.to_string(),
             player_id.to_string(),
             entry_id.to_string(),
             receipt.key_id,
             receipt.payload,
-            receipt.signature,
+            Value::Null,
             self.now
         ]));
         Ok(receipt)
+    }
+
+    /// Gives every receipt row of the batch its signature (receipt id -> signature).
+    ///
+    /// # Errors
+    /// A receipt left unsigned (an operation that does not list it in `MoneyOp::receipts`):
+    /// the batch fails rather than store it.
+    fn sign_receipts(&mut self, signatures: &HashMap<String, String>) -> ApiResult<()> {
+        for row in &mut self.rows.receipts {
+            let signature = row
+                .get(0)
+                .and_then(Value::as_str)
+                .and_then(|id| signatures.get(id))
+                .ok_or_else(|| batch_failed("receipt signatures"))?;
+            row[5] = Value::String(signature.clone());
+        }
+        Ok(())
     }
 
     /// Records a purchase's row.
@@ -689,10 +728,53 @@ enum KeyState {
     Stored(String, i64, axum::body::Bytes),
     /// Claimed by this batch and not answered yet (no request, or one that failed).
     Open,
-    /// Answered in this batch, for this request hash.
-    Answered(String, StatusCode, axum::body::Bytes),
+    /// Answered in this batch, for this request hash: the answer's slot in the batch's bodies.
+    Answered(String, StatusCode, usize),
     /// Its first request was deferred: every request with it runs on the per-request path.
     Deferred,
+}
+
+/// A request's outcome in the decide loop: final, or a success whose answer is finished after
+/// the loop (slot `slot` of the batch's bodies).
+enum Decided {
+    Now(SetOutcome),
+    Answer { status: StatusCode, slot: usize, replayed: bool },
+}
+
+/// Answers below this many are finished on the writer's thread alone: a thread costs more.
+const PARALLEL_FINISH_MIN: usize = 16;
+
+/// Finishes the decided answers (see [`Unfinished`]), on up to as many threads as the machine
+/// has cores, the writer's own among them.
+fn finish_answers(
+    signer: &Signer,
+    unfinished: Vec<(usize, Box<dyn Unfinished>)>,
+) -> ApiResult<Vec<(usize, Finished)>> {
+    let finish_all = |chunk: Vec<(usize, Box<dyn Unfinished>)>| -> ApiResult<Vec<(usize, Finished)>> {
+        chunk.into_iter().map(|(slot, answer)| Ok((slot, answer.finish(signer)?))).collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(4);
+    if threads < 2 || unfinished.len() < PARALLEL_FINISH_MIN {
+        return finish_all(unfinished);
+    }
+    let per_thread = unfinished.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<(usize, Box<dyn Unfinished>)>> = Vec::with_capacity(threads);
+    let mut rest = unfinished;
+    while rest.len() > per_thread {
+        let tail = rest.split_off(per_thread);
+        chunks.push(rest);
+        rest = tail;
+    }
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks.into_iter().map(|chunk| scope.spawn(move || finish_all(chunk))).collect();
+        let mut finished = finish_all(rest)?;
+        for other in others {
+            let chunk =
+                other.join().map_err(|_| anyhow::anyhow!("a thread finishing answers panicked"))??;
+            finished.extend(chunk);
+        }
+        Ok(finished)
+    })
 }
 
 /// Runs the set phase of a batch on `conn` (inside the batch's transaction): one outcome per
@@ -805,25 +887,28 @@ pub(crate) async fn run(
     }
 
     let read = started.elapsed();
-    // 3. Decide, in arrival order.
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    // 3. Decide, in arrival order. A success's answer is finished (receipts signed, JSON
+    //    written) after the loop, so each answer is a slot of `bodies`.
+    let mut bodies: Vec<Option<axum::body::Bytes>> = Vec::new();
+    let mut unfinished: Vec<(usize, Box<dyn Unfinished>)> = Vec::new();
+    let mut decided_outcomes: Vec<Decided> = Vec::with_capacity(jobs.len());
     let mut deferred_players: HashSet<Uuid> = HashSet::new();
     for (job, refusal) in jobs.iter().zip(&mut refused) {
         if let Some(error) = refusal.take() {
-            outcomes.push(SetOutcome::Answered(Err(error)));
+            decided_outcomes.push(Decided::Now(SetOutcome::Answered(Err(error))));
             continue;
         }
         let id = (job.scope().to_owned(), job.key().to_owned());
         let state = keys.get(&id).cloned();
         let outcome = match state {
-            None => SetOutcome::Answered(Err(anyhow::anyhow!(
+            None => Decided::Now(SetOutcome::Answered(Err(anyhow::anyhow!(
                 "key {} of {} neither claimed nor stored",
                 id.1,
                 id.0
             )
-            .into())),
+            .into()))),
             Some(KeyState::Stored(hash, status, body)) => {
-                SetOutcome::Answered(if hash != job.request_hash() {
+                Decided::Now(SetOutcome::Answered(if hash != job.request_hash() {
                     Err(key_reused())
                 } else {
                     match u16::try_from(status)
@@ -834,27 +919,35 @@ pub(crate) async fn run(
                         Some(status) => Ok(Done { status, body, replayed: true }),
                         None => Err(in_progress()),
                     }
-                })
+                }))
             }
-            Some(KeyState::Answered(hash, status, body)) => {
-                SetOutcome::Answered(if hash == job.request_hash() {
-                    Ok(Done { status, body, replayed: true })
+            Some(KeyState::Answered(hash, status, slot)) => {
+                if hash == job.request_hash() {
+                    Decided::Answer { status, slot, replayed: true }
                 } else {
-                    Err(key_reused())
-                })
+                    Decided::Now(SetOutcome::Answered(Err(key_reused())))
+                }
             }
-            Some(KeyState::Deferred) => SetOutcome::Defer,
+            Some(KeyState::Deferred) => Decided::Now(SetOutcome::Defer),
             Some(KeyState::Open) if deferred_players.contains(&job.player_id()) => {
                 keys.insert(id, KeyState::Deferred);
-                SetOutcome::Defer
+                Decided::Now(SetOutcome::Defer)
             }
             Some(KeyState::Open) => {
                 ledger.begin();
+                let slot = bodies.len();
                 let answer = match job.decide(&mut ledger) {
                     Ok(None) => None,
-                    Ok(Some((status, body))) => Some(Ok((status, body))),
+                    Ok(Some((status, answer))) => {
+                        bodies.push(None);
+                        unfinished.push((slot, answer));
+                        Some(Ok(status))
+                    }
                     Err(error) => match error.refusal_body() {
-                        Some(refusal) => Some(Ok(refusal)),
+                        Some((status, body)) => {
+                            bodies.push(Some(body.into()));
+                            Some(Ok(status))
+                        }
                         None => Some(Err(error)),
                     },
                 };
@@ -865,41 +958,62 @@ pub(crate) async fn run(
                         // still run in arrival order.
                         deferred_players.insert(job.player_id());
                         keys.insert(id, KeyState::Deferred);
-                        SetOutcome::Defer
+                        Decided::Now(SetOutcome::Defer)
                     }
-                    Some(Ok((status, body))) => {
+                    Some(Ok(status)) => {
                         if !status.is_success() {
                             ledger.abort();
                         }
-                        let body = axum::body::Bytes::from(body);
-                        keys.insert(
-                            id,
-                            KeyState::Answered(job.request_hash().to_owned(), status, body.clone()),
-                        );
-                        SetOutcome::Answered(Ok(Done { status, body, replayed: false }))
+                        keys.insert(id, KeyState::Answered(job.request_hash().to_owned(), status, slot));
+                        Decided::Answer { status, slot, replayed: false }
                     }
                     Some(Err(error)) => {
                         ledger.abort();
-                        SetOutcome::Answered(Err(error))
+                        Decided::Now(SetOutcome::Answered(Err(error)))
                     }
                 }
             }
         };
-        outcomes.push(outcome);
+        decided_outcomes.push(outcome);
     }
 
     let decided = started.elapsed();
+    // 3b. Finish the successes' answers: sign their receipts and write their JSON, spread over
+    //     the machine's cores; the receipt rows take the signatures.
+    let mut signatures: HashMap<String, String> = HashMap::new();
+    for (slot, finished) in finish_answers(&ledger.signer, unfinished)? {
+        bodies[slot] = Some(finished.body.into());
+        signatures.extend(finished.signatures.into_iter().map(|(id, signature)| (id.to_string(), signature)));
+    }
+    ledger.sign_receipts(&signatures)?;
+    let body_of = |slot: usize| {
+        bodies
+            .get(slot)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| ApiError::from(anyhow::anyhow!("an answer was not finished")))
+    };
+    let mut outcomes = Vec::with_capacity(decided_outcomes.len());
+    for outcome in decided_outcomes {
+        outcomes.push(match outcome {
+            Decided::Now(outcome) => outcome,
+            Decided::Answer { status, slot, replayed } => {
+                SetOutcome::Answered(Ok(Done { status, body: body_of(slot)?, replayed }))
+            }
+        });
+    }
+    let finished = started.elapsed();
     // 4. Write.
     let mut answers = Vec::new();
     let mut released = Vec::new();
     for ((scope, key), state) in &keys {
         match state {
-            KeyState::Answered(hash, status, body) => answers.push(json!([
+            KeyState::Answered(hash, status, slot) => answers.push(json!([
                 scope,
                 key,
                 hash,
                 status.as_u16(),
-                std::str::from_utf8(body).map_err(anyhow::Error::from)?,
+                std::str::from_utf8(&body_of(*slot)?).map_err(anyhow::Error::from)?,
                 ledger.now
             ])),
             KeyState::Open | KeyState::Deferred => released.push(json!([scope, key])),
@@ -912,8 +1026,10 @@ pub(crate) async fn run(
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_read").record(read.as_secs_f64());
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_decide")
         .record((decided - read).as_secs_f64());
+    metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_finish")
+        .record((finished - decided).as_secs_f64());
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_write")
-        .record((written - decided).as_secs_f64());
+        .record((written - finished).as_secs_f64());
     Ok(outcomes)
 }
 

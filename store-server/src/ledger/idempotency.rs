@@ -34,9 +34,10 @@ use futures_util::future::BoxFuture;
 use crate::db::{Db, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_json_body};
-use crate::ledger::batch::{BatchLedger, SetJob};
+use crate::ledger::batch::{BatchLedger, Finished, SetJob, Unfinished};
 use crate::ledger::group_commit::Batcher;
 use crate::ledger::group_commit::{BatchJob, Done};
+use crate::ledger::receipts::Signer;
 use crate::players::auth::{PlayerWrite, live_session};
 
 /// The header carrying the key.
@@ -121,6 +122,14 @@ pub trait MoneyOp: Send + Sync + Clone {
     /// The reward rule the operation claims under, read with the batch (set path only).
     fn batch_reward_rule(&self) -> Option<&str> {
         None
+    }
+
+    /// The receipts in an answer, which the set path signs after its decide phase (their
+    /// signatures are empty until then). An operation whose `decide` issues receipts must list
+    /// them here: a receipt left unsigned fails the batch.
+    fn receipts(output: &mut Self::Output) -> Vec<&mut store_api::receipt::SignedReceipt> {
+        let _ = output;
+        Vec::new()
     }
 
     /// The currencies of the tabs the operation may charge (set path only).
@@ -400,7 +409,7 @@ impl<O: MoneyOp + 'static> BatchJob for OpJob<O> {
     }
 }
 
-impl<O: MoneyOp> SetJob for OpJob<O> {
+impl<O: MoneyOp + 'static> SetJob for OpJob<O> {
     fn scope(&self) -> &str {
         &self.scope
     }
@@ -429,9 +438,25 @@ impl<O: MoneyOp> SetJob for OpJob<O> {
         self.op.batch_tab_currencies()
     }
 
-    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Vec<u8>)>> {
+    fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Box<dyn Unfinished>)>> {
         let Some(output) = self.op.decide(ledger)? else { return Ok(None) };
-        Ok(Some((O::SUCCESS, serde_json::to_vec(&output).map_err(anyhow::Error::from)?)))
+        Ok(Some((O::SUCCESS, Box::new(UnsignedAnswer::<O>(output)))))
+    }
+}
+
+/// A success decided on the set path, its receipts not signed yet and its JSON not written.
+struct UnsignedAnswer<O: MoneyOp>(O::Output);
+
+impl<O: MoneyOp> Unfinished for UnsignedAnswer<O> {
+    fn finish(mut self: Box<Self>, signer: &Signer) -> ApiResult<Finished> {
+        let signatures = O::receipts(&mut self.0)
+            .into_iter()
+            .map(|receipt| {
+                receipt.signature = signer.signature(&receipt.payload);
+                (receipt.id, receipt.signature.clone())
+            })
+            .collect();
+        Ok(Finished { body: serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?, signatures })
     }
 }
 

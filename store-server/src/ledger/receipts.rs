@@ -184,6 +184,24 @@ impl Signer {
         facts: ReceiptFacts,
         now: i64,
     ) -> ApiResult<SignedReceipt> {
+        let mut receipt = self.unsigned(player_id, entry_id, facts, now)?;
+        receipt.signature = self.signature(&receipt.payload);
+        Ok(receipt)
+    }
+
+    /// A new receipt for an entry, issued at `now` (micros), whose signature is still empty:
+    /// the set path signs its batch's receipts together, after deciding them
+    /// ([`Signer::signature`]).
+    ///
+    /// # Errors
+    /// Fails only if the payload cannot be serialized.
+    pub fn unsigned(
+        &self,
+        player_id: Uuid,
+        entry_id: Uuid,
+        facts: ReceiptFacts,
+        now: i64,
+    ) -> ApiResult<SignedReceipt> {
         let id = Uuid::now_v7();
         let payload = ReceiptPayload {
             receipt_id: id,
@@ -199,10 +217,16 @@ impl Signer {
             issued_at: from_micros(now),
         };
         let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
+        Ok(SignedReceipt { id, key_id: self.key_id.to_string(), payload, signature: String::new() })
+    }
+
+    /// The signature of a receipt's payload (Ed25519 over the context prefix and the payload,
+    /// standard base64).
+    #[must_use]
+    pub fn signature(&self, payload: &str) -> String {
         let mut message = RECEIPT_SIGNING_CONTEXT.to_vec();
         message.extend_from_slice(payload.as_bytes());
-        let signature = STANDARD.encode(self.key.sign(&message).to_bytes());
-        Ok(SignedReceipt { id, key_id: self.key_id.to_string(), payload, signature })
+        STANDARD.encode(self.key.sign(&message).to_bytes())
     }
 }
 

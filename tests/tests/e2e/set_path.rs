@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use store_api::receipt::{ReceiptKeys, SignedReceipt, verify_receipt};
 use tests::{Backend, TestServer, seed};
 
 /// A request of the scenario: (player, path, key, body).
@@ -109,7 +110,25 @@ async fn send_request(
         server.player(token, Method::POST, path)
     };
     let response = request.header("idempotency-key", *key).json(body).send().await.expect("an answer");
-    answer(response).await
+    let status = response.status();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if let Some(receipt) = body.get("receipt") {
+        check_receipt(server, token, receipt).await;
+    }
+    (status, replayed, normalized(&body))
+}
+
+/// A receipt in an answer verifies with the store's published keys, and is the one stored.
+async fn check_receipt(server: &TestServer, token: &str, receipt: &Value) {
+    let receipt: SignedReceipt = serde_json::from_value(receipt.clone()).expect("a receipt");
+    let keys = server.request(Method::GET, "/v1/receipt-keys").send().await.expect("the keys");
+    let keys: ReceiptKeys = keys.json().await.expect("JSON keys");
+    verify_receipt(&receipt, &keys.keys).expect("an answer's receipt verifies");
+    let path = format!("/v1/receipts/{}", receipt.id);
+    let stored = server.player(token, Method::GET, &path).send().await.expect("the stored receipt");
+    assert_eq!(stored.status(), StatusCode::OK);
+    assert_eq!(stored.json::<SignedReceipt>().await.expect("a receipt"), receipt, "stored as answered");
 }
 
 /// Players and the gold granted to each beyond the initial grant.
@@ -155,27 +174,22 @@ fn normalized(value: &Value) -> Value {
 /// One answer: status, whether replayed, normalized body.
 type Answer = (StatusCode, bool, Value);
 
-async fn answer(response: reqwest::Response) -> Answer {
-    let status = response.status();
-    let replayed = response.headers().get("idempotent-replayed").is_some();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    (status, replayed, normalized(&body))
-}
-
 async fn players(server: &TestServer) -> Vec<(String, String)> {
     // Capped per day, so neither run crosses a window while the other does not.
     let rule = json!({ "code": "coin", "currency": "gold", "amount": 10, "cap_per_day": 25 });
     let created =
         server.admin(Method::POST, "/admin/v1/reward-rules").json(&rule).send().await.expect("a rule");
     assert_eq!(created.status(), StatusCode::CREATED);
-    let mut players = Vec::new();
-    for index in 0..PLAYERS {
-        let (id, token) = server.login_player(&format!("set-path-{index}")).await;
-        if extra_gold(index) > 0 {
-            server.grant(&id, "gold", extra_gold(index)).await;
-        }
-        players.push((id, token));
-    }
+    // All at once: logins and grants go through the writer, which waits 4 s for each batch.
+    let logins =
+        (0..PLAYERS).map(|index| async move { server.login_player(&format!("set-path-{index}")).await });
+    let players = futures_util::future::join_all(logins).await;
+    let grants = players
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| extra_gold(*index) > 0)
+        .map(|(index, (id, _))| server.grant(id, "gold", extra_gold(index)));
+    futures_util::future::join_all(grants).await;
     let flag = json!({ "flagged": true, "reason": "a review before the scenario" });
     let path = format!("/admin/v1/players/{}", players[FLAGGED].0);
     let flagged = server.admin(Method::PATCH, &path).json(&flag).send().await.expect("a flag");

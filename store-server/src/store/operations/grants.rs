@@ -81,6 +81,10 @@ impl MoneyOp for RewardOp {
     type Output = RewardClaimResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
 
+    fn receipts(output: &mut RewardClaimResult) -> Vec<&mut SignedReceipt> {
+        vec![&mut output.receipt]
+    }
+
     async fn apply(self, conn: &mut AnyConnection) -> ApiResult<RewardClaimResult> {
         let Self { catalog, player_id, rule: code, request } = self;
         lock_player(conn, player_id).await?.refuse_if_blocked()?;
@@ -223,6 +227,10 @@ fn grant_entry(player_id: Uuid, actor: &str, request: &GrantRequest, movement: &
 impl MoneyOp for GrantOp {
     type Output = GrantResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
+
+    fn receipts(output: &mut GrantResult) -> Vec<&mut SignedReceipt> {
+        vec![&mut output.receipt]
+    }
 
     async fn apply(self, conn: &mut AnyConnection) -> ApiResult<GrantResult> {
         let Self { catalog, player_id, actor, request } = self;

@@ -16,6 +16,7 @@ use store_api::ledger::{
     ConsumeRequest, ConsumeResult, CurrencyAmount, EntryKind, GrantRequest, GrantResult, Granted, Inventory,
     Purchase, PurchaseRequest, PurchaseResult, RewardClaimRequest, RewardClaimResult, RewardRule, RuleCode,
 };
+use store_api::receipt::SignedReceipt;
 use time::{Duration, OffsetDateTime, Time};
 use uuid::Uuid;
 

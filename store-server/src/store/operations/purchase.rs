@@ -190,6 +190,10 @@ impl MoneyOp for PurchaseOp {
     type Output = PurchaseResult;
     const SUCCESS: StatusCode = StatusCode::CREATED;
 
+    fn receipts(output: &mut PurchaseResult) -> Vec<&mut SignedReceipt> {
+        vec![&mut output.receipt]
+    }
+
     async fn apply(self, conn: &mut AnyConnection) -> ApiResult<PurchaseResult> {
         let Self { payments: state, player_id, request } = self;
         let state = &state;

@@ -1,24 +1,31 @@
-//! The set path: the writer's batch of hot money operations (virtual purchases, consumes, reward
-//! claims and operator grants) read,
-//! decided and written with a fixed number of statements, whatever the batch's size.
+//! The set path: the writer's batch of hot money operations (purchases, virtual or on the tab,
+//! consumes, reward claims and operator grants) read, decided and written with a fixed number of
+//! statements, whatever the batch's size.
 //!
 //! Per batch, on the writer's transaction (`group_commit`):
 //! 1. **Claim** every key with one multi-row insert (sorted, so two instances' batches wait on
 //!    each other's keys in one order), and read the stored answers of keys already taken.
-//! 2. **Read** what the batch touches, one keyed statement per table: the catalog stamp and the
-//!    receipt key, the currencies, the players (locked `for no key update` in id order on
-//!    PostgreSQL; SQLite's `begin immediate` already holds the write lock), all their accounts
-//!    with the system accounts a purchase or a reward moves, all their items, and the reward
-//!    rules claimed under with the day's claims.
+//! 2. **Read** what the batch touches, one keyed statement per table: the sessions of players'
+//!    writes (before the claims: a revoked session's write claims nothing), the catalog stamp
+//!    and the receipt key, the currencies, the players (locked `for no key update` in id order
+//!    on PostgreSQL; SQLite's `begin immediate` already holds the write lock), all their
+//!    accounts with the system accounts a purchase or a reward moves, all their items, the
+//!    reward rules claimed under with the day's claims, the tabs, credit and spending of players
+//!    buying on a tab, what each player bought of a limited item in its period, and the sold
+//!    units of stocked items.
 //! 3. **Decide** each request in arrival order, in Rust, against that state as the earlier
 //!    requests of the batch left it ([`BatchLedger`]). A refusal or failure leaves the state as
 //!    it was (every change a request makes is undone with it), so it costs its neighbours
-//!    nothing. A request the set path does not cover (a tab, a limited or stocked item, a
-//!    catalog not yet rendered, an account it did not read) is deferred, with every later
-//!    request of its player: they run afterwards on the per-request savepoint path, in the same
-//!    transaction, seeing everything before them. Each player's requests thus keep their
-//!    arrival order, and requests of different players do not interact (limits are per player;
-//!    stock is deferred), so the batch answers as if run one at a time in arrival order.
+//!    nothing. A request the set path does not cover (a catalog not yet rendered, an account or
+//!    a tab, limit or stock it did not read) is deferred, with every later request of its
+//!    player: they run afterwards on the per-request savepoint path, in the same transaction,
+//!    seeing everything before them. Each player's requests thus keep their arrival order; the
+//!    batch answers as if run one at a time with the set path's requests first, in arrival
+//!    order, then the others in arrival order: a valid order, since every request of a batch is
+//!    answered only after its commit, so none of them happened before another. (Requests of
+//!    different players meet only over an item's stock.)
+//! 3b. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
+//!    the cores ([`Unfinished`]).
 //! 4. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's
@@ -35,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
-use store_api::catalog::Sku;
+use store_api::catalog::{Item, LimitPeriod, Sku};
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{Balance, BalanceChange, InventoryItem, ItemChange, Wallet};
 use store_api::receipt::SignedReceipt;
@@ -77,6 +84,10 @@ pub(crate) trait SetJob: Send + Sync {
     fn tab_currencies(&self) -> Vec<MoneyCurrency> {
         Vec::new()
     }
+    /// The item it buys, when that has a purchase limit or stock the batch must read.
+    fn item_reads(&self) -> Option<ItemReads> {
+        None
+    }
     /// Decides the request against the batch's state: a success is its status and answer (to
     /// be finished), an error its refusal (stored as the key's answer) or failure; `None`
     /// defers it to the per-request path, after the batch's set phase.
@@ -101,6 +112,18 @@ pub(crate) struct Finished {
     pub(crate) body: Vec<u8>,
     /// (receipt id, signature) of each receipt in it.
     pub(crate) signatures: Vec<(Uuid, String)>,
+}
+
+/// What a purchase's item needs the batch to read: what the player bought of it in its
+/// purchase limit's period, and how much of its stock is sold.
+#[derive(Debug, Clone)]
+pub struct ItemReads {
+    /// The item.
+    pub sku: Sku,
+    /// Its purchase limit's period, if it has a limit.
+    pub limit_period: Option<LimitPeriod>,
+    /// Whether it has a stock.
+    pub stocked: bool,
 }
 
 /// What became of one request of the set phase.
@@ -175,6 +198,17 @@ enum Undo {
     Item(Uuid, String, Option<ItemState>),
     RewardClaim(Uuid, String),
     Tab(TabKey, Option<TabState>),
+    Bought((Uuid, String), i64),
+    Sold(String, Option<StockState>),
+}
+
+/// An item's sold units, as read (0 when never sold) and as the batch's requests so far took
+/// them, with the stock the last one was checked against.
+#[derive(Debug, Clone)]
+struct StockState {
+    read: i64,
+    sold: i64,
+    stock: i64,
 }
 
 /// One posting row, whose `balance_after` may still be corrected (a system account on
@@ -253,6 +287,10 @@ pub struct BatchLedger {
     tabs: HashMap<TabKey, TabState>,
     /// The players whose tabs the batch read.
     tab_facts: HashMap<Uuid, TabFacts>,
+    /// (player, sku) -> (the start of the limit's period read, units bought since then).
+    bought: HashMap<(Uuid, String), (i64, i64)>,
+    /// Stocked items the batch read, by sku.
+    sold: HashMap<String, StockState>,
 }
 
 /// A purchase's row (the store's `purchase` table), written with the batch.
@@ -635,6 +673,50 @@ impl BatchLedger {
         Ok(())
     }
 
+    /// Checks `quantity` more of `item` against its purchase limit, as `check_purchase_limit`
+    /// does, and counts them; `None` when the batch did not read what the player bought of it.
+    ///
+    /// # Errors
+    /// `purchase_limit_reached`.
+    pub fn check_purchase_limit(
+        &mut self,
+        player_id: Uuid,
+        item: &Item,
+        quantity: i64,
+    ) -> ApiResult<Option<()>> {
+        let Some(limit) = item.purchase_limit else { return Ok(Some(())) };
+        let now = from_micros(self.now);
+        let start = to_micros(crate::store::operations::period_window(limit.period, now).0);
+        let key = (player_id, item.sku.as_str().to_owned());
+        let Some(&(read_from, bought)) = self.bought.get(&key) else { return Ok(None) };
+        if read_from != start {
+            return Ok(None);
+        }
+        crate::store::operations::limit_check(item, quantity, bought, now)?;
+        self.undo.push(Undo::Bought(key.clone(), bought));
+        self.bought.insert(key, (start, bought + quantity));
+        Ok(Some(()))
+    }
+
+    /// Takes `quantity` units of a stocked item, as `take_stock` does; `None` when the batch
+    /// did not read its stock.
+    ///
+    /// # Errors
+    /// `out_of_stock`.
+    pub fn take_stock(&mut self, sku: &Sku, quantity: i64, stock: i64) -> ApiResult<Option<()>> {
+        let Some(state) = self.sold.get(sku.as_str()) else { return Ok(None) };
+        if state.sold + quantity > stock {
+            return Err(crate::store::operations::out_of_stock(sku));
+        }
+        let previous = state.clone();
+        self.undo.push(Undo::Sold(sku.as_str().to_owned(), Some(previous.clone())));
+        self.sold.insert(
+            sku.as_str().to_owned(),
+            StockState { sold: previous.sold + quantity, stock, ..previous },
+        );
+        Ok(Some(()))
+    }
+
     /// Records an operator action in the audit log, as `append_audit` does.
     pub fn push_audit(&mut self, actor: &str, action: &str, target: &str, after: Option<&str>) {
         self.rows.audit.push(json!([
@@ -672,6 +754,17 @@ impl BatchLedger {
                     if let Some(claims) = self.reward_claims.get_mut(&(player, rule)) {
                         claims.pop();
                     }
+                }
+                Undo::Bought(key, bought) => {
+                    if let Some(entry) = self.bought.get_mut(&key) {
+                        entry.1 = bought;
+                    }
+                }
+                Undo::Sold(sku, state) => {
+                    match state {
+                        Some(state) => self.sold.insert(sku, state),
+                        None => self.sold.remove(&sku),
+                    };
                 }
                 Undo::Tab(key, state) => {
                     match state {
@@ -871,10 +964,25 @@ pub(crate) async fn run(
     tab_players.dedup();
     tab_currencies.sort_unstable_by_key(|currency| currency.code());
     tab_currencies.dedup();
+    let mut limits: Vec<Value> = Vec::new();
+    let mut stocked: Vec<String> = Vec::new();
+    for (job, _) in open_jobs() {
+        let Some(reads) = job.item_reads() else { continue };
+        if let Some(period) = reads.limit_period {
+            let start = crate::store::operations::period_window(period, from_micros(now)).0;
+            limits.push(json!([job.player_id().to_string(), reads.sku.as_str(), to_micros(start)]));
+        }
+        if reads.stocked {
+            stocked.push(reads.sku.as_str().to_owned());
+        }
+    }
+    stocked.sort_unstable();
+    stocked.dedup();
     let mut ledger = read_state(conn, sql, now, &players, &tab_currencies).await?;
     if !tab_players.is_empty() {
         read_tabs(conn, sql, &mut ledger, &tab_players).await?;
     }
+    read_items_sold(conn, sql, &mut ledger, &limits, &stocked).await?;
     let rules: Vec<(Uuid, &str)> = jobs
         .iter()
         .filter(|job| {
@@ -1097,6 +1205,8 @@ async fn read_state(
         reward_claims: HashMap::new(),
         tabs: HashMap::new(),
         tab_facts: HashMap::new(),
+        bought: HashMap::new(),
+        sold: HashMap::new(),
     };
     if players.is_empty() {
         return Ok(ledger);
@@ -1252,6 +1362,49 @@ async fn read_tabs(
     for (player, currency, day, month) in spent {
         if let Some(facts) = ledger.tab_facts.get_mut(&super::stored_uuid(&player)?) {
             facts.spent.insert(currency, (day.unwrap_or(0), month.unwrap_or(0)));
+        }
+    }
+    Ok(())
+}
+
+/// Reads what each (player, item, period start) of `limits` bought (purchases and live orders,
+/// as `check_purchase_limit` counts them) and the sold units of the `stocked` items: one
+/// statement each, whatever the batch's size.
+async fn read_items_sold(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &mut BatchLedger,
+    limits: &[Value],
+    stocked: &[String],
+) -> ApiResult<()> {
+    if !limits.is_empty() {
+        let bought: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql.text(
+            "select j.value ->> 0, j.value ->> 1, cast(j.value ->> 2 as bigint), cast(\
+             coalesce((select sum(quantity) from purchase p where p.player_id = j.value ->> 0 \
+             and p.sku = j.value ->> 1 and p.created_at >= cast(j.value ->> 2 as bigint)), 0) \
+             + coalesce((select sum(quantity) from payment_order o where o.player_id = j.value ->> 0 \
+             and o.sku = j.value ->> 1 and o.created_at >= cast(j.value ->> 2 as bigint) \
+             and o.status not in ('failed', 'expired', 'canceled')), 0) as bigint) from {j}",
+        ))
+        .bind(rows_json(limits)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (player, sku, start, bought) in bought {
+            ledger.bought.insert((super::stored_uuid(&player)?, sku), (start, bought.unwrap_or(0)));
+        }
+    }
+    if !stocked.is_empty() {
+        let skus: Vec<Value> = stocked.iter().map(|sku| json!([sku])).collect();
+        let sold: Vec<(String, i64)> = sqlx::query_as(
+            sql.text("select sku, sold from item_sold where sku in (select j.value ->> 0 from {j})"),
+        )
+        .bind(rows_json(&skus)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        let sold: HashMap<String, i64> = sold.into_iter().collect();
+        for sku in stocked {
+            let read = sold.get(sku).copied().unwrap_or(0);
+            ledger.sold.insert(sku.clone(), StockState { read, sold: read, stock: i64::MAX });
         }
     }
     Ok(())
@@ -1425,6 +1578,39 @@ async fn write_tabs(
     .await
 }
 
+/// Takes the batch's stock: one guarded update (never past an item's stock) for every item it
+/// sold, which must update each. Another instance may have sold some since the read; the guard
+/// still holds the stock, so that is no failure.
+async fn write_stock(conn: &mut AnyConnection, sql: Sql, ledger: &BatchLedger) -> ApiResult<()> {
+    let taken: Vec<Value> = ledger
+        .sold
+        .iter()
+        .filter(|(_, state)| state.sold != state.read)
+        .map(|(sku, state)| json!([sku, state.sold - state.read, state.stock]))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(sql.text(
+        "insert into item_sold (sku, sold) select j.value ->> 0, 0 from {j} where true on conflict (sku) do nothing",
+    ))
+    .bind(rows_json(&taken)?)
+    .execute(&mut *conn)
+    .await?;
+    let updated: Vec<String> = sqlx::query_scalar(sql.text(
+        "update item_sold set sold = sold + cast(j.value ->> 1 as bigint) from {j} \
+         where item_sold.sku = j.value ->> 0 and sold + cast(j.value ->> 1 as bigint) <= cast(j.value ->> 2 as bigint) \
+         returning sku",
+    ))
+    .bind(rows_json(&taken)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    if updated.len() != taken.len() {
+        return Err(batch_failed("stock"));
+    }
+    Ok(())
+}
+
 fn batch_failed(what: &str) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("the set path's {what} did not verify"))
 }
@@ -1585,6 +1771,7 @@ async fn write(
     .await?;
     // After the purchases, which the tab items name.
     write_tabs(conn, sql, ledger, &rows.tab_items).await?;
+    write_stock(conn, sql, ledger).await?;
     insert_rows(
         conn,
         sql,

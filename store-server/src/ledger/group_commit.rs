@@ -362,7 +362,8 @@ async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pendi
             Err(error) => {
                 drop(jobs);
                 tracing::warn!(error = ?error, "a batch's set phase failed; it runs on the per-request path");
-                metrics::counter!("coinslot_set_path_fallbacks_total").increment(1);
+                metrics::counter!("coinslot_set_path_fallbacks_total", "instance" => batcher.0.config.instance.clone())
+                    .increment(1);
                 if tx.rollback().await.is_err() {
                     fail_all(set.into_iter().chain(slow), "the database is unavailable; retry");
                     return (Vec::new(), false);

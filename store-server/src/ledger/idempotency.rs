@@ -132,6 +132,12 @@ pub trait MoneyOp: Send + Sync + Clone {
         Vec::new()
     }
 
+    /// The item the operation buys, when the batch must read its purchase limit or stock (set
+    /// path only).
+    fn batch_item_reads(&self) -> Option<crate::ledger::batch::ItemReads> {
+        None
+    }
+
     /// The currencies of the tabs the operation may charge (set path only).
     fn batch_tab_currencies(&self) -> Vec<store_api::MoneyCurrency> {
         Vec::new()
@@ -436,6 +442,10 @@ impl<O: MoneyOp + 'static> SetJob for OpJob<O> {
 
     fn tab_currencies(&self) -> Vec<store_api::MoneyCurrency> {
         self.op.batch_tab_currencies()
+    }
+
+    fn item_reads(&self) -> Option<crate::ledger::batch::ItemReads> {
+        self.op.batch_item_reads()
     }
 
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Box<dyn Unfinished>)>> {

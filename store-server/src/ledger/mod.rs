@@ -452,7 +452,9 @@ async fn apply_posting(
     };
     // The account usually exists: update first, and create it only when the update found nothing.
     let mut created = false;
+    let mut updates = 0;
     let balance = loop {
+        updates += 1;
         let balance_after: Option<i64> = sqlx::query_scalar(
             "update account set balance = balance + $2, \
              in_debt = case when kind <> 'wallet' then 0 when balance + $2 >= 0 then 0 when $4 = 1 then 1 else in_debt end \
@@ -473,7 +475,10 @@ async fn apply_posting(
             .fetch_optional(&mut *conn)
             .await?;
         match balance {
-            Some(balance) => break balance,
+            // The guard refused, or another transaction created the account after the update
+            // looked (two first grants of a currency at once): then the update runs again.
+            Some(balance) if updates > 1 => break balance,
+            Some(_) => {}
             None if !created => {
                 sqlx::query(
                     "insert into account (id, kind, player_id, currency, balance, created_at) values ($1, $2, $3, $4, 0, $5) \

@@ -59,3 +59,30 @@ async fn race(backend: Backend, batching: bool, writers: usize) {
 
 in_every_mode!(a_balance_covering_100_purchases_allows_exactly_100);
 on_each_backend!(two_writers_allow_exactly_100);
+
+/// The first logins of a fresh store, all at once and each in its own transaction: every
+/// initial grant finds or creates the currency's issuance account (once answered 500 when
+/// another login created it between this one's update and its read).
+async fn first_logins_at_once_all_get_their_grant(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |settings| settings.group_commit = false).await else {
+        return;
+    };
+    // A catalog published just before: every login renders it first, then all grant at once.
+    server
+        .publish_offer(
+            json!({ "sku": "first_tee", "kind": "consumable", "name": "First tee" }),
+            json!({ "sku": "first_tee", "prices": [{ "currency": "gold", "amount": 10 }] }),
+        )
+        .await;
+    let logins = (0..24).map(|index| {
+        let server = &server;
+        async move { server.login(&format!("first-{index}")).await }
+    });
+    let tokens = futures_util::future::join_all(logins).await;
+    for token in &tokens {
+        assert_eq!(server.balance(token, "gold").await, 100, "the initial grant");
+    }
+    server.assert_audit_clean().await;
+}
+
+on_each_backend!(first_logins_at_once_all_get_their_grant);

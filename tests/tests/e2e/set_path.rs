@@ -4,9 +4,9 @@
 //! One batch holds duplicates of a key (replayed, and reused with another body), a player's
 //! accepted and refused purchases, consumptions, reward claims (one past its cap) and operator
 //! grants, tab purchases (a new tab, past the credit limit, at the threshold, a flagged player),
-//! a refusal replayed, requests the set path hands to the per-request path (items with a
-//! purchase limit), refusals decided before any work, writes of a revoked session, and requests
-//! of many players. The same requests, in the same order, go one at a time to a server without
+//! a refusal replayed, purchase limits, stock (two players after the last units, in different
+//! rounds), refusals decided before any work, writes of a revoked session, and requests of many
+//! players. The same requests, in the same order, go one at a time to a server without
 //! group commit. Every answer (status, replay header, body without ids, times and signatures),
 //! every wallet, inventory and tab, and the audit must agree.
 
@@ -62,6 +62,8 @@ fn rounds() -> Vec<Vec<Request>> {
             (12, COIN, "m-2", json!({ "amount": 10 })),
             (15, GRANT, "g-15", gift.clone()),
             (REVOKED, CONSUME_MAGNET, "revoked-3", one.clone()),
+            // Stock (3): two taken.
+            (13, PURCHASES, "s-1", json!({ "offer_id": TEE, "quantity": 2 })),
             // Tabs: $4.95 on a new tab; a flagged player gets no tab.
             (8, PURCHASES, "i-2", json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 99 })),
             (FLAGGED, PURCHASES, "j-2", json!({ "offer_id": seed::EXTRA_LIFE })),
@@ -82,6 +84,8 @@ fn rounds() -> Vec<Vec<Request>> {
             // still buys with gold.
             (8, PURCHASES, "i-3", json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 2 })),
             (FLAGGED, PURCHASES, "j-3", magnet.clone()),
+            // One left: two are out of stock.
+            (14, PURCHASES, "t-1", json!({ "offer_id": TEE, "quantity": 2 })),
         ],
         vec![
             (0, PURCHASES, "a-2", json!({ "offer_id": seed::EXTRA_LIFE, "price_index": 1 })),
@@ -89,12 +93,14 @@ fn rounds() -> Vec<Vec<Request>> {
             (5, CONSUME_MAGNET, "f-3", one),
             // Exactly at the credit limit ($5.00), which is the threshold.
             (8, PURCHASES, "i-4", json!({ "offer_id": seed::EXTRA_LIFE })),
+            (14, PURCHASES, "t-2", json!({ "offer_id": TEE })),
         ],
         vec![
             (0, PURCHASES, "a-3", json!({ "offer_id": seed::EXTRA_LIFE })),
             (1, PURCHASES, "b-1", magnet),
             // The tab reached its threshold: settle it first.
             (8, PURCHASES, "i-5", json!({ "offer_id": seed::EXTRA_LIFE })),
+            (13, PURCHASES, "s-2", json!({ "offer_id": TEE })),
         ],
     ]
 }
@@ -136,6 +142,9 @@ const PLAYERS: usize = 17;
 /// The player whose session is revoked (by an erasure) before the scenario: each of its writes
 /// is refused `session_revoked` and claims no key.
 const REVOKED: usize = 16;
+/// A stocked item (3 in stock, 10 gold each) published before the scenario.
+const TEE: &str = "019a6b1e-00ee-7000-8000-0000000000ee";
+
 /// The player flagged for review before the scenario: no tab, purchases with gold as before.
 const FLAGGED: usize = 9;
 fn extra_gold(player: usize) -> i64 {
@@ -180,6 +189,12 @@ async fn players(server: &TestServer) -> Vec<(String, String)> {
     let created =
         server.admin(Method::POST, "/admin/v1/reward-rules").json(&rule).send().await.expect("a rule");
     assert_eq!(created.status(), StatusCode::CREATED);
+    server
+        .publish_offer(
+            json!({ "sku": "tee", "kind": "consumable", "name": "Launch tee", "stock": 3 }),
+            json!({ "id": TEE, "sku": "tee", "prices": [{ "currency": "gold", "amount": 10 }] }),
+        )
+        .await;
     // All at once: logins and grants go through the writer, which waits 4 s for each batch.
     let logins =
         (0..PLAYERS).map(|index| async move { server.login_player(&format!("set-path-{index}")).await });
@@ -302,6 +317,10 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
         ("i-5", 409, Some("tab_settlement_required")),
         ("j-2", 403, Some("player_flagged")),
         ("j-3", 201, None),
+        ("s-1", 201, None),
+        ("t-1", 409, Some("out_of_stock")),
+        ("t-2", 201, None),
+        ("s-2", 409, Some("out_of_stock")),
     ];
     for (key, status, code) in expected_tabs {
         let index =
@@ -329,13 +348,10 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
 
     let (decided_after, batches_after) = writer_counts(&batched).await;
     assert_eq!(batches_after - batches_before, 1, "the whole scenario was one batch");
-    // Deferred to the per-request path: the skins (purchase limits) and the shield after them (a
-    // player's requests keep their order).
-    let deferred = requests.iter().filter(|(_, _, key, _)| matches!(*key, "c-1" | "c-2" | "c-3")).count();
     assert_eq!(
         decided_after - decided_before,
-        u64::try_from(requests.len() - deferred).expect("a count"),
-        "the set path decided every request it covers"
+        u64::try_from(requests.len()).expect("a count"),
+        "the set path decided every request, purchase limits and stock included"
     );
     for server in [&batched, &alone] {
         assert_eq!(
@@ -349,3 +365,70 @@ async fn one_batch_answers_as_one_at_a_time(backend: Backend) {
 }
 
 on_each_backend!(one_batch_answers_as_one_at_a_time);
+
+/// A batch whose catalog the server has not rendered yet (an operator published a new version
+/// since) runs on the per-request path, which renders it: every request is answered as one at a
+/// time would be, each player's in the order sent.
+async fn a_stale_catalog_sends_the_batch_down_the_per_request_path(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.group_commit = true;
+        settings.batch_wait = Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let logins = (0..2).map(|index| {
+        let server = &server;
+        async move { server.login_player(&format!("stale-{index}")).await }
+    });
+    let players = futures_util::future::join_all(logins).await;
+    let grants = players.iter().map(|(id, _)| server.grant(id, "gold", 1_000));
+    futures_util::future::join_all(grants).await;
+    server
+        .publish_offer(
+            json!({ "sku": "stale_tee", "kind": "consumable", "name": "Stale tee" }),
+            json!({ "sku": "stale_tee", "prices": [{ "currency": "gold", "amount": 10 }] }),
+        )
+        .await;
+    let (decided_before, batches_before) = writer_counts(&server).await;
+
+    // Each player: three magnets, 300 ms apart, all in one batch.
+    let server = Arc::new(server);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (player, (_, token)) in players.iter().enumerate() {
+        for round in 0..3_u64 {
+            let (server, token) = (Arc::clone(&server), token.clone());
+            tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300 * round)).await;
+                let key = format!("stale-{player}-{round}");
+                let response =
+                    server.purchase(&token, &key, &json!({ "offer_id": seed::MAGNET })).send().await;
+                let body: Value = response.expect("an answer").json().await.expect("JSON");
+                (player, round, body)
+            });
+        }
+    }
+    let mut gold = vec![Vec::new(); players.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (player, round, body) = joined.expect("a task");
+        let balance = body["wallet"]["balances"]
+            .as_array()
+            .and_then(|balances| balances.iter().find(|balance| balance["currency"] == "gold"))
+            .and_then(|balance| balance["balance"].as_i64())
+            .unwrap_or_else(|| panic!("a purchase's wallet: {body}"));
+        gold[player].push((round, balance));
+    }
+    for (player, mut balances) in gold.into_iter().enumerate() {
+        balances.sort_unstable();
+        let after: Vec<i64> = balances.into_iter().map(|(_, balance)| balance).collect();
+        assert_eq!(after, vec![1_000, 900, 800], "player {player}'s purchases in the order sent");
+    }
+    let (decided_after, batches_after) = writer_counts(&server).await;
+    assert_eq!(batches_after - batches_before, 1, "one batch");
+    assert_eq!(decided_after, decided_before, "the set path decided nothing: the catalog was stale");
+    assert_eq!(server.metric("coinslot_set_path_fallbacks_total").await, 0, "deferred, not failed");
+    server.assert_audit_clean().await;
+}
+
+on_each_backend!(a_stale_catalog_sends_the_batch_down_the_per_request_path);

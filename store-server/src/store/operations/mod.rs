@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::db::{from_micros, now_micros, to_micros};
 use crate::error::{ApiError, ApiResult};
-use crate::ledger::batch::{BatchLedger, PurchaseRow};
+use crate::ledger::batch::{BatchLedger, ItemReads, PurchaseRow};
 use crate::ledger::idempotency::MoneyOp;
 use crate::ledger::receipts::{ReceiptFacts, issue_receipt};
 use crate::ledger::{
@@ -238,7 +238,7 @@ pub(crate) async fn check_purchase_limit(
     excluding_order: Option<Uuid>,
 ) -> ApiResult<()> {
     let Some(limit) = item.purchase_limit else { return Ok(()) };
-    let (start, resets_at) = period_window(limit.period, now);
+    let (start, _) = period_window(limit.period, now);
     let bought: Option<i64> = sqlx::query_scalar(
         "select cast(coalesce((select sum(quantity) from purchase where player_id = $1 and sku = $2 and created_at >= $3), 0) \
          + coalesce((select sum(quantity) from payment_order where player_id = $1 and sku = $2 and created_at >= $3 \
@@ -250,7 +250,17 @@ pub(crate) async fn check_purchase_limit(
     .bind(excluding_order.map(|id| id.to_string()).unwrap_or_default())
     .fetch_one(&mut *conn)
     .await?;
-    let bought = bought.unwrap_or(0);
+    limit_check(item, quantity, bought.unwrap_or(0), now)
+}
+
+/// Whether `quantity` more of `item` fits its purchase limit at `now`, with `bought` already
+/// counted in the limit's period: the check shared by the per-request and the set path.
+///
+/// # Errors
+/// `purchase_limit_reached`, with the limit, what was bought and when the period resets.
+pub(crate) fn limit_check(item: &Item, quantity: i64, bought: i64, now: OffsetDateTime) -> ApiResult<()> {
+    let Some(limit) = item.purchase_limit else { return Ok(()) };
+    let (_, resets_at) = period_window(limit.period, now);
     if bought + quantity > limit.count {
         let mut error = ApiError::new(
             StatusCode::CONFLICT,
@@ -302,10 +312,11 @@ pub(crate) async fn take_stock(
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    if taken == 1 {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::OutOfStock, format!("`{sku}` is out of stock"))
-            .with_detail("sku", sku.as_str()))
-    }
+    if taken == 1 { Ok(()) } else { Err(out_of_stock(sku)) }
+}
+
+/// 409 `out_of_stock`.
+pub(crate) fn out_of_stock(sku: &Sku) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, ErrorCode::OutOfStock, format!("`{sku}` is out of stock"))
+        .with_detail("sku", sku.as_str())
 }

@@ -277,8 +277,21 @@ impl MoneyOp for PurchaseOp {
         catalog.offer(self.request.offer_id).map(tab_currencies).unwrap_or_default()
     }
 
-    /// The set path takes purchases at a virtual price or on the tab, of items without a
-    /// purchase limit or stock; limits and stock stay on `apply`.
+    /// The item's purchase limit and stock in the catalog last rendered (a hint: `decide`
+    /// defers when what it needs was not read).
+    fn batch_item_reads(&self) -> Option<ItemReads> {
+        let catalog = self.payments.catalog_cache().latest()?;
+        let item = catalog.item(&catalog.offer(self.request.offer_id)?.sku)?;
+        let limit_period = item.purchase_limit.map(|limit| limit.period);
+        (limit_period.is_some() || item.stock.is_some()).then(|| ItemReads {
+            sku: item.sku.clone(),
+            limit_period,
+            stocked: item.stock.is_some(),
+        })
+    }
+
+    /// The set path takes purchases at a virtual price or on the tab, purchase limits and
+    /// stock included.
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<PurchaseResult>> {
         let player_id = self.player_id;
         let Some(catalog) = self.payments.catalog_cache().cached(ledger.catalog_stamp()) else {
@@ -305,7 +318,7 @@ impl MoneyOp for PurchaseOp {
             Price::Real { settlement: Settlement::Immediate, .. } => return Err(price_requires_order()),
         };
         refuse_durable_quantity(item, quantity)?;
-        if item.purchase_limit.is_some() || item.stock.is_some() {
+        if ledger.check_purchase_limit(player_id, item, quantity)?.is_none() {
             return Ok(None);
         }
         let source = purchase_source(player_id, price, charge.is_some(), &unit);
@@ -315,6 +328,11 @@ impl MoneyOp for PurchaseOp {
             |code| ledger.wallet_balance(player_id, code).unwrap_or(0),
             |sku| ledger.item_quantity(player_id, sku),
         )?;
+        if let Some(stock) = item.stock
+            && ledger.take_stock(&item.sku, quantity, stock)?.is_none()
+        {
+            return Ok(None);
+        }
         let Some(entry) = ledger.append(&purchase_entry(player_id, &movement), &catalog.balance_maxima())?
         else {
             return Ok(None);

@@ -24,9 +24,9 @@
 //!    order, then the others in arrival order: a valid order, since every request of a batch is
 //!    answered only after its commit, so none of them happened before another. (Requests of
 //!    different players meet only over an item's stock.)
-//! 3b. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
+//! 4. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
 //!    the cores ([`Unfinished`]).
-//! 4. **Write** each table with one multi-row statement. Balances and item counts are changed
+//! 5. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's
 //!    write, and fails the batch (the writer then runs it on the savepoint path with fresh
@@ -1086,8 +1086,8 @@ pub(crate) async fn run(
     }
 
     let decided = started.elapsed();
-    // 3b. Finish the successes' answers: sign their receipts and write their JSON, spread over
-    //     the machine's cores; the receipt rows take the signatures.
+    // 4. Finish the successes' answers: sign their receipts and write their JSON, spread over
+    //    the machine's cores; the receipt rows take the signatures.
     let mut signatures: HashMap<String, String> = HashMap::new();
     for (slot, finished) in finish_answers(&ledger.signer, unfinished)? {
         bodies[slot] = Some(finished.body.into());
@@ -1111,7 +1111,7 @@ pub(crate) async fn run(
         });
     }
     let finished = started.elapsed();
-    // 4. Write.
+    // 5. Write.
     let mut answers = Vec::new();
     let mut released = Vec::new();
     for ((scope, key), state) in &keys {
@@ -1615,7 +1615,7 @@ fn batch_failed(what: &str) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("the set path's {what} did not verify"))
 }
 
-/// Step 4: one statement per table.
+/// Step 5: one statement per table.
 async fn write(
     conn: &mut AnyConnection,
     sql: Sql,

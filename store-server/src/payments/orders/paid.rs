@@ -230,7 +230,7 @@ pub async fn payment_succeeded(
             items: movement.items,
             clawback: false,
         },
-        &catalog.balance_maxima(),
+        catalog.balance_maxima(),
     )
     .await?;
     sqlx::query("update payment_order set entry_id = $2 where id = $1")

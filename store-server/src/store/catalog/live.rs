@@ -16,6 +16,9 @@ pub struct RenderedCatalog {
     offers: HashMap<OfferId, Offer>,
     items: HashMap<Sku, Item>,
     currencies: HashMap<CurrencyCode, Currency>,
+    /// The most a wallet may hold, per currency code (built once per rendering, read by every
+    /// money movement).
+    balance_maxima: BTreeMap<String, i64>,
     /// The offers whose prices differ between players, in id order.
     varying: Vec<OfferId>,
     /// Personalized renderings by what makes them differ (each varying offer's prices), so a
@@ -122,11 +125,8 @@ impl RenderedCatalog {
 
     /// The most a wallet may hold, per currency code.
     #[must_use]
-    pub fn balance_maxima(&self) -> BTreeMap<String, i64> {
-        self.currencies
-            .values()
-            .map(|currency| (currency.code.as_str().to_owned(), currency.balance_max))
-            .collect()
+    pub fn balance_maxima(&self) -> &BTreeMap<String, i64> {
+        &self.balance_maxima
     }
 }
 
@@ -187,6 +187,11 @@ impl CatalogCache {
             varying,
             personalized: std::sync::Mutex::default(),
             items: catalog.items.into_iter().map(|item| (item.sku.clone(), item)).collect(),
+            balance_maxima: catalog
+                .currencies
+                .iter()
+                .map(|currency| (currency.code.as_str().to_owned(), currency.balance_max))
+                .collect(),
             currencies: catalog
                 .currencies
                 .into_iter()

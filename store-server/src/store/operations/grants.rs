@@ -110,7 +110,7 @@ impl MoneyOp for RewardOp {
         movement.grant_currency(player_id, &rule.currency, amount);
         movement.check(conn, player_id, &catalog).await?;
         let entry =
-            append_entry(conn, &reward_entry(player_id, &code, &movement), &catalog.balance_maxima()).await?;
+            append_entry(conn, &reward_entry(player_id, &code, &movement), catalog.balance_maxima()).await?;
         sqlx::query("insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) values ($1, $2, $3, $4, $5, $6)")
             .bind(Uuid::now_v7().to_string())
             .bind(player_id.to_string())
@@ -162,7 +162,7 @@ impl MoneyOp for RewardOp {
             |sku| ledger.item_quantity(player_id, sku),
         )?;
         let Some(entry) =
-            ledger.append(&reward_entry(player_id, code, &movement), &catalog.balance_maxima())?
+            ledger.append(&reward_entry(player_id, code, &movement), catalog.balance_maxima())?
         else {
             return Ok(None);
         };
@@ -242,7 +242,7 @@ impl MoneyOp for GrantOp {
         let entry = append_entry(
             conn,
             &grant_entry(player_id, &actor, &request, &movement),
-            &catalog.balance_maxima(),
+            catalog.balance_maxima(),
         )
         .await?;
         let granted_json = serde_json::to_string(&movement.granted).map_err(anyhow::Error::from)?;
@@ -282,7 +282,7 @@ impl MoneyOp for GrantOp {
             |sku| ledger.item_quantity(player_id, sku),
         )?;
         let entry = grant_entry(player_id, &self.actor, &self.request, &movement);
-        let Some(entry) = ledger.append(&entry, &catalog.balance_maxima())? else { return Ok(None) };
+        let Some(entry) = ledger.append(&entry, catalog.balance_maxima())? else { return Ok(None) };
         let granted_json = serde_json::to_string(&movement.granted).map_err(anyhow::Error::from)?;
         ledger.push_audit(&self.actor, "player.grant", &player_id.to_string(), Some(&granted_json));
         let facts = ReceiptFacts::given(EntryKind::OperatorGrant, movement.granted.clone());
@@ -327,7 +327,7 @@ pub async fn grant_initial_balances(
             items: Vec::new(),
             clawback: false,
         },
-        &catalog.balance_maxima(),
+        catalog.balance_maxima(),
     )
     .await?;
     Ok(())

@@ -230,7 +230,7 @@ impl MoneyOp for PurchaseOp {
         }
 
         let entry =
-            append_entry(conn, &purchase_entry(player_id, &movement), &catalog.balance_maxima()).await?;
+            append_entry(conn, &purchase_entry(player_id, &movement), catalog.balance_maxima()).await?;
         let purchase_id = Uuid::now_v7();
         let created_at = now_micros();
         sqlx::query(
@@ -333,7 +333,7 @@ impl MoneyOp for PurchaseOp {
         {
             return Ok(None);
         }
-        let Some(entry) = ledger.append(&purchase_entry(player_id, &movement), &catalog.balance_maxima())?
+        let Some(entry) = ledger.append(&purchase_entry(player_id, &movement), catalog.balance_maxima())?
         else {
             return Ok(None);
         };

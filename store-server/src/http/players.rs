@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::db::{from_micros, now_micros};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::ledger::batch::LoginSetJob;
 use crate::ledger::group_commit::{BatchJob, Done};
 use crate::ledger::idempotency::{IdempotentJson, run_once};
 use crate::players::auth::scopes::GrantWriters;
@@ -73,12 +74,18 @@ async fn find_or_create_player(
 struct LoginJob {
     state: AppState,
     request: DeviceLoginRequest,
+    /// The device id as stored.
+    device_key: String,
     session_id: Uuid,
     now: i64,
     expires_at: i64,
 }
 
 impl BatchJob for LoginJob {
+    fn login_job(&self) -> Option<&dyn LoginSetJob> {
+        Some(self)
+    }
+
     fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
         Box::pin(async move {
             let player_id = find_or_create_player(&self.state, conn, &self.request, self.now).await?;
@@ -97,6 +104,24 @@ impl BatchJob for LoginJob {
                 replayed: false,
             })
         })
+    }
+}
+
+impl LoginSetJob for LoginJob {
+    fn device_key(&self) -> &str {
+        &self.device_key
+    }
+
+    fn country(&self) -> Option<&str> {
+        self.request.country.as_ref().map(|country| country.as_str())
+    }
+
+    fn session(&self) -> (Uuid, i64) {
+        (self.session_id, self.expires_at)
+    }
+
+    fn catalog(&self) -> &crate::store::catalog::CatalogCache {
+        self.state.catalog_cache()
     }
 }
 
@@ -120,7 +145,8 @@ async fn login_device(
     let expires_at =
         now.saturating_add(i64::try_from(state.settings().session_ttl.as_micros()).unwrap_or(i64::MAX));
     let session_id = Uuid::now_v7();
-    let job = LoginJob { state: state.clone(), request, session_id, now, expires_at };
+    let device_key = crate::players::auth::device_key(request.device_id.as_str());
+    let job = LoginJob { state: state.clone(), request, device_key, session_id, now, expires_at };
     let done = state.batcher().run(Box::new(job)).await?;
     let player_id = std::str::from_utf8(&done.body)
         .ok()

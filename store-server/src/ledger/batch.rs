@@ -94,6 +94,19 @@ pub(crate) trait SetJob: Send + Sync {
     fn decide(&self, ledger: &mut BatchLedger) -> ApiResult<Option<(StatusCode, Box<dyn Unfinished>)>>;
 }
 
+/// A device login the set path takes: its player found by device, or created with the initial
+/// grant, and its session opened, all written with the batch.
+pub(crate) trait LoginSetJob: Send + Sync {
+    /// The device id as stored (hashed).
+    fn device_key(&self) -> &str;
+    /// The country the login names, if any (fixed at the first that names one).
+    fn country(&self) -> Option<&str>;
+    /// The new session: its id and when it expires (micros).
+    fn session(&self) -> (Uuid, i64);
+    /// The live catalog's cache (the initial grant's currencies and maxima).
+    fn catalog(&self) -> &crate::store::catalog::CatalogCache;
+}
+
 /// A success decided on the set path whose answer is not finished yet: its receipts are
 /// unsigned and its JSON not written. The batch finishes every such answer after its decide
 /// phase, in parallel, off the decide loop's serial path.
@@ -978,7 +991,7 @@ pub(crate) async fn run(
     }
     stocked.sort_unstable();
     stocked.dedup();
-    let mut ledger = read_state(conn, sql, now, &players, &tab_currencies).await?;
+    let mut ledger = read_state(conn, sql, now, &players, &tab_currencies, false).await?;
     if !tab_players.is_empty() {
         read_tabs(conn, sql, &mut ledger, &tab_players).await?;
     }
@@ -1141,6 +1154,141 @@ pub(crate) async fn run(
     Ok(outcomes)
 }
 
+/// A player a batch's logins create.
+struct NewPlayer {
+    id: Uuid,
+    device_key: String,
+    country: Option<String>,
+}
+
+/// Runs a batch's device logins on `conn` (inside the batch's transaction, before its other
+/// set jobs): one read of the players by device, new players created with their initial grant
+/// (appended as `append_entry` would, against wallets known to be empty), one update of the
+/// countries of known players (the first a player names stays), the sessions in one insert. The
+/// answer of each is its player's id. A catalog not yet rendered defers them all.
+///
+/// # Errors
+/// A database failure, or a device another instance created meanwhile (the insert's guard):
+/// the transaction must be rolled back and nothing answered.
+pub(crate) async fn run_logins(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    logins: &[&dyn LoginSetJob],
+) -> ApiResult<Vec<SetOutcome>> {
+    if logins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = Sql(backend);
+    let now = now_micros();
+    let mut ledger = read_state(conn, sql, now, &[], &[], true).await?;
+    let Some(catalog) = logins[0].catalog().cached(&ledger.stamp) else {
+        return Ok(logins.iter().map(|_| SetOutcome::Defer).collect());
+    };
+    let devices: Vec<Value> = logins.iter().map(|login| json!([login.device_key()])).collect();
+    let found: Vec<(String, String)> = sqlx::query_as(
+        sql.text("select device_id, id from player where device_id in (select j.value ->> 0 from {j})"),
+    )
+    .bind(rows_json(&devices)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut players: HashMap<String, Uuid> = HashMap::with_capacity(logins.len());
+    for (device, id) in found {
+        players.insert(device, super::stored_uuid(&id)?);
+    }
+    let mut created: Vec<NewPlayer> = Vec::new();
+    let mut countries: Vec<Value> = Vec::new();
+    let mut sessions: Vec<Value> = Vec::with_capacity(logins.len());
+    let mut outcomes = Vec::with_capacity(logins.len());
+    for login in logins {
+        let device = login.device_key();
+        let player_id = match players.get(device) {
+            Some(id) => {
+                if let Some(country) = login.country() {
+                    match created.iter_mut().find(|player| player.id == *id) {
+                        Some(new) => {
+                            new.country.get_or_insert_with(|| country.to_owned());
+                        }
+                        // The first country a known player's logins name is the one kept.
+                        None if !countries.iter().any(|row| row[0] == device) => {
+                            countries.push(json!([device, country]));
+                        }
+                        None => {}
+                    }
+                }
+                *id
+            }
+            None => {
+                let id = Uuid::now_v7();
+                players.insert(device.to_owned(), id);
+                created.push(NewPlayer {
+                    id,
+                    device_key: device.to_owned(),
+                    country: login.country().map(str::to_owned),
+                });
+                for currency in &ledger.currencies {
+                    let account = AccountId::Wallet(id, currency.clone());
+                    ledger.accounts.insert(account.key(), absent("wallet", Some(id), currency.as_str()));
+                }
+                ledger.items.entry(id).or_default();
+                if let Some(entry) = crate::store::operations::initial_grant_entry(&catalog, id)
+                    && ledger.append(&entry, catalog.balance_maxima())?.is_none()
+                {
+                    return Err(anyhow::anyhow!(
+                        "an initial grant touched an account the batch did not read"
+                    )
+                    .into());
+                }
+                id
+            }
+        };
+        let (session_id, expires_at) = login.session();
+        sessions.push(json!([session_id.to_string(), player_id.to_string(), now, expires_at]));
+        outcomes.push(SetOutcome::Answered(Ok(Done {
+            status: StatusCode::OK,
+            body: player_id.to_string().into_bytes().into(),
+            replayed: false,
+        })));
+    }
+
+    // Players first: the accounts, entries and sessions name them.
+    if !created.is_empty() {
+        let rows: Vec<Value> = created
+            .iter()
+            .map(|player| json!([player.id.to_string(), player.device_key, player.country, now]))
+            .collect();
+        let inserted: Vec<String> = sqlx::query_scalar(sql.text(
+            "insert into player (id, device_id, country, created_at) \
+             select j.value ->> 0, j.value ->> 1, j.value ->> 2, cast(j.value ->> 3 as bigint) from {j} \
+             where true order by {order} on conflict (device_id) do nothing returning id",
+        ))
+        .bind(rows_json(&rows)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        if inserted.len() != created.len() {
+            return Err(batch_failed("new players"));
+        }
+    }
+    if !countries.is_empty() {
+        sqlx::query(sql.text(
+            "update player set country = coalesce(country, j.value ->> 1) from {j} \
+             where player.device_id = j.value ->> 0",
+        ))
+        .bind(rows_json(&countries)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    write(conn, sql, &mut ledger, &[], &[]).await?;
+    insert_rows(
+        conn,
+        sql,
+        "session",
+        &[("id", TEXT), ("player_id", TEXT), ("created_at", INT), ("expires_at", INT)],
+        &sessions,
+    )
+    .await?;
+    Ok(outcomes)
+}
+
 /// Reads the sessions the batch's player writes were sent with, in one statement: a write whose
 /// session is revoked or unknown gets its refusal (and claims nothing); the others `None`.
 async fn refuse_revoked_sessions(
@@ -1172,13 +1320,15 @@ async fn refuse_revoked_sessions(
 /// A player's row as the batch selects it: id, blocked, minor, country, flagged at, flag reason.
 type PlayerTuple = (String, i64, i64, Option<String>, Option<i64>, Option<String>);
 
-/// Step 2: reads the batch's state.
+/// Step 2: reads the batch's state (with `system_accounts`, the system accounts even when it has
+/// no players: a batch of logins grants from issuance).
 async fn read_state(
     conn: &mut AnyConnection,
     sql: Sql,
     now: i64,
     players: &[Uuid],
     tab_currencies: &[MoneyCurrency],
+    system_accounts: bool,
 ) -> ApiResult<BatchLedger> {
     let (stamp, key_id): (String, String) = sqlx::query_as(
         "select (select value from meta where key = 'catalog_stamp'), \
@@ -1208,18 +1358,22 @@ async fn read_state(
         bought: HashMap::new(),
         sold: HashMap::new(),
     };
-    if players.is_empty() {
+    if players.is_empty() && !system_accounts {
         return Ok(ledger);
     }
     let player_rows: Vec<Value> = players.iter().map(|player| json!([player.to_string()])).collect();
     let player_rows = rows_json(&player_rows)?;
-    let found: Vec<PlayerTuple> = sqlx::query_as(sql.text(
-        "select id, blocked, minor, country, flagged_at, flag_reason from player \
-         where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
-    ))
-    .bind(&player_rows)
-    .fetch_all(&mut *conn)
-    .await?;
+    let found: Vec<PlayerTuple> = if players.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(sql.text(
+            "select id, blocked, minor, country, flagged_at, flag_reason from player \
+             where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
+        ))
+        .bind(&player_rows)
+        .fetch_all(&mut *conn)
+        .await?
+    };
     for (id, blocked, minor, country, flagged_at, flag_reason) in found {
         let id = super::stored_uuid(&id)?;
         let flag = flagged_at.map(|_| flag_reason);
@@ -1278,6 +1432,9 @@ async fn read_state(
         );
     }
     ledger.accounts = candidates;
+    if players.is_empty() {
+        return Ok(ledger);
+    }
     let items: Vec<(String, String, i64, i64)> = sqlx::query_as(sql.text(
         "select player_id, sku, quantity, in_debt from inventory where player_id in (select j.value ->> 0 from {j})",
     ))

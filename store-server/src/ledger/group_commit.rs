@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
-use crate::ledger::batch::{self, SetJob, SetOutcome};
+use crate::ledger::batch::{self, LoginSetJob, SetJob, SetOutcome};
 
 /// Requests waiting for the writer at most; a full queue makes submitters wait (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4_096;
@@ -45,6 +45,11 @@ pub(crate) trait BatchJob: Send + Sync {
 
     /// The job as the set path sees it, when it can take it (see [`crate::ledger::batch`]).
     fn set_job(&self) -> Option<&dyn SetJob> {
+        None
+    }
+
+    /// The job as a device login the set path takes.
+    fn login_job(&self) -> Option<&dyn LoginSetJob> {
         None
     }
 }
@@ -341,13 +346,28 @@ async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pendi
 
     let mut finished: Vec<(oneshot::Sender<ApiResult<Done>>, ApiResult<Done>)> =
         Vec::with_capacity(batch.len());
-    let (set, mut slow): (Vec<Pending>, Vec<Pending>) =
-        batch.into_iter().partition(|pending| pending.job.set_job().is_some());
+    let (set, mut slow): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|pending| pending.job.set_job().is_some() || pending.job.login_job().is_some());
     if !set.is_empty() {
         let jobs: Vec<&dyn SetJob> = set.iter().filter_map(|pending| pending.job.set_job()).collect();
-        match caught(batch::run(&mut tx, db.backend(), &jobs)).await {
+        let logins: Vec<&dyn LoginSetJob> =
+            set.iter().filter_map(|pending| pending.job.login_job()).collect();
+        // Logins first: no request of the batch can be by a player its logins create.
+        let set_phase = async {
+            let mut logins = batch::run_logins(&mut tx, db.backend(), &logins).await?.into_iter();
+            let mut jobs = batch::run(&mut tx, db.backend(), &jobs).await?.into_iter();
+            set.iter()
+                .map(|pending| {
+                    let next = if pending.job.set_job().is_some() { jobs.next() } else { logins.next() };
+                    next.ok_or_else(|| ApiError::from(anyhow::anyhow!("a set job without an outcome")))
+                })
+                .collect::<ApiResult<Vec<SetOutcome>>>()
+        };
+        match caught(set_phase).await {
             Ok(outcomes) => {
                 drop(jobs);
+                drop(logins);
                 let decided =
                     outcomes.iter().filter(|outcome| matches!(outcome, SetOutcome::Answered(_))).count();
                 metrics::counter!("coinslot_set_path_requests_total", "instance" => batcher.0.config.instance.clone())
@@ -361,6 +381,7 @@ async fn run_batch(batcher: &Batcher, conn: &mut AnyConnection, batch: Vec<Pendi
             }
             Err(error) => {
                 drop(jobs);
+                drop(logins);
                 tracing::warn!(error = ?error, "a batch's set phase failed; it runs on the per-request path");
                 metrics::counter!("coinslot_set_path_fallbacks_total", "instance" => batcher.0.config.instance.clone())
                     .increment(1);

@@ -432,3 +432,69 @@ async fn a_stale_catalog_sends_the_batch_down_the_per_request_path(backend: Back
 }
 
 on_each_backend!(a_stale_catalog_sends_the_batch_down_the_per_request_path);
+
+/// Device logins in one batch take the set path: a known player is found (its first country
+/// kept), a new device is created once with its initial grant however often it logs in, and
+/// every session works.
+async fn logins_in_one_batch_find_or_create_each_player_once(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.group_commit = true;
+        settings.batch_wait = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let (known, _) = server.login_player("batch-login-known").await;
+    let (decided_before, batches_before) = writer_counts(&server).await;
+
+    // 100 ms apart, so their order in the batch is the order sent.
+    let logins = [
+        json!({ "device_id": "batch-login-known", "country": "DE" }),
+        json!({ "device_id": "batch-login-new-1", "country": "FR" }),
+        json!({ "device_id": "batch-login-new-1", "country": "JP" }),
+        json!({ "device_id": "batch-login-new-2" }),
+    ];
+    let server = Arc::new(server);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, login) in logins.into_iter().enumerate() {
+        let server = Arc::clone(&server);
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100 * u64::try_from(index).expect("few"))).await;
+            let response = server.request(Method::POST, "/v1/auth/device").json(&login).send().await;
+            let response = response.expect("an answer");
+            assert_eq!(response.status(), StatusCode::OK);
+            (index, response.json::<Value>().await.expect("JSON"))
+        });
+    }
+    let mut sessions = vec![Value::Null; 4];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, session) = joined.expect("a task");
+        sessions[index] = session;
+    }
+    let (decided_after, batches_after) = writer_counts(&server).await;
+    assert_eq!(batches_after - batches_before, 1, "one batch");
+    assert_eq!(decided_after - decided_before, 4, "the set path took every login");
+
+    assert_eq!(sessions[0]["player_id"], known.as_str(), "a known device is its player");
+    assert_eq!(sessions[1]["player_id"], sessions[2]["player_id"], "a new device is created once");
+    assert_ne!(sessions[1]["player_id"], sessions[3]["player_id"]);
+    for session in &sessions {
+        let token = session["session_token"].as_str().expect("a token");
+        assert_eq!(server.balance(token, "gold").await, 100, "one initial grant each: {session}");
+    }
+    let country = |id: &Value| {
+        let server = Arc::clone(&server);
+        let path = format!("/admin/v1/players/{}", id.as_str().expect("an id"));
+        async move {
+            let detail = server.admin(Method::GET, &path).send().await.expect("a player");
+            detail.json::<Value>().await.expect("JSON")["player"]["country"].clone()
+        }
+    };
+    assert_eq!(country(&sessions[0]["player_id"]).await, "DE", "the first country a known player names");
+    assert_eq!(country(&sessions[1]["player_id"]).await, "FR", "the first of the batch's logins");
+    assert_eq!(country(&sessions[3]["player_id"]).await, Value::Null);
+    server.assert_audit_clean().await;
+}
+
+on_each_backend!(logins_in_one_batch_find_or_create_each_player_once);

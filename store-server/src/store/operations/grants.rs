@@ -307,28 +307,31 @@ pub async fn grant_initial_balances(
     player_id: Uuid,
 ) -> ApiResult<()> {
     let catalog = catalog.get(conn).await?;
+    if let Some(entry) = initial_grant_entry(&catalog, player_id) {
+        append_entry(conn, &entry, catalog.balance_maxima()).await?;
+    }
+    Ok(())
+}
+
+/// The entry granting a new player every currency's initial grant, if any currency has one.
+#[must_use]
+pub fn initial_grant_entry(catalog: &RenderedCatalog, player_id: Uuid) -> Option<NewEntry> {
     let mut currencies: Vec<_> = catalog.currencies().filter(|currency| currency.initial_grant > 0).collect();
     if currencies.is_empty() {
-        return Ok(());
+        return None;
     }
     currencies.sort_by(|a, b| a.code.cmp(&b.code));
     let mut movement = Movement::default();
     for currency in currencies {
         movement.grant_currency(player_id, &currency.code, currency.initial_grant);
     }
-    append_entry(
-        conn,
-        &NewEntry {
-            kind: EntryKind::InitialGrant,
-            player_id: Some(player_id),
-            actor: "system".to_owned(),
-            reason: None,
-            postings: movement.postings,
-            items: Vec::new(),
-            clawback: false,
-        },
-        catalog.balance_maxima(),
-    )
-    .await?;
-    Ok(())
+    Some(NewEntry {
+        kind: EntryKind::InitialGrant,
+        player_id: Some(player_id),
+        actor: "system".to_owned(),
+        reason: None,
+        postings: movement.postings,
+        items: Vec::new(),
+        clawback: false,
+    })
 }

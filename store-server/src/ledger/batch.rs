@@ -940,33 +940,21 @@ pub(crate) async fn run(
     }
 
     // 2. Read what the claimed requests touch.
-    let players: Vec<Uuid> = {
-        let mut players: Vec<Uuid> = jobs
-            .iter()
-            .zip(&refused)
-            .filter(|(job, refusal)| {
-                refusal.is_none()
-                    && matches!(
-                        keys.get(&(job.scope().to_owned(), job.key().to_owned())),
-                        Some(KeyState::Open)
-                    )
-            })
-            .map(|(job, _)| job)
-            .map(|job| job.player_id())
-            .collect();
-        players.sort_unstable();
-        players.dedup();
-        players
-    };
-    let open_jobs = || {
-        jobs.iter().zip(&refused).filter(|(job, refusal)| {
+    let open: Vec<&dyn SetJob> = jobs
+        .iter()
+        .zip(&refused)
+        .filter(|(job, refusal)| {
             refusal.is_none()
                 && matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
         })
-    };
+        .map(|(job, _)| *job)
+        .collect();
+    let mut players: Vec<Uuid> = open.iter().map(|job| job.player_id()).collect();
+    players.sort_unstable();
+    players.dedup();
     let mut tab_players: Vec<Uuid> = Vec::new();
     let mut tab_currencies: Vec<MoneyCurrency> = Vec::new();
-    for (job, _) in open_jobs() {
+    for job in &open {
         let currencies = job.tab_currencies();
         if !currencies.is_empty() {
             tab_players.push(job.player_id());
@@ -979,7 +967,7 @@ pub(crate) async fn run(
     tab_currencies.dedup();
     let mut limits: Vec<Value> = Vec::new();
     let mut stocked: Vec<String> = Vec::new();
-    for (job, _) in open_jobs() {
+    for job in &open {
         let Some(reads) = job.item_reads() else { continue };
         if let Some(period) = reads.limit_period {
             let start = crate::store::operations::period_window(period, from_micros(now)).0;
@@ -996,13 +984,8 @@ pub(crate) async fn run(
         read_tabs(conn, sql, &mut ledger, &tab_players).await?;
     }
     read_items_sold(conn, sql, &mut ledger, &limits, &stocked).await?;
-    let rules: Vec<(Uuid, &str)> = jobs
-        .iter()
-        .filter(|job| {
-            matches!(keys.get(&(job.scope().to_owned(), job.key().to_owned())), Some(KeyState::Open))
-        })
-        .filter_map(|job| job.reward_rule().map(|rule| (job.player_id(), rule)))
-        .collect();
+    let rules: Vec<(Uuid, &str)> =
+        open.iter().filter_map(|job| job.reward_rule().map(|rule| (job.player_id(), rule))).collect();
     if !rules.is_empty() {
         read_rewards(conn, sql, &mut ledger, &rules).await?;
     }

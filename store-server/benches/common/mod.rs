@@ -65,6 +65,101 @@ pub fn memory_mib(pid: u32, field: &str) -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
+/// CPU seconds a process has used so far (user + system, from `/proc/<pid>/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Bytes a process has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`).
+fn storage_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|bytes| bytes.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// What a load cost, read before and after it: the servers' CPU, the bytes written (SQLite: what
+/// the server processes wrote to storage, its WAL and the checkpoints that copy it back;
+/// PostgreSQL: the WAL, from its position), and the rows in every table.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    cpu_seconds: f64,
+    bytes: f64,
+    rows: f64,
+}
+
+/// A load's cost per operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub cpu_us: f64,
+    /// Rows inserted (updates of balances and item counts are not counted).
+    pub rows: f64,
+    pub bytes: f64,
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} us, {:.1} rows, {:.1} kB", self.cpu_us, self.rows, self.bytes / 1024.0)
+    }
+}
+
+impl Meter {
+    /// Reads the meter of `pids` serving `database_url`.
+    pub async fn read(database_url: &str, pids: &[u32]) -> Self {
+        let db = store_server::db::Db::connect(database_url, 1, Duration::from_secs(30))
+            .await
+            .expect("the database");
+        let postgres = db.backend() == store_server::db::Backend::Postgres;
+        let tables: Vec<String> = sqlx::query_scalar(if postgres {
+            "select tablename::text from pg_tables where schemaname = current_schema() and tablename not like '\\_sqlx%'"
+        } else {
+            "select name from sqlite_master where type = 'table' and name not like 'sqlite\\_%' escape '\\' \
+             and name not like '\\_sqlx%' escape '\\'"
+        })
+        .fetch_all(db.pool())
+        .await
+        .expect("the tables");
+        let mut rows = 0;
+        for table in tables {
+            let count: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from \"{table}\"")))
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("a count");
+            rows += count;
+        }
+        let bytes = if postgres {
+            let wal: i64 =
+                sqlx::query_scalar("select cast(pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') as bigint)")
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("the WAL position");
+            wal as f64
+        } else {
+            pids.iter().map(|pid| storage_bytes(*pid)).sum()
+        };
+        db.close().await;
+        Self { cpu_seconds: pids.iter().map(|pid| cpu_seconds(*pid)).sum(), bytes, rows: rows as f64 }
+    }
+
+    /// The cost per operation of `done` operations since `self`.
+    pub fn per(&self, after: &Self, done: usize) -> Cost {
+        let done = done.max(1) as f64;
+        Cost {
+            cpu_us: (after.cpu_seconds - self.cpu_seconds) * 1e6 / done,
+            rows: (after.rows - self.rows) / done,
+            bytes: (after.bytes - self.bytes) / done,
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
 }

@@ -126,12 +126,25 @@ impl Db {
     /// # Errors
     /// Fails when a migration fails or the recorded migrations differ from the embedded ones.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies the backend's migrations up to `version` only: a database at an earlier layout,
+    /// for the tests that fill one and move it to today's.
+    ///
+    /// # Errors
+    /// Fails when a migration fails or the recorded migrations differ from the embedded ones.
+    pub async fn migrate_to(&self, version: i64) -> anyhow::Result<()> {
+        self.migrator().run_to(version, &self.pool).await?;
+        Ok(())
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
-        };
-        migrator.run(&self.pool).await?;
-        Ok(())
+        }
     }
 
     /// Whether every embedded migration has been applied (for `/readyz`).
@@ -139,11 +152,7 @@ impl Db {
     /// # Errors
     /// Fails when the database cannot be queried.
     pub async fn migrations_applied(&self) -> Result<bool, sqlx::Error> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATOR,
-            Backend::Postgres => &POSTGRES_MIGRATOR,
-        };
-        let latest = migrator.iter().map(|migration| migration.version).max().unwrap_or(0);
+        let latest = self.migrator().iter().map(|migration| migration.version).max().unwrap_or(0);
         let applied: Option<i64> =
             sqlx::query_scalar("select max(version) from _sqlx_migrations where success = true")
                 .fetch_one(&self.pool)

@@ -90,6 +90,7 @@ mod earning;
 mod fuzz;
 mod group_commit;
 mod idempotency;
+mod layout_migration;
 mod model;
 mod multi_instance;
 mod ops;

@@ -94,8 +94,8 @@ pub async fn read_history(
     .fetch_all(&mut *conn)
     .await?;
     let item_changes: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "select c.entry_id, c.sku, c.delta, c.quantity_after from inventory_change c \
-         where c.player_id = $1 and c.entry_id >= $2 and c.entry_id <= $3 order by c.id",
+        "select c.entry_id, c.sku, c.delta, c.quantity_after from inventory_change c join entry e on e.id = c.entry_id \
+         where e.player_id = $1 and e.id >= $2 and e.id <= $3 and c.player_id = $1 order by c.id",
     )
     .bind(&player)
     .bind(&oldest)

@@ -74,8 +74,9 @@ pub fn share_postings(item: &Item, currency: &str, net_micros: i64) -> Vec<Posti
 pub async fn list_creators(conn: &mut sqlx::AnyConnection, only: Option<&str>) -> ApiResult<Vec<Creator>> {
     let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
         "select a.id, a.currency, a.balance, \
-         coalesce((select cast(sum(p.amount) as bigint) from posting p where p.account_id = a.id and p.amount > 0), 0), \
-         (select count(*) from posting p where p.account_id = a.id and p.amount > 0) \
+         coalesce((select cast(sum(p.amount) as bigint) from posting p where p.account_id = a.id \
+         and p.account_id not like 'w:%' and p.amount > 0), 0), \
+         (select count(*) from posting p where p.account_id = a.id and p.account_id not like 'w:%' and p.amount > 0) \
          from account a where a.kind = 'creator_payable' order by a.id",
     )
     .fetch_all(&mut *conn)

@@ -29,10 +29,18 @@ const EXPORTED: &[(&str, &str)] = &[
         "select p.* from posting p join entry e on e.id = p.entry_id where e.player_id = $1 order by p.id",
     ),
     ("inventory", "select * from inventory where player_id = $1 order by sku"),
-    ("inventory_change", "select * from inventory_change where player_id = $1 order by id"),
+    (
+        "inventory_change",
+        "select c.* from inventory_change c join entry e on e.id = c.entry_id where e.player_id = $1 \
+         and c.player_id = $1 order by c.id",
+    ),
     ("purchase", "select * from purchase where player_id = $1 order by id"),
     ("reward_claim", "select * from reward_claim where player_id = $1 order by id"),
-    ("receipt", "select * from receipt where player_id = $1 order by id"),
+    (
+        "receipt",
+        "select r.* from receipt r join entry e on e.id = r.entry_id where e.player_id = $1 \
+         and r.player_id = $1 order by r.id",
+    ),
     ("payment_order", "select * from payment_order where player_id = $1 order by id"),
     (
         "order_transition",

@@ -1,5 +1,6 @@
 // The database's own cost for a Coinslot purchase's rows, with no driver: SQLite's C API and
-// prepared statements, the schema of the SQLite migrations (ledger tables), WAL with
+// prepared statements, the schema of the SQLite migrations (ledger tables and their indexes as of
+// migration 0014; keep them in step), WAL with
 // synchronous=FULL. benches/purchases.rs builds it with the system C compiler and libsqlite3
 // and runs it as the SQLite baselines: nothing of this project's code or driver stack is on its
 // path. Origin: the write-path analysis (../shared/perf/write-path.md, section 2.4).
@@ -82,26 +83,24 @@ static const char *SCHEMA =
 "create table posting (id integer not null primary key autoincrement, entry_id text not null references entry (id),"
 "  account_id text not null references account (id), currency text not null, amount bigint not null check (amount <> 0), balance_after bigint not null);"
 "create index posting_entry_idx on posting (entry_id);"
-"create index posting_account_idx on posting (account_id, id);"
+"create index posting_account_idx on posting (account_id, id) where account_id not like 'w:%';"
 "create table inventory (player_id text not null references player (id), sku text not null, quantity bigint not null check (quantity >= 0), primary key (player_id, sku));"
 "create table inventory_change (id integer not null primary key autoincrement, entry_id text not null references entry (id), player_id text not null,"
 "  sku text not null, delta bigint not null check (delta <> 0), quantity_after bigint not null);"
 "create index inventory_change_entry_idx on inventory_change (entry_id);"
-"create index inventory_change_player_idx on inventory_change (player_id, sku);"
 "create table purchase (id text not null primary key, player_id text not null references player (id), offer_id text not null, sku text not null,"
 "  quantity bigint not null check (quantity > 0), price_index bigint not null, currency text not null, amount bigint not null check (amount > 0),"
 "  catalog_version bigint not null, entry_id text not null unique references entry (id), status text not null default 'completed', created_at bigint not null, price_variant text);"
-"create index purchase_limit_idx on purchase (player_id, sku, created_at);"
 "create index purchase_created_idx on purchase (created_at);"
 "create table receipt_key (id text not null primary key, public_key text not null, secret_key text not null, created_at bigint not null, retired_at bigint);"
 "create table receipt (id text not null primary key, player_id text not null references player (id), entry_id text not null references entry (id),"
 "  key_id text not null references receipt_key (id), payload text not null, signature text not null, created_at bigint not null);"
-"create index receipt_player_idx on receipt (player_id);"
+"create index receipt_entry_idx on receipt (entry_id);"
 "create table idempotency (scope text not null, key text not null, request_hash text not null, status_code bigint not null, response_body text not null,"
 "  created_at bigint not null, primary key (scope, key));"
 "create index idempotency_created_idx on idempotency (created_at);"
-"create table player_event (id integer not null primary key autoincrement, player_id text not null, event_type text not null, data text not null, created_at bigint not null);"
-"create index player_event_player_idx on player_event (player_id, id);";
+"create table player_event (id integer not null primary key autoincrement, player_id text not null, event_type text not null, data text not null, created_at bigint not null, tx_id integer not null default 0);"
+"create index player_event_stream_idx on player_event (player_id, tx_id, id);";
 
 static char payload[421], signature[89], answer[1401], eventdata[161];
 static long long T = 1764000000000000LL;
@@ -362,7 +361,6 @@ int main(int argc, char **argv) {
   if (getenv("CACHE_KB")) { char q[128]; sprintf(q, "pragma cache_size = -%s", getenv("CACHE_KB")); exec(q); }
   if (getenv("PAGE")) { char q[128]; sprintf(q, "pragma page_size = %s", getenv("PAGE")); exec(q); }
   seed();
-  if (getenv("LEAN")) exec("drop index inventory_change_player_idx; drop index receipt_player_idx; create index receipt_entry_idx on receipt (entry_id); drop index posting_account_idx; create index posting_account_idx on posting (account_id, id) where account_id not like 'w:%';");
   int walcount = argc > 4 && !strcmp(argv[4], "wal");
   hot = argc > 5 && !strcmp(argv[5], "hot");
   if (walcount) { exec("pragma wal_checkpoint(truncate); pragma wal_autocheckpoint = 0;"); sqlite3_wal_hook(db, on_wal, 0); }

@@ -7,10 +7,14 @@
 --   player's entries.
 -- - Item changes are read by entry (history pages join the player's entries; the audit and the
 --   export scan): none by player.
+-- - Purchases are counted against an item's purchase limit through the player's entries in the
+--   limit's period (entry ids are time-ordered, `ledger::entry_id_floor`); by player and item,
+--   nothing else reads them.
 -- - Postings are read by account only for system and creator accounts (revenue shares, the
 --   audit); a wallet's postings are read through its player's entries.
 drop index receipt_player_idx;
 create index receipt_entry_idx on receipt (entry_id);
 drop index inventory_change_player_idx;
+drop index purchase_limit_idx;
 drop index posting_account_idx;
 create index posting_account_idx on posting (account_id, id) where account_id not like 'w:%';

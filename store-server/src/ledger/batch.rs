@@ -971,7 +971,12 @@ pub(crate) async fn run(
         let Some(reads) = job.item_reads() else { continue };
         if let Some(period) = reads.limit_period {
             let start = crate::store::operations::period_window(period, from_micros(now)).0;
-            limits.push(json!([job.player_id().to_string(), reads.sku.as_str(), to_micros(start)]));
+            limits.push(json!([
+                job.player_id().to_string(),
+                reads.sku.as_str(),
+                to_micros(start),
+                super::entry_id_floor(to_micros(start))
+            ]));
         }
         if reads.stocked {
             stocked.push(reads.sku.as_str().to_owned());
@@ -1520,7 +1525,8 @@ async fn read_items_sold(
     if !limits.is_empty() {
         let bought: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql.text(
             "select j.value ->> 0, j.value ->> 1, cast(j.value ->> 2 as bigint), cast(\
-             coalesce((select sum(quantity) from purchase p where p.player_id = j.value ->> 0 \
+             coalesce((select sum(p.quantity) from entry e join purchase p on p.entry_id = e.id \
+             where e.player_id = j.value ->> 0 and e.id >= j.value ->> 3 \
              and p.sku = j.value ->> 1 and p.created_at >= cast(j.value ->> 2 as bigint)), 0) \
              + coalesce((select sum(quantity) from payment_order o where o.player_id = j.value ->> 0 \
              and o.sku = j.value ->> 1 and o.created_at >= cast(j.value ->> 2 as bigint) \

@@ -278,6 +278,20 @@ pub fn balance_max_exceeded(
     .with_detail("balance_max", balance_max)
 }
 
+/// Clock steps an entry id may lag its entry's time by (see [`entry_id_floor`]).
+const ENTRY_ID_CLOCK_MARGIN_MICROS: i64 = 60_000_000;
+
+/// The least entry id an entry made at or after `micros` can have, as stored text: entry ids
+/// are UUIDv7, whose first 48 bits are the Unix time in milliseconds, taken from the system
+/// clock after the entry's time (`created_at`), so a range of a player's entries by time is a
+/// range of `entry_player_idx`. A minute of margin covers the clock stepping back; the server's
+/// clock only ever runs behind the system's (`demo-data` moves it into the past), which makes
+/// ids later, never earlier.
+pub(crate) fn entry_id_floor(micros: i64) -> String {
+    let millis = u64::try_from((micros - ENTRY_ID_CLOCK_MARGIN_MICROS) / 1_000).unwrap_or(0);
+    format!("{:08x}-{:04x}-0000-0000-000000000000", millis >> 16, millis & 0xffff)
+}
+
 /// Appends an entry: checks it is balanced, applies every posting and item change with a
 /// guarded update, and records the entry, its postings and item changes.
 ///
@@ -298,8 +312,9 @@ pub async fn append_entry(
     balance_max: &BTreeMap<String, i64>,
 ) -> ApiResult<AppendedEntry> {
     let net = net_changes(entry)?;
-    let id = Uuid::now_v7();
+    // The time first, then the id: an id is never older than its entry (see `entry_id_floor`).
     let now = now_micros();
+    let id = Uuid::now_v7();
     sqlx::query(
         "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, $5, $6)",
     )
@@ -587,4 +602,22 @@ pub fn already_owned(sku: &Sku) -> ApiError {
         format!("the player already owns `{sku}`, which can be owned once"),
     )
     .with_detail("sku", sku.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_id_floor;
+    use crate::db::now_micros;
+
+    #[test]
+    fn an_entry_id_taken_after_a_time_is_above_its_floor_and_below_a_later_one() {
+        let now = now_micros();
+        let id = uuid::Uuid::now_v7().to_string();
+        assert!(entry_id_floor(now) <= id, "{} > {id}", entry_id_floor(now));
+        // Past the margin, a later time's floor is above the id.
+        let later = now + 2 * 60_000_000;
+        assert!(entry_id_floor(later) > id, "{} <= {id}", entry_id_floor(later));
+        // Before the epoch (a lifetime limit's start less the margin) every id is above it.
+        assert_eq!(entry_id_floor(0), "00000000-0000-0000-0000-000000000000");
+    }
 }

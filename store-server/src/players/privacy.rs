@@ -34,7 +34,11 @@ const EXPORTED: &[(&str, &str)] = &[
         "select c.* from inventory_change c join entry e on e.id = c.entry_id where e.player_id = $1 \
          and c.player_id = $1 order by c.id",
     ),
-    ("purchase", "select * from purchase where player_id = $1 order by id"),
+    (
+        "purchase",
+        "select p.* from purchase p join entry e on e.id = p.entry_id where e.player_id = $1 \
+         and p.player_id = $1 order by p.id",
+    ),
     ("reward_claim", "select * from reward_claim where player_id = $1 order by id"),
     (
         "receipt",

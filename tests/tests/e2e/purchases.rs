@@ -174,3 +174,68 @@ on_both_backends! {
         assert_eq!(server.balance(&token, "gold").await, 100);
     }
 }
+
+/// A purchase made long ago, entered as the ledger records one (an entry whose id is a UUIDv7
+/// of its time, and its purchase row).
+async fn purchased_long_ago(server: &tests::TestServer, player: &str, sku: &str, days_ago: i64) {
+    let micros = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
+        .expect("a time")
+        - days_ago * 86_400_000_000;
+    let millis = u64::try_from(micros / 1_000).expect("after the epoch");
+    let entry =
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, millis / 1_000, 0)).to_string();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(server.db().url())
+        .await
+        .expect("connect");
+    sqlx::query("insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, 'purchase', $2, $3, null, $4)")
+        .bind(&entry)
+        .bind(player)
+        .bind(format!("player:{player}"))
+        .bind(micros)
+        .execute(&pool)
+        .await
+        .expect("an old entry");
+    sqlx::query(
+        "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, \
+         entry_id, created_at) values ($1, $2, 'old-offer', $3, 1, 0, 'gold', 1, 1, $4, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(player)
+    .bind(sku)
+    .bind(&entry)
+    .bind(micros)
+    .execute(&pool)
+    .await
+    .expect("an old purchase");
+    pool.close().await;
+}
+
+/// Purchase limits count a player's purchases by when they were made, read through the player's
+/// time-ordered entries: a lifetime limit counts one bought ten days ago, a daily limit does not.
+async fn limits_count_purchases_by_their_time(backend: tests::Backend, batching: bool) {
+    let Some(server) =
+        tests::TestServer::start_with(backend, |settings| settings.group_commit = batching).await
+    else {
+        return;
+    };
+    let daily = server
+        .publish_offer(
+            json!({ "sku": "daily_hat", "kind": "consumable", "name": "Daily hat",
+                    "purchase_limit": { "count": 1, "period": "day" } }),
+            json!({ "sku": "daily_hat", "prices": [{ "currency": "gold", "amount": 1 }] }),
+        )
+        .await;
+    let (player, token) = server.login_player("long-ago").await;
+    purchased_long_ago(&server, &player, "skin.red", 10).await;
+    purchased_long_ago(&server, &player, "daily_hat", 10).await;
+    let lifetime = send(server.purchase(&token, &key(), &json!({ "offer_id": seed::SKIN_RED }))).await;
+    assert_error("a skin bought ten days ago", &lifetime, StatusCode::CONFLICT, "purchase_limit_reached");
+    let (status, bought) = send(server.purchase(&token, &key(), &json!({ "offer_id": daily }))).await;
+    assert_eq!(status, StatusCode::CREATED, "ten days ago is another day: {bought}");
+    let again = send(server.purchase(&token, &key(), &json!({ "offer_id": daily }))).await;
+    assert_error("a second hat today", &again, StatusCode::CONFLICT, "purchase_limit_reached");
+}
+
+in_every_mode!(limits_count_purchases_by_their_time);

@@ -240,7 +240,8 @@ pub(crate) async fn check_purchase_limit(
     let Some(limit) = item.purchase_limit else { return Ok(()) };
     let (start, _) = period_window(limit.period, now);
     let bought: Option<i64> = sqlx::query_scalar(
-        "select cast(coalesce((select sum(quantity) from purchase where player_id = $1 and sku = $2 and created_at >= $3), 0) \
+        "select cast(coalesce((select sum(p.quantity) from entry e join purchase p on p.entry_id = e.id \
+         where e.player_id = $1 and e.id >= $5 and p.sku = $2 and p.created_at >= $3), 0) \
          + coalesce((select sum(quantity) from payment_order where player_id = $1 and sku = $2 and created_at >= $3 \
          and status not in ('failed', 'expired', 'canceled') and id <> $4), 0) as bigint)",
     )
@@ -248,6 +249,7 @@ pub(crate) async fn check_purchase_limit(
     .bind(item.sku.as_str())
     .bind(to_micros(start))
     .bind(excluding_order.map(|id| id.to_string()).unwrap_or_default())
+    .bind(crate::ledger::entry_id_floor(to_micros(start)))
     .fetch_one(&mut *conn)
     .await?;
     limit_check(item, quantity, bought.unwrap_or(0), now)

@@ -3,8 +3,11 @@
 //! statements, whatever the batch's size.
 //!
 //! Per batch, on the writer's transaction (`group_commit`):
-//! 1. **Claim** every key with one multi-row insert (sorted, so two instances' batches wait on
-//!    each other's keys in one order), and read the stored answers of keys already taken.
+//! 1. **Keys**: read the stored answers of keys already taken. On PostgreSQL every key is first
+//!    claimed with one multi-row insert (sorted, so two instances' batches wait on each other's
+//!    keys in one order) and the claim is rewritten with the answer; on SQLite, whose writer
+//!    holds the write lock from before the read to the commit, nothing is claimed and each
+//!    answer is written once.
 //! 2. **Read** what the batch touches, one keyed statement per table: the sessions of players'
 //!    writes (before the claims: a revoked session's write claims nothing), the catalog stamp
 //!    and the receipt key, the currencies, the players (locked `for no key update` in id order
@@ -905,24 +908,40 @@ pub(crate) async fn run(
     for (job, _) in jobs.iter().zip(&refused).filter(|(_, refusal)| refusal.is_none()) {
         first_hash.entry((job.scope(), job.key())).or_insert(job.request_hash());
     }
-    let claims: Vec<Value> =
-        first_hash.iter().map(|((scope, key), hash)| json!([scope, key, hash, now])).collect();
-    let claimed: Vec<(String, String)> = sqlx::query_as(sql.text(
-        "insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) \
-         select j.value ->> 0, j.value ->> 1, j.value ->> 2, 0, '', cast(j.value ->> 3 as bigint) from {j} \
-         where true order by (j.value ->> 0){c}, (j.value ->> 1){c} \
-         on conflict (scope, key) do nothing returning scope, key",
-    ))
-    .bind(rows_json(&claims)?)
-    .fetch_all(&mut *conn)
-    .await?;
-    let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
+    // On SQLite the writer holds the database's write lock (`begin immediate`) from before this
+    // read to its commit, so a key read as absent stays absent: nothing is claimed, and each
+    // answer is written once, with the batch. On PostgreSQL another instance's writer may take
+    // the same key meanwhile, so every key is claimed first (its row lock makes the other wait)
+    // and the claim is rewritten with the answer.
+    let claimed: HashSet<(String, String)> = match backend {
+        Backend::Sqlite => {
+            first_hash.keys().map(|(scope, key)| ((*scope).to_owned(), (*key).to_owned())).collect()
+        }
+        Backend::Postgres => {
+            let claims: Vec<Value> =
+                first_hash.iter().map(|((scope, key), hash)| json!([scope, key, hash, now])).collect();
+            let claimed: Vec<(String, String)> = sqlx::query_as(sql.text(
+                "insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) \
+                 select j.value ->> 0, j.value ->> 1, j.value ->> 2, 0, '', cast(j.value ->> 3 as bigint) from {j} \
+                 where true order by (j.value ->> 0){c}, (j.value ->> 1){c} \
+                 on conflict (scope, key) do nothing returning scope, key",
+            ))
+            .bind(rows_json(&claims)?)
+            .fetch_all(&mut *conn)
+            .await?;
+            claimed.into_iter().collect()
+        }
+    };
     let mut keys: HashMap<(String, String), KeyState> = HashMap::with_capacity(first_hash.len());
+    // SQLite reads every key; PostgreSQL those it could not claim.
     let taken: Vec<Value> = first_hash
         .keys()
-        .filter(|(scope, key)| !claimed.contains(&((*scope).to_owned(), (*key).to_owned())))
+        .filter(|(scope, key)| {
+            backend == Backend::Sqlite || !claimed.contains(&((*scope).to_owned(), (*key).to_owned()))
+        })
         .map(|(scope, key)| json!([scope, key]))
         .collect();
+    let mut claimed = claimed;
     if !taken.is_empty() {
         let stored: Vec<(String, String, String, i64, String)> = sqlx::query_as(sql.text(
             "select scope, key, request_hash, status_code, response_body from idempotency \
@@ -932,6 +951,7 @@ pub(crate) async fn run(
         .fetch_all(&mut *conn)
         .await?;
         for (scope, key, hash, status, body) in stored {
+            claimed.remove(&(scope.clone(), key.clone()));
             keys.insert((scope, key), KeyState::Stored(hash, status, body.into()));
         }
     }
@@ -1783,7 +1803,8 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    if !released.is_empty() {
+    // Only PostgreSQL claimed keys before answering them.
+    if !released.is_empty() && sql.0 == Backend::Postgres {
         sqlx::query(sql.text(
             "delete from idempotency where status_code = 0 and (scope, key) in \
              (select j.value ->> 0, j.value ->> 1 from {j})",

@@ -513,6 +513,44 @@ impl TestServer {
         sqlx::query_scalar(sql).fetch_one(&self.reader).await.unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 
+    /// Runs a write statement on the server's database, binding each JSON value as an integer
+    /// or a text (`null` as a null text): for tests that must enter what no route makes.
+    ///
+    /// # Panics
+    /// When the statement fails.
+    pub async fn execute(&self, sql: &'static str, binds: &[Value]) {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = match bind.as_i64() {
+                Some(number) => query.bind(number),
+                None => query.bind(bind.as_str().map(str::to_owned)),
+            };
+        }
+        query.execute(&self.reader).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    /// Enters a ledger entry of `kind` for `player` made at `micros` (its id a UUIDv7 of that
+    /// time, as the ledger makes them), with no postings, and returns its id: for tests of what
+    /// reads a period's entries.
+    ///
+    /// # Panics
+    /// When the insert fails.
+    pub async fn backdated_entry(&self, player: &str, kind: &str, micros: i64) -> String {
+        let millis = u64::try_from(micros / 1_000).expect("after the epoch");
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1_000,
+            u32::try_from(millis % 1_000).expect("millis") * 1_000_000,
+        ))
+        .to_string();
+        self.execute(
+            "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, null, $5)",
+            &[id.clone().into(), kind.into(), player.into(), format!("player:{player}").into(), micros.into()],
+        )
+        .await;
+        id
+    }
+
     /// A text the database answers `sql` with.
     ///
     /// # Panics

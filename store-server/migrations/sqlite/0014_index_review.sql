@@ -10,11 +10,15 @@
 -- - Purchases are counted against an item's purchase limit through the player's entries in the
 --   limit's period (entry ids are time-ordered, `ledger::entry_id_floor`); by player and item,
 --   nothing else reads them.
+-- - Reward claims are counted against a rule's caps the same way, through the player's entries
+--   of the day, and found by their entry.
 -- - Postings are read by account only for system and creator accounts (revenue shares, the
 --   audit); a wallet's postings are read through its player's entries.
 drop index receipt_player_idx;
 create index receipt_entry_idx on receipt (entry_id);
 drop index inventory_change_player_idx;
 drop index purchase_limit_idx;
+drop index reward_claim_window_idx;
+create index reward_claim_entry_idx on reward_claim (entry_id);
 drop index posting_account_idx;
 create index posting_account_idx on posting (account_id, id) where account_id not like 'w:%';

@@ -1594,14 +1594,28 @@ async fn read_rewards(
     for rule in rules {
         ledger.reward_rules.insert(rule.0.clone(), rule);
     }
+    // The day's claims, only under rules with a cap, read through the players' entries of the
+    // day (entry ids are time-ordered: `entry_id_floor`).
     let day = crate::db::to_micros(crate::db::from_micros(ledger.now).replace_time(time::Time::MIDNIGHT));
-    let pairs: Vec<Value> = claims.iter().map(|(player, rule)| json!([player.to_string(), rule])).collect();
+    let capped = |rule: &str| {
+        ledger.reward_rules.get(rule).is_some_and(|row| row.3.is_some() || row.4.is_some() || row.5.is_some())
+    };
+    let pairs: Vec<Value> = claims
+        .iter()
+        .filter(|(_, rule)| capped(rule))
+        .map(|(player, rule)| json!([player.to_string(), rule]))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
     let earned: Vec<(String, String, i64, i64)> = sqlx::query_as(sql.text(
-        "select player_id, rule, created_at, amount from reward_claim \
-         where (player_id, rule) in (select j.value ->> 0, j.value ->> 1 from {j}) and created_at >= $2",
+        "select e.player_id, c.rule, c.created_at, c.amount from {j} \
+         join entry e on e.player_id = j.value ->> 0 and e.id >= $3 \
+         join reward_claim c on c.entry_id = e.id and c.rule = j.value ->> 1 where c.created_at >= $2",
     ))
     .bind(rows_json(&pairs)?)
     .bind(day)
+    .bind(super::entry_id_floor(day))
     .fetch_all(&mut *conn)
     .await?;
     for (player, rule, at, amount) in earned {

@@ -39,7 +39,11 @@ const EXPORTED: &[(&str, &str)] = &[
         "select p.* from purchase p join entry e on e.id = p.entry_id where e.player_id = $1 \
          and p.player_id = $1 order by p.id",
     ),
-    ("reward_claim", "select * from reward_claim where player_id = $1 order by id"),
+    (
+        "reward_claim",
+        "select c.* from reward_claim c join entry e on e.id = c.entry_id where e.player_id = $1 \
+         and c.player_id = $1 order by c.id",
+    ),
     (
         "receipt",
         "select r.* from receipt r join entry e on e.id = r.entry_id where e.player_id = $1 \

@@ -147,3 +147,44 @@ on_both_backends! {
         server.assert_audit_clean().await;
     }
 }
+
+/// A claim of 10 under `daily` made at `at`, entered as the ledger records one.
+async fn claimed_at(server: &TestServer, player: &str, at: time::OffsetDateTime) {
+    let micros = i64::try_from(at.unix_timestamp_nanos() / 1_000).expect("a time");
+    let entry = server.backdated_entry(player, "reward", micros).await;
+    server
+        .execute(
+            "insert into reward_claim (id, player_id, rule, amount, entry_id, created_at) \
+             values ($1, $2, 'daily', 10, $3, $4)",
+            &[uuid::Uuid::now_v7().to_string().into(), player.into(), entry.into(), micros.into()],
+        )
+        .await;
+}
+
+/// Reward caps count a player's claims by when they were made, read through the player's
+/// time-ordered entries: a claim at the first second of today counts toward the daily cap, one
+/// two days ago does not.
+async fn caps_count_claims_by_their_time(backend: tests::Backend, batching: bool) {
+    let Some(server) = TestServer::start_with(backend, |settings| settings.group_commit = batching).await
+    else {
+        return;
+    };
+    create_rule(&server, &json!({ "code": "daily", "currency": "gold", "amount": 10, "cap_per_day": 10 }))
+        .await;
+    let now = time::OffsetDateTime::now_utc();
+    let (earlier, earlier_token) = server.login_player("claimed-two-days-ago").await;
+    claimed_at(&server, &earlier, now - time::Duration::days(2)).await;
+    let (status, body) = send(claim(&server, &earlier_token, "daily", None)).await;
+    assert_eq!(status, StatusCode::CREATED, "a claim two days ago leaves today's cap: {body}");
+    let (today, today_token) = server.login_player("claimed-this-morning").await;
+    claimed_at(&server, &today, now.replace_time(time::Time::MIDNIGHT) + time::Duration::SECOND).await;
+    let refused = send(claim(&server, &today_token, "daily", None)).await;
+    assert_error(
+        "a claim at the first second of today counts",
+        &refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "reward_cap_reached",
+    );
+}
+
+in_every_mode!(caps_count_claims_by_their_time);

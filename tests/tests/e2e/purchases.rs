@@ -175,41 +175,20 @@ on_both_backends! {
     }
 }
 
-/// A purchase made long ago, entered as the ledger records one (an entry whose id is a UUIDv7
-/// of its time, and its purchase row).
+/// A purchase made `days_ago` days ago, entered as the ledger records one (an entry whose id is
+/// a UUIDv7 of its time, and its purchase row).
 async fn purchased_long_ago(server: &tests::TestServer, player: &str, sku: &str, days_ago: i64) {
     let micros = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
         .expect("a time")
         - days_ago * 86_400_000_000;
-    let millis = u64::try_from(micros / 1_000).expect("after the epoch");
-    let entry =
-        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, millis / 1_000, 0)).to_string();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(server.db().url())
-        .await
-        .expect("connect");
-    sqlx::query("insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, 'purchase', $2, $3, null, $4)")
-        .bind(&entry)
-        .bind(player)
-        .bind(format!("player:{player}"))
-        .bind(micros)
-        .execute(&pool)
-        .await
-        .expect("an old entry");
-    sqlx::query(
-        "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, \
-         entry_id, created_at) values ($1, $2, 'old-offer', $3, 1, 0, 'gold', 1, 1, $4, $5)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(player)
-    .bind(sku)
-    .bind(&entry)
-    .bind(micros)
-    .execute(&pool)
-    .await
-    .expect("an old purchase");
-    pool.close().await;
+    let entry = server.backdated_entry(player, "purchase", micros).await;
+    server
+        .execute(
+            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, \
+             catalog_version, entry_id, created_at) values ($1, $2, 'old-offer', $3, 1, 0, 'gold', 1, 1, $4, $5)",
+            &[uuid::Uuid::now_v7().to_string().into(), player.into(), sku.into(), entry.into(), micros.into()],
+        )
+        .await;
 }
 
 /// Purchase limits count a player's purchases by when they were made, read through the player's

@@ -95,13 +95,16 @@ impl MoneyOp for RewardOp {
         let now = crate::db::now();
         let mut earned = Vec::new();
         for (_, _, start, _) in capped_windows(&rule, now) {
-            let sum: Option<i64> =
-                sqlx::query_scalar("select cast(sum(amount) as bigint) from reward_claim where player_id = $1 and rule = $2 and created_at >= $3")
-                    .bind(player_id.to_string())
-                    .bind(code.as_str())
-                    .bind(to_micros(start))
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let sum: Option<i64> = sqlx::query_scalar(
+                "select cast(sum(c.amount) as bigint) from entry e join reward_claim c on c.entry_id = e.id \
+                     where e.player_id = $1 and e.id >= $4 and c.rule = $2 and c.created_at >= $3",
+            )
+            .bind(player_id.to_string())
+            .bind(code.as_str())
+            .bind(to_micros(start))
+            .bind(crate::ledger::entry_id_floor(to_micros(start)))
+            .fetch_one(&mut *conn)
+            .await?;
             earned.push(sum.unwrap_or(0));
         }
         check_caps(&rule, amount, now, &earned)?;

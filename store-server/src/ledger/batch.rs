@@ -913,7 +913,7 @@ pub(crate) async fn run(
     // answer is written once, with the batch. On PostgreSQL another instance's writer may take
     // the same key meanwhile, so every key is claimed first (its row lock makes the other wait)
     // and the claim is rewritten with the answer.
-    let claimed: HashSet<(String, String)> = match backend {
+    let mut claimed: HashSet<(String, String)> = match backend {
         Backend::Sqlite => {
             first_hash.keys().map(|(scope, key)| ((*scope).to_owned(), (*key).to_owned())).collect()
         }
@@ -941,7 +941,6 @@ pub(crate) async fn run(
         })
         .map(|(scope, key)| json!([scope, key]))
         .collect();
-    let mut claimed = claimed;
     if !taken.is_empty() {
         let stored: Vec<(String, String, String, i64, String)> = sqlx::query_as(sql.text(
             "select scope, key, request_hash, status_code, response_body from idempotency \

@@ -18,6 +18,18 @@ use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::store::catalog::append_audit;
 
+/// The rows of `table` (which names its entry and its player) of the player's entries: reached
+/// through `entry_player_idx`, since these tables have no index by player.
+macro_rules! through_entries {
+    ($table:literal) => {
+        concat!(
+            "select x.* from ",
+            $table,
+            " x join entry e on e.id = x.entry_id where e.player_id = $1 and x.player_id = $1 order by x.id"
+        )
+    };
+}
+
 /// Each table's rows about a player (`$1` is the player id, `$2` their idempotency scope).
 const EXPORTED: &[(&str, &str)] = &[
     ("player", "select * from player where id = $1"),
@@ -29,26 +41,10 @@ const EXPORTED: &[(&str, &str)] = &[
         "select p.* from posting p join entry e on e.id = p.entry_id where e.player_id = $1 order by p.id",
     ),
     ("inventory", "select * from inventory where player_id = $1 order by sku"),
-    (
-        "inventory_change",
-        "select c.* from inventory_change c join entry e on e.id = c.entry_id where e.player_id = $1 \
-         and c.player_id = $1 order by c.id",
-    ),
-    (
-        "purchase",
-        "select p.* from purchase p join entry e on e.id = p.entry_id where e.player_id = $1 \
-         and p.player_id = $1 order by p.id",
-    ),
-    (
-        "reward_claim",
-        "select c.* from reward_claim c join entry e on e.id = c.entry_id where e.player_id = $1 \
-         and c.player_id = $1 order by c.id",
-    ),
-    (
-        "receipt",
-        "select r.* from receipt r join entry e on e.id = r.entry_id where e.player_id = $1 \
-         and r.player_id = $1 order by r.id",
-    ),
+    ("inventory_change", through_entries!("inventory_change")),
+    ("purchase", through_entries!("purchase")),
+    ("reward_claim", through_entries!("reward_claim")),
+    ("receipt", through_entries!("receipt")),
     ("payment_order", "select * from payment_order where player_id = $1 order by id"),
     (
         "order_transition",

@@ -317,15 +317,14 @@ async fn pgbench_purchase_batches(program: &str, database_url: &str) -> f64 {
         sqlx::query(sql).execute(db.pool()).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
     }
     db.close().await;
-    let (payload, signature, answer, event) =
-        ("x".repeat(420), "s".repeat(88), "a".repeat(1_400), "d".repeat(160));
+    let (payload, signature, answer) = ("x".repeat(420), "s".repeat(88), "a".repeat(1_400));
     let player = "('019a0000-0000-7000-8000-' || lpad(((g + :s * 7) % 64)::text, 12, '0'))";
     let script = format!(
         "\\set n 64
 select nextval('bench_seq') as s, (extract(epoch from clock_timestamp()) * 1e6)::bigint as t \\gset
 begin;
 insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) select 'player:' || {player}, 'k' || :s || '-' || g, 'h', 0, '', :t from generate_series(1, :n) g order by 1, 2 on conflict do nothing returning scope;
-select id, blocked, minor, country from player where id in (select {player} from generate_series(1, :n) g) order by id collate \"C\" for no key update;
+select id, blocked, minor, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (select {player} from generate_series(1, :n) g) order by id collate \"C\" for no key update;
 select id, balance from account where player_id in (select {player} from generate_series(1, :n) g);
 select player_id, sku, quantity from inventory where player_id in (select {player} from generate_series(1, :n) g);
 select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null limit 1);
@@ -333,7 +332,6 @@ update idempotency i set status_code = 201, response_body = '{answer}' from gene
 insert into entry (id, kind, player_id, actor, reason, created_at) select ('e' || :s || '-' || g), 'purchase', {player}, 'player:' || {player}, null, :t from generate_series(1, :n) g;
 update inventory v set quantity = v.quantity + d.q from (select {player} p, count(*) q from generate_series(1, :n) g group by 1) d where v.player_id = d.p and v.sku = 'magnet' returning v.player_id, v.quantity;
 insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) select ('e' || :s || '-' || g), {player}, 'magnet', 1, 0 from generate_series(1, :n) g;
-insert into player_event (player_id, event_type, data, created_at) select {player}, ev, '{event}', :t from generate_series(1, :n) g, (values ('wallet.updated'), ('inventory.updated')) v(ev);
 insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at) select 'p' || :s || '-' || g, {player}, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ('e' || :s || '-' || g), :t from generate_series(1, :n) g;
 insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select 'r' || :s || '-' || g, {player}, ('e' || :s || '-' || g), 'rk_1', '{payload}', '{signature}', :t from generate_series(1, :n) g;
 select id from account where id = 's:revenue:gold' for no key update;

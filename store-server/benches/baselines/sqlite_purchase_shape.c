@@ -1,6 +1,7 @@
 // The database's own cost for a Coinslot purchase's rows, with no driver: SQLite's C API and
 // prepared statements, the schema of the SQLite migrations (ledger tables and their indexes as of
-// migration 0014; keep them in step), WAL with
+// migration 0015; keep them in step; since 0015 a purchase writes no event row: the event stream
+// reads the entries), WAL with
 // synchronous=FULL. benches/purchases.rs builds it with the system C compiler and libsqlite3
 // and runs it as the SQLite baselines: nothing of this project's code or driver stack is on its
 // path. Origin: the write-path analysis (../shared/perf/write-path.md, section 2.4).
@@ -8,8 +9,8 @@
 // ./sqlite_purchase_shape MODE PER_COMMIT TOTAL [wal|-] [hot]
 //
 // Micro-benchmark: a Coinslot purchase's write shape on SQLite (WAL, synchronous=FULL, FKs on),
-// (A) row-at-a-time with prepared statements (14 statements per purchase, like benches/purchases.rs raw),
-// (B) set-oriented: ~5 reads + ~9 multi-row writes per batch,
+// (A) row-at-a-time with prepared statements (13 statements per purchase, like the per-request path),
+// (B) set-oriented: ~5 reads + ~8 multi-row writes per batch, like the set path,
 // (C) the 4-statement shape (2 updates + 2 inserts) for calibration against the sqlite3-shell figure.
 #include <sqlite3.h>
 #include <stdio.h>
@@ -102,7 +103,7 @@ static const char *SCHEMA =
 "create table player_event (id integer not null primary key autoincrement, player_id text not null, event_type text not null, data text not null, created_at bigint not null, tx_id integer not null default 0);"
 "create index player_event_stream_idx on player_event (player_id, tx_id, id);";
 
-static char payload[421], signature[89], answer[1401], eventdata[161];
+static char payload[421], signature[89], answer[1401];
 static long long T = 1764000000000000LL;
 
 static void seed(void) {
@@ -133,7 +134,7 @@ static void mode_a(int batches, int per) {
   sqlite3_stmt *post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) values (?1, ?2, 'gold', ?3, ?4)");
   sqlite3_stmt *inv = prep("insert into inventory (player_id, sku, quantity) values (?1, 'magnet', 1) on conflict (player_id, sku) do update set quantity = inventory.quantity + 1 returning quantity");
   sqlite3_stmt *chg = prep("insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values (?1, ?2, 'magnet', 1, ?3)");
-  sqlite3_stmt *ev = prep("insert into player_event (player_id, event_type, data, created_at) values (?1, ?2, ?3, ?4)");
+  sqlite3_stmt *head = prep("select (select max(e.id) from entry e where e.player_id = p.id) from player p where id in (select value from json_each(?1))");
   sqlite3_stmt *pur = prep("insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) values (?1, ?2, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ?3, ?4, null)");
   sqlite3_stmt *rec = prep("insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) values (?1, ?2, ?3, 'rk_1', ?4, ?5, ?6)");
   sqlite3_stmt *ans = prep("update idempotency set status_code = 201, response_body = ?3 where scope = ?1 and key = ?2");
@@ -147,6 +148,7 @@ static void mode_a(int batches, int per) {
       long long t = T++;
       sqlite3_bind_text(claim, 1, scope, -1, SQLITE_STATIC); sqlite3_bind_text(claim, 2, key, -1, SQLITE_STATIC); sqlite3_bind_int64(claim, 3, t); step_done(claim, "claim");
       sqlite3_bind_text(lock, 1, pl, -1, SQLITE_STATIC); step_done(lock, "lock");
+      char one[64]; sprintf(one, "[\"%s\"]", pl); sqlite3_bind_text(head, 1, one, -1, SQLITE_TRANSIENT); step_done(head, "head");
       sqlite3_bind_text(entry, 1, e, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 3, scope, -1, SQLITE_STATIC); sqlite3_bind_int64(entry, 4, t); step_done(entry, "entry");
       const char *accts[2] = {"s:revenue:gold", wallet}; long long amts[2] = {100, -100};
       for (int k = 0; k < 2; k++) {
@@ -156,8 +158,6 @@ static void mode_a(int batches, int per) {
       }
       sqlite3_bind_text(inv, 1, pl, -1, SQLITE_STATIC); ck(sqlite3_step(inv), "inv"); long long q = sqlite3_column_int64(inv, 0); step_done(inv, "inv2");
       sqlite3_bind_text(chg, 1, e, -1, SQLITE_STATIC); sqlite3_bind_text(chg, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_int64(chg, 3, q); step_done(chg, "chg");
-      const char *evs[2] = {"wallet.updated", "inventory.updated"};
-      for (int k = 0; k < 2; k++) { sqlite3_bind_text(ev, 1, pl, -1, SQLITE_STATIC); sqlite3_bind_text(ev, 2, evs[k], -1, SQLITE_STATIC); sqlite3_bind_text(ev, 3, eventdata, -1, SQLITE_STATIC); sqlite3_bind_int64(ev, 4, t); step_done(ev, "ev"); }
       sqlite3_bind_text(pur, 1, pu, -1, SQLITE_STATIC); sqlite3_bind_text(pur, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(pur, 3, e, -1, SQLITE_STATIC); sqlite3_bind_int64(pur, 4, t); step_done(pur, "pur");
       sqlite3_bind_text(rec, 1, r, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 3, e, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 4, payload, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 5, signature, -1, SQLITE_STATIC); sqlite3_bind_int64(rec, 6, t); step_done(rec, "rec");
       sqlite3_bind_text(ans, 1, scope, -1, SQLITE_STATIC); sqlite3_bind_text(ans, 2, key, -1, SQLITE_STATIC); sqlite3_bind_text(ans, 3, answer, -1, SQLITE_STATIC); step_done(ans, "ans");
@@ -201,7 +201,7 @@ static void reset(buf *b) { b->n = 0; if (!b->p) { b->cap = 1 << 16; b->p = mall
 static void mode_b(int batches, int per, int sign_us) {
   (void)sign_us;
   sqlite3_stmt *r_idem = prep("select i.scope, i.key, i.request_hash, i.status_code, i.response_body from json_each(?1) j join idempotency i on i.scope = j.value->>0 and i.key = j.value->>1");
-  sqlite3_stmt *r_player = prep("select id, blocked, minor, country from player where id in (select value from json_each(?1))");
+  sqlite3_stmt *r_player = prep("select id, blocked, minor, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (select value from json_each(?1))");
   sqlite3_stmt *r_acct = prep("select id, kind, balance from account where id in (select value from json_each(?1))");
   sqlite3_stmt *r_inv = prep("select i.player_id, i.sku, i.quantity from json_each(?1) j join inventory i on i.player_id = j.value->>0 and i.sku = j.value->>1");
   sqlite3_stmt *r_meta = prep("select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null order by created_at desc, id desc limit 1)");
@@ -211,10 +211,9 @@ static void mode_b(int batches, int per, int sign_us) {
   sqlite3_stmt *w_post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) select value->>0, value->>1, 'gold', value->>2, value->>3 from json_each(?1)");
   sqlite3_stmt *w_inv = prep("update inventory set quantity = quantity + (j.value->>2) from json_each(?1) j where inventory.player_id = j.value->>0 and inventory.sku = j.value->>1 and inventory.quantity + (j.value->>2) >= 0 returning inventory.player_id, inventory.quantity");
   sqlite3_stmt *w_chg = prep("insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) select value->>0, value->>1, 'magnet', 1, value->>2 from json_each(?1)");
-  sqlite3_stmt *w_ev = prep("insert into player_event (player_id, event_type, data, created_at) select value->>0, value->>1, value->>2, value->>3 from json_each(?1)");
   sqlite3_stmt *w_pur = prep("insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) select value->>0, value->>1, 'offer', 'magnet', 1, 0, 'gold', 100, 1, value->>2, value->>3, null from json_each(?1)");
   sqlite3_stmt *w_rec = prep("insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select value->>0, value->>1, value->>2, 'rk_1', value->>3, value->>4, value->>5 from json_each(?1)");
-  buf keys = {0}, pls = {0}, accts = {0}, invk = {0}, idem = {0}, ent = {0}, acu = {0}, post = {0}, inu = {0}, chg = {0}, ev = {0}, pur = {0}, rec = {0};
+  buf keys = {0}, pls = {0}, accts = {0}, invk = {0}, idem = {0}, ent = {0}, acu = {0}, post = {0}, inu = {0}, chg = {0}, pur = {0}, rec = {0};
   char e[40], pu[40], r[40];
   long long wal[PLAYERS]; long long rev; long long qty[PLAYERS]; int seen[PLAYERS];
   for (int b = 0; b < batches; b++) {
@@ -243,8 +242,8 @@ static void mode_b(int batches, int per, int sign_us) {
     sqlite3_reset(r_inv);
     step_done(r_meta, "meta");
     // validate + compute in memory, build the rows
-    reset(&idem); reset(&ent); reset(&acu); reset(&post); reset(&inu); reset(&chg); reset(&ev); reset(&pur); reset(&rec);
-    put(&idem, "["); put(&ent, "["); put(&post, "["); put(&chg, "["); put(&ev, "["); put(&pur, "["); put(&rec, "[");
+    reset(&idem); reset(&ent); reset(&acu); reset(&post); reset(&inu); reset(&chg); reset(&pur); reset(&rec);
+    put(&idem, "["); put(&ent, "["); put(&post, "["); put(&chg, "["); put(&pur, "["); put(&rec, "[");
     long long delta[PLAYERS] = {0}; int dq[PLAYERS] = {0}; long long revd = 0;
     for (int n = 0; n < per; n++) {
       int k = PIDX(b * per + n); const char *pl = player[k]; long long t = T++;
@@ -256,18 +255,17 @@ static void mode_b(int batches, int per, int sign_us) {
       put(&ent, "%s[\"%s\",\"%s\",\"player:%s\",%lld]", c, e, pl, pl, t);
       put(&post, "%s[\"%s\",\"s:revenue:gold\",100,%lld],[\"%s\",\"w:%s:gold\",-100,%lld]", c, e, rev, e, pl, wal[k]);
       put(&chg, "%s[\"%s\",\"%s\",%lld]", c, e, pl, qty[k]);
-      put(&ev, "%s[\"%s\",\"wallet.updated\",\"%s\",%lld],[\"%s\",\"inventory.updated\",\"%s\",%lld]", c, pl, eventdata, t, pl, eventdata, t);
       put(&pur, "%s[\"%s\",\"%s\",\"%s\",%lld]", c, pu, pl, e, t);
       put(&rec, "%s[\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",%lld]", c, r, pl, e, payload, signature, t);
     }
     put(&acu, "[[\"s:revenue:gold\",%lld]", revd); put(&inu, "[");
     int first = 1;
     for (int k = 0; k < PLAYERS; k++) if (delta[k]) { put(&acu, ",[\"w:%s:gold\",%lld]", player[k], delta[k]); put(&inu, "%s[\"%s\",\"magnet\",%d]", first ? "" : ",", player[k], dq[k]); first = 0; }
-    put(&idem, "]"); put(&ent, "]"); put(&acu, "]"); put(&post, "]"); put(&inu, "]"); put(&chg, "]"); put(&ev, "]"); put(&pur, "]"); put(&rec, "]");
+    put(&idem, "]"); put(&ent, "]"); put(&acu, "]"); put(&post, "]"); put(&inu, "]"); put(&chg, "]"); put(&pur, "]"); put(&rec, "]");
     // writes: entry first (FK parents), then the rest
     struct { sqlite3_stmt *s; buf *b; const char *w; } W[] = {
       {w_idem, &idem, "idem"}, {w_entry, &ent, "entry"}, {w_acct, &acu, "acct"}, {w_post, &post, "post"}, {w_inv, &inu, "inv"},
-      {w_chg, &chg, "chg"}, {w_ev, &ev, "ev"}, {w_pur, &pur, "pur"}, {w_rec, &rec, "rec"}};
+      {w_chg, &chg, "chg"}, {w_pur, &pur, "pur"}, {w_rec, &rec, "rec"}};
     for (unsigned i = 0; i < sizeof W / sizeof W[0]; i++) {
       sqlite3_bind_text(W[i].s, 1, W[i].b->p, W[i].b->n, SQLITE_STATIC);
       int rc, rows = 0; while ((rc = sqlite3_step(W[i].s)) == SQLITE_ROW) rows++; ck(rc, W[i].w); sqlite3_reset(W[i].s);
@@ -311,7 +309,7 @@ static void mode_v(int batches, int per) {
     ncells = 0; for (int n = 0; n < per; n++) { char t[64]; sprintf(t, "player:%s", player[PIDX(b * per + n)]); cs(keep(t)); sprintf(t, "v-%d-%d", b, n); cs(keep(t)); }
     if (run_values("select scope, key from idempotency where (scope, key) in (", ")", 2, 0, ncells)) { fprintf(stderr, "replay?\n"); exit(1); }
     ncells = 0; for (int k = 0; k < PLAYERS; k++) if (seen[k]) cs(player[k]);
-    run_values("select id, blocked, minor, country from player where id in (", ")", 1, 0, ncells);
+    run_values("select id, blocked, minor, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (", ")", 1, 0, ncells);
     sqlite3_bind_text(r_acct, 1, accts.p, accts.n, SQLITE_STATIC);
     while (sqlite3_step(r_acct) == SQLITE_ROW) { const char *id = (const char *)sqlite3_column_text(r_acct, 0); long long bl = sqlite3_column_int64(r_acct, 2);
       if (id[0] == 's') rev = bl; else for (int k = 0; k < PLAYERS; k++) if (!strncmp(id + 2, player[k], 36)) { wal[k] = bl; break; } }
@@ -320,7 +318,7 @@ static void mode_v(int batches, int per) {
     run_values("select player_id, sku, quantity from inventory where player_id in (", ")", 1, 0, ncells);
     step_done(r_meta, "meta");
     // build
-    int c_idem, c_ent, c_post, c_chg, c_ev, c_pur, c_rec, c_acct, c_inv, end;
+    int c_idem, c_ent, c_post, c_chg, c_pur, c_rec, c_acct, c_inv, end;
     long long delta[PLAYERS] = {0}; int dq[PLAYERS] = {0}; long long revd = 0;
     static char e[128][40], pu[128][40], r[128][40], sc[128][64], ky[128][32], wl[128][64]; long long tt[128], wafter[128], rafter[128], qafter[128]; int kk[128], ok[128];
     for (int n = 0; n < per; n++) {
@@ -335,7 +333,6 @@ static void mode_v(int batches, int per) {
     c_post = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(e[n]); cs("s:revenue:gold"); ci(100); ci(rafter[n]); cs(e[n]); cs(wl[n]); ci(-100); ci(wafter[n]); }
     c_inv = ncells; for (int k = 0; k < PLAYERS; k++) if (dq[k]) { cs(player[k]); cs("magnet"); ci(dq[k]); }
     c_chg = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(e[n]); cs(player[kk[n]]); ci(qafter[n]); }
-    c_ev = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(player[kk[n]]); cs("wallet.updated"); cs(eventdata); ci(tt[n]); cs(player[kk[n]]); cs("inventory.updated"); cs(eventdata); ci(tt[n]); }
     c_pur = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(pu[n]); cs(player[kk[n]]); cs(e[n]); ci(tt[n]); }
     c_rec = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(r[n]); cs(player[kk[n]]); cs(e[n]); cs(payload); cs(signature); ci(tt[n]); }
     end = ncells;
@@ -344,8 +341,7 @@ static void mode_v(int batches, int per) {
     run_values("update account set balance = balance + v.column3 from (", ") as v where account.id = v.column2 and (account.kind <> 'wallet' or account.balance + v.column3 >= 0) returning account.id, account.balance", 3, c_acct, c_post);
     run_values("insert into posting (entry_id, account_id, amount, balance_after, currency) select column1, column2, column3, column4, 'gold' from (", ")", 4, c_post, c_inv);
     run_values("update inventory set quantity = quantity + v.column3 from (", ") as v where inventory.player_id = v.column1 and inventory.sku = v.column2 and inventory.quantity + v.column3 >= 0 returning inventory.player_id, inventory.quantity", 3, c_inv, c_chg);
-    run_values("insert into inventory_change (entry_id, player_id, quantity_after, sku, delta) select column1, column2, column3, 'magnet', 1 from (", ")", 3, c_chg, c_ev);
-    run_values("insert into player_event (player_id, event_type, data, created_at)", "", 4, c_ev, c_pur);
+    run_values("insert into inventory_change (entry_id, player_id, quantity_after, sku, delta) select column1, column2, column3, 'magnet', 1 from (", ")", 3, c_chg, c_pur);
     run_values("insert into purchase (id, player_id, entry_id, created_at, offer_id, sku, quantity, price_index, currency, amount, catalog_version) select column1, column2, column3, column4, 'offer', 'magnet', 1, 0, 'gold', 100, 1 from (", ")", 4, c_pur, c_rec);
     run_values("insert into receipt (id, player_id, entry_id, payload, signature, created_at, key_id) select column1, column2, column3, column4, column5, column6, 'rk_1' from (", ")", 6, c_rec, end);
     exec("commit");
@@ -355,7 +351,7 @@ static void mode_v(int batches, int per) {
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "A"; int per = argc > 2 ? atoi(argv[2]) : 100; int total = argc > 3 ? atoi(argv[3]) : 20000;
   char path[128]; sprintf(path, "sqlbench-%s-%d-%d.sqlite", mode, per, getpid());
-  memset(payload, 'x', 420); memset(signature, 's', 88); memset(answer, 'a', 1400); memset(eventdata, 'd', 160);
+  memset(payload, 'x', 420); memset(signature, 's', 88); memset(answer, 'a', 1400);
   ck(sqlite3_open(path, &db), "open");
   exec("pragma journal_mode = wal; pragma synchronous = full; pragma foreign_keys = on; pragma busy_timeout = 5000; pragma wal_autocheckpoint = 4096;");
   if (getenv("CACHE_KB")) { char q[128]; sprintf(q, "pragma cache_size = -%s", getenv("CACHE_KB")); exec(q); }

@@ -1,7 +1,8 @@
 //! `GET /v1/events`: a player's event outbox as a server-sent event stream.
 //!
-//! The stream polls its player's new events ([`crate::ledger::events::read_after`], in commit
-//! order, never skipping one); `Last-Event-ID` resumes it.
+//! The stream polls its player's new events ([`crate::ledger::events::EventStream`]: read from
+//! the player's entries and event rows, in commit order, never skipping one); `Last-Event-ID`
+//! resumes it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,7 +22,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::ledger::events::{StoredEvent, read_after, start_cursor};
+use crate::ledger::events::{EventStream, StoredEvent};
 use crate::players::auth::PlayerAuth;
 
 /// Event streams one player may hold open at once on an instance (a game, a second device, a
@@ -78,7 +79,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The logged-in player's events as they happen: `order.updated`, `wallet.updated`,
-/// `inventory.updated`. Each event's `id` can be sent back as `Last-Event-ID` to resume.
+/// `inventory.updated`. Each event's `id` (opaque text) can be sent back as `Last-Event-ID` to
+/// resume right after it.
 #[utoipa::path(
     get, path = "/v1/events", tag = "players",
     security(("player" = [])),
@@ -93,29 +95,21 @@ pub async fn stream_events(
     player: PlayerAuth,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let resume_after = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i64>().ok());
+    let last_event_id = headers.get("last-event-id").and_then(|value| value.to_str().ok());
     let slot = state.event_streams().open(player.player_id)?;
     let db = state.db().clone();
-    let start = start_cursor(&db, player.player_id, resume_after).await?;
+    let events = EventStream::start(&db, player.player_id, last_event_id).await?;
     // The slot lives in the stream's state: it is given back when the stream is dropped.
     let stream = futures_util::stream::unfold(
-        (db, slot, start, Vec::<StoredEvent>::new()),
-        |(db, slot, mut last, mut pending)| async move {
-            let player_id = slot.player_id;
+        (db, slot, events, Vec::<StoredEvent>::new()),
+        |(db, slot, mut events, mut pending)| async move {
             loop {
                 if let Some(event) = pending.pop() {
-                    let sent =
-                        Event::default().id(event.id.to_string()).event(event.event_type).data(event.data);
-                    return Some((Ok(sent), (db, slot, last, pending)));
+                    let sent = Event::default().id(event.id).event(event.event_type).data(event.data);
+                    return Some((Ok(sent), (db, slot, events, pending)));
                 }
-                match read_after(&db, player_id, last, EVENTS_PER_POLL_MAX).await {
-                    Ok((events, after)) if !events.is_empty() => {
-                        last = after;
-                        pending = events.into_iter().rev().collect();
-                    }
+                match events.read(&db, EVENTS_PER_POLL_MAX).await {
+                    Ok(read) if !read.is_empty() => pending = read.into_iter().rev().collect(),
                     Ok(_) => tokio::time::sleep(POLL_INTERVAL).await,
                     Err(error) => {
                         tracing::warn!(%error, "event stream could not read events; retrying");

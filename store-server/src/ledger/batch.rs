@@ -52,6 +52,7 @@ use store_api::receipt::SignedReceipt;
 use store_api::{Money, MoneyCurrency};
 use uuid::Uuid;
 
+use super::events::EntryHeads;
 use super::receipts::{ReceiptFacts, Signer, signer};
 use super::{
     AccountId, AppendedEntry, NewEntry, SystemAccount, already_owned, balance_max_exceeded,
@@ -244,7 +245,6 @@ struct Rows {
     entries: Vec<Value>,
     postings: Vec<PostingRow>,
     item_changes: Vec<Value>,
-    events: Vec<Value>,
     receipts: Vec<Value>,
     purchases: Vec<Value>,
     reward_claims: Vec<Value>,
@@ -253,12 +253,11 @@ struct Rows {
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 9] {
+    fn lengths(&self) -> [usize; 8] {
         [
             self.entries.len(),
             self.postings.len(),
             self.item_changes.len(),
-            self.events.len(),
             self.receipts.len(),
             self.purchases.len(),
             self.reward_claims.len(),
@@ -267,16 +266,15 @@ impl Rows {
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 9]) {
+    fn truncate(&mut self, lengths: [usize; 8]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
         self.item_changes.truncate(lengths[2]);
-        self.events.truncate(lengths[3]);
-        self.receipts.truncate(lengths[4]);
-        self.purchases.truncate(lengths[5]);
-        self.reward_claims.truncate(lengths[6]);
-        self.audit.truncate(lengths[7]);
-        self.tab_items.truncate(lengths[8]);
+        self.receipts.truncate(lengths[3]);
+        self.purchases.truncate(lengths[4]);
+        self.reward_claims.truncate(lengths[5]);
+        self.audit.truncate(lengths[6]);
+        self.tab_items.truncate(lengths[7]);
     }
 }
 
@@ -294,8 +292,10 @@ pub struct BatchLedger {
     accounts: HashMap<String, AccountState>,
     items: HashMap<Uuid, BTreeMap<String, ItemState>>,
     rows: Rows,
+    /// Each player's newest entry id: the next entry's id is after it (see `EntryHeads`).
+    entry_heads: EntryHeads,
     undo: Vec<Undo>,
-    mark: [usize; 9],
+    mark: [usize; 8],
     reward_rules: HashMap<String, RewardRuleRow>,
     /// (player, rule) -> (when, amount) of the claims since the start of the day.
     reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
@@ -464,7 +464,7 @@ impl BatchLedger {
             quantities.push(after);
         }
 
-        let id = Uuid::now_v7();
+        let id = self.entry_heads.next(entry.player_id);
         let entry_id = id.to_string();
         let player = entry.player_id.map(|player| player.to_string());
         self.rows.entries.push(json!([
@@ -519,13 +519,7 @@ impl BatchLedger {
             ]));
             items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after: after });
         }
-        let appended = AppendedEntry { id, changes, items };
-        if let Some(player) = entry.player_id {
-            for (event_type, data) in appended.events()? {
-                self.rows.events.push(json!([player.to_string(), event_type, data, self.now]));
-            }
-        }
-        Ok(Some(appended))
+        Ok(Some(AppendedEntry { id, changes, items }))
     }
 
     /// Issues a receipt for an entry of the batch with the batch's key, to be stored with it.
@@ -1324,8 +1318,9 @@ async fn refuse_revoked_sessions(
         .collect())
 }
 
-/// A player's row as the batch selects it: id, blocked, minor, country, flagged at, flag reason.
-type PlayerTuple = (String, i64, i64, Option<String>, Option<i64>, Option<String>);
+/// A player's row as the batch selects it: id, blocked, minor, country, flagged at, flag reason,
+/// and the id of the player's newest entry.
+type PlayerTuple = (String, i64, i64, Option<String>, Option<i64>, Option<String>, Option<String>);
 
 /// Step 2: reads the batch's state (with `system_accounts`, the system accounts even when it has
 /// no players: a batch of logins grants from issuance).
@@ -1356,8 +1351,9 @@ async fn read_state(
         accounts: HashMap::new(),
         items: HashMap::new(),
         rows: Rows::default(),
+        entry_heads: EntryHeads::default(),
         undo: Vec::new(),
-        mark: [0; 9],
+        mark: [0; 8],
         reward_rules: HashMap::new(),
         reward_claims: HashMap::new(),
         tabs: HashMap::new(),
@@ -1374,15 +1370,17 @@ async fn read_state(
         Vec::new()
     } else {
         sqlx::query_as(sql.text(
-            "select id, blocked, minor, country, flagged_at, flag_reason from player \
+            "select id, blocked, minor, country, flagged_at, flag_reason, \
+             (select max(e.id) from entry e where e.player_id = player.id) from player \
              where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
         ))
         .bind(&player_rows)
         .fetch_all(&mut *conn)
         .await?
     };
-    for (id, blocked, minor, country, flagged_at, flag_reason) in found {
+    for (id, blocked, minor, country, flagged_at, flag_reason, newest_entry) in found {
         let id = super::stored_uuid(&id)?;
+        ledger.entry_heads.read(id, newest_entry.as_deref())?;
         let flag = flagged_at.map(|_| flag_reason);
         ledger.players.insert(id, PlayerRow { blocked: blocked != 0, minor: minor != 0, country, flag });
     }
@@ -1918,14 +1916,6 @@ async fn write(
         "inventory_change",
         &[("entry_id", TEXT), ("player_id", TEXT), ("sku", TEXT), ("delta", INT), ("quantity_after", INT)],
         &rows.item_changes,
-    )
-    .await?;
-    insert_rows(
-        conn,
-        sql,
-        "player_event",
-        &[("player_id", TEXT), ("event_type", TEXT), ("data", TEXT), ("created_at", INT)],
-        &rows.events,
     )
     .await?;
     insert_rows(

@@ -2,8 +2,9 @@
 //! the scale generator. It keeps [`crate::ledger::append_entry`]'s rules: every entry balanced
 //! per currency, every posting recording the balance after it (in entry order), no wallet below
 //! zero or above its currency's maximum, no item count below zero or above its maximum; a
-//! violation refuses the whole bulk (the caller's transaction rolls back). It writes no live
-//! events: nobody is watching an import.
+//! violation refuses the whole bulk (the caller's transaction rolls back). Like every entry, its
+//! entries are announced on their players' event streams, which read the entries: it locks the
+//! players first and gives each entry an id after its player's newest (`events::EntryHeads`).
 //!
 //! It reads the balances and item counts it will change, checks every rule in memory, then writes:
 //! existing rows take their total change guarded by the value read (a concurrent change on
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
+use crate::ledger::events::EntryHeads;
 use crate::ledger::{
     AccountId, NewEntry, already_owned, balance_max_exceeded, insufficient_funds, insufficient_quantity,
 };
@@ -188,6 +190,10 @@ pub async fn append_entries(
         merged.push(per_account);
     }
 
+    let mut entry_players: Vec<Uuid> = entries.iter().filter_map(|entry| entry.player_id).collect();
+    entry_players.sort_unstable();
+    entry_players.dedup();
+    let mut heads = EntryHeads::lock(conn, &entry_players).await?;
     // Starting balances: what the database holds now (0 for accounts and items to create).
     let keys: Vec<String> = account_totals.keys().cloned().collect();
     let present = balances_of(conn, &keys).await?;
@@ -205,7 +211,7 @@ pub async fn append_entries(
     let mut ids = Vec::with_capacity(entries.len());
     let (mut entry_rows, mut posting_rows, mut change_rows) = (Vec::new(), Vec::new(), Vec::new());
     for (entry, per_account) in entries.iter().zip(merged) {
-        let id = Uuid::now_v7();
+        let id = heads.next(entry.player_id);
         ids.push(id);
         entry_rows.push(vec![
             Value::from(id.to_string()),

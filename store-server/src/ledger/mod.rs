@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::db::{from_micros, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Page;
-use crate::ledger::events::push_event_json;
+use crate::ledger::events::EntryHeads;
 
 pub mod reads;
 
@@ -312,9 +312,13 @@ pub async fn append_entry(
     balance_max: &BTreeMap<String, i64>,
 ) -> ApiResult<AppendedEntry> {
     let net = net_changes(entry)?;
+    // The player's lock and newest entry first: the new entry's id is after it, so the player's
+    // entries commit in id order (the event stream reads them by id, `events`).
+    let players: Vec<Uuid> = entry.player_id.into_iter().collect();
+    let mut heads = EntryHeads::lock(conn, &players).await?;
     // The time first, then the id: an id is never older than its entry (see `entry_id_floor`).
     let now = now_micros();
-    let id = Uuid::now_v7();
+    let id = heads.next(entry.player_id);
     sqlx::query(
         "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, $5, $6)",
     )
@@ -360,18 +364,13 @@ pub async fn append_entry(
         .await?;
         items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
     }
-    let appended = AppendedEntry { id, changes, items };
-    if let Some(player) = entry.player_id {
-        for (event_type, data) in appended.events()? {
-            push_event_json(conn, player, event_type, &data).await?;
-        }
-    }
-    Ok(appended)
+    Ok(AppendedEntry { id, changes, items })
 }
 
 impl AppendedEntry {
-    /// The events announcing the entry to its player: `wallet.updated` when it changed a
-    /// balance, then `inventory.updated` when it changed an item, as (type, JSON).
+    /// The events announcing the entry to its player on the event stream, which builds them
+    /// from the stored entry: `wallet.updated` when it changed a balance, then
+    /// `inventory.updated` when it changed an item, as (type, JSON).
     ///
     /// # Errors
     /// Fails only if serializing fails.

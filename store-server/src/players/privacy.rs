@@ -62,6 +62,7 @@ const EXPORTED: &[(&str, &str)] = &[
     ),
     ("store_view", "select * from store_view where player_id = $1 order by id"),
     ("player_event", "select * from player_event where player_id = $1 order by id"),
+    ("ledger_event_start", "select * from ledger_event_start where player_id = $1"),
     ("idempotency", "select * from idempotency where scope = $2 order by created_at"),
     ("audit_log", "select * from audit_log where target = $1 order by id"),
 ];

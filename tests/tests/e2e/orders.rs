@@ -33,10 +33,24 @@ async fn read_events_until(response: &mut reqwest::Response, needles: &[&str]) -
 }
 
 /// The `id:` of the event whose data contains `needle`, in a stream's text.
-fn event_id(stream: &str, needle: &str) -> i64 {
+fn event_id(stream: &str, needle: &str) -> String {
     let event = stream.split("\n\n").find(|event| event.contains(needle)).expect("the event");
     let line = event.lines().find_map(|line| line.strip_prefix("id:")).expect("an id");
-    line.trim().parse().expect("a numeric id")
+    line.trim().to_owned()
+}
+
+/// A stream resumed after the event matching `after` in `seen` sends the one matching `next`
+/// (with the id it had) and not the first.
+async fn assert_resumes(server: &TestServer, token: &str, seen: &str, after: &str, next: &str) {
+    let mut resumed = server
+        .player(token, Method::GET, "/v1/events")
+        .header("last-event-id", event_id(seen, after).as_str())
+        .send()
+        .await
+        .expect("the stream resumes");
+    let again = read_events_until(&mut resumed, &[next]).await;
+    assert!(!again.contains(after), "{again}");
+    assert_eq!(event_id(&again, next), event_id(seen, next));
 }
 
 on_both_backends! {
@@ -65,16 +79,7 @@ on_both_backends! {
         assert!(first < second, "in commit order: {seen}");
 
         // Resuming after the first event shows the second and only it.
-        let resume = event_id(&seen, "\"first\"");
-        let mut resumed = server
-            .player(&token, Method::GET, "/v1/events")
-            .header("last-event-id", resume.to_string())
-            .send()
-            .await
-            .expect("the stream resumes");
-        let again = read_events_until(&mut resumed, &["\"n\":\"second\""]).await;
-        assert!(!again.contains("\"first\""), "{again}");
-        assert_eq!(event_id(&again, "\"second\""), event_id(&seen, "\"second\""));
+        assert_resumes(&server, &token, &seen, "\"first\"", "\"second\"").await;
         db.close().await;
     }
 }
@@ -452,3 +457,57 @@ async fn a_standalone_sandbox_serves_a_store_over_http_on_sqlite() {
 async fn a_standalone_sandbox_serves_a_store_over_http_on_postgres() {
     a_standalone_sandbox_serves_a_store_over_http(Backend::Postgres).await;
 }
+
+/// The `data:` of the event of type `event_type` in a stream's text, as JSON.
+fn event_data(stream: &str, event_type: &str) -> Value {
+    let event = stream
+        .split("\n\n")
+        .find(|event| event.lines().any(|line| line == format!("event: {event_type}")))
+        .unwrap_or_else(|| panic!("a {event_type} event in {stream}"));
+    let data = event.lines().find_map(|line| line.strip_prefix("data:")).expect("data");
+    serde_json::from_str(data.trim()).expect("JSON data")
+}
+
+/// Wallet and inventory events are read from the player's entries, not stored: a purchase writes
+/// no event row, and its two events name its entry. An entry committed after another has the
+/// later id even when the other was made by a clock an hour ahead (another instance's), so the
+/// stream, which reads a player's entries by id, shows it. Resuming between an entry's two
+/// events sends the second only.
+async fn entry_events_follow_commit_order_whatever_the_clock(backend: Backend, batching: bool) {
+    let Some(server) = TestServer::start_with(backend, |settings| settings.group_commit = batching).await
+    else {
+        return;
+    };
+    let (player, token) = server.login_player("clockwise").await;
+    let mut events =
+        server.player(&token, Method::GET, "/v1/events").send().await.expect("the event stream opens");
+    assert_eq!(events.status(), StatusCode::OK);
+    let an_hour_ahead = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
+        .expect("a time")
+        + 3_600_000_000;
+    let ahead = server.backdated_entry(&player, "purchase", an_hour_ahead).await;
+
+    let (status, bought) = send(server.purchase(&token, &key(), &json!({ "offer_id": seed::MAGNET }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{bought}");
+    let seen = read_events_until(&mut events, &["event: wallet.updated", "event: inventory.updated"]).await;
+    let (wallet, inventory) = (event_data(&seen, "wallet.updated"), event_data(&seen, "inventory.updated"));
+    let entry = wallet["entry_id"].as_str().expect("the entry");
+    assert_eq!(inventory["entry_id"], entry, "{seen}");
+    assert!(
+        entry > ahead.as_str(),
+        "the purchase's entry {entry} is after the entry made an hour ahead {ahead}"
+    );
+    assert!(bought["receipt"].to_string().contains(entry), "the purchase's own entry: {bought}");
+    assert_eq!(wallet["changes"][0]["currency"], "gold", "{wallet}");
+    assert_eq!(inventory["items"][0]["sku"], "magnet", "{inventory}");
+    assert_eq!(
+        server.text("select cast(count(*) as text) from player_event where event_type like '%.updated' and event_type <> 'order.updated'").await,
+        "0",
+        "no event row for an entry"
+    );
+
+    // Resuming after the wallet event sends the inventory event, with the same id as before.
+    assert_resumes(&server, &token, &seen, "event: wallet.updated", "event: inventory.updated").await;
+}
+
+in_every_mode!(entry_events_follow_commit_order_whatever_the_clock);

@@ -28,7 +28,9 @@
 //!    answered only after its commit, so none of them happened before another. (Requests of
 //!    different players meet only over an item's stock.)
 //! 4. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
-//!    the cores ([`Unfinished`]).
+//!    the cores ([`Unfinished`]), on blocking threads while the writer's connection writes the
+//!    records (entries, items, purchases, claims, tabs, stock, audit); the answers, the signed
+//!    receipts, the balances and the postings are written once both are done.
 //! 5. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's

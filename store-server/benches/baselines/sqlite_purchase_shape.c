@@ -57,10 +57,20 @@ static long long rows_held(void) {
   }
   sqlite3_finalize(t); return rows;
 }
+// Bytes this process has written to storage (WAL, and the checkpoints that copy it back): the
+// figure the server's benchmark reads from the server's own /proc/<pid>/io.
+static long long io_written(void) {
+  FILE *f = fopen("/proc/self/io", "r"); char line[128]; long long bytes = 0;
+  if (!f) return 0;
+  while (fgets(line, sizeof line, f)) if (!strncmp(line, "write_bytes:", 12)) bytes = atoll(line + 12);
+  fclose(f); return bytes;
+}
 static double now(clockid_t c) { struct timespec t; clock_gettime(c, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 static void step_done(sqlite3_stmt *s, const char *w) { int rc; while ((rc = sqlite3_step(s)) == SQLITE_ROW) {} ck(rc, w); sqlite3_reset(s); }
 
-#define PLAYERS 64
+// The server's benchmark spreads its purchases over 1,000 wallets: so does this one, so a batch's
+// players are as far apart in the per-player B-trees.
+#define PLAYERS 1000
 static int hot = 0;
 #define PIDX(x) (hot ? 0 : (x) % PLAYERS)
 static char player[PLAYERS][40];
@@ -215,13 +225,14 @@ static void mode_b(int batches, int per, int sign_us) {
   sqlite3_stmt *w_rec = prep("insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select value->>0, value->>1, value->>2, 'rk_1', value->>3, value->>4, value->>5 from json_each(?1)");
   buf keys = {0}, pls = {0}, accts = {0}, invk = {0}, idem = {0}, ent = {0}, acu = {0}, post = {0}, inu = {0}, chg = {0}, pur = {0}, rec = {0};
   char e[40], pu[40], r[40];
-  long long wal[PLAYERS]; long long rev; long long qty[PLAYERS]; int seen[PLAYERS];
+  static long long wal[PLAYERS], qty[PLAYERS]; long long rev; static int seen[PLAYERS]; int bk[128], nb;
   for (int b = 0; b < batches; b++) {
     reset(&keys); reset(&pls); reset(&accts); reset(&invk);
     put(&keys, "["); put(&pls, "["); put(&accts, "[\"s:revenue:gold\""); put(&invk, "[");
-    memset(seen, 0, sizeof seen);
+    memset(seen, 0, sizeof seen); nb = 0;
     for (int n = 0; n < per; n++) {
       int k = PIDX(b * per + n); const char *pl = player[k];
+      if (!seen[k]) bk[nb++] = k;
       put(&keys, "%s[\"player:%s\",\"b-%d-%d\"]", n ? "," : "", pl, b, n);
       if (!seen[k]) { seen[k] = 1; put(&pls, "%s\"%s\"", pls.n > 1 ? "," : "", pl); put(&accts, ",\"w:%s:gold\"", pl); put(&invk, "%s[\"%s\",\"magnet\"]", invk.n > 1 ? "," : "", pl); }
     }
@@ -234,17 +245,18 @@ static void mode_b(int batches, int per, int sign_us) {
     sqlite3_bind_text(r_acct, 1, accts.p, accts.n, SQLITE_STATIC);
     while (sqlite3_step(r_acct) == SQLITE_ROW) {
       const char *id = (const char *)sqlite3_column_text(r_acct, 0); long long bl = sqlite3_column_int64(r_acct, 2);
-      if (id[0] == 's') rev = bl; else for (int k = 0; k < PLAYERS; k++) if (!strncmp(id + 2, player[k], 36)) { wal[k] = bl; break; }
+      if (id[0] == 's') rev = bl; else for (int q = 0; q < nb; q++) if (!strncmp(id + 2, player[bk[q]], 36)) { wal[bk[q]] = bl; break; }
     }
     sqlite3_reset(r_acct);
     sqlite3_bind_text(r_inv, 1, invk.p, invk.n, SQLITE_STATIC);
-    while (sqlite3_step(r_inv) == SQLITE_ROW) { const char *id = (const char *)sqlite3_column_text(r_inv, 0); for (int k = 0; k < PLAYERS; k++) if (!strncmp(id, player[k], 36)) { qty[k] = sqlite3_column_int64(r_inv, 2); break; } }
+    while (sqlite3_step(r_inv) == SQLITE_ROW) { const char *id = (const char *)sqlite3_column_text(r_inv, 0); for (int q = 0; q < nb; q++) if (!strncmp(id, player[bk[q]], 36)) { qty[bk[q]] = sqlite3_column_int64(r_inv, 2); break; } }
     sqlite3_reset(r_inv);
     step_done(r_meta, "meta");
     // validate + compute in memory, build the rows
     reset(&idem); reset(&ent); reset(&acu); reset(&post); reset(&inu); reset(&chg); reset(&pur); reset(&rec);
     put(&idem, "["); put(&ent, "["); put(&post, "["); put(&chg, "["); put(&pur, "["); put(&rec, "[");
-    long long delta[PLAYERS] = {0}; int dq[PLAYERS] = {0}; long long revd = 0;
+    static long long delta[PLAYERS]; static int dq[PLAYERS]; long long revd = 0;
+    memset(delta, 0, sizeof delta); memset(dq, 0, sizeof dq);
     for (int n = 0; n < per; n++) {
       int k = PIDX(b * per + n); const char *pl = player[k]; long long t = T++;
       if (wal[k] < 100) { continue; } // refusal: contributes nothing
@@ -297,12 +309,13 @@ static int run_values(const char *head, const char *tail, int ncol, int from, in
 static void mode_v(int batches, int per) {
   sqlite3_stmt *r_acct = prep("select id, kind, balance from account where id in (select value from json_each(?1))");
   sqlite3_stmt *r_meta = prep("select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null order by created_at desc, id desc limit 1)");
-  buf accts = {0}; long long wal[PLAYERS]; long long rev = 0; long long qty[PLAYERS]; int seen[PLAYERS];
+  buf accts = {0}; static long long wal[PLAYERS], qty[PLAYERS]; long long rev = 0; static int seen[PLAYERS]; int bk[128], nb;
   for (int k = 0; k < PLAYERS; k++) qty[k] = 1;
   for (int b = 0; b < batches; b++) {
     strpos = 0;
     reset(&accts); put(&accts, "[\"s:revenue:gold\""); memset(seen, 0, sizeof seen);
-    for (int n = 0; n < per; n++) { int k = PIDX(b * per + n); if (!seen[k]) { seen[k] = 1; put(&accts, ",\"w:%s:gold\"", player[k]); } }
+    nb = 0;
+    for (int n = 0; n < per; n++) { int k = PIDX(b * per + n); if (!seen[k]) { seen[k] = 1; bk[nb++] = k; put(&accts, ",\"w:%s:gold\"", player[k]); } }
     put(&accts, "]");
     exec("begin immediate");
     // reads: keys, players, inventory as row-value IN (VALUES ...) ; accounts via json (small)
@@ -312,14 +325,15 @@ static void mode_v(int batches, int per) {
     run_values("select id, blocked, minor, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (", ")", 1, 0, ncells);
     sqlite3_bind_text(r_acct, 1, accts.p, accts.n, SQLITE_STATIC);
     while (sqlite3_step(r_acct) == SQLITE_ROW) { const char *id = (const char *)sqlite3_column_text(r_acct, 0); long long bl = sqlite3_column_int64(r_acct, 2);
-      if (id[0] == 's') rev = bl; else for (int k = 0; k < PLAYERS; k++) if (!strncmp(id + 2, player[k], 36)) { wal[k] = bl; break; } }
+      if (id[0] == 's') rev = bl; else for (int q = 0; q < nb; q++) if (!strncmp(id + 2, player[bk[q]], 36)) { wal[bk[q]] = bl; break; } }
     sqlite3_reset(r_acct);
     ncells = 0; for (int k = 0; k < PLAYERS; k++) if (seen[k]) cs(player[k]);
     run_values("select player_id, sku, quantity from inventory where player_id in (", ")", 1, 0, ncells);
     step_done(r_meta, "meta");
     // build
     int c_idem, c_ent, c_post, c_chg, c_pur, c_rec, c_acct, c_inv, end;
-    long long delta[PLAYERS] = {0}; int dq[PLAYERS] = {0}; long long revd = 0;
+    static long long delta[PLAYERS]; static int dq[PLAYERS]; long long revd = 0;
+    memset(delta, 0, sizeof delta); memset(dq, 0, sizeof dq);
     static char e[128][40], pu[128][40], r[128][40], sc[128][64], ky[128][32], wl[128][64]; long long tt[128], wafter[128], rafter[128], qafter[128]; int kk[128], ok[128];
     for (int n = 0; n < per; n++) {
       int k = PIDX(b * per + n); kk[n] = k; ok[n] = wal[k] >= 100; if (!ok[n]) continue;
@@ -363,9 +377,11 @@ int main(int argc, char **argv) {
   else { exec("pragma wal_checkpoint(truncate);"); sqlite3_wal_hook(db, on_commit_wal, 0); }
   long long rows_before = rows_held();
   int batches = total / per;
+  long long io0 = io_written();
   double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
   if (!strcmp(mode, "A")) mode_a(batches, per); else if (!strcmp(mode, "B")) mode_b(batches, per, 0); else if (!strcmp(mode, "V")) mode_v(batches, per); else mode_c(batches, per);
   double w = now(CLOCK_MONOTONIC) - w0, c = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
+  long long io = io_written() - io0;
   int n = batches * per;
   printf("mode %s, %d per commit, %d purchases: %.0f/s wall, %.1f us CPU per purchase, %.2f ms wall per commit\n", mode, per, n, n / w, c / n * 1e6, w / batches * 1e3);
   {
@@ -376,7 +392,7 @@ int main(int argc, char **argv) {
   }
   if (!walcount) {
     sqlite3_stmt *ps = prep("pragma page_size"); ck(sqlite3_step(ps), "page size"); long long page = sqlite3_column_int64(ps, 0); sqlite3_finalize(ps);
-    printf("  written: %.1f rows per purchase, %.1f kB WAL per purchase\n", (double)(rows_held() - rows_before) / n, wal_written * (page + 24.0) / n / 1024);
+    printf("  written: %.1f rows per purchase, %.1f kB WAL per purchase, %.1f kB written per purchase (WAL and checkpoints)\n", (double)(rows_held() - rows_before) / n, wal_written * (page + 24.0) / n / 1024, io / 1024.0 / n);
   }
   if (walcount) printf("  WAL: %d frames, %.1f kB per purchase, %.1f frames per commit\n", wal_frames, wal_frames * 4120.0 / n / 1024, (double)wal_frames / batches);
   sqlite3_close(db);

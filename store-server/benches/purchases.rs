@@ -331,9 +331,8 @@ select id, balance from account where player_id in (select {player} from generat
 select player_id, sku, quantity from inventory where player_id in (select {player} from generate_series(1, :n) g);
 select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null limit 1);
 update idempotency i set status_code = 201, response_body = '{answer}' from generate_series(1, :n) g where i.scope = 'player:' || {player} and i.key = 'k' || :s || '-' || g;
-insert into entry (id, kind, player_id, actor, reason, created_at) select ('e' || :s || '-' || g), 'purchase', {player}, 'player:' || {player}, null, :t from generate_series(1, :n) g;
 update inventory v set quantity = v.quantity + d.q from (select {player} p, count(*) q from generate_series(1, :n) g group by 1) d where v.player_id = d.p and v.sku = 'magnet' returning v.player_id, v.quantity;
-insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) select ('e' || :s || '-' || g), {player}, 'magnet', 1, 0 from generate_series(1, :n) g;
+insert into entry (id, kind, player_id, actor, reason, created_at, items) select ('e' || :s || '-' || g), 'purchase', {player}, 'player:' || {player}, null, :t, '[[\"magnet\",1,0]]' from generate_series(1, :n) g;
 insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at) select 'p' || :s || '-' || g, {player}, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ('e' || :s || '-' || g), :t from generate_series(1, :n) g;
 insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select 'r' || :s || '-' || g, {player}, ('e' || :s || '-' || g), 'rk_1', '{payload}', '{signature}', :t from generate_series(1, :n) g;
 select id from account where id = 's:revenue:gold' for no key update;

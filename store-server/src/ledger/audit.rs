@@ -7,7 +7,7 @@ use std::fmt;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
 
 /// Violations shown per check; the count is always complete.
 const SAMPLES_MAX: i64 = 20;
@@ -86,7 +86,7 @@ const CHECKS: &[(&str, &str)] = &[
         "every inventory count equals the sum of its changes and is below zero only with a recorded debt",
         "select 'player ' || i.player_id || ' holds ' || i.quantity || ' ' || i.sku || ' but its changes sum to ' || \
          coalesce(c.total, 0) from inventory i left join \
-         (select player_id, sku, sum(delta) as total from inventory_change group by player_id, sku) c \
+         (select player_id, sku, sum(delta) as total from {item_changes} changes group by player_id, sku) c \
          on c.player_id = i.player_id and c.sku = i.sku where i.quantity <> coalesce(c.total, 0) \
          or (i.quantity < 0 and i.in_debt = 0)",
     ),
@@ -147,7 +147,20 @@ const CHECKS: &[(&str, &str)] = &[
 /// Fails when the database cannot be queried.
 pub async fn audit(db: &Db) -> Result<AuditReport, sqlx::Error> {
     let mut checks = Vec::new();
+    // Every entry's item changes as rows (player_id, sku, delta), from the JSON in its row.
+    let item_changes = match db.backend() {
+        Backend::Sqlite => {
+            "(select e.player_id, j.value ->> 0 as sku, cast(j.value ->> 1 as bigint) as delta \
+             from entry e, json_each(e.items) j where e.items is not null)"
+        }
+        Backend::Postgres => {
+            "(select e.player_id, j.value ->> 0 as sku, cast(j.value ->> 1 as bigint) as delta \
+             from entry e, jsonb_array_elements(cast(e.items as jsonb)) as j(value) where e.items is not null)"
+        }
+    };
     for (invariant, violations_sql) in CHECKS {
+        // Only the fixed expression above is ever formatted into a check.
+        let violations_sql = violations_sql.replace("{item_changes}", item_changes);
         let count_sql = format!("select count(*) from ({violations_sql}) violations");
         let violations: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql)).fetch_one(db.pool()).await?;
         let samples = if violations == 0 {

@@ -246,7 +246,6 @@ struct PostingRow {
 struct Rows {
     entries: Vec<Value>,
     postings: Vec<PostingRow>,
-    item_changes: Vec<Value>,
     receipts: Vec<Value>,
     purchases: Vec<Value>,
     reward_claims: Vec<Value>,
@@ -255,11 +254,10 @@ struct Rows {
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 8] {
+    fn lengths(&self) -> [usize; 7] {
         [
             self.entries.len(),
             self.postings.len(),
-            self.item_changes.len(),
             self.receipts.len(),
             self.purchases.len(),
             self.reward_claims.len(),
@@ -268,15 +266,14 @@ impl Rows {
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 8]) {
+    fn truncate(&mut self, lengths: [usize; 7]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
-        self.item_changes.truncate(lengths[2]);
-        self.receipts.truncate(lengths[3]);
-        self.purchases.truncate(lengths[4]);
-        self.reward_claims.truncate(lengths[5]);
-        self.audit.truncate(lengths[6]);
-        self.tab_items.truncate(lengths[7]);
+        self.receipts.truncate(lengths[2]);
+        self.purchases.truncate(lengths[3]);
+        self.reward_claims.truncate(lengths[4]);
+        self.audit.truncate(lengths[5]);
+        self.tab_items.truncate(lengths[6]);
     }
 
     /// Gives every receipt row of the batch its signature (receipt id -> signature).
@@ -314,7 +311,7 @@ pub struct BatchLedger {
     /// Each player's newest entry id: the next entry's id is after it (see `EntryHeads`).
     entry_heads: EntryHeads,
     undo: Vec<Undo>,
-    mark: [usize; 8],
+    mark: [usize; 7],
     reward_rules: HashMap<String, RewardRuleRow>,
     /// (player, rule) -> (when, amount) of the claims since the start of the day.
     reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
@@ -485,15 +482,6 @@ impl BatchLedger {
 
         let id = self.entry_heads.next(entry.player_id);
         let entry_id = id.to_string();
-        let player = entry.player_id.map(|player| player.to_string());
-        self.rows.entries.push(json!([
-            entry_id,
-            entry.kind.as_str(),
-            player,
-            entry.actor,
-            entry.reason,
-            self.now
-        ]));
         let mut changes = Vec::new();
         for ((key, account, amount), (after, max)) in net.accounts.into_iter().zip(balances) {
             let Some(state) = self.accounts.get_mut(&key) else { return Ok(None) };
@@ -529,15 +517,17 @@ impl BatchLedger {
             state.in_debt = after < 0 && state.in_debt;
             state.quantity_max = state.quantity_max.min(change.quantity_max);
             player_items.insert(change.sku.as_str().to_owned(), state);
-            self.rows.item_changes.push(json!([
-                entry_id,
-                player_id.to_string(),
-                change.sku.as_str(),
-                change.delta,
-                after
-            ]));
             items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after: after });
         }
+        self.rows.entries.push(json!([
+            entry_id,
+            entry.kind.as_str(),
+            entry.player_id.map(|player| player.to_string()),
+            entry.actor,
+            entry.reason,
+            self.now,
+            super::items_json(&items)?
+        ]));
         Ok(Some(AppendedEntry { id, changes, items }))
     }
 
@@ -1366,7 +1356,7 @@ async fn read_state(
         rows: Rows::default(),
         entry_heads: EntryHeads::default(),
         undo: Vec::new(),
-        mark: [0; 8],
+        mark: [0; 7],
         reward_rules: HashMap::new(),
         reward_claims: HashMap::new(),
         tabs: HashMap::new(),
@@ -1856,6 +1846,7 @@ async fn write_records(
             ("actor", TEXT),
             ("reason", TEXT),
             ("created_at", INT),
+            ("items", TEXT),
         ],
         &rows.entries,
     )
@@ -1906,14 +1897,6 @@ async fn write_records(
             return Err(batch_failed("item counts"));
         }
     }
-    insert_rows(
-        conn,
-        sql,
-        "inventory_change",
-        &[("entry_id", TEXT), ("player_id", TEXT), ("sku", TEXT), ("delta", INT), ("quantity_after", INT)],
-        &rows.item_changes,
-    )
-    .await?;
     insert_rows(
         conn,
         sql,

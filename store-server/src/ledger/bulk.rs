@@ -18,8 +18,11 @@ use uuid::Uuid;
 use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::events::EntryHeads;
+use store_api::ledger::ItemChange;
+
 use crate::ledger::{
     AccountId, NewEntry, already_owned, balance_max_exceeded, insufficient_funds, insufficient_quantity,
+    items_json,
 };
 
 /// Bound parameters per statement at most: SQLite looks `$n` parameters up by name, so the cost
@@ -209,18 +212,10 @@ pub async fn append_entries(
         item_totals.keys().map(|key| (key.clone(), held.get(key).copied().unwrap_or(0))).collect();
 
     let mut ids = Vec::with_capacity(entries.len());
-    let (mut entry_rows, mut posting_rows, mut change_rows) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut entry_rows, mut posting_rows) = (Vec::new(), Vec::new());
     for (entry, per_account) in entries.iter().zip(merged) {
         let id = heads.next(entry.player_id);
         ids.push(id);
-        entry_rows.push(vec![
-            Value::from(id.to_string()),
-            entry.kind.as_str().into(),
-            entry.player_id.map(|player| player.to_string()).into(),
-            entry.actor.as_str().into(),
-            entry.reason.clone().into(),
-            now.into(),
-        ]);
         for (key, (account, amount)) in per_account {
             let balance =
                 balances.get_mut(&key).ok_or_else(|| anyhow::anyhow!("account {key} not loaded"))?;
@@ -245,6 +240,7 @@ pub async fn append_entries(
             ]);
         }
         let player = entry.player_id.unwrap_or_default();
+        let mut changes = Vec::with_capacity(entry.items.len());
         for item in &entry.items {
             let quantity = quantities
                 .get_mut(&(player, item.sku.as_str().to_owned()))
@@ -258,14 +254,17 @@ pub async fn append_entries(
                 return Err(already_owned(&item.sku));
             }
             *quantity = after;
-            change_rows.push(vec![
-                Value::from(id.to_string()),
-                player.to_string().into(),
-                item.sku.as_str().into(),
-                item.delta.into(),
-                after.into(),
-            ]);
+            changes.push(ItemChange { sku: item.sku.clone(), delta: item.delta, quantity_after: after });
         }
+        entry_rows.push(vec![
+            Value::from(id.to_string()),
+            entry.kind.as_str().into(),
+            entry.player_id.map(|player| player.to_string()).into(),
+            entry.actor.as_str().into(),
+            entry.reason.clone().into(),
+            now.into(),
+            items_json(&changes)?.into(),
+        ]);
     }
 
     // Every rule held: existing rows take their total change, guarded by the value read.
@@ -301,8 +300,13 @@ pub async fn append_entries(
             return Err(raced(&format!("the inventory of {player}")));
         }
     }
-    insert_rows(conn, "entry", &["id", "kind", "player_id", "actor", "reason", "created_at"], entry_rows)
-        .await?;
+    insert_rows(
+        conn,
+        "entry",
+        &["id", "kind", "player_id", "actor", "reason", "created_at", "items"],
+        entry_rows,
+    )
+    .await?;
     let new_accounts: Vec<Vec<Value>> = account_totals
         .iter()
         .filter(|(key, _)| !present.contains_key(*key))
@@ -352,12 +356,5 @@ pub async fn append_entries(
         })
         .collect();
     insert_rows(conn, "inventory", &["player_id", "sku", "quantity", "in_debt"], inventory_rows).await?;
-    insert_rows(
-        conn,
-        "inventory_change",
-        &["entry_id", "player_id", "sku", "delta", "quantity_after"],
-        change_rows,
-    )
-    .await?;
     Ok(ids)
 }

@@ -34,11 +34,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sqlx::AnyConnection;
-use store_api::ledger::{BalanceChange, ItemChange};
+use store_api::ledger::BalanceChange;
 use uuid::Uuid;
 
-use super::AppendedEntry;
-use super::reads::{stored_code, stored_sku, stored_uuid};
+use super::reads::{stored_code, stored_uuid};
+use super::{AppendedEntry, stored_items};
 use crate::db::{Backend, Db, now_micros};
 use crate::error::ApiResult;
 
@@ -379,56 +379,44 @@ impl EventStream {
         let player = self.player_id.to_string();
         let from = self.cursor.entry.map(|entry| entry.to_string()).unwrap_or_default();
         let sql = if self.cursor.sent_of_entry > 0 {
-            "select id, created_at from entry where player_id = $1 and id >= $2 order by id limit $3"
+            "select id, created_at, items from entry where player_id = $1 and id >= $2 order by id limit $3"
         } else {
-            "select id, created_at from entry where player_id = $1 and id > $2 order by id limit $3"
+            "select id, created_at, items from entry where player_id = $1 and id > $2 order by id limit $3"
         };
-        let entries: Vec<(String, i64)> =
+        let entries: Vec<(String, i64, Option<String>)> =
             sqlx::query_as(sql).bind(&player).bind(&from).bind(limit).fetch_all(db.pool()).await?;
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
+        let (Some((first, ..)), Some((last, ..))) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
         };
-        // Every wallet the entry moved, and its item changes, as `append_entry` announced them.
-        let changes: Vec<(String, i64, String, String, i64, i64)> = sqlx::query_as(
-            "select p.entry_id, 0, p.account_id, p.currency, p.amount, p.balance_after \
+        // Every wallet the entry moved, as `append_entry` announced them; its item changes are in
+        // its row.
+        let postings: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+            "select p.entry_id, p.account_id, p.currency, p.amount, p.balance_after \
              from posting p join entry e on e.id = p.entry_id \
-             where e.player_id = $1 and e.id >= $2 and e.id <= $3 and p.account_id like 'w:%' \
-             union all \
-             select c.entry_id, 1, c.sku, '', c.delta, c.quantity_after \
-             from inventory_change c join entry e on e.id = c.entry_id \
-             where e.player_id = $1 and e.id >= $2 and e.id <= $3",
+             where e.player_id = $1 and e.id >= $2 and e.id <= $3 and p.account_id like 'w:%'",
         )
         .bind(&player)
         .bind(first)
         .bind(last)
         .fetch_all(db.pool())
         .await?;
-        // Per entry, wallets in account id order and items in sku order (byte order), as netted.
+        // Per entry, wallets in account id order (byte order), as netted.
         let mut wallets: HashMap<&str, BTreeMap<&str, BalanceChange>> = HashMap::new();
-        let mut items: HashMap<&str, BTreeMap<&str, ItemChange>> = HashMap::new();
-        for (entry, part, key, currency, amount, after) in &changes {
-            if *part == 0 {
-                let change = BalanceChange {
-                    currency: stored_code(currency)?,
-                    amount: *amount,
-                    balance_after: *after,
-                };
-                wallets.entry(entry).or_default().insert(key, change);
-            } else {
-                let change = ItemChange { sku: stored_sku(key)?, delta: *amount, quantity_after: *after };
-                items.entry(entry).or_default().insert(key, change);
-            }
+        for (entry, account, currency, amount, after) in &postings {
+            let change =
+                BalanceChange { currency: stored_code(currency)?, amount: *amount, balance_after: *after };
+            wallets.entry(entry).or_default().insert(account, change);
         }
         entries
             .iter()
-            .map(|(id, created_at)| {
+            .map(|(id, created_at, items)| {
                 let appended = AppendedEntry {
                     id: stored_uuid(id)?,
                     changes: wallets
                         .remove(id.as_str())
                         .map(|c| c.into_values().collect())
                         .unwrap_or_default(),
-                    items: items.remove(id.as_str()).map(|c| c.into_values().collect()).unwrap_or_default(),
+                    items: stored_items(items.as_deref())?,
                 };
                 Ok(EntryEvents { id: appended.id, created_at: *created_at, events: appended.events()? })
             })

@@ -319,8 +319,27 @@ pub async fn append_entry(
     // The time first, then the id: an id is never older than its entry (see `entry_id_floor`).
     let now = now_micros();
     let id = heads.next(entry.player_id);
+    // Balances first, then items (the lock order), then the entry with its item changes, then
+    // the postings, which name it.
+    let mut postings = Vec::with_capacity(net.accounts.len());
+    let mut changes = Vec::new();
+    for (key, account, amount) in net.accounts {
+        let currency = account.currency().to_owned();
+        let max = balance_max.get(&currency).copied().unwrap_or(i64::MAX);
+        let balance_after = apply_posting(conn, &key, &account, amount, max, entry.clawback, now).await?;
+        if let AccountId::Wallet(_, code) = &account {
+            changes.push(BalanceChange { currency: code.clone(), amount, balance_after });
+        }
+        postings.push((key, currency, amount, balance_after));
+    }
+    let mut items = Vec::new();
+    let player_id = entry.player_id.unwrap_or_default();
+    for change in net.items {
+        let quantity_after = apply_item_delta(conn, player_id, &change, entry.clawback).await?;
+        items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
+    }
     sqlx::query(
-        "insert into entry (id, kind, player_id, actor, reason, created_at) values ($1, $2, $3, $4, $5, $6)",
+        "insert into entry (id, kind, player_id, actor, reason, created_at, items) values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.to_string())
     .bind(entry.kind.as_str())
@@ -328,14 +347,10 @@ pub async fn append_entry(
     .bind(&entry.actor)
     .bind(entry.reason.clone())
     .bind(now)
+    .bind(items_json(&items)?)
     .execute(&mut *conn)
     .await?;
-
-    let mut changes = Vec::new();
-    for (key, account, amount) in net.accounts {
-        let currency = account.currency().to_owned();
-        let max = balance_max.get(&currency).copied().unwrap_or(i64::MAX);
-        let balance_after = apply_posting(conn, &key, &account, amount, max, entry.clawback, now).await?;
+    for (key, currency, amount, balance_after) in postings {
         sqlx::query("insert into posting (entry_id, account_id, currency, amount, balance_after) values ($1, $2, $3, $4, $5)")
             .bind(id.to_string())
             .bind(&key)
@@ -344,27 +359,37 @@ pub async fn append_entry(
             .bind(balance_after)
             .execute(&mut *conn)
             .await?;
-        if let AccountId::Wallet(_, code) = &account {
-            changes.push(BalanceChange { currency: code.clone(), amount, balance_after });
-        }
-    }
-    let mut items = Vec::new();
-    let player_id = entry.player_id.unwrap_or_default();
-    for change in net.items {
-        let quantity_after = apply_item_delta(conn, player_id, &change, entry.clawback).await?;
-        sqlx::query(
-            "insert into inventory_change (entry_id, player_id, sku, delta, quantity_after) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.to_string())
-        .bind(player_id.to_string())
-        .bind(change.sku.as_str())
-        .bind(change.delta)
-        .bind(quantity_after)
-        .execute(&mut *conn)
-        .await?;
-        items.push(ItemChange { sku: change.sku, delta: change.delta, quantity_after });
     }
     Ok(AppendedEntry { id, changes, items })
+}
+
+/// An entry's item changes as stored in its row (`entry.items`): a JSON array of
+/// `[sku, delta, quantity after]`, none when it changed no item.
+///
+/// # Errors
+/// Fails only if serializing fails.
+pub(crate) fn items_json(items: &[ItemChange]) -> ApiResult<Option<String>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let rows: Vec<(&str, i64, i64)> =
+        items.iter().map(|change| (change.sku.as_str(), change.delta, change.quantity_after)).collect();
+    Ok(Some(serde_json::to_string(&rows).map_err(anyhow::Error::from)?))
+}
+
+/// An entry's item changes read back from its row ([`items_json`]'s form).
+///
+/// # Errors
+/// A stored value that is not that form.
+pub(crate) fn stored_items(items: Option<&str>) -> ApiResult<Vec<ItemChange>> {
+    let Some(items) = items else { return Ok(Vec::new()) };
+    let rows: Vec<(String, i64, i64)> = serde_json::from_str(items)
+        .map_err(|error| anyhow::anyhow!("an entry's stored items `{items}`: {error}"))?;
+    rows.into_iter()
+        .map(|(sku, delta, quantity_after)| {
+            Ok(ItemChange { sku: reads::stored_sku(&sku)?, delta, quantity_after })
+        })
+        .collect()
 }
 
 impl AppendedEntry {

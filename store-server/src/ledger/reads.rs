@@ -55,6 +55,9 @@ pub(super) fn stored_uuid(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|error| anyhow::anyhow!("stored id `{id}`: {error}").into())
 }
 
+/// An entry as a history page reads it: id, kind, reason, time, item changes.
+type EntryRow = (String, String, Option<String>, i64, Option<String>);
+
 /// A page of a player's history, newest first: each entry with the changes to the player's
 /// balances and items.
 ///
@@ -72,8 +75,8 @@ pub async fn read_history(
             .to_string(),
     };
     let player = player_id.to_string();
-    let entries: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
-        "select id, kind, reason, created_at from entry where player_id = $1 and id < $2 order by id desc limit $3",
+    let entries: Vec<EntryRow> = sqlx::query_as(
+        "select id, kind, reason, created_at, items from entry where player_id = $1 and id < $2 order by id desc limit $3",
     )
     .bind(&player)
     .bind(&before)
@@ -93,25 +96,16 @@ pub async fn read_history(
     .bind(&newest)
     .fetch_all(&mut *conn)
     .await?;
-    let item_changes: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "select c.entry_id, c.sku, c.delta, c.quantity_after from inventory_change c join entry e on e.id = c.entry_id \
-         where e.player_id = $1 and e.id >= $2 and e.id <= $3 and c.player_id = $1 order by c.id",
-    )
-    .bind(&player)
-    .bind(&oldest)
-    .bind(&newest)
-    .fetch_all(&mut *conn)
-    .await?;
     let mut history: Vec<HistoryEntry> = entries
         .into_iter()
-        .map(|(id, kind, reason, created_at)| {
+        .map(|(id, kind, reason, created_at, items)| {
             Ok(HistoryEntry {
                 id: stored_uuid(&id)?,
                 kind: EntryKind::parse(&kind),
                 reason,
                 created_at: from_micros(created_at),
                 changes: Vec::new(),
-                items: Vec::new(),
+                items: super::stored_items(items.as_deref())?,
             })
         })
         .collect::<ApiResult<_>>()?;
@@ -124,11 +118,6 @@ pub async fn read_history(
                 amount,
                 balance_after,
             });
-        }
-    }
-    for (entry_id, sku, delta, quantity_after) in item_changes {
-        if let Some(&i) = index.get(&entry_id) {
-            history[i].items.push(ItemChange { sku: stored_sku(&sku)?, delta, quantity_after });
         }
     }
     Ok((history, next_cursor))

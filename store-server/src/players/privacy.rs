@@ -41,7 +41,6 @@ const EXPORTED: &[(&str, &str)] = &[
         "select p.* from posting p join entry e on e.id = p.entry_id where e.player_id = $1 order by p.id",
     ),
     ("inventory", "select * from inventory where player_id = $1 order by sku"),
-    ("inventory_change", through_entries!("inventory_change")),
     ("purchase", through_entries!("purchase")),
     ("reward_claim", through_entries!("reward_claim")),
     ("receipt", through_entries!("receipt")),

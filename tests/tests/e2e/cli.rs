@@ -148,17 +148,18 @@ on_both_backends! {
         assert!(!report.contains("FAIL"), "{report}");
 
         // Change a balance behind the ledger's back: the audit must notice and fail.
-        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(server.db().url()).await.expect("connect");
-        sqlx::query("update account set balance = balance + 7 where id = $1")
-            .bind(format!("w:{player}:gold"))
-            .execute(&pool)
-            .await
-            .expect("tamper");
-        pool.close().await;
+        server.execute("update account set balance = balance + 7 where id = $1", &[format!("w:{player}:gold").into()]).await;
         let output = run(store_server_command(cwd.path(), Some(server.db().url())).arg("audit"));
         let report = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(!output.status.success(), "a broken invariant fails the command: {report}");
         assert!(report.contains("FAIL  every account's balance equals the sum of its postings"), "{report}");
         assert!(report.contains(&format!("w:{player}:gold")), "the report names the account: {report}");
+
+        // An item count no entry's item changes account for (they are in the entries' rows).
+        server.execute("update inventory set quantity = quantity + 2 where player_id = $1 and sku = 'magnet'", &[player.clone().into()]).await;
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).arg("audit"));
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(report.contains("FAIL  every inventory count equals the sum of its changes"), "{report}");
+        assert!(report.contains(&format!("player {player} holds 3 magnet but its changes sum to 1")), "{report}");
     }
 }

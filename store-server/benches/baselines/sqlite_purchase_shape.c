@@ -179,7 +179,7 @@ static void mode_a(int batches, int per) {
 static void mode_c(int batches, int per) {
   sqlite3_stmt *bal = prep("update account set balance = balance + ?2 where id = ?1 and balance + ?2 >= 0");
   sqlite3_stmt *post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) values (?1, ?2, 'gold', ?3, 0)");
-  exec("insert into entry values ('e0','purchase',null,'x',null,0)");
+  exec("insert into entry values ('e0','purchase',null,'x',null,0,null)");
   char wallet[64];
   for (int b = 0; b < batches; b++) {
     exec("begin immediate");

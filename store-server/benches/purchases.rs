@@ -254,7 +254,7 @@ fn sqlite_baseline(program: &std::path::Path, mode: &str, per_commit: usize, hot
         String::from_utf8_lossy(&output.stderr)
     );
     // "mode B, 64 per commit, 40000 purchases: 6300/s wall, 120.0 us CPU per purchase, ...
-    //   written: 7.0 rows per purchase, 11.5 kB WAL per purchase, 20.4 kB written per purchase ..."
+    //   written: 4.0 rows per purchase, 7.4 kB WAL per purchase, 13.0 kB written per purchase ..."
     let number_before = |marker: &str| {
         text.split(marker)
             .next()
@@ -332,9 +332,7 @@ select player_id, sku, quantity from inventory where player_id in (select {playe
 select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null limit 1);
 update idempotency i set status_code = 201, response_body = '{answer}' from generate_series(1, :n) g where i.scope = 'player:' || {player} and i.key = 'k' || :s || '-' || g;
 update inventory v set quantity = v.quantity + d.q from (select {player} p, count(*) q from generate_series(1, :n) g group by 1) d where v.player_id = d.p and v.sku = 'magnet' returning v.player_id, v.quantity;
-insert into entry (id, kind, player_id, actor, reason, created_at, items) select ('e' || :s || '-' || g), 'purchase', {player}, 'player:' || {player}, null, :t, '[[\"magnet\",1,0]]' from generate_series(1, :n) g;
-insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at) select 'p' || :s || '-' || g, {player}, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ('e' || :s || '-' || g), :t from generate_series(1, :n) g;
-insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select 'r' || :s || '-' || g, {player}, ('e' || :s || '-' || g), 'rk_1', '{payload}', '{signature}', :t from generate_series(1, :n) g;
+insert into entry (id, kind, player_id, actor, reason, created_at, items, purchase_id, purchase_offer, purchase_sku, purchase_quantity, purchase_price_index, purchase_currency, purchase_amount, purchase_catalog_version, receipt_id, receipt_key, receipt_payload, receipt_signature) select ('e' || :s || '-' || g), 'purchase', {player}, 'player:' || {player}, null, :t, '[[\"magnet\",1,0]]', 'p' || :s || '-' || g, 'offer', 'magnet', 1, 0, 'gold', 100, 1, 'r' || :s || '-' || g, 'rk_1', '{payload}', '{signature}' from generate_series(1, :n) g;
 select id from account where id = 's:revenue:gold' for no key update;
 update account a set balance = a.balance + d.delta from (select 'w:' || {player} || ':gold' id, -100 * count(*) delta from generate_series(1, :n) g group by 1 union all select 's:revenue:gold', 100 * :n) d where a.id = d.id and (a.kind <> 'wallet' or a.balance + d.delta >= 0) returning a.id, a.balance;
 insert into posting (entry_id, account_id, currency, amount, balance_after) select ('e' || :s || '-' || g), x.acct, 'gold', x.amt, 0 from generate_series(1, :n) g, lateral (values ('s:revenue:gold', 100), ('w:' || {player} || ':gold', -100)) x(acct, amt);

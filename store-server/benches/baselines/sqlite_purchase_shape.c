@@ -1,7 +1,8 @@
 // The database's own cost for a Coinslot purchase's rows, with no driver: SQLite's C API and
 // prepared statements, the schema of the SQLite migrations (ledger tables and their indexes as of
-// migration 0016; keep them in step; since 0015 a purchase writes no event row, since 0016 no
-// item change row: the entry carries its item changes), WAL with
+// migration 0017; keep them in step; since 0015 a purchase writes no event row, since 0016 no
+// item change row, since 0017 no purchase or receipt row: the entry carries its item changes,
+// its purchase and its receipt), WAL with
 // synchronous=FULL. benches/purchases.rs builds it with the system C compiler and libsqlite3
 // and runs it as the SQLite baselines: nothing of this project's code or driver stack is on its
 // path. Origin: the write-path analysis (../shared/perf/write-path.md, section 2.4).
@@ -9,7 +10,7 @@
 // ./sqlite_purchase_shape MODE PER_COMMIT TOTAL [wal|-] [hot]
 //
 // Micro-benchmark: a Coinslot purchase's write shape on SQLite (WAL, synchronous=FULL, FKs on),
-// (A) row-at-a-time with prepared statements (13 statements per purchase, like the per-request path),
+// (A) row-at-a-time with prepared statements (11 statements per purchase, like the per-request path),
 // (B) set-oriented: ~5 reads + ~8 multi-row writes per batch, like the set path,
 // (C) the 4-statement shape (2 updates + 2 inserts) for calibration against the sqlite3-shell figure.
 #include <sqlite3.h>
@@ -89,21 +90,18 @@ static const char *SCHEMA =
 "  player_id text references player (id), currency text not null, balance bigint not null default 0, in_debt bigint not null default 0,"
 "  created_at bigint not null, check (kind <> 'wallet' or balance >= 0 or in_debt = 1), check ((kind = 'wallet') = (player_id is not null)));"
 "create index account_player_idx on account (player_id);"
-"create table entry (id text not null primary key, kind text not null, player_id text references player (id), actor text not null, reason text, created_at bigint not null, items text);"
+"create table receipt_key (id text not null primary key, public_key text not null, secret_key text not null, created_at bigint not null, retired_at bigint);"
+"create table entry (id text not null primary key, kind text not null, player_id text references player (id), actor text not null, reason text, created_at bigint not null, items text,"
+"  purchase_id text, purchase_offer text, purchase_sku text, purchase_quantity bigint check (purchase_quantity > 0), purchase_price_index bigint, purchase_price_variant text,"
+"  purchase_currency text, purchase_amount bigint check (purchase_amount > 0), purchase_catalog_version bigint,"
+"  receipt_id text, receipt_key text references receipt_key (id), receipt_payload text, receipt_signature text);"
 "create index entry_player_idx on entry (player_id, id);"
+"create unique index entry_receipt_idx on entry (receipt_id) where receipt_id is not null;"
 "create table posting (id integer not null primary key autoincrement, entry_id text not null references entry (id),"
 "  account_id text not null references account (id), currency text not null, amount bigint not null check (amount <> 0), balance_after bigint not null);"
 "create index posting_entry_idx on posting (entry_id);"
 "create index posting_account_idx on posting (account_id, id) where account_id not like 'w:%';"
 "create table inventory (player_id text not null references player (id), sku text not null, quantity bigint not null check (quantity >= 0), primary key (player_id, sku));"
-"create table purchase (id text not null primary key, player_id text not null references player (id), offer_id text not null, sku text not null,"
-"  quantity bigint not null check (quantity > 0), price_index bigint not null, currency text not null, amount bigint not null check (amount > 0),"
-"  catalog_version bigint not null, entry_id text not null unique references entry (id), status text not null default 'completed', created_at bigint not null, price_variant text);"
-"create index purchase_created_idx on purchase (created_at);"
-"create table receipt_key (id text not null primary key, public_key text not null, secret_key text not null, created_at bigint not null, retired_at bigint);"
-"create table receipt (id text not null primary key, player_id text not null references player (id), entry_id text not null references entry (id),"
-"  key_id text not null references receipt_key (id), payload text not null, signature text not null, created_at bigint not null);"
-"create index receipt_entry_idx on receipt (entry_id);"
 "create table idempotency (scope text not null, key text not null, request_hash text not null, status_code bigint not null, response_body text not null,"
 "  created_at bigint not null, primary key (scope, key));"
 "create index idempotency_created_idx on idempotency (created_at);"
@@ -132,17 +130,17 @@ static void seed(void) {
   sqlite3_finalize(p); sqlite3_finalize(a); sqlite3_finalize(i);
 }
 
-// ---------- (A) row at a time: the raw baseline's 14 statements ----------
+// ---------- (A) row at a time: the per-request path's statements ----------
 static void mode_a(int batches, int per) {
   sqlite3_stmt *claim = prep("insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) values (?1, ?2, 'h', 0, '', ?3) on conflict (scope, key) do nothing");
   sqlite3_stmt *lock = prep("update player set lock_version = lock_version + 1 where id = ?1 returning blocked, minor");
-  sqlite3_stmt *entry = prep("insert into entry (id, kind, player_id, actor, reason, created_at, items) values (?1, 'purchase', ?2, ?3, null, ?4, ?5)");
+  sqlite3_stmt *entry = prep("insert into entry (id, kind, player_id, actor, reason, created_at, items, purchase_id, purchase_offer, purchase_sku, purchase_quantity, purchase_price_index,"
+    " purchase_currency, purchase_amount, purchase_catalog_version, receipt_id, receipt_key, receipt_payload, receipt_signature)"
+    " values (?1, 'purchase', ?2, ?3, null, ?4, ?5, ?6, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ?7, 'rk_1', ?8, ?9)");
   sqlite3_stmt *bal = prep("update account set balance = balance + ?2 where id = ?1 and balance + ?2 >= 0 returning balance");
   sqlite3_stmt *post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) values (?1, ?2, 'gold', ?3, ?4)");
   sqlite3_stmt *inv = prep("insert into inventory (player_id, sku, quantity) values (?1, 'magnet', 1) on conflict (player_id, sku) do update set quantity = inventory.quantity + 1 returning quantity");
   sqlite3_stmt *head = prep("select (select max(e.id) from entry e where e.player_id = p.id) from player p where id in (select value from json_each(?1))");
-  sqlite3_stmt *pur = prep("insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) values (?1, ?2, 'offer', 'magnet', 1, 0, 'gold', 100, 1, ?3, ?4, null)");
-  sqlite3_stmt *rec = prep("insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) values (?1, ?2, ?3, 'rk_1', ?4, ?5, ?6)");
   sqlite3_stmt *ans = prep("update idempotency set status_code = 201, response_body = ?3 where scope = ?1 and key = ?2");
   char e[40], pu[40], r[40], scope[64], key[64], wallet[64];
   for (int b = 0; b < batches; b++) {
@@ -163,12 +161,11 @@ static void mode_a(int batches, int per) {
       }
       sqlite3_bind_text(inv, 1, pl, -1, SQLITE_STATIC); ck(sqlite3_step(inv), "inv"); long long q = sqlite3_column_int64(inv, 0); step_done(inv, "inv2");
       char items[64]; sprintf(items, "[[\"magnet\",1,%lld]]", q);
-      sqlite3_bind_text(entry, 1, e, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 3, scope, -1, SQLITE_STATIC); sqlite3_bind_int64(entry, 4, t); sqlite3_bind_text(entry, 5, items, -1, SQLITE_TRANSIENT); step_done(entry, "entry");
+      sqlite3_bind_text(entry, 1, e, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 3, scope, -1, SQLITE_STATIC); sqlite3_bind_int64(entry, 4, t); sqlite3_bind_text(entry, 5, items, -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(entry, 6, pu, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 7, r, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 8, payload, -1, SQLITE_STATIC); sqlite3_bind_text(entry, 9, signature, -1, SQLITE_STATIC); step_done(entry, "entry");
       for (int k = 0; k < 2; k++) {
         sqlite3_bind_text(post, 1, e, -1, SQLITE_STATIC); sqlite3_bind_text(post, 2, accts[k], -1, SQLITE_STATIC); sqlite3_bind_int64(post, 3, amts[k]); sqlite3_bind_int64(post, 4, afters[k]); step_done(post, "post");
       }
-      sqlite3_bind_text(pur, 1, pu, -1, SQLITE_STATIC); sqlite3_bind_text(pur, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(pur, 3, e, -1, SQLITE_STATIC); sqlite3_bind_int64(pur, 4, t); step_done(pur, "pur");
-      sqlite3_bind_text(rec, 1, r, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 2, pl, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 3, e, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 4, payload, -1, SQLITE_STATIC); sqlite3_bind_text(rec, 5, signature, -1, SQLITE_STATIC); sqlite3_bind_int64(rec, 6, t); step_done(rec, "rec");
       sqlite3_bind_text(ans, 1, scope, -1, SQLITE_STATIC); sqlite3_bind_text(ans, 2, key, -1, SQLITE_STATIC); sqlite3_bind_text(ans, 3, answer, -1, SQLITE_STATIC); step_done(ans, "ans");
     }
     exec("commit");
@@ -179,7 +176,7 @@ static void mode_a(int batches, int per) {
 static void mode_c(int batches, int per) {
   sqlite3_stmt *bal = prep("update account set balance = balance + ?2 where id = ?1 and balance + ?2 >= 0");
   sqlite3_stmt *post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) values (?1, ?2, 'gold', ?3, 0)");
-  exec("insert into entry values ('e0','purchase',null,'x',null,0,null)");
+  exec("insert into entry (id, kind, actor, created_at) values ('e0','purchase','x',0)");
   char wallet[64];
   for (int b = 0; b < batches; b++) {
     exec("begin immediate");
@@ -215,13 +212,13 @@ static void mode_b(int batches, int per, int sign_us) {
   sqlite3_stmt *r_inv = prep("select i.player_id, i.sku, i.quantity from json_each(?1) j join inventory i on i.player_id = j.value->>0 and i.sku = j.value->>1");
   sqlite3_stmt *r_meta = prep("select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null order by created_at desc, id desc limit 1)");
   sqlite3_stmt *w_idem = prep("insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) select value->>0, value->>1, value->>2, 201, value->>3, value->>4 from json_each(?1)");
-  sqlite3_stmt *w_entry = prep("insert into entry (id, kind, player_id, actor, reason, created_at, items) select value->>0, 'purchase', value->>1, value->>2, null, value->>3, value->>4 from json_each(?1)");
+  sqlite3_stmt *w_entry = prep("insert into entry (id, kind, player_id, actor, reason, created_at, items, purchase_id, purchase_offer, purchase_sku, purchase_quantity, purchase_price_index,"
+    " purchase_currency, purchase_amount, purchase_catalog_version, receipt_id, receipt_key, receipt_payload, receipt_signature)"
+    " select value->>0, 'purchase', value->>1, value->>2, null, value->>3, value->>4, value->>5, 'offer', 'magnet', 1, 0, 'gold', 100, 1, value->>6, 'rk_1', value->>7, value->>8 from json_each(?1)");
   sqlite3_stmt *w_acct = prep("update account set balance = balance + (j.value->>1) from json_each(?1) j where account.id = j.value->>0 and (account.kind <> 'wallet' or account.balance + (j.value->>1) >= 0) returning account.id, account.balance");
   sqlite3_stmt *w_post = prep("insert into posting (entry_id, account_id, currency, amount, balance_after) select value->>0, value->>1, 'gold', value->>2, value->>3 from json_each(?1)");
   sqlite3_stmt *w_inv = prep("update inventory set quantity = quantity + (j.value->>2) from json_each(?1) j where inventory.player_id = j.value->>0 and inventory.sku = j.value->>1 and inventory.quantity + (j.value->>2) >= 0 returning inventory.player_id, inventory.quantity");
-  sqlite3_stmt *w_pur = prep("insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) select value->>0, value->>1, 'offer', 'magnet', 1, 0, 'gold', 100, 1, value->>2, value->>3, null from json_each(?1)");
-  sqlite3_stmt *w_rec = prep("insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) select value->>0, value->>1, value->>2, 'rk_1', value->>3, value->>4, value->>5 from json_each(?1)");
-  buf keys = {0}, pls = {0}, accts = {0}, invk = {0}, idem = {0}, ent = {0}, acu = {0}, post = {0}, inu = {0}, pur = {0}, rec = {0};
+  buf keys = {0}, pls = {0}, accts = {0}, invk = {0}, idem = {0}, ent = {0}, acu = {0}, post = {0}, inu = {0};
   char e[40], pu[40], r[40];
   static long long wal[PLAYERS], qty[PLAYERS]; long long rev; static int seen[PLAYERS]; int bk[128], nb;
   for (int b = 0; b < batches; b++) {
@@ -251,8 +248,8 @@ static void mode_b(int batches, int per, int sign_us) {
     sqlite3_reset(r_inv);
     step_done(r_meta, "meta");
     // validate + compute in memory, build the rows
-    reset(&idem); reset(&ent); reset(&acu); reset(&post); reset(&inu); reset(&pur); reset(&rec);
-    put(&idem, "["); put(&ent, "["); put(&post, "["); put(&pur, "["); put(&rec, "[");
+    reset(&idem); reset(&ent); reset(&acu); reset(&post); reset(&inu);
+    put(&idem, "["); put(&ent, "["); put(&post, "[");
     static long long delta[PLAYERS]; static int dq[PLAYERS]; long long revd = 0;
     memset(delta, 0, sizeof delta); memset(dq, 0, sizeof dq);
     for (int n = 0; n < per; n++) {
@@ -262,19 +259,16 @@ static void mode_b(int batches, int per, int sign_us) {
       wal[k] -= 100; rev += 100; delta[k] -= 100; revd += 100; qty[k] += 1; dq[k] += 1;
       const char *c = n ? "," : "";
       put(&idem, "%s[\"player:%s\",\"b-%d-%d\",\"h\",\"%s\",%lld]", c, pl, b, n, answer, t);
-      put(&ent, "%s[\"%s\",\"%s\",\"player:%s\",%lld,\"[[\\\"magnet\\\",1,%lld]]\"]", c, e, pl, pl, t, qty[k]);
+      put(&ent, "%s[\"%s\",\"%s\",\"player:%s\",%lld,\"[[\\\"magnet\\\",1,%lld]]\",\"%s\",\"%s\",\"%s\",\"%s\"]", c, e, pl, pl, t, qty[k], pu, r, payload, signature);
       put(&post, "%s[\"%s\",\"s:revenue:gold\",100,%lld],[\"%s\",\"w:%s:gold\",-100,%lld]", c, e, rev, e, pl, wal[k]);
-      put(&pur, "%s[\"%s\",\"%s\",\"%s\",%lld]", c, pu, pl, e, t);
-      put(&rec, "%s[\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",%lld]", c, r, pl, e, payload, signature, t);
     }
     put(&acu, "[[\"s:revenue:gold\",%lld]", revd); put(&inu, "[");
     int first = 1;
     for (int k = 0; k < PLAYERS; k++) if (delta[k]) { put(&acu, ",[\"w:%s:gold\",%lld]", player[k], delta[k]); put(&inu, "%s[\"%s\",\"magnet\",%d]", first ? "" : ",", player[k], dq[k]); first = 0; }
-    put(&idem, "]"); put(&ent, "]"); put(&acu, "]"); put(&post, "]"); put(&inu, "]"); put(&pur, "]"); put(&rec, "]");
+    put(&idem, "]"); put(&ent, "]"); put(&acu, "]"); put(&post, "]"); put(&inu, "]");
     // writes: entry first (FK parents), then the rest
     struct { sqlite3_stmt *s; buf *b; const char *w; } W[] = {
-      {w_idem, &idem, "idem"}, {w_entry, &ent, "entry"}, {w_acct, &acu, "acct"}, {w_post, &post, "post"}, {w_inv, &inu, "inv"},
-      {w_pur, &pur, "pur"}, {w_rec, &rec, "rec"}};
+      {w_idem, &idem, "idem"}, {w_entry, &ent, "entry"}, {w_acct, &acu, "acct"}, {w_post, &post, "post"}, {w_inv, &inu, "inv"}};
     for (unsigned i = 0; i < sizeof W / sizeof W[0]; i++) {
       sqlite3_bind_text(W[i].s, 1, W[i].b->p, W[i].b->n, SQLITE_STATIC);
       int rc, rows = 0; while ((rc = sqlite3_step(W[i].s)) == SQLITE_ROW) rows++; ck(rc, W[i].w); sqlite3_reset(W[i].s);
@@ -328,7 +322,7 @@ static void mode_v(int batches, int per) {
     run_values("select player_id, sku, quantity from inventory where player_id in (", ")", 1, 0, ncells);
     step_done(r_meta, "meta");
     // build
-    int c_idem, c_ent, c_post, c_pur, c_rec, c_acct, c_inv, end;
+    int c_idem, c_ent, c_post, c_acct, c_inv, end;
     static long long delta[PLAYERS]; static int dq[PLAYERS]; long long revd = 0;
     memset(delta, 0, sizeof delta); memset(dq, 0, sizeof dq);
     static char e[128][40], pu[128][40], r[128][40], sc[128][64], ky[128][32], wl[128][64]; long long tt[128], wafter[128], rafter[128], qafter[128]; int kk[128], ok[128];
@@ -339,20 +333,18 @@ static void mode_v(int batches, int per) {
     }
     ncells = 0;
     c_idem = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(sc[n]); cs(ky[n]); cs("h"); ci(201); cs(answer); ci(tt[n]); }
-    c_ent = ncells; for (int n = 0; n < per; n++) if (ok[n]) { char it[64]; sprintf(it, "[[\"magnet\",1,%lld]]", qafter[n]); cs(e[n]); cs(player[kk[n]]); cs(sc[n]); ci(tt[n]); cs(keep(it)); }
+    c_ent = ncells; for (int n = 0; n < per; n++) if (ok[n]) { char it[64]; sprintf(it, "[[\"magnet\",1,%lld]]", qafter[n]); cs(e[n]); cs(player[kk[n]]); cs(sc[n]); ci(tt[n]); cs(keep(it)); cs(pu[n]); cs(r[n]); cs(payload); cs(signature); }
     c_acct = ncells; ci(0); cs("s:revenue:gold"); ci(revd); for (int k = 0; k < PLAYERS; k++) if (delta[k]) { char t[64]; sprintf(t, "w:%s:gold", player[k]); ci(0); cs(keep(t)); ci(delta[k]); }
     c_post = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(e[n]); cs("s:revenue:gold"); ci(100); ci(rafter[n]); cs(e[n]); cs(wl[n]); ci(-100); ci(wafter[n]); }
     c_inv = ncells; for (int k = 0; k < PLAYERS; k++) if (dq[k]) { cs(player[k]); cs("magnet"); ci(dq[k]); }
-    c_pur = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(pu[n]); cs(player[kk[n]]); cs(e[n]); ci(tt[n]); }
-    c_rec = ncells; for (int n = 0; n < per; n++) if (ok[n]) { cs(r[n]); cs(player[kk[n]]); cs(e[n]); cs(payload); cs(signature); ci(tt[n]); }
     end = ncells;
     run_values("insert into idempotency (scope, key, request_hash, status_code, response_body, created_at)", "", 6, c_idem, c_ent);
-    run_values("insert into entry (id, player_id, actor, created_at, items, kind) select column1, column2, column3, column4, column5, 'purchase' from (", ")", 5, c_ent, c_acct);
+    run_values("insert into entry (id, player_id, actor, created_at, items, purchase_id, receipt_id, receipt_payload, receipt_signature, kind, purchase_offer, purchase_sku,"
+      " purchase_quantity, purchase_price_index, purchase_currency, purchase_amount, purchase_catalog_version, receipt_key) select column1, column2, column3, column4, column5,"
+      " column6, column7, column8, column9, 'purchase', 'offer', 'magnet', 1, 0, 'gold', 100, 1, 'rk_1' from (", ")", 9, c_ent, c_acct);
     run_values("update account set balance = balance + v.column3 from (", ") as v where account.id = v.column2 and (account.kind <> 'wallet' or account.balance + v.column3 >= 0) returning account.id, account.balance", 3, c_acct, c_post);
     run_values("insert into posting (entry_id, account_id, amount, balance_after, currency) select column1, column2, column3, column4, 'gold' from (", ")", 4, c_post, c_inv);
-    run_values("update inventory set quantity = quantity + v.column3 from (", ") as v where inventory.player_id = v.column1 and inventory.sku = v.column2 and inventory.quantity + v.column3 >= 0 returning inventory.player_id, inventory.quantity", 3, c_inv, c_pur);
-    run_values("insert into purchase (id, player_id, entry_id, created_at, offer_id, sku, quantity, price_index, currency, amount, catalog_version) select column1, column2, column3, column4, 'offer', 'magnet', 1, 0, 'gold', 100, 1 from (", ")", 4, c_pur, c_rec);
-    run_values("insert into receipt (id, player_id, entry_id, payload, signature, created_at, key_id) select column1, column2, column3, column4, column5, column6, 'rk_1' from (", ")", 6, c_rec, end);
+    run_values("update inventory set quantity = quantity + v.column3 from (", ") as v where inventory.player_id = v.column1 and inventory.sku = v.column2 and inventory.quantity + v.column3 >= 0 returning inventory.player_id, inventory.quantity", 3, c_inv, end);
     exec("commit");
   }
 }

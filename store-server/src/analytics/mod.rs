@@ -139,13 +139,16 @@ fn micros_to_decimal(micros: i64) -> Decimal {
 pub async fn load_sales(conn: &mut AnyConnection, range: &Range) -> ApiResult<Vec<Sale>> {
     type PurchaseRow = (String, Option<String>, String, String, String, i64, i64, i64, Option<String>);
     let purchases: Vec<PurchaseRow> = sqlx::query_as(
-        "select p.player_id, pl.country, p.offer_id, p.sku, p.currency, p.quantity, p.amount, p.created_at, p.price_variant \
-         from purchase p join player pl on pl.id = p.player_id \
-         where p.created_at >= $1 and p.created_at < $2 order by p.created_at limit $3",
+        "select e.player_id, pl.country, e.purchase_offer, e.purchase_sku, e.purchase_currency, e.purchase_quantity, \
+         e.purchase_amount, e.created_at, e.purchase_price_variant \
+         from entry e join player pl on pl.id = e.player_id \
+         where e.id >= $4 and e.created_at >= $1 and e.created_at < $2 and e.purchase_id is not null \
+         order by e.created_at limit $3",
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
     .bind(range.rows_max.saturating_add(1))
+    .bind(crate::ledger::entry_id_floor(range.from_micros))
     .fetch_all(&mut *conn)
     .await?;
     let purchases = within_bound(purchases, range, "sales")?;

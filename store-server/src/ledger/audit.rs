@@ -91,9 +91,15 @@ const CHECKS: &[(&str, &str)] = &[
          or (i.quantity < 0 and i.in_debt = 0)",
     ),
     (
-        "every purchase entry belongs to exactly one purchase",
-        "select 'entry ' || e.id || ' has ' || count(p.id) || ' purchases' from entry e \
-         left join purchase p on p.entry_id = e.id where e.kind = 'purchase' group by e.id having count(p.id) <> 1",
+        "every purchase entry records one purchase, which no other entry records",
+        "select 'entry ' || e.id || ' (' || e.kind || ') records ' || coalesce(e.purchase_id, 'no purchase') from entry e \
+         where (e.kind = 'purchase') <> (e.purchase_id is not null) \
+         union all \
+         select 'purchase ' || e.purchase_id || ' is recorded by ' || count(*) || ' entries' from entry e \
+         where e.purchase_id is not null group by e.purchase_id having count(*) > 1 \
+         union all \
+         select 'tab item ' || i.id || ' names purchase ' || i.purchase_id || ', which no entry records' from tab_item i \
+         left join entry e on e.purchase_id = i.purchase_id and e.purchase_sku = i.sku where e.id is null",
     ),
     (
         "every purchase was paid and granted by its own entry, once",
@@ -135,9 +141,12 @@ const CHECKS: &[(&str, &str)] = &[
          and r.status = 'succeeded' and r.payment_id is null and r.entry_id is not null), 0)",
     ),
     (
-        "every receipt vouches for an existing entry of its player",
-        "select 'receipt ' || r.id || ' names entry ' || r.entry_id from receipt r \
-         left join entry e on e.id = r.entry_id where e.id is null or e.player_id <> r.player_id",
+        "every receipt's signed payload names its own entry and player",
+        "select 'receipt ' || e.receipt_id || ' is stored with entry ' || e.id || ' of ' || coalesce(e.player_id, 'no player') \
+         from entry e where e.receipt_id is not null and (e.player_id is null \
+         or {receipt_payload} ->> 'receipt_id' is distinct from e.receipt_id \
+         or {receipt_payload} ->> 'entry_id' is distinct from e.id \
+         or {receipt_payload} ->> 'player_id' is distinct from e.player_id)",
     ),
 ];
 
@@ -158,9 +167,16 @@ pub async fn audit(db: &Db) -> Result<AuditReport, sqlx::Error> {
              from entry e, jsonb_array_elements(cast(e.items as jsonb)) as j(value) where e.items is not null)"
         }
     };
+    // A receipt's payload, as JSON.
+    let receipt_payload = match db.backend() {
+        Backend::Sqlite => "e.receipt_payload",
+        Backend::Postgres => "cast(e.receipt_payload as jsonb)",
+    };
     for (invariant, violations_sql) in CHECKS {
-        // Only the fixed expression above is ever formatted into a check.
-        let violations_sql = violations_sql.replace("{item_changes}", item_changes);
+        // Only the fixed expressions above are ever formatted into a check.
+        let violations_sql = violations_sql
+            .replace("{item_changes}", item_changes)
+            .replace("{receipt_payload}", receipt_payload);
         let count_sql = format!("select count(*) from ({violations_sql}) violations");
         let violations: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql)).fetch_one(db.pool()).await?;
         let samples = if violations == 0 {

@@ -28,9 +28,10 @@
 //!    answered only after its commit, so none of them happened before another. (Requests of
 //!    different players meet only over an item's stock.)
 //! 4. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
-//!    the cores ([`Unfinished`]), on blocking threads while the writer's connection writes the
-//!    records (entries, items, purchases, claims, tabs, stock, audit); the answers, the signed
-//!    receipts, the balances and the postings are written once both are done.
+//!    the cores ([`Unfinished`]), on blocking threads while the writer's connection writes what
+//!    does not name an entry (new accounts, items, tabs, stock, audit); the answers, the entries
+//!    (each one row with its item changes, purchase and signed receipt), the reward claims, the
+//!    balances and the postings are written once both are done.
 //! 5. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's
@@ -241,54 +242,86 @@ struct PostingRow {
     balance_after: i64,
 }
 
+/// The columns of an entry's row as the batch writes it: the entry, its item changes, the
+/// purchase it books and its receipt (one record per money movement).
+const ENTRY_COLUMNS: &[(&str, bool)] = &[
+    ("id", TEXT),
+    ("kind", TEXT),
+    ("player_id", TEXT),
+    ("actor", TEXT),
+    ("reason", TEXT),
+    ("created_at", INT),
+    ("items", TEXT),
+    ("purchase_id", TEXT),
+    ("purchase_offer", TEXT),
+    ("purchase_sku", TEXT),
+    ("purchase_quantity", INT),
+    ("purchase_price_index", INT),
+    ("purchase_price_variant", TEXT),
+    ("purchase_currency", TEXT),
+    ("purchase_amount", INT),
+    ("purchase_catalog_version", INT),
+    ("receipt_id", TEXT),
+    ("receipt_key", TEXT),
+    ("receipt_payload", TEXT),
+    ("receipt_signature", TEXT),
+];
+/// Where the purchase's columns start in an entry's row.
+const ENTRY_PURCHASE: usize = 7;
+/// Where the receipt's columns start in an entry's row.
+const ENTRY_RECEIPT: usize = 16;
+
 /// The rows the batch writes, per table, in request order.
 #[derive(Debug, Default)]
 struct Rows {
     entries: Vec<Value>,
     postings: Vec<PostingRow>,
-    receipts: Vec<Value>,
-    purchases: Vec<Value>,
     reward_claims: Vec<Value>,
     audit: Vec<Value>,
     tab_items: Vec<Value>,
 }
 
 impl Rows {
-    fn lengths(&self) -> [usize; 7] {
+    fn lengths(&self) -> [usize; 5] {
         [
             self.entries.len(),
             self.postings.len(),
-            self.receipts.len(),
-            self.purchases.len(),
             self.reward_claims.len(),
             self.audit.len(),
             self.tab_items.len(),
         ]
     }
 
-    fn truncate(&mut self, lengths: [usize; 7]) {
+    fn truncate(&mut self, lengths: [usize; 5]) {
         self.entries.truncate(lengths[0]);
         self.postings.truncate(lengths[1]);
-        self.receipts.truncate(lengths[2]);
-        self.purchases.truncate(lengths[3]);
-        self.reward_claims.truncate(lengths[4]);
-        self.audit.truncate(lengths[5]);
-        self.tab_items.truncate(lengths[6]);
+        self.reward_claims.truncate(lengths[2]);
+        self.audit.truncate(lengths[3]);
+        self.tab_items.truncate(lengths[4]);
     }
 
-    /// Gives every receipt row of the batch its signature (receipt id -> signature).
+    /// The row of entry `entry_id`, one of the batch's (the newest are searched first: a
+    /// purchase or receipt names the entry its request just appended).
+    fn entry_mut(&mut self, entry_id: Uuid) -> ApiResult<&mut Vec<Value>> {
+        let id = entry_id.to_string();
+        self.entries
+            .iter_mut()
+            .rev()
+            .find(|row| row.get(0).and_then(Value::as_str) == Some(id.as_str()))
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| batch_failed("a record of an entry the batch did not append"))
+    }
+
+    /// Gives every receipt of the batch its signature (receipt id -> signature).
     ///
     /// # Errors
     /// A receipt left unsigned (an operation that does not list it in `MoneyOp::receipts`):
     /// the batch fails rather than store it.
     fn sign_receipts(&mut self, signatures: &HashMap<String, String>) -> ApiResult<()> {
-        for row in &mut self.receipts {
-            let signature = row
-                .get(0)
-                .and_then(Value::as_str)
-                .and_then(|id| signatures.get(id))
-                .ok_or_else(|| batch_failed("receipt signatures"))?;
-            row[5] = Value::String(signature.clone());
+        for row in &mut self.entries {
+            let Some(id) = row.get(ENTRY_RECEIPT).and_then(Value::as_str) else { continue };
+            let signature = signatures.get(id).ok_or_else(|| batch_failed("receipt signatures"))?;
+            row[ENTRY_RECEIPT + 3] = Value::String(signature.clone());
         }
         Ok(())
     }
@@ -311,7 +344,7 @@ pub struct BatchLedger {
     /// Each player's newest entry id: the next entry's id is after it (see `EntryHeads`).
     entry_heads: EntryHeads,
     undo: Vec<Undo>,
-    mark: [usize; 7],
+    mark: [usize; 5],
     reward_rules: HashMap<String, RewardRuleRow>,
     /// (player, rule) -> (when, amount) of the claims since the start of the day.
     reward_claims: HashMap<(Uuid, String), Vec<(i64, i64)>>,
@@ -323,35 +356,6 @@ pub struct BatchLedger {
     bought: HashMap<(Uuid, String), (i64, i64)>,
     /// Stocked items the batch read, by sku.
     sold: HashMap<String, StockState>,
-}
-
-/// A purchase's row (the store's `purchase` table), written with the batch.
-#[derive(Debug)]
-pub struct PurchaseRow<'a> {
-    /// The purchase.
-    pub id: Uuid,
-    /// The buyer.
-    pub player_id: Uuid,
-    /// The offer.
-    pub offer_id: String,
-    /// The item.
-    pub sku: &'a str,
-    /// Units bought.
-    pub quantity: i64,
-    /// Which of the offer's prices.
-    pub price_index: u32,
-    /// The currency paid in.
-    pub currency: &'a str,
-    /// The total paid.
-    pub amount: i64,
-    /// The catalog version sold from.
-    pub catalog_version: i64,
-    /// The entry.
-    pub entry_id: Uuid,
-    /// When (micros).
-    pub created_at: i64,
-    /// The price experiment's variant, if any.
-    pub price_variant: Option<&'a str>,
 }
 
 impl BatchLedger {
@@ -528,15 +532,18 @@ impl BatchLedger {
             self.now,
             super::items_json(&items)?
         ]));
+        if let Some(Value::Array(row)) = self.rows.entries.last_mut() {
+            row.resize(ENTRY_COLUMNS.len(), Value::Null);
+        }
         Ok(Some(AppendedEntry { id, changes, items }))
     }
 
-    /// Issues a receipt for an entry of the batch with the batch's key, to be stored with it.
-    /// It is signed when the batch finishes its answers (`MoneyOp::receipts` lists it): until
-    /// then its signature is empty.
+    /// Issues a receipt for an entry of the batch with the batch's key, to be stored in the
+    /// entry's row. It is signed when the batch finishes its answers (`MoneyOp::receipts` lists
+    /// it): until then its signature is empty.
     ///
     /// # Errors
-    /// Fails only if the payload cannot be serialized.
+    /// Fails if the payload cannot be serialized or the entry is not one of the batch's.
     pub fn issue_receipt(
         &mut self,
         player_id: Uuid,
@@ -544,34 +551,21 @@ impl BatchLedger {
         facts: ReceiptFacts,
     ) -> ApiResult<SignedReceipt> {
         let receipt = self.signer.unsigned(player_id, entry_id, facts, self.now)?;
-        self.rows.receipts.push(json!([
-            receipt.id.to_string(),
-            player_id.to_string(),
-            entry_id.to_string(),
-            receipt.key_id,
-            receipt.payload,
-            Value::Null,
-            self.now
-        ]));
+        let row = self.rows.entry_mut(entry_id)?;
+        row[ENTRY_RECEIPT] = json!(receipt.id.to_string());
+        row[ENTRY_RECEIPT + 1] = json!(receipt.key_id);
+        row[ENTRY_RECEIPT + 2] = json!(receipt.payload);
         Ok(receipt)
     }
 
-    /// Records a purchase's row.
-    pub fn push_purchase(&mut self, row: &PurchaseRow<'_>) {
-        self.rows.purchases.push(json!([
-            row.id.to_string(),
-            row.player_id.to_string(),
-            row.offer_id,
-            row.sku,
-            row.quantity,
-            row.price_index,
-            row.currency,
-            row.amount,
-            row.catalog_version,
-            row.entry_id.to_string(),
-            row.created_at,
-            row.price_variant
-        ]));
+    /// Records a purchase's facts in its entry's row.
+    ///
+    /// # Errors
+    /// Fails if the entry is not one of the batch's.
+    pub fn push_purchase(&mut self, purchase: &super::PurchaseRecord<'_>) -> ApiResult<()> {
+        let row = self.rows.entry_mut(purchase.entry_id)?;
+        row.splice(ENTRY_PURCHASE..ENTRY_RECEIPT, purchase.columns());
+        Ok(())
     }
 
     /// A reward rule the batch read; `None` when there is no such rule.
@@ -1356,7 +1350,7 @@ async fn read_state(
         rows: Rows::default(),
         entry_heads: EntryHeads::default(),
         undo: Vec::new(),
-        mark: [0; 7],
+        mark: [0; 5],
         reward_rules: HashMap::new(),
         reward_claims: HashMap::new(),
         tabs: HashMap::new(),
@@ -1545,9 +1539,9 @@ async fn read_items_sold(
     if !limits.is_empty() {
         let bought: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql.text(
             "select j.value ->> 0, j.value ->> 1, cast(j.value ->> 2 as bigint), cast(\
-             coalesce((select sum(p.quantity) from entry e join purchase p on p.entry_id = e.id \
+             coalesce((select sum(e.purchase_quantity) from entry e \
              where e.player_id = j.value ->> 0 and e.id >= j.value ->> 3 \
-             and p.sku = j.value ->> 1 and p.created_at >= cast(j.value ->> 2 as bigint)), 0) \
+             and e.purchase_sku = j.value ->> 1 and e.created_at >= cast(j.value ->> 2 as bigint)), 0) \
              + coalesce((select sum(quantity) from payment_order o where o.player_id = j.value ->> 0 \
              and o.sku = j.value ->> 1 and o.created_at >= cast(j.value ->> 2 as bigint) \
              and o.status not in ('failed', 'expired', 'canceled')), 0) as bigint) from {j}",
@@ -1803,8 +1797,9 @@ fn touched_accounts(ledger: &BatchLedger) -> Vec<(&String, &AccountState)> {
     touched
 }
 
-/// Step 5, first half: the records, one statement per table (everything but the answers, the
-/// receipts, the balances and the postings, which follow the answers being finished).
+/// Step 5, first half: the records that name no entry, one statement per table (the entries
+/// carry their receipts, so they, what names them, the answers, the balances and the postings
+/// follow the answers being finished).
 async fn write_records(
     conn: &mut AnyConnection,
     sql: Sql,
@@ -1835,23 +1830,6 @@ async fn write_records(
         .execute(&mut *conn)
         .await?;
     }
-    insert_rows(
-        conn,
-        sql,
-        "entry",
-        &[
-            ("id", TEXT),
-            ("kind", TEXT),
-            ("player_id", TEXT),
-            ("actor", TEXT),
-            ("reason", TEXT),
-            ("created_at", INT),
-            ("items", TEXT),
-        ],
-        &rows.entries,
-    )
-    .await?;
-
     // Items: create the rows never held, then one guarded, verified update per item.
     let mut item_deltas = Vec::new();
     let mut item_created = Vec::new();
@@ -1897,45 +1875,8 @@ async fn write_records(
             return Err(batch_failed("item counts"));
         }
     }
-    insert_rows(
-        conn,
-        sql,
-        "purchase",
-        &[
-            ("id", TEXT),
-            ("player_id", TEXT),
-            ("offer_id", TEXT),
-            ("sku", TEXT),
-            ("quantity", INT),
-            ("price_index", INT),
-            ("currency", TEXT),
-            ("amount", INT),
-            ("catalog_version", INT),
-            ("entry_id", TEXT),
-            ("created_at", INT),
-            ("price_variant", TEXT),
-        ],
-        &rows.purchases,
-    )
-    .await?;
-    // After the purchases, which the tab items name.
     write_tabs(conn, sql, ledger, &rows.tab_items).await?;
     write_stock(conn, sql, ledger).await?;
-    insert_rows(
-        conn,
-        sql,
-        "reward_claim",
-        &[
-            ("id", TEXT),
-            ("player_id", TEXT),
-            ("rule", TEXT),
-            ("amount", INT),
-            ("entry_id", TEXT),
-            ("created_at", INT),
-        ],
-        &rows.reward_claims,
-    )
-    .await?;
     insert_rows(
         conn,
         sql,
@@ -1955,8 +1896,8 @@ async fn write_records(
     Ok(())
 }
 
-/// Step 5, second half: the answers (claimed keys released), the signed receipts, then the
-/// balances and the postings, which record them.
+/// Step 5, second half: the answers (claimed keys released), the entries with their signed
+/// receipts and the reward claims naming them, then the balances and the postings.
 async fn write_answers_and_balances(
     conn: &mut AnyConnection,
     sql: Sql,
@@ -1990,20 +1931,21 @@ async fn write_answers_and_balances(
     if rows.entries.is_empty() {
         return Ok(());
     }
+    // The entries, whole (with their purchases and signed receipts), and what names them.
+    insert_rows(conn, sql, "entry", ENTRY_COLUMNS, &rows.entries).await?;
     insert_rows(
         conn,
         sql,
-        "receipt",
+        "reward_claim",
         &[
             ("id", TEXT),
             ("player_id", TEXT),
+            ("rule", TEXT),
+            ("amount", INT),
             ("entry_id", TEXT),
-            ("key_id", TEXT),
-            ("payload", TEXT),
-            ("signature", TEXT),
             ("created_at", INT),
         ],
-        &rows.receipts,
+        &rows.reward_claims,
     )
     .await?;
     let touched = touched_accounts(ledger);

@@ -66,6 +66,22 @@ impl From<Option<String>> for Value {
     }
 }
 
+/// `sql` with every value of `rows` bound in order.
+fn bound<'q>(
+    sql: sqlx::AssertSqlSafe<String>,
+    rows: Vec<Vec<Value>>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut query = sqlx::query(sql);
+    for value in rows.into_iter().flatten() {
+        query = match value {
+            Value::Text(text) => query.bind(text),
+            Value::Int(value) => query.bind(value),
+            Value::Null => query.bind(None::<String>),
+        };
+    }
+    query
+}
+
 /// Inserts `rows` into `table (columns)` in as few statements as the bind limit allows.
 ///
 /// # Errors
@@ -91,15 +107,46 @@ pub async fn insert_rows(
             }
             sql.push(')');
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for value in chunk.into_iter().flatten() {
-            query = match value {
-                Value::Text(text) => query.bind(text),
-                Value::Int(value) => query.bind(value),
-                Value::Null => query.bind(None::<String>),
-            };
-        }
-        query.execute(&mut *conn).await?;
+        bound(sqlx::AssertSqlSafe(sql), chunk).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Sets `columns` of the rows of `table` whose `key` is each row's first value (the rest are the
+/// columns' values, in order), in as few statements as the bind limit allows.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn update_rows(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Value>>,
+) -> Result<(), sqlx::Error> {
+    let width = columns.len() + 1;
+    let per_statement = (BINDS_MAX / width).max(1);
+    let assignments: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| format!("{column} = v.column{}", index + 2))
+        .collect();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_statement).collect();
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let binds: Vec<String> =
+                    (1..=width).map(|column| format!("${}", row * width + column)).collect();
+                format!("({})", binds.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "update {table} set {} from (values {}) as v where {table}.{key} = v.column1",
+            assignments.join(", "),
+            tuples.join(", ")
+        );
+        bound(sqlx::AssertSqlSafe(sql), chunk).execute(&mut *conn).await?;
     }
     Ok(())
 }

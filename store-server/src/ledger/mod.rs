@@ -278,6 +278,85 @@ pub fn balance_max_exceeded(
     .with_detail("balance_max", balance_max)
 }
 
+/// The facts of a purchase, kept in the row of the entry that books it (one record per money
+/// movement; the `purchase` view reads them back with the entry's player and time).
+#[derive(Debug)]
+pub struct PurchaseRecord<'a> {
+    /// The purchase.
+    pub id: Uuid,
+    /// The offer.
+    pub offer_id: String,
+    /// The item.
+    pub sku: &'a str,
+    /// Units bought.
+    pub quantity: i64,
+    /// Which of the offer's prices.
+    pub price_index: u32,
+    /// The currency paid in.
+    pub currency: &'a str,
+    /// The total paid.
+    pub amount: i64,
+    /// The catalog version sold from.
+    pub catalog_version: i64,
+    /// The entry.
+    pub entry_id: Uuid,
+    /// The price experiment's variant, if any.
+    pub price_variant: Option<&'a str>,
+}
+
+impl PurchaseRecord<'_> {
+    /// The entry's purchase columns, in order: id, offer, sku, quantity, price index, price
+    /// variant, currency, amount, catalog version.
+    #[must_use]
+    pub fn columns(&self) -> [serde_json::Value; 9] {
+        use serde_json::json;
+        [
+            json!(self.id.to_string()),
+            json!(self.offer_id),
+            json!(self.sku),
+            json!(self.quantity),
+            json!(self.price_index),
+            json!(self.price_variant),
+            json!(self.currency),
+            json!(self.amount),
+            json!(self.catalog_version),
+        ]
+    }
+}
+
+/// Records a purchase in its entry's row, in the transaction that appended the entry (the
+/// request-at-a-time path; the set path writes the row whole). Returns the entry's time, which
+/// is the purchase's.
+///
+/// # Errors
+/// Fails when the database does, or the entry is not there or already books a purchase.
+pub async fn record_purchase(conn: &mut AnyConnection, purchase: &PurchaseRecord<'_>) -> ApiResult<i64> {
+    let created_at: Option<i64> = sqlx::query_scalar(
+        "update entry set purchase_id = $2, purchase_offer = $3, purchase_sku = $4, purchase_quantity = $5, \
+         purchase_price_index = $6, purchase_price_variant = $7, purchase_currency = $8, purchase_amount = $9, \
+         purchase_catalog_version = $10 where id = $1 and purchase_id is null returning created_at",
+    )
+    .bind(purchase.entry_id.to_string())
+    .bind(purchase.id.to_string())
+    .bind(&purchase.offer_id)
+    .bind(purchase.sku)
+    .bind(purchase.quantity)
+    .bind(i64::from(purchase.price_index))
+    .bind(purchase.price_variant)
+    .bind(purchase.currency)
+    .bind(purchase.amount)
+    .bind(purchase.catalog_version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    created_at.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "entry {} cannot record purchase {}",
+            purchase.entry_id,
+            purchase.id
+        ))
+    })
+}
+
 /// Clock steps an entry id may lag its entry's time by (see [`entry_id_floor`]).
 const ENTRY_ID_CLOCK_MARGIN_MICROS: i64 = 60_000_000;
 

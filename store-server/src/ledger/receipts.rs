@@ -230,35 +230,39 @@ impl Signer {
     }
 }
 
-/// Signs and stores a receipt for an entry with the current key.
+/// Signs a receipt for an entry with the current key and stores it in the entry's row, in the
+/// transaction that appended the entry (the request-at-a-time path; the set path writes the row
+/// whole).
 ///
 /// # Errors
-/// Fails when the database does or no key exists.
+/// Fails when the database does, no key exists, or the entry is not the player's or already
+/// has a receipt.
 pub async fn issue_receipt(
     conn: &mut AnyConnection,
     player_id: Uuid,
     entry_id: Uuid,
     facts: ReceiptFacts,
 ) -> ApiResult<SignedReceipt> {
-    let now = now_micros();
-    let receipt = current_signer(conn).await?.sign(player_id, entry_id, facts, now)?;
-    sqlx::query(
-        "insert into receipt (id, player_id, entry_id, key_id, payload, signature, created_at) \
-         values ($1, $2, $3, $4, $5, $6, $7)",
+    let receipt = current_signer(conn).await?.sign(player_id, entry_id, facts, now_micros())?;
+    let stored = sqlx::query(
+        "update entry set receipt_id = $3, receipt_key = $4, receipt_payload = $5, receipt_signature = $6 \
+         where id = $1 and player_id = $2 and receipt_id is null",
     )
-    .bind(receipt.id.to_string())
-    .bind(player_id.to_string())
     .bind(entry_id.to_string())
+    .bind(player_id.to_string())
+    .bind(receipt.id.to_string())
     .bind(&receipt.key_id)
     .bind(&receipt.payload)
     .bind(&receipt.signature)
-    .bind(now)
     .execute(&mut *conn)
     .await?;
+    if stored.rows_affected() != 1 {
+        return Err(ApiError::Internal(anyhow::anyhow!("entry {entry_id} cannot take a receipt")));
+    }
     Ok(receipt)
 }
 
-/// One of a player's receipts.
+/// One of a player's receipts (found through the entries' receipt index).
 ///
 /// # Errors
 /// Fails when the database does.
@@ -267,12 +271,13 @@ pub async fn find_receipt(
     player_id: Uuid,
     id: Uuid,
 ) -> ApiResult<Option<SignedReceipt>> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("select key_id, payload, signature from receipt where id = $1 and player_id = $2")
-            .bind(id.to_string())
-            .bind(player_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "select receipt_key, receipt_payload, receipt_signature from entry where receipt_id = $1 and player_id = $2",
+    )
+    .bind(id.to_string())
+    .bind(player_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.map(|(key_id, payload, signature)| SignedReceipt { id, key_id, payload, signature }))
 }
 
@@ -284,11 +289,13 @@ pub async fn find_receipt_of_entry(
     conn: &mut AnyConnection,
     entry_id: &str,
 ) -> ApiResult<Option<SignedReceipt>> {
-    let row: Option<(String, String, String, String)> =
-        sqlx::query_as("select id, key_id, payload, signature from receipt where entry_id = $1")
-            .bind(entry_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "select receipt_id, receipt_key, receipt_payload, receipt_signature from entry \
+         where id = $1 and receipt_id is not null",
+    )
+    .bind(entry_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.map(|(id, key_id, payload, signature)| {
         let id = Uuid::parse_str(&id)
             .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored receipt id: {error}")))?;

@@ -13,7 +13,7 @@ use store_api::ledger::EntryKind;
 use uuid::Uuid;
 
 use crate::db::{Db, now_micros};
-use crate::ledger::bulk::{Value, append_entries, insert_rows};
+use crate::ledger::bulk::{Value, append_entries, insert_rows, update_rows};
 use crate::ledger::{AccountId, ItemDelta, NewEntry, Posting, SystemAccount};
 
 /// Players written per transaction.
@@ -157,14 +157,15 @@ pub async fn generate(db: &Db, plan: Plan, progress: impl Fn(u64, u64)) -> anyho
         let ids = append_entries(&mut tx, &entries, &balance_max)
             .await
             .map_err(|error| anyhow::anyhow!("{error}"))?;
+        // Each purchase's facts in its entry's row (as the ledger records a purchase).
         let purchase_rows: Vec<Vec<Value>> = entries
             .iter()
             .zip(&ids)
             .filter(|(entry, _)| entry.kind == EntryKind::Purchase)
-            .map(|(entry, id)| {
+            .map(|(_, id)| {
                 vec![
-                    Value::from(Uuid::now_v7().to_string()),
-                    entry.player_id.unwrap_or_default().to_string().into(),
+                    Value::from(id.to_string()),
+                    Uuid::now_v7().to_string().into(),
                     bought.offer_id.as_str().into(),
                     bought.sku.as_str().into(),
                     1_i64.into(),
@@ -172,27 +173,23 @@ pub async fn generate(db: &Db, plan: Plan, progress: impl Fn(u64, u64)) -> anyho
                     bought.currency.as_str().into(),
                     bought.price.into(),
                     bought.version.into(),
-                    id.to_string().into(),
-                    now.into(),
                 ]
             })
             .collect();
         generated.purchases += u64::try_from(purchase_rows.len()).unwrap_or(0);
-        insert_rows(
+        update_rows(
             &mut tx,
-            "purchase",
+            "entry",
+            "id",
             &[
-                "id",
-                "player_id",
-                "offer_id",
-                "sku",
-                "quantity",
-                "price_index",
-                "currency",
-                "amount",
-                "catalog_version",
-                "entry_id",
-                "created_at",
+                "purchase_id",
+                "purchase_offer",
+                "purchase_sku",
+                "purchase_quantity",
+                "purchase_price_index",
+                "purchase_currency",
+                "purchase_amount",
+                "purchase_catalog_version",
             ],
             purchase_rows,
         )

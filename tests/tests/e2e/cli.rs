@@ -161,5 +161,24 @@ on_both_backends! {
         let report = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(report.contains("FAIL  every inventory count equals the sum of its changes"), "{report}");
         assert!(report.contains(&format!("player {player} holds 3 magnet but its changes sum to 1")), "{report}");
+
+        // A receipt whose signed payload names another entry than the one it is stored with.
+        server
+            .execute(
+                "update entry set receipt_payload = replace(receipt_payload, '\"entry_id\":\"' || id, \
+                 '\"entry_id\":\"f' || substr(id, 2)) where player_id = $1 and kind = 'purchase'",
+                &[player.clone().into()],
+            )
+            .await;
+        // And a purchase entry whose purchase was taken out of its row.
+        server
+            .execute("update entry set purchase_id = null where player_id = $1 and kind = 'purchase'", &[player.clone().into()])
+            .await;
+        let output = run(store_server_command(cwd.path(), Some(server.db().url())).arg("audit"));
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(report.contains("FAIL  every receipt's signed payload names its own entry and player"), "{report}");
+        assert!(report.contains(" is stored with entry ") && report.contains(&format!(" of {player}")), "{report}");
+        assert!(report.contains("FAIL  every purchase entry records one purchase"), "{report}");
+        assert!(report.contains("(purchase) records no purchase"), "{report}");
     }
 }

@@ -176,7 +176,7 @@ on_both_backends! {
 }
 
 /// A purchase made `days_ago` days ago, entered as the ledger records one (an entry whose id is
-/// a UUIDv7 of its time, and its purchase row).
+/// a UUIDv7 of its time, with the purchase's facts in its row).
 async fn purchased_long_ago(server: &tests::TestServer, player: &str, sku: &str, days_ago: i64) {
     let micros = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
         .expect("a time")
@@ -184,9 +184,10 @@ async fn purchased_long_ago(server: &tests::TestServer, player: &str, sku: &str,
     let entry = server.backdated_entry(player, "purchase", micros).await;
     server
         .execute(
-            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, \
-             catalog_version, entry_id, created_at) values ($1, $2, 'old-offer', $3, 1, 0, 'gold', 1, 1, $4, $5)",
-            &[uuid::Uuid::now_v7().to_string().into(), player.into(), sku.into(), entry.into(), micros.into()],
+            "update entry set purchase_id = $1, purchase_offer = 'old-offer', purchase_sku = $2, purchase_quantity = 1, \
+             purchase_price_index = 0, purchase_currency = 'gold', purchase_amount = 1, purchase_catalog_version = 1 \
+             where id = $3",
+            &[uuid::Uuid::now_v7().to_string().into(), sku.into(), entry.into()],
         )
         .await;
 }

@@ -22,13 +22,13 @@ use uuid::Uuid;
 
 use crate::db::{from_micros, now_micros, to_micros};
 use crate::error::{ApiError, ApiResult};
-use crate::ledger::batch::{BatchLedger, ItemReads, PurchaseRow};
+use crate::ledger::batch::{BatchLedger, ItemReads};
 use crate::ledger::idempotency::MoneyOp;
 use crate::ledger::receipts::{ReceiptFacts, issue_receipt};
 use crate::ledger::{
-    AccountId, ItemDelta, NewEntry, Posting, SystemAccount, already_owned, append_entry,
+    AccountId, ItemDelta, NewEntry, Posting, PurchaseRecord, SystemAccount, already_owned, append_entry,
     balance_max_exceeded, insufficient_funds, insufficient_quantity, item_quantity, lock_player,
-    read_inventory, read_wallet, wallet_balance,
+    read_inventory, read_wallet, record_purchase, wallet_balance,
 };
 use crate::payments::Payments;
 use crate::store::catalog::CatalogCache;
@@ -240,8 +240,8 @@ pub(crate) async fn check_purchase_limit(
     let Some(limit) = item.purchase_limit else { return Ok(()) };
     let (start, _) = period_window(limit.period, now);
     let bought: Option<i64> = sqlx::query_scalar(
-        "select cast(coalesce((select sum(p.quantity) from entry e join purchase p on p.entry_id = e.id \
-         where e.player_id = $1 and e.id >= $5 and p.sku = $2 and p.created_at >= $3), 0) \
+        "select cast(coalesce((select sum(e.purchase_quantity) from entry e \
+         where e.player_id = $1 and e.id >= $5 and e.purchase_sku = $2 and e.created_at >= $3), 0) \
          + coalesce((select sum(quantity) from payment_order where player_id = $1 and sku = $2 and created_at >= $3 \
          and status not in ('failed', 'expired', 'canceled') and id <> $4), 0) as bigint)",
     )

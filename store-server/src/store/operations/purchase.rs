@@ -116,6 +116,29 @@ pub(crate) fn refuse_durable_quantity(item: &Item, quantity: i64) -> ApiResult<(
     Ok(())
 }
 
+/// The facts of purchase `id` of `chosen`, paid `total` of `unit`, kept in the row of its entry.
+fn purchase_record<'a>(
+    id: Uuid,
+    chosen: &Chosen<'a>,
+    unit: &'a str,
+    total: i64,
+    catalog_version: i64,
+    entry_id: Uuid,
+) -> PurchaseRecord<'a> {
+    PurchaseRecord {
+        id,
+        offer_id: chosen.offer.id.to_string(),
+        sku: chosen.item.sku.as_str(),
+        quantity: chosen.quantity,
+        price_index: chosen.price_index,
+        currency: unit,
+        amount: total,
+        catalog_version,
+        entry_id,
+        price_variant: chosen.variant,
+    }
+}
+
 /// What a purchase of `chosen`, paid `total` of `unit` from `source`, moves.
 fn purchase_movement(
     player_id: Uuid,
@@ -232,24 +255,10 @@ impl MoneyOp for PurchaseOp {
         let entry =
             append_entry(conn, &purchase_entry(player_id, &movement), catalog.balance_maxima()).await?;
         let purchase_id = Uuid::now_v7();
-        let created_at = now_micros();
-        sqlx::query(
-            "insert into purchase (id, player_id, offer_id, sku, quantity, price_index, currency, amount, catalog_version, entry_id, created_at, price_variant) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        let created_at = record_purchase(
+            conn,
+            &purchase_record(purchase_id, &chosen, &unit, total, catalog.version, entry.id),
         )
-        .bind(purchase_id.to_string())
-        .bind(player_id.to_string())
-        .bind(chosen.offer.id.to_string())
-        .bind(item.sku.as_str())
-        .bind(quantity)
-        .bind(i64::from(chosen.price_index))
-        .bind(&unit)
-        .bind(total)
-        .bind(catalog.version)
-        .bind(entry.id.to_string())
-        .bind(created_at)
-        .bind(chosen.variant.map(str::to_owned))
-        .execute(&mut *conn)
         .await?;
         if let Some((tab, _)) = &tab {
             crate::payments::tabs::add_to_tab(conn, tab, purchase_id, &item.sku, quantity, total).await?;
@@ -339,20 +348,14 @@ impl MoneyOp for PurchaseOp {
         };
         let purchase_id = Uuid::now_v7();
         let created_at = ledger.now();
-        ledger.push_purchase(&PurchaseRow {
-            id: purchase_id,
-            player_id,
-            offer_id: chosen.offer.id.to_string(),
-            sku: item.sku.as_str(),
-            quantity,
-            price_index: chosen.price_index,
-            currency: &unit,
-            amount: total,
-            catalog_version: catalog.version,
-            entry_id: entry.id,
-            created_at,
-            price_variant: chosen.variant,
-        });
+        ledger.push_purchase(&purchase_record(
+            purchase_id,
+            &chosen,
+            &unit,
+            total,
+            catalog.version,
+            entry.id,
+        ))?;
         if let Some(charge) = charge {
             ledger.add_to_tab(player_id, charge.currency, purchase_id, &item.sku, quantity, total)?;
         }

@@ -29,9 +29,10 @@
 //!    different players meet only over an item's stock.)
 //! 4. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
 //!    the cores ([`Unfinished`]), on blocking threads while the writer's connection writes what
-//!    does not name an entry (new accounts, items, tabs, stock, audit); the answers, the entries
-//!    (each one row with its item changes, purchase and signed receipt), the reward claims, the
-//!    balances and the postings are written once both are done.
+//!    does not name an entry (new accounts, wallet balances, items, tabs, stock, audit); the
+//!    answers, the entries (each one row with its item changes, purchase and signed receipt),
+//!    the reward claims, the system accounts' balances and the postings are written once both
+//!    are done.
 //! 5. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's
@@ -1830,6 +1831,10 @@ async fn write_records(
         .execute(&mut *conn)
         .await?;
     }
+    // The wallets' balances (the players are locked already; the system accounts come last).
+    let wallets: Vec<(&String, &AccountState)> =
+        touched.into_iter().filter(|(_, account)| account.kind == "wallet").collect();
+    update_balances(conn, sql, ledger, &wallets).await?;
     // Items: create the rows never held, then one guarded, verified update per item.
     let mut item_deltas = Vec::new();
     let mut item_created = Vec::new();
@@ -1950,50 +1955,10 @@ async fn write_answers_and_balances(
     .await?;
     let touched = touched_accounts(ledger);
 
-    // Balances last: the hot system rows are held only from here to the commit.
-    let system: Vec<Value> =
-        touched.iter().filter(|(_, account)| account.kind != "wallet").map(|(id, _)| json!([id])).collect();
-    if sql.0 == Backend::Postgres && !system.is_empty() {
-        sqlx::query(
-            sql.text(
-                "select id from account where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
-            ),
-        )
-        .bind(rows_json(&system)?)
-        .fetch_all(&mut *conn)
-        .await?;
-    }
-    let deltas: Vec<Value> = touched
-        .iter()
-        .map(|(id, account)| json!([id, account.balance - account.read, account.balance_max]))
-        .collect();
-    let updated: Vec<(String, i64)> = sqlx::query_as(sql.text(
-        "update account set balance = balance + cast(j.value ->> 1 as bigint), \
-         in_debt = case when kind <> 'wallet' then 0 when balance + cast(j.value ->> 1 as bigint) >= 0 then 0 else in_debt end \
-         from {j} where account.id = j.value ->> 0 and (kind <> 'wallet' or \
-         ((cast(j.value ->> 1 as bigint) >= 0 or balance + cast(j.value ->> 1 as bigint) >= 0) \
-         and (cast(j.value ->> 1 as bigint) <= 0 or balance + cast(j.value ->> 1 as bigint) <= cast(j.value ->> 2 as bigint)))) \
-         returning id, balance",
-    ))
-    .bind(rows_json(&deltas)?)
-    .fetch_all(&mut *conn)
-    .await?;
-    if updated.len() != touched.len() {
-        return Err(batch_failed("balances"));
-    }
-    // What other writers moved a system account by since the batch read it (only PostgreSQL's
-    // other instances can); a wallet must be exactly as computed.
-    let mut drift: HashMap<String, i64> = HashMap::new();
-    for (id, balance) in updated {
-        let Some(account) = ledger.accounts.get(&id) else { return Err(batch_failed("balances")) };
-        let moved = balance - account.balance;
-        if moved != 0 && (account.kind == "wallet" || sql.0 == Backend::Sqlite) {
-            return Err(batch_failed("balances"));
-        }
-        if moved != 0 {
-            drift.insert(id, moved);
-        }
-    }
+    // The system accounts last: their hot rows are held only from here to the commit.
+    let system: Vec<(&String, &AccountState)> =
+        touched.into_iter().filter(|(_, account)| account.kind != "wallet").collect();
+    let drift = update_balances(conn, sql, ledger, &system).await?;
     let postings: Vec<Value> = rows
         .postings
         .iter()
@@ -2017,4 +1982,61 @@ async fn write_answers_and_balances(
     )
     .await?;
     Ok(())
+}
+
+/// Applies the batch's net change to `accounts` (sorted by id) with one guarded update, and
+/// returns what other writers moved each by since the batch read it: only a system account on
+/// PostgreSQL can have moved (another instance's batch); a wallet must be exactly as computed.
+/// System accounts are locked in id order first on PostgreSQL.
+async fn update_balances(
+    conn: &mut AnyConnection,
+    sql: Sql,
+    ledger: &BatchLedger,
+    accounts: &[(&String, &AccountState)],
+) -> ApiResult<HashMap<String, i64>> {
+    let mut drift: HashMap<String, i64> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(drift);
+    }
+    let system: Vec<Value> =
+        accounts.iter().filter(|(_, account)| account.kind != "wallet").map(|(id, _)| json!([id])).collect();
+    if sql.0 == Backend::Postgres && !system.is_empty() {
+        sqlx::query(
+            sql.text(
+                "select id from account where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
+            ),
+        )
+        .bind(rows_json(&system)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    let deltas: Vec<Value> = accounts
+        .iter()
+        .map(|(id, account)| json!([id, account.balance - account.read, account.balance_max]))
+        .collect();
+    let updated: Vec<(String, i64)> = sqlx::query_as(sql.text(
+        "update account set balance = balance + cast(j.value ->> 1 as bigint), \
+         in_debt = case when kind <> 'wallet' then 0 when balance + cast(j.value ->> 1 as bigint) >= 0 then 0 else in_debt end \
+         from {j} where account.id = j.value ->> 0 and (kind <> 'wallet' or \
+         ((cast(j.value ->> 1 as bigint) >= 0 or balance + cast(j.value ->> 1 as bigint) >= 0) \
+         and (cast(j.value ->> 1 as bigint) <= 0 or balance + cast(j.value ->> 1 as bigint) <= cast(j.value ->> 2 as bigint)))) \
+         returning id, balance",
+    ))
+    .bind(rows_json(&deltas)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    if updated.len() != accounts.len() {
+        return Err(batch_failed("balances"));
+    }
+    for (id, balance) in updated {
+        let Some(account) = ledger.accounts.get(&id) else { return Err(batch_failed("balances")) };
+        let moved = balance - account.balance;
+        if moved != 0 && (account.kind == "wallet" || sql.0 == Backend::Sqlite) {
+            return Err(batch_failed("balances"));
+        }
+        if moved != 0 {
+            drift.insert(id, moved);
+        }
+    }
+    Ok(drift)
 }

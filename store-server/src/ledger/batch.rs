@@ -116,23 +116,26 @@ pub(crate) trait LoginSetJob: Send + Sync {
 }
 
 /// A success decided on the set path whose answer is not finished yet: its receipts are
-/// unsigned and its JSON not written. The batch finishes every such answer after its decide
-/// phase, in parallel, off the decide loop's serial path.
+/// unsigned and its JSON not written. The batch signs the receipts of its entries' rows after
+/// its decide phase, then finishes every such answer with those signatures, in parallel, off
+/// the decide loop's serial path.
 pub(crate) trait Unfinished: Send {
-    /// Signs the answer's receipts with `signer` and writes its JSON.
+    /// Gives the answer's receipts their signatures (receipt id -> signature) and writes its
+    /// JSON.
     ///
     /// # Errors
-    /// Fails only if the answer cannot be serialized.
-    fn finish(self: Box<Self>, signer: &Signer) -> ApiResult<Finished>;
+    /// A receipt of the answer that the batch did not sign, or an answer that cannot be
+    /// serialized.
+    fn finish(self: Box<Self>, signatures: &HashMap<String, String>) -> ApiResult<Finished>;
 }
 
-/// A finished answer: its JSON and the signatures of its receipts.
+/// A finished answer: its JSON and how many receipts it carries.
 #[derive(Debug)]
 pub(crate) struct Finished {
     /// The answer's JSON.
     pub(crate) body: Vec<u8>,
-    /// (receipt id, signature) of each receipt in it.
-    pub(crate) signatures: Vec<(Uuid, String)>,
+    /// How many receipts the answer carries.
+    pub(crate) receipts: usize,
 }
 
 /// What a purchase's item needs the batch to read: what the player bought of it in its
@@ -313,11 +316,22 @@ impl Rows {
             .ok_or_else(|| batch_failed("a record of an entry the batch did not append"))
     }
 
+    /// The batch's receipts to sign, in row order: (receipt id, payload).
+    fn unsigned_receipts(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter_map(|row| {
+                let id = row.get(ENTRY_RECEIPT).and_then(Value::as_str)?;
+                let payload = row.get(ENTRY_RECEIPT + 2).and_then(Value::as_str)?;
+                Some((id.to_owned(), payload.to_owned()))
+            })
+            .collect()
+    }
+
     /// Gives every receipt of the batch its signature (receipt id -> signature).
     ///
     /// # Errors
-    /// A receipt left unsigned (an operation that does not list it in `MoneyOp::receipts`):
-    /// the batch fails rather than store it.
+    /// A receipt without a signature: the batch fails rather than store it.
     fn sign_receipts(&mut self, signatures: &HashMap<String, String>) -> ApiResult<()> {
         for row in &mut self.entries {
             let Some(id) = row.get(ENTRY_RECEIPT).and_then(Value::as_str) else { continue };
@@ -831,39 +845,35 @@ enum Decided {
     Answer { status: StatusCode, slot: usize, replayed: bool },
 }
 
-/// Answers below this many are finished on the writer's thread alone: a thread costs more.
+/// Below this many receipts or answers, one blocking thread does them all: a thread costs more.
 const PARALLEL_FINISH_MIN: usize = 16;
 
-/// Finishes the decided answers (see [`Unfinished`]), on up to as many threads as the machine
-/// has cores, the writer's own among them.
-fn finish_answers(
-    signer: &Signer,
-    unfinished: Vec<(usize, Box<dyn Unfinished>)>,
-) -> ApiResult<Vec<(usize, Finished)>> {
-    let finish_all = |chunk: Vec<(usize, Box<dyn Unfinished>)>| -> ApiResult<Vec<(usize, Finished)>> {
-        chunk.into_iter().map(|(slot, answer)| Ok((slot, answer.finish(signer)?))).collect()
-    };
+/// Does `work` on every item (signing the receipts, finishing the answers), on up to as many
+/// threads as the machine has cores, the calling one among them; the results in no particular
+/// order.
+fn spread<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> ApiResult<R> + Sync) -> ApiResult<Vec<R>> {
+    let do_all = |chunk: Vec<T>| -> ApiResult<Vec<R>> { chunk.into_iter().map(&work).collect() };
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(4);
-    if threads < 2 || unfinished.len() < PARALLEL_FINISH_MIN {
-        return finish_all(unfinished);
+    if threads < 2 || items.len() < PARALLEL_FINISH_MIN {
+        return do_all(items);
     }
-    let per_thread = unfinished.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<(usize, Box<dyn Unfinished>)>> = Vec::with_capacity(threads);
-    let mut rest = unfinished;
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut rest = items;
     while rest.len() > per_thread {
         let tail = rest.split_off(per_thread);
         chunks.push(rest);
         rest = tail;
     }
     std::thread::scope(|scope| {
-        let others: Vec<_> = chunks.into_iter().map(|chunk| scope.spawn(move || finish_all(chunk))).collect();
-        let mut finished = finish_all(rest)?;
+        let others: Vec<_> = chunks.into_iter().map(|chunk| scope.spawn(|| do_all(chunk))).collect();
+        let mut done = do_all(rest)?;
         for other in others {
             let chunk =
-                other.join().map_err(|_| anyhow::anyhow!("a thread finishing answers panicked"))??;
-            finished.extend(chunk);
+                other.join().map_err(|_| anyhow::anyhow!("a thread finishing a batch panicked"))??;
+            done.extend(chunk);
         }
-        Ok(finished)
+        Ok(done)
     })
 }
 
@@ -1087,22 +1097,44 @@ pub(crate) async fn run(
     }
 
     let decided = started.elapsed();
-    // 4. Write the records while the successes' answers are finished (their receipts signed,
-    //    their JSON written) on other threads: the writer's connection and the signing work at
-    //    once. The answers and the receipts, which need them, are written after.
+    // 4. Write what names no entry while the receipts are signed on other threads; then the
+    //    entries (with their signatures) while the answers' JSON is written; then the answers.
     let signer = ledger.signer.clone();
-    let finishing = tokio::task::spawn_blocking(move || finish_answers(&signer, unfinished));
     let mut rows = std::mem::take(&mut ledger.rows);
+    let unsigned = rows.unsigned_receipts();
+    let signing = tokio::task::spawn_blocking(move || {
+        spread(unsigned, |(id, payload)| {
+            let signature = signer.signature(&payload);
+            Ok((id, signature))
+        })
+    });
     write_records(conn, sql, &ledger, &rows).await?;
     let recorded = started.elapsed();
+    let signatures: HashMap<String, String> = signing
+        .await
+        .map_err(|error| anyhow::anyhow!("signing a batch's receipts failed: {error}"))??
+        .into_iter()
+        .collect();
+    rows.sign_receipts(&signatures)?;
+    let signed = started.elapsed();
+    let receipts = signatures.len();
+    let finishing = tokio::task::spawn_blocking(move || {
+        spread(unfinished, |(slot, answer): (usize, Box<dyn Unfinished>)| {
+            Ok((slot, answer.finish(&signatures)?))
+        })
+    });
+    write_entries(conn, sql, &rows).await?;
+    let entered = started.elapsed();
     let finished_answers =
         finishing.await.map_err(|error| anyhow::anyhow!("finishing a batch's answers failed: {error}"))??;
-    let mut signatures: HashMap<String, String> = HashMap::new();
+    // Every receipt the batch stores is in exactly one answer (`MoneyOp::receipts` lists an
+    // answer's receipts): one missing from its answer fails the batch.
+    if finished_answers.iter().map(|(_, finished)| finished.receipts).sum::<usize>() != receipts {
+        return Err(batch_failed("receipts in answers"));
+    }
     for (slot, finished) in finished_answers {
         bodies[slot] = Some(finished.body.into());
-        signatures.extend(finished.signatures.into_iter().map(|(id, signature)| (id.to_string(), signature)));
     }
-    rows.sign_receipts(&signatures)?;
     let body_of = |slot: usize| {
         bodies
             .get(slot)
@@ -1120,7 +1152,7 @@ pub(crate) async fn run(
         });
     }
     let finished = started.elapsed();
-    // 5. Write the answers, the receipts and the balances.
+    // 5. Write the answers and the system accounts' balances, with their postings.
     let mut answers = Vec::new();
     let mut released = Vec::new();
     for ((scope, key), state) in &keys {
@@ -1143,11 +1175,11 @@ pub(crate) async fn run(
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_read").record(read.as_secs_f64());
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_decide")
         .record((decided - read).as_secs_f64());
-    // The finishing the records' writes did not hide, and both halves of the writes.
+    // The signing and finishing the writes did not hide, and the writes.
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_finish")
-        .record((finished - recorded).as_secs_f64());
+        .record((signed - recorded + finished - entered).as_secs_f64());
     metrics::histogram!("coinslot_writer_phase_seconds", "phase" => "set_write")
-        .record((recorded - decided + written - finished).as_secs_f64());
+        .record((recorded - decided + entered - signed + written - finished).as_secs_f64());
     Ok(outcomes)
 }
 
@@ -1275,7 +1307,12 @@ pub(crate) async fn run_logins(
         .await?;
     }
     let rows = std::mem::take(&mut ledger.rows);
+    // An initial grant has no receipt: the session is the answer.
+    if !rows.unsigned_receipts().is_empty() {
+        return Err(batch_failed("a login's receipt"));
+    }
     write_records(conn, sql, &ledger, &rows).await?;
+    write_entries(conn, sql, &rows).await?;
     write_answers_and_balances(conn, sql, &ledger, &rows, &[], &[]).await?;
     insert_rows(
         conn,
@@ -1901,8 +1938,29 @@ async fn write_records(
     Ok(())
 }
 
-/// Step 5, second half: the answers (claimed keys released), the entries with their signed
-/// receipts and the reward claims naming them, then the balances and the postings.
+/// Step 5, middle: the entries, whole (with their purchases and signed receipts), and the
+/// reward claims naming them.
+async fn write_entries(conn: &mut AnyConnection, sql: Sql, rows: &Rows) -> ApiResult<()> {
+    insert_rows(conn, sql, "entry", ENTRY_COLUMNS, &rows.entries).await?;
+    insert_rows(
+        conn,
+        sql,
+        "reward_claim",
+        &[
+            ("id", TEXT),
+            ("player_id", TEXT),
+            ("rule", TEXT),
+            ("amount", INT),
+            ("entry_id", TEXT),
+            ("created_at", INT),
+        ],
+        &rows.reward_claims,
+    )
+    .await
+}
+
+/// Step 5, second half: the answers (claimed keys released), then the system accounts'
+/// balances and every posting.
 async fn write_answers_and_balances(
     conn: &mut AnyConnection,
     sql: Sql,
@@ -1936,23 +1994,6 @@ async fn write_answers_and_balances(
     if rows.entries.is_empty() {
         return Ok(());
     }
-    // The entries, whole (with their purchases and signed receipts), and what names them.
-    insert_rows(conn, sql, "entry", ENTRY_COLUMNS, &rows.entries).await?;
-    insert_rows(
-        conn,
-        sql,
-        "reward_claim",
-        &[
-            ("id", TEXT),
-            ("player_id", TEXT),
-            ("rule", TEXT),
-            ("amount", INT),
-            ("entry_id", TEXT),
-            ("created_at", INT),
-        ],
-        &rows.reward_claims,
-    )
-    .await?;
     let touched = touched_accounts(ledger);
 
     // The system accounts last: their hot rows are held only from here to the commit.

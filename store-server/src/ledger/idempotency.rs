@@ -37,8 +37,8 @@ use crate::extract::{parse_json, read_json_body};
 use crate::ledger::batch::{BatchLedger, Finished, SetJob, Unfinished};
 use crate::ledger::group_commit::Batcher;
 use crate::ledger::group_commit::{BatchJob, Done};
-use crate::ledger::receipts::Signer;
 use crate::players::auth::{PlayerWrite, live_session};
+use std::collections::HashMap;
 
 /// The header carrying the key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -458,15 +458,15 @@ impl<O: MoneyOp + 'static> SetJob for OpJob<O> {
 struct UnsignedAnswer<O: MoneyOp>(O::Output);
 
 impl<O: MoneyOp> Unfinished for UnsignedAnswer<O> {
-    fn finish(mut self: Box<Self>, signer: &Signer) -> ApiResult<Finished> {
-        let signatures = O::receipts(&mut self.0)
-            .into_iter()
-            .map(|receipt| {
-                receipt.signature = signer.signature(&receipt.payload);
-                (receipt.id, receipt.signature.clone())
-            })
-            .collect();
-        Ok(Finished { body: serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?, signatures })
+    fn finish(mut self: Box<Self>, signatures: &HashMap<String, String>) -> ApiResult<Finished> {
+        let mut receipts = 0;
+        for receipt in O::receipts(&mut self.0) {
+            receipt.signature = signatures.get(&receipt.id.to_string()).cloned().ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("receipt {} was not signed", receipt.id))
+            })?;
+            receipts += 1;
+        }
+        Ok(Finished { body: serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?, receipts })
     }
 }
 

@@ -105,7 +105,9 @@ const CHECKS: &[(&str, &str)] = &[
         "every purchase was paid and granted by its own entry, once",
         "select 'purchase ' || p.id || ' has no matching revenue postings' from purchase p \
          where coalesce((select sum(r.amount) from posting r where r.entry_id = p.entry_id \
-                and (r.account_id = 's:revenue:' || p.currency or r.account_id like 'c:%:' || p.currency)), 0) <> p.amount \
+                and (r.account_id = 's:revenue:' || p.currency \
+                     or substr(r.account_id, 1, length(p.currency) + 11) = 's:revenue:' || p.currency || '#' \
+                     or r.account_id like 'c:%:' || p.currency)), 0) <> p.amount \
             or (select count(*) from entry e where e.id = p.entry_id and e.kind = 'purchase') <> 1",
     ),
     (
@@ -113,9 +115,9 @@ const CHECKS: &[(&str, &str)] = &[
         "select 'tab ' || t.id || ' holds ' || t.amount_micros from tab t where t.status in ('open', 'settling') \
          and t.amount_micros <> t.carried_in_micros + coalesce((select sum(i.amount_micros) from tab_item i where i.tab_id = t.id), 0) \
          union all \
-         select 'tab receivable ' || a.id || ' holds ' || a.balance from account a where a.kind = 'tab_receivable' \
-         and a.balance <> -coalesce((select sum(t.amount_micros) from tab t where t.status in ('open', 'settling') \
-         and 's:tab_receivable:' || t.currency = a.id), 0)",
+         select 'tab receivable ' || a.currency || ' holds ' || sum(a.balance) from account a where a.kind = 'tab_receivable' \
+         group by a.currency having sum(a.balance) <> -coalesce((select sum(t.amount_micros) from tab t \
+         where t.status in ('open', 'settling') and t.currency = a.currency), 0)",
     ),
     (
         "no wallet holds more than its currency's balance_max",

@@ -241,7 +241,34 @@ pub(crate) async fn run_writer(batcher: Batcher, queue: mpsc::Receiver<Pending>)
     let _alive = AliveGuard(&batcher.0.alive);
     let queue = tokio::sync::Mutex::new(queue);
     let writers = batcher.0.config.writers.max(1);
-    futures_util::future::join_all((0..writers).map(|_| writer_loop(&batcher, &queue))).await;
+    futures_util::future::join_all((0..writers).map(|_| async {
+        match claim_system_shard(batcher.db()).await {
+            Ok(shard) => crate::ledger::with_system_shard(shard, writer_loop(&batcher, &queue)).await,
+            Err(error) => {
+                tracing::warn!(%error, "the writer could not claim a system account shard; it moves the shared rows");
+                writer_loop(&batcher, &queue).await;
+            }
+        }
+    }))
+    .await;
+}
+
+/// How many system account rows each system account is spread over, one per writer (writers
+/// started after the first [`SYSTEM_SHARDS`] share them round-robin).
+const SYSTEM_SHARDS: i64 = 16;
+
+/// The next writer's system account shard, from 1 to [`SYSTEM_SHARDS`]: round-robin over the
+/// writers that start on the database, so instances started one after another get shards of
+/// their own.
+async fn claim_system_shard(db: &Db) -> Result<u32, sqlx::Error> {
+    let claimed: String = sqlx::query_scalar(
+        "insert into meta (key, value) values ('system_shard_next', '1') on conflict (key) \
+         do update set value = cast(cast(meta.value as bigint) + 1 as text) returning value",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    let claimed: i64 = claimed.parse().map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    Ok(u32::try_from(claimed.rem_euclid(SYSTEM_SHARDS) + 1).unwrap_or(1))
 }
 
 /// One writer: takes the next batch off the shared queue and commits it.

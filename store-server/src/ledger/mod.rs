@@ -89,13 +89,31 @@ pub enum AccountId {
     CreatorPayable(String, String),
 }
 
+tokio::task_local! {
+    /// The system account shard of the writer running this task (see [`with_system_shard`]).
+    static SYSTEM_SHARD: u32;
+}
+
+/// Runs `work` with its system accounts in shard `shard`: every system account it moves is the
+/// row `s:<kind>:<currency>#<shard>` instead of `s:<kind>:<currency>`. A system account's balance
+/// is the sum of its rows. Each group-commit writer works in a shard of its own, so writers (and
+/// instances) never wait on each other's system rows, which every batch moves; everything else
+/// (webhooks, workers, the command line) moves the unsharded row.
+pub async fn with_system_shard<F: std::future::Future>(shard: u32, work: F) -> F::Output {
+    SYSTEM_SHARD.scope(shard, work).await
+}
+
 impl AccountId {
-    /// The stored id: `w:<player>:<currency>` or `s:<kind>:<currency>`.
+    /// The stored id: `w:<player>:<currency>`, `s:<kind>:<currency>` (with `#<shard>` in a
+    /// sharded writer, [`with_system_shard`]) or `c:<creator>:<currency>`.
     #[must_use]
     pub fn key(&self) -> String {
         match self {
             Self::Wallet(player, currency) => format!("w:{player}:{currency}"),
-            Self::System(kind, currency) => format!("s:{}:{currency}", kind.as_str()),
+            Self::System(kind, currency) => match SYSTEM_SHARD.try_with(|shard| *shard) {
+                Ok(shard) => format!("s:{}:{currency}#{shard}", kind.as_str()),
+                Err(_) => format!("s:{}:{currency}", kind.as_str()),
+            },
             Self::CreatorPayable(creator, currency) => format!("c:{creator}:{currency}"),
         }
     }

@@ -1,7 +1,7 @@
 //! Three `store-server` processes on one PostgreSQL database: purchases on shared wallets and
 //! card orders through all three at once. Correctness lives in the database, so there is no
-//! overdraft, no lost update, no double fulfilment, one answer per idempotency key, and the
-//! audit is clean.
+//! overdraft, no lost update, no double fulfilment, one answer per idempotency key, each
+//! instance's writer moves system account rows of its own, and the audit is clean.
 
 use std::time::Duration;
 
@@ -163,6 +163,18 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
     let purchases: i64 =
         sqlx::query_scalar("select count(*) from purchase").fetch_one(reader.pool()).await.expect("a count");
     assert_eq!(purchases, i64::try_from(PLAYERS * AFFORDABLE).expect("small"));
+    // Each instance's writer moved its own revenue row (review M9: no instance waits on another's
+    // system rows), and the rows add up to what was sold.
+    let revenue: Vec<(String, i64)> = sqlx::query_as(
+        "select id, balance from account where kind = 'revenue' and currency = 'gold' and balance <> 0 order by id",
+    )
+    .fetch_all(reader.pool())
+    .await
+    .expect("the revenue rows");
+    assert_eq!(revenue.len(), 3, "one revenue row per instance's writer: {revenue:?}");
+    assert!(revenue.iter().all(|(id, _)| id.starts_with("s:revenue:gold#")), "{revenue:?}");
+    let sold = i64::try_from(PLAYERS * AFFORDABLE).expect("small") * 100;
+    assert_eq!(revenue.iter().map(|(_, balance)| balance).sum::<i64>(), sold, "{revenue:?}");
     let report = store_server::ledger::audit::audit(&reader).await.expect("the audit runs");
     assert!(report.is_clean(), "{report}");
     reader.close().await;

@@ -147,11 +147,11 @@ async fn sub_cent_prices_settle_exactly_and_carry_the_remainder(backend: Backend
     );
     assert_eq!(tabs["tabs"][0]["amount"], json!({ "currency": "USD", "amount": "0.002" }));
     assert_eq!(
-        server.count("select balance from account where id = 's:tab_receivable:USD'").await,
+        server.count("select cast(sum(balance) as bigint) from account where kind = 'tab_receivable' and currency = 'USD'").await,
         -2_000,
         "exactly 0.002 still owed, in micros"
     );
-    assert_eq!(server.count("select balance from account where id = 's:clearing:USD'").await, -5_000_000);
+    assert_eq!(server.count("select cast(sum(balance) as bigint) from account where kind = 'clearing' and currency = 'USD'").await, -5_000_000);
     assert_eq!(server.count("select quantity from inventory where sku = 'spark'").await, 2_501);
     server.assert_audit_clean().await;
 }

@@ -137,18 +137,32 @@ fn micros_to_decimal(micros: i64) -> Decimal {
 /// # Errors
 /// Fails when the database does.
 pub async fn load_sales(conn: &mut AnyConnection, range: &Range) -> ApiResult<Vec<Sale>> {
+    // Counted first, through the time indexes (at most one more than the bound of each), so a
+    // range over the bound is refused before any of its rows is loaded.
+    let counted: i64 = sqlx::query_scalar(
+        "select cast((select count(*) from (select 1 from entry e where e.created_at >= $1 and e.created_at < $2 \
+         and e.purchase_id is not null limit $3) p) \
+         + (select count(*) from (select 1 from payment_order o where o.created_at >= $1 and o.created_at < $2 \
+         and o.status in ('paid', 'fulfilled', 'refunded', 'partially_refunded', 'disputed', 'charged_back') limit $3) o) \
+         as bigint)",
+    )
+    .bind(range.from_micros)
+    .bind(range.to_micros)
+    .bind(range.rows_max.saturating_add(1))
+    .fetch_one(&mut *conn)
+    .await?;
+    check_bound(usize::try_from(counted).unwrap_or(usize::MAX), range, "sales")?;
     type PurchaseRow = (String, Option<String>, String, String, String, i64, i64, i64, Option<String>);
     let purchases: Vec<PurchaseRow> = sqlx::query_as(
         "select e.player_id, pl.country, e.purchase_offer, e.purchase_sku, e.purchase_currency, e.purchase_quantity, \
          e.purchase_amount, e.created_at, e.purchase_price_variant \
          from entry e join player pl on pl.id = e.player_id \
-         where e.id >= $4 and e.created_at >= $1 and e.created_at < $2 and e.purchase_id is not null \
+         where e.created_at >= $1 and e.created_at < $2 and e.purchase_id is not null \
          order by e.created_at limit $3",
     )
     .bind(range.from_micros)
     .bind(range.to_micros)
     .bind(range.rows_max.saturating_add(1))
-    .bind(crate::ledger::entry_id_floor(range.from_micros))
     .fetch_all(&mut *conn)
     .await?;
     let purchases = within_bound(purchases, range, "sales")?;

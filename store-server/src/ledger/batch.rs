@@ -27,12 +27,12 @@
 //!    order, then the others in arrival order: a valid order, since every request of a batch is
 //!    answered only after its commit, so none of them happened before another. (Requests of
 //!    different players meet only over an item's stock.)
-//! 4. **Finish** the successes' answers: sign their receipts and write their JSON, spread over
-//!    the cores ([`Unfinished`]), on blocking threads while the writer's connection writes what
-//!    does not name an entry (new accounts, wallet balances, items, tabs, stock, audit); the
-//!    answers, the entries (each one row with its item changes, purchase and signed receipt),
-//!    the reward claims, the system accounts' balances and the postings are written once both
-//!    are done.
+//! 4. **Finish** the successes' answers ([`Unfinished`]): the receipts are signed from the
+//!    payloads in the entries' rows, spread over the cores on blocking threads, while the
+//!    writer's connection writes what names no entry (new accounts, wallet balances, items,
+//!    tabs, stock, audit); then the entries (each one row with its item changes, purchase and
+//!    signed receipt) and the reward claims are written while the answers' JSON is, with those
+//!    signatures; then the answers, the system accounts' balances and the postings.
 //! 5. **Write** each table with one multi-row statement. Balances and item counts are changed
 //!    once per account and item with the batch's net change, by guarded updates whose returned
 //!    values are verified against what Rust computed: a mismatch is a bug or another instance's
@@ -554,8 +554,9 @@ impl BatchLedger {
     }
 
     /// Issues a receipt for an entry of the batch with the batch's key, to be stored in the
-    /// entry's row. It is signed when the batch finishes its answers (`MoneyOp::receipts` lists
-    /// it): until then its signature is empty.
+    /// entry's row. It is signed after the decide phase, from the row (its answer, which must
+    /// list it in `MoneyOp::receipts`, takes the same signature): until then its signature is
+    /// empty.
     ///
     /// # Errors
     /// Fails if the payload cannot be serialized or the entry is not one of the batch's.

@@ -107,7 +107,7 @@ impl OrderStatus {
                 | (Paid, Fulfilled | Refunded | Disputed)
                 | (Fulfilled | PartiallyRefunded, Refunded | PartiallyRefunded | Disputed)
                 | (Refunded, Disputed)
-                | (Disputed, ChargedBack | Fulfilled)
+                | (Disputed, ChargedBack | Paid | Fulfilled | PartiallyRefunded | Refunded)
         )
     }
 }

@@ -311,6 +311,14 @@ impl Application {
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
         let openapi_json = openapi().to_json()?.into();
         let mut providers: Vec<Arc<dyn PaymentProvider>> = Vec::new();
+        // The first provider is where new orders are paid: Stripe when it is configured.
+        if let Some(stripe) = &settings.stripe {
+            providers.push(Arc::new(crate::payments::stripe::StripeProvider::new(
+                stripe.clone(),
+                &public_url,
+                settings.webhook_tolerance,
+            )));
+        }
         let sandbox = match &settings.sandbox {
             SandboxMode::Mounted => {
                 let sandbox_url = format!("{public_url}/sandbox");

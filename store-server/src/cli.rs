@@ -112,6 +112,24 @@ struct SettingsArgs {
     /// The standalone sandbox's webhook signing secret.
     #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET", global = true)]
     sandbox_webhook_secret: Option<String>,
+    /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
+    /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
+    #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
+    stripe_secret_key: Option<String>,
+    /// The Stripe webhook endpoint's signing secret (`whsec_…`); during a rotation, the new and
+    /// the old separated by a comma.
+    #[arg(long, env = "COINSLOT_STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
+    /// Stripe's API (a stand-in's, in tests).
+    #[arg(long, env = "COINSLOT_STRIPE_API_URL", default_value = "https://api.stripe.com", global = true)]
+    stripe_api_url: String,
+    /// Where Stripe Checkout sends the player after paying (`{ORDER_ID}` is filled in); this
+    /// server's `/checkout/complete` page by default.
+    #[arg(long, env = "COINSLOT_STRIPE_SUCCESS_URL", global = true)]
+    stripe_success_url: Option<String>,
+    /// Where Stripe Checkout sends a player who goes back; `/checkout/canceled` by default.
+    #[arg(long, env = "COINSLOT_STRIPE_CANCEL_URL", global = true)]
+    stripe_cancel_url: Option<String>,
     /// The sandbox's fees, e.g. `USD=0.30+2.9%` (others: 60% of the minimum charge + 2.9%).
     #[arg(long, env = "COINSLOT_SANDBOX_FEES", default_value = "", global = true, value_parser = FeeSchedule::parse)]
     sandbox_fees: FeeSchedule,
@@ -133,6 +151,29 @@ impl SettingsArgs {
                 webhook_secret: secret.clone().into_bytes(),
             }),
             _ => anyhow::bail!("--sandbox-url, --sandbox-api-key and --sandbox-webhook-secret go together"),
+        }
+    }
+
+    fn stripe(&self) -> anyhow::Result<Option<crate::payments::stripe::StripeSettings>> {
+        match (&self.stripe_secret_key, &self.stripe_webhook_secret) {
+            (None, None) => Ok(None),
+            (Some(secret_key), Some(webhook_secrets)) => {
+                let webhook_secrets: Vec<String> = webhook_secrets
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|secret| !secret.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                anyhow::ensure!(!webhook_secrets.is_empty(), "--stripe-webhook-secret names no secret");
+                Ok(Some(crate::payments::stripe::StripeSettings {
+                    api_url: self.stripe_api_url.trim_end_matches('/').to_owned(),
+                    secret_key: secret_key.clone(),
+                    webhook_secrets,
+                    success_url: self.stripe_success_url.clone(),
+                    cancel_url: self.stripe_cancel_url.clone(),
+                }))
+            }
+            _ => anyhow::bail!("--stripe-secret-key and --stripe-webhook-secret go together"),
         }
     }
 
@@ -177,6 +218,7 @@ impl SettingsArgs {
             velocity_declines_max: self.velocity_declines_max,
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
+            stripe: self.stripe()?,
             sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()
         })

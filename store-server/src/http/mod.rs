@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 pub mod catalog;
+pub mod checkout;
 pub mod creators;
 pub mod currencies;
 pub mod dashboard;
@@ -76,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(rewards::routes())
         .merge(orders::routes())
         .merge(webhooks::routes())
+        .merge(checkout::routes())
         .merge(events::routes())
         .merge(tabs::routes())
         .merge(creators::routes())

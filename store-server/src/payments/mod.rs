@@ -15,6 +15,7 @@ pub mod provider;
 pub mod reconcile;
 pub mod revenue_share;
 pub mod sandbox;
+pub mod stripe;
 pub mod tabs;
 
 use std::sync::Arc;

@@ -1,9 +1,10 @@
-//! Payment providers behind one trait, so Stripe, Steam microtransactions or Xsolla can be
-//! added as adapters. The sandbox provider's adapter talks to the sandbox service over HTTP,
-//! exactly as an adapter for a real provider would.
+//! Payment providers behind one trait: the sandbox and Stripe ([`crate::payments::stripe`]) are
+//! adapters of it. The sandbox provider's adapter talks to the sandbox service over HTTP,
+//! exactly as an adapter for a real provider does.
 //!
-//! Webhooks are signed `Coinslot-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` over
-//! `"{t}.{body}"`, checked in constant time with a tolerance on `t`.
+//! Webhooks are signed `t=<unix seconds>,v1=<hex HMAC-SHA256>` over `"{t}.{body}"` (the
+//! sandbox's `Coinslot-Signature` header, Stripe's `Stripe-Signature`), checked in constant time
+//! against every configured secret and every `v1` value, with a tolerance on `t`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,6 +102,47 @@ pub enum ProviderEvent {
         /// The provider's refund id.
         provider_refund_id: String,
     },
+    /// A checkout session was paid, as the event says; what was paid (amount, currency,
+    /// reference, fee) is read from the provider's API ([`PaymentProvider::session_payment`])
+    /// before anything is booked.
+    SessionPaid {
+        /// The session.
+        session_id: String,
+    },
+    /// A payment was refunded, in one or more refunds the provider lists through its API
+    /// ([`PaymentProvider::resolve`] turns this into one event per refund).
+    PaymentRefunded {
+        /// The payment.
+        payment_id: String,
+    },
+    /// A refund the provider made that this store did not ask for (an operator refunded in the
+    /// provider's dashboard): booked like a refund of ours.
+    RefundedAtProvider {
+        /// The payment refunded.
+        payment_id: String,
+        /// The provider's refund id: it is booked once.
+        provider_refund_id: String,
+        /// How much.
+        amount: Money,
+    },
+    /// A refund this store asked for failed at the provider.
+    RefundFailed {
+        /// Our refund id.
+        refund_id: Uuid,
+        /// The provider's reason.
+        reason: String,
+    },
+    /// A payment is disputed; the outcome comes later ([`ProviderEvent::DisputeWon`] or
+    /// [`ProviderEvent::PaymentDisputed`]). The order waits in `disputed`.
+    DisputeOpened {
+        /// The payment.
+        payment_id: String,
+    },
+    /// A dispute closed in the merchant's favour: the payment stands.
+    DisputeWon {
+        /// The payment.
+        payment_id: String,
+    },
     /// A payment was disputed and the dispute lost: the money is taken back.
     PaymentDisputed {
         /// The payment.
@@ -160,8 +202,47 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// store never received is applied all the same (once: events are deduplicated by id).
     fn events_since<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>>;
 
-    /// The payment that paid a checkout session, if one did: asked before an order expires.
+    /// The payment that paid a checkout session, if one did: asked before an order expires, and
+    /// for every [`ProviderEvent::SessionPaid`].
     fn session_payment<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ApiResult<Option<PaymentReport>>>;
+
+    /// Closes a checkout session so it can no longer be paid (the order is about to expire).
+    /// A session that is paid or closed already is not an error. Providers whose sessions close
+    /// by themselves at the order's expiry keep the default, which does nothing.
+    fn close_checkout<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ApiResult<()>> {
+        let _ = session_id;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// What an event comes to once the facts it only names are read from the provider's API:
+    /// a paid session becomes the payment that paid it, a refunded payment its refunds. Runs
+    /// before the event is applied, outside any transaction.
+    ///
+    /// # Errors
+    /// The provider cannot be reached, or (`409`) does not confirm the event yet: it is tried
+    /// again later (the webhook is retried, reconciliation waits).
+    fn resolve<'a>(&'a self, event: ProviderEvent) -> BoxFuture<'a, ApiResult<Vec<ProviderEvent>>> {
+        Box::pin(async move {
+            match event {
+                ProviderEvent::SessionPaid { session_id } => match self.session_payment(&session_id).await? {
+                    Some(report) => Ok(vec![ProviderEvent::PaymentSucceeded(report)]),
+                    None => Err(not_confirmed(&format!("checkout session {session_id} is not paid yet"))),
+                },
+                other => Ok(vec![other]),
+            }
+        })
+    }
+}
+
+/// `409 order_state_conflict`: the provider does not confirm what an event says yet; the event
+/// is tried again later.
+#[must_use]
+pub fn not_confirmed(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::OrderStateConflict,
+        format!("the provider does not confirm it yet: {message}"),
+    )
 }
 
 /// A page of a provider's events.
@@ -193,13 +274,16 @@ fn signature_error(code: ErrorCode, message: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-/// Checks a `Coinslot-Signature` header against the body: one of its `v1` signatures must match
-/// (compared in constant time) and `t` must be within `tolerance` of now.
+/// Checks a `t=…,v1=…` signature header (`header`: the sandbox's `Coinslot-Signature`, Stripe's
+/// `Stripe-Signature`) against the body: one of its `v1` signatures must match one of `secrets`
+/// (compared in constant time; several of each while a secret is rotated) and `t` must be within
+/// `tolerance` of now.
 ///
 /// # Errors
 /// `webhook_signature_invalid` or `webhook_timestamp_out_of_tolerance`.
 pub fn verify_signature(
-    secret: &[u8],
+    secrets: &[&[u8]],
+    header: &str,
     headers: &HeaderMap,
     body: &[u8],
     now_s: i64,
@@ -211,7 +295,7 @@ pub fn verify_signature(
             "the webhook's signature is missing or does not match",
         )
     };
-    let header = headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(invalid)?;
+    let header = headers.get(header).and_then(|value| value.to_str().ok()).ok_or_else(invalid)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -222,10 +306,12 @@ pub fn verify_signature(
         }
     }
     let timestamp = timestamp.ok_or_else(invalid)?;
-    let matches = signatures.iter().any(|signature| {
-        let mut mac = webhook_mac(secret, timestamp);
-        mac.update(body);
-        mac.verify_slice(signature).is_ok()
+    let matches = secrets.iter().any(|secret| {
+        signatures.iter().any(|signature| {
+            let mut mac = webhook_mac(secret, timestamp);
+            mac.update(body);
+            mac.verify_slice(signature).is_ok()
+        })
     });
     if !matches {
         return Err(invalid());
@@ -334,7 +420,7 @@ impl PaymentProvider for SandboxProvider {
     }
 
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> ApiResult<VerifiedEvent> {
-        verify_signature(&self.webhook_secret, headers, body, now_s, self.tolerance)?;
+        verify_signature(&[&self.webhook_secret], SIGNATURE_HEADER, headers, body, now_s, self.tolerance)?;
         read_event(crate::extract::parse_json(body)?)
     }
 
@@ -370,8 +456,9 @@ impl PaymentProvider for SandboxProvider {
     }
 }
 
-/// Percent-encodes everything but unreserved characters, for a path segment or query value.
-fn urlencode(text: &str) -> String {
+/// Percent-encodes everything but unreserved characters, for a path segment, a query value or a
+/// form field.
+pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -431,19 +518,25 @@ mod tests {
         let body = br#"{"id":"evt_1"}"#;
         let tolerance = Duration::from_secs(300);
         let signed = headers(&sign_webhook(secret, 1_000, body));
-        assert!(verify_signature(secret, &signed, body, 1_200, tolerance).is_ok());
-        let stale = verify_signature(secret, &signed, body, 1_301, tolerance).unwrap_err();
+        assert!(verify_signature(&[secret], SIGNATURE_HEADER, &signed, body, 1_200, tolerance).is_ok());
+        let stale =
+            verify_signature(&[secret], SIGNATURE_HEADER, &signed, body, 1_301, tolerance).unwrap_err();
         assert_eq!(stale.code(), ErrorCode::WebhookTimestampOutOfTolerance);
-        let forged = verify_signature(b"other", &signed, body, 1_000, tolerance).unwrap_err();
+        let forged =
+            verify_signature(&[b"other"], SIGNATURE_HEADER, &signed, body, 1_000, tolerance).unwrap_err();
         assert_eq!(forged.code(), ErrorCode::WebhookSignatureInvalid);
-        let altered = verify_signature(secret, &signed, br#"{"id":"evt_2"}"#, 1_000, tolerance).unwrap_err();
+        let altered =
+            verify_signature(&[secret], SIGNATURE_HEADER, &signed, br#"{"id":"evt_2"}"#, 1_000, tolerance)
+                .unwrap_err();
         assert_eq!(altered.code(), ErrorCode::WebhookSignatureInvalid);
-        let missing = verify_signature(secret, &HeaderMap::new(), body, 1_000, tolerance).unwrap_err();
+        let missing =
+            verify_signature(&[secret], SIGNATURE_HEADER, &HeaderMap::new(), body, 1_000, tolerance)
+                .unwrap_err();
         assert_eq!(missing.code(), ErrorCode::WebhookSignatureInvalid);
         // A stale timestamp cannot be refreshed without the secret: the signature covers it.
         let moved = headers(&sign_webhook(secret, 1_000, body).replace("t=1000", "t=1200"));
         assert_eq!(
-            verify_signature(secret, &moved, body, 1_200, tolerance).unwrap_err().code(),
+            verify_signature(&[secret], SIGNATURE_HEADER, &moved, body, 1_200, tolerance).unwrap_err().code(),
             ErrorCode::WebhookSignatureInvalid
         );
     }

@@ -14,24 +14,45 @@ use crate::db::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::group_commit::{BatchJob, Done};
 use crate::payments::Payments;
-use crate::payments::orders::{payment_disputed, payment_failed, payment_succeeded, refund_succeeded};
+use crate::payments::orders::{
+    dispute_opened, dispute_won, payment_disputed, payment_failed, payment_succeeded, refund_failed,
+    refund_succeeded, refunded_at_provider,
+};
 use crate::payments::provider::{PaymentReport, ProviderEvent, VerifiedEvent};
 
 /// What applying an event came to: `processed`, `duplicate` or `ignored`.
 pub type EventOutcome = &'static str;
 
 /// Applies a provider's event once per event id, in the group-commit writer's next batch like a
-/// purchase (fulfilment moves money).
+/// purchase (fulfilment moves money). What the event only names (the payment that paid a
+/// session, the refunds of a payment) is read from the provider first
+/// ([`crate::payments::provider::PaymentProvider::resolve`]), unless the event was applied
+/// already.
 ///
 /// # Errors
 /// `not_found` for an unknown session, payment or refund; `order_state_conflict` for an event
-/// that arrived before what it depends on (retry later); database failures.
+/// that arrived before what it depends on, or that the provider does not confirm yet (retry
+/// later); the provider cannot be reached; database failures.
 pub async fn apply_event(
     state: &Payments,
     provider: &'static str,
     verified: VerifiedEvent,
 ) -> ApiResult<EventOutcome> {
-    let job = EventJob { payments: state.clone(), provider, verified };
+    let seen: Option<i64> =
+        sqlx::query_scalar("select 1 from webhook_event where provider = $1 and event_id = $2")
+            .bind(provider)
+            .bind(&verified.id)
+            .fetch_optional(state.db().pool())
+            .await?;
+    if seen.is_some() {
+        return Ok("duplicate");
+    }
+    let VerifiedEvent { id, event_type, event } = verified;
+    let events = match state.provider(provider) {
+        Some(adapter) => adapter.resolve(event).await?,
+        None => vec![event],
+    };
+    let job = EventJob { payments: state.clone(), provider, id, event_type, events };
     let done = state.writer().run(Box::new(job)).await?;
     match done.body.as_ref() {
         b"processed" => Ok("processed"),
@@ -41,24 +62,27 @@ pub async fn apply_event(
     }
 }
 
-/// A verified event's effect, run once per event id inside a (possibly shared) transaction.
+/// A verified event's effect (what it came to once resolved: a charge refunded twice is two
+/// refunds), run once per event id inside a (possibly shared) transaction.
 struct EventJob {
     payments: Payments,
     provider: &'static str,
-    verified: VerifiedEvent,
+    id: String,
+    event_type: String,
+    events: Vec<ProviderEvent>,
 }
 
 impl EventJob {
     async fn apply(&self, conn: &mut AnyConnection) -> ApiResult<EventOutcome> {
-        let Self { payments: state, provider, verified } = self;
+        let Self { payments: state, provider, id, event_type, events } = self;
         let provider = *provider;
         let fresh = sqlx::query(
             "insert into webhook_event (provider, event_id, event_type, received_at) values ($1, $2, $3, $4) \
              on conflict (provider, event_id) do nothing",
         )
         .bind(provider)
-        .bind(&verified.id)
-        .bind(&verified.event_type)
+        .bind(id)
+        .bind(event_type)
         .bind(now_micros())
         .execute(&mut *conn)
         .await?
@@ -67,23 +91,54 @@ impl EventJob {
         if !fresh {
             return Ok("duplicate");
         }
-        let cause = format!("webhook {} {}", verified.event_type, verified.id);
-        match &verified.event {
-            ProviderEvent::PaymentSucceeded(report) => {
-                payment_succeeded(conn, state, provider, report, &cause).await?;
+        let cause = format!("webhook {event_type} {id}");
+        let mut outcome = "ignored";
+        for event in events {
+            match event {
+                ProviderEvent::PaymentSucceeded(report) => {
+                    payment_succeeded(conn, state, provider, report, &cause).await?;
+                }
+                ProviderEvent::PaymentFailed { session_id, reason } => {
+                    payment_failed(conn, provider, session_id, reason, &cause).await?;
+                }
+                ProviderEvent::RefundSucceeded { refund_id, provider_refund_id } => {
+                    refund_succeeded(conn, state, *refund_id, provider_refund_id, &cause).await?;
+                }
+                ProviderEvent::RefundedAtProvider { payment_id, provider_refund_id, amount } => {
+                    refunded_at_provider(
+                        conn,
+                        state,
+                        provider,
+                        payment_id,
+                        provider_refund_id,
+                        *amount,
+                        &cause,
+                    )
+                    .await?;
+                }
+                ProviderEvent::RefundFailed { refund_id, reason } => {
+                    refund_failed(conn, *refund_id, reason).await?;
+                }
+                ProviderEvent::DisputeOpened { payment_id } => {
+                    dispute_opened(conn, provider, payment_id, &cause).await?;
+                }
+                ProviderEvent::DisputeWon { payment_id } => {
+                    dispute_won(conn, provider, payment_id, &cause).await?;
+                }
+                ProviderEvent::PaymentDisputed { payment_id, amount } => {
+                    payment_disputed(conn, state, provider, payment_id, *amount, &cause).await?;
+                }
+                // Resolved before the job runs; one that was not names nothing booked yet.
+                ProviderEvent::SessionPaid { session_id } => {
+                    return Err(crate::payments::provider::not_confirmed(&format!(
+                        "checkout session {session_id} was not read back from the provider"
+                    )));
+                }
+                ProviderEvent::PaymentRefunded { .. } | ProviderEvent::Ignored => continue,
             }
-            ProviderEvent::PaymentFailed { session_id, reason } => {
-                payment_failed(conn, provider, session_id, reason, &cause).await?;
-            }
-            ProviderEvent::RefundSucceeded { refund_id, provider_refund_id } => {
-                refund_succeeded(conn, state, *refund_id, provider_refund_id, &cause).await?;
-            }
-            ProviderEvent::PaymentDisputed { payment_id, amount } => {
-                payment_disputed(conn, state, provider, payment_id, *amount, &cause).await?;
-            }
-            ProviderEvent::Ignored => return Ok("ignored"),
+            outcome = "processed";
         }
-        Ok("processed")
+        Ok(outcome)
     }
 }
 
@@ -188,6 +243,8 @@ pub async fn apply_session_payment(
     session_id: &str,
 ) -> ApiResult<bool> {
     let Some(adapter) = state.provider(provider) else { return Ok(false) };
+    // Closed first, so it cannot be paid between the question and the order's expiry.
+    adapter.close_checkout(session_id).await?;
     let Some(report) = adapter.session_payment(session_id).await? else { return Ok(false) };
     apply_event(state, provider, session_event(report)).await?;
     Ok(true)

@@ -405,7 +405,7 @@ pub async fn payment_disputed(
     if record.status == OrderStatus::ChargedBack {
         return Ok(());
     }
-    if !record.status.can_become(OrderStatus::Disputed) {
+    if record.status != OrderStatus::Disputed && !record.status.can_become(OrderStatus::Disputed) {
         return Err(state_conflict(&record, "disputed"));
     }
     let disputed_micros = match amount {
@@ -432,7 +432,9 @@ pub async fn payment_disputed(
     .bind(now_micros())
     .execute(&mut *conn)
     .await?;
-    transition(conn, &mut record, OrderStatus::Disputed, cause).await?;
+    if record.status != OrderStatus::Disputed {
+        transition(conn, &mut record, OrderStatus::Disputed, cause).await?;
+    }
     let chargeback = create_refund(
         conn,
         &record,
@@ -446,6 +448,164 @@ pub async fn payment_disputed(
     reverse(conn, state, &mut record, chargeback.id, disputed_micros, true, cause).await?;
     flag_player(conn, record.player_id, &format!("chargeback on order {}", record.id), "system:chargeback")
         .await
+}
+
+/// `charge.dispute.created`: the payment is disputed and its outcome is not known. The order
+/// waits in `disputed` (refunds are not sent meanwhile: the provider refuses to refund a
+/// disputed payment) and the player is flagged for review. The money moves when the dispute
+/// closes: booked as a chargeback when lost ([`payment_disputed`]); nothing moves when won
+/// ([`dispute_won`]).
+///
+/// # Errors
+/// `not_found` for an unknown payment; `order_state_conflict` when the order is not paid yet.
+pub async fn dispute_opened(
+    conn: &mut AnyConnection,
+    provider: &str,
+    payment_id: &str,
+    cause: &str,
+) -> ApiResult<()> {
+    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    if matches!(record.status, OrderStatus::Disputed | OrderStatus::ChargedBack) {
+        return Ok(()); // Already decided, or this is a replay.
+    }
+    if !record.status.can_become(OrderStatus::Disputed) {
+        return Err(state_conflict(&record, "disputed"));
+    }
+    transition(conn, &mut record, OrderStatus::Disputed, cause).await?;
+    flag_player(conn, record.player_id, &format!("dispute on order {}", record.id), "system:dispute").await
+}
+
+/// `charge.dispute.closed` in the merchant's favour: the payment stands, and the order goes
+/// back to where the dispute found it (less what was refunded meanwhile). The player stays
+/// flagged until an operator clears the flag. A dispute closing on an order that is not
+/// disputed (its opening was never received) changes nothing.
+///
+/// # Errors
+/// `not_found` for an unknown payment.
+pub async fn dispute_won(
+    conn: &mut AnyConnection,
+    provider: &str,
+    payment_id: &str,
+    cause: &str,
+) -> ApiResult<()> {
+    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    if record.status != OrderStatus::Disputed {
+        return Ok(());
+    }
+    let before: Option<String> = sqlx::query_scalar(
+        "select from_status from order_transition where order_id = $1 and to_status = 'disputed' order by id desc limit 1",
+    )
+    .bind(record.id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let next = if record.refunded_micros >= record.gross_micros {
+        OrderStatus::Refunded
+    } else if record.refunded_micros > 0 {
+        OrderStatus::PartiallyRefunded
+    } else {
+        match before.as_deref().map(OrderStatus::parse) {
+            Some(Ok(OrderStatus::Paid)) => OrderStatus::Paid,
+            _ => OrderStatus::Fulfilled,
+        }
+    };
+    transition(conn, &mut record, next, cause).await
+}
+
+/// `refund.created` / `refund.updated` for a refund the store did not ask for (made in the
+/// provider's dashboard): booked once per provider refund id, like a refund of ours, with the
+/// clawback. A refund of a payment that was being returned books that return.
+///
+/// # Errors
+/// `not_found` for a payment the store does not know; `invalid_request` for a refund in
+/// another currency than its payment.
+pub async fn refunded_at_provider(
+    conn: &mut AnyConnection,
+    state: &Payments,
+    provider: &str,
+    payment_id: &str,
+    provider_refund_id: &str,
+    amount: Money,
+    cause: &str,
+) -> ApiResult<()> {
+    let known: Option<(String, String)> =
+        sqlx::query_as("select id, status from refund where provider_refund = $1")
+            .bind(provider_refund_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((refund_id, status)) = known {
+        if status == "succeeded" {
+            return Ok(());
+        }
+        let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
+        return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
+    }
+    let amount_micros = amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
+    if amount_micros <= 0 {
+        return Err(ApiError::invalid("data.amount", "a refund returns a positive amount"));
+    }
+    // A payment that paid for nothing is being returned: this refund is that return.
+    let returned: Option<(String, String)> = sqlx::query_as(
+        "select r.id, r.order_id from refund r join provider_payment p on p.payment_id = r.payment_id          where p.provider = $1 and p.payment_id = $2 and r.status in ('pending', 'submitted') limit 1",
+    )
+    .bind(provider)
+    .bind(payment_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((refund_id, _)) = returned {
+        let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
+        return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
+    }
+    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    if amount.currency != record.currency {
+        return Err(ApiError::invalid(
+            "data.amount",
+            format!("a refund in {} of an order in {}", amount.currency, record.currency),
+        ));
+    }
+    let refund = create_refund(
+        conn,
+        &record,
+        amount,
+        None,
+        "refunded at the provider",
+        &format!("provider:{provider}"),
+        RefundKind::Refund,
+    )
+    .await?;
+    sqlx::query("update refund set provider_refund = $2 where id = $1")
+        .bind(refund.id.to_string())
+        .bind(provider_refund_id)
+        .execute(&mut *conn)
+        .await?;
+    reverse(conn, state, &mut record, refund.id, amount_micros, false, cause).await
+}
+
+/// `refund.failed`: a refund the store sent did not go through; it is `failed` for an operator
+/// to look at, and nothing was booked for it. A refund booked already is left alone.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn refund_failed(conn: &mut AnyConnection, refund_id: Uuid, reason: &str) -> ApiResult<()> {
+    let failed = sqlx::query(
+        "update refund set status = 'failed', last_error = $2, updated_at = $3 where id = $1 and status in ('pending', 'submitted')",
+    )
+    .bind(refund_id.to_string())
+    .bind(format!("the provider failed the refund: {reason}"))
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if failed == 1 {
+        metrics::counter!("coinslot_refunds_failed_total").increment(1);
+        tracing::warn!(refund = %refund_id, %reason, "the provider failed a refund");
+    }
+    Ok(())
 }
 
 /// Flags a player for review (if not flagged yet), in the caller's transaction, audited.

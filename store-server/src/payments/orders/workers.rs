@@ -74,7 +74,7 @@ pub async fn submit_pending_refunds(state: &Payments) -> ApiResult<u64> {
         "select r.id, r.amount_micros, coalesce(p.currency, o.currency), coalesce(r.payment_id, o.provider_payment), \
          o.provider, r.attempts from refund r join payment_order o on o.id = r.order_id \
          left join provider_payment p on p.provider = o.provider and p.payment_id = r.payment_id \
-         where r.status = 'pending' and r.kind = 'refund' and r.next_attempt_at <= $1 \
+         where r.status = 'pending' and r.kind = 'refund' and r.next_attempt_at <= $1 and o.status <> 'disputed' \
          order by r.next_attempt_at, r.id limit 20",
     )
     .bind(now_micros())

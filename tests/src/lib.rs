@@ -8,6 +8,7 @@
 
 pub mod game;
 pub mod proxy;
+pub mod stripe;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -45,9 +45,14 @@ async fn case(backend: Backend) {
     let Some(program) = schemathesis() else { return };
     let Some(db) = TestDb::new(backend).await else { return };
     let dir = tempfile::tempdir().expect("a temp dir");
+    // Orders are paid through Stripe (a local stand-in), so its webhook route is live.
+    let stripe = tests::stripe::StripeStandIn::start().await;
     let mut command = store_server_command(dir.path(), Some(db.url()));
     command
         .env("COINSLOT_LISTEN", "127.0.0.1:0")
+        .env("COINSLOT_STRIPE_API_URL", stripe.api_url())
+        .env("COINSLOT_STRIPE_SECRET_KEY", tests::stripe::SECRET_KEY)
+        .env("COINSLOT_STRIPE_WEBHOOK_SECRET", tests::stripe::WEBHOOK_SECRET)
         // The fuzzer is one very fast client; limits would only hide routes behind 429s.
         .env("COINSLOT_PLAYER_RATE_LIMIT", "off")
         .env("COINSLOT_KEY_RATE_LIMIT", "off");
@@ -116,7 +121,31 @@ async fn case(backend: Backend) {
             StatusCode::UNAUTHORIZED,
         ),
     ];
-    for (index, (request, expected)) in cases.into_iter().enumerate() {
+    // Stripe's webhook route: unsigned, forged, and signed but malformed events.
+    let now = store_server::db::now_micros() / 1_000_000;
+    let webhook = |signature: Option<String>, body: &'static str| {
+        let mut request = http
+            .post(format!("{base}/v1/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        (request, StatusCode::BAD_REQUEST)
+    };
+    let signed = |body: &str| Some(tests::stripe::signature_header(tests::stripe::WEBHOOK_SECRET, now, body));
+    let cases = cases.into_iter().chain([
+        webhook(None, "{}"),
+        webhook(Some(format!("t={now},v1=00")), "{}"),
+        webhook(Some(format!("t={now}")), "{}"),
+        webhook(signed("{\"id\": 5}"), "{\"id\": 5}"),
+        webhook(signed("not json"), "not json"),
+        webhook(
+            signed(r#"{"id":"evt_x","type":"charge.dispute.created","data":{"object":{}}}"#),
+            r#"{"id":"evt_x","type":"charge.dispute.created","data":{"object":{}}}"#,
+        ),
+    ]);
+    for (index, (request, expected)) in cases.enumerate() {
         // A client may see the connection closed on the huge body instead of the 413.
         if let Ok(response) = request.send().await {
             assert_eq!(response.status(), expected, "hostile case {index}");
@@ -129,6 +158,7 @@ async fn case(backend: Backend) {
     assert!(report.is_clean(), "{report}");
     reader.close().await;
     drop(server);
+    drop(stripe);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

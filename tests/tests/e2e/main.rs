@@ -107,6 +107,7 @@ mod scale;
 mod sdk;
 mod set_path;
 mod storefront;
+mod stripe;
 mod tabs;
 mod tls;
 mod velocity;

@@ -80,6 +80,8 @@ const ROUTES: &[&str] = &[
     "POST /admin/v1/players/{id}/erase",
     "GET /admin/v1/audit-log",
     "GET /dashboard",
+    "GET /checkout/complete",
+    "GET /checkout/canceled",
     "GET /admin/v1/analytics/revenue",
     "GET /admin/v1/analytics/peak-times",
     "GET /admin/v1/analytics/combinations",

@@ -462,7 +462,33 @@ async fn a_fee_settled_in_another_currency_is_converted_back(backend: Backend) {
     server.assert_audit_clean().await;
 }
 
+/// A tab settlement opens a Stripe Checkout Session for what the tab owes, and the tab is
+/// settled when Stripe confirms the payment, with Stripe's fee on the one charge.
+async fn a_tab_settles_through_stripe_checkout(backend: Backend) {
+    let Some((server, stripe)) = stripe_store(backend, |_| {}).await else { return };
+    let (_, token) = server.login_player("stripe-tab").await;
+    for _ in 0..20 {
+        let body = json!({ "offer_id": seed::EXTRA_LIFE, "quantity": 1, "price_index": 0 });
+        let (status, bought) = send(server.purchase(&token, &key(), &body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{bought}");
+    }
+    let (status, order) =
+        send(server.player(&token, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let session = stripe.session_of_url(order["checkout_url"].as_str().expect("url"));
+    assert_eq!(stripe.session(&session)["amount_total"], 100, "20 x USD 0.05, in cents");
+    assert_eq!(stripe.session(&session)["client_reference_id"], order["id"]);
+    let (status, ack) = answer(&stripe.pay(&session).await);
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")), "{ack}");
+    let settled = server.wait_for_order(&token, &id(&order), status_is("fulfilled")).await;
+    assert_eq!(settled["fee"]["amount"], "0.33", "2.9% of 1.00 + 0.30, from the balance transaction");
+    let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
+    assert_eq!(tabs["tabs"], json!([]), "nothing owed: {tabs}");
+    server.assert_audit_clean().await;
+}
+
 on_each_backend!(
+    a_tab_settles_through_stripe_checkout,
     checkout_pays_and_fulfils_with_the_real_fee,
     an_unpaid_order_expires_and_its_session_with_it,
     a_bank_debit_fulfils_when_it_settles_and_fails_when_it_bounces,

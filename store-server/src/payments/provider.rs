@@ -224,13 +224,24 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     fn resolve<'a>(&'a self, event: ProviderEvent) -> BoxFuture<'a, ApiResult<Vec<ProviderEvent>>> {
         Box::pin(async move {
             match event {
-                ProviderEvent::SessionPaid { session_id } => match self.session_payment(&session_id).await? {
-                    Some(report) => Ok(vec![ProviderEvent::PaymentSucceeded(report)]),
-                    None => Err(not_confirmed(&format!("checkout session {session_id} is not paid yet"))),
-                },
+                ProviderEvent::SessionPaid { session_id } => paid_session(self, &session_id).await,
                 other => Ok(vec![other]),
             }
         })
+    }
+}
+
+/// [`ProviderEvent::SessionPaid`] resolved: the payment the provider says paid the session.
+///
+/// # Errors
+/// `409` when the provider does not report the session paid; the provider cannot be reached.
+pub async fn paid_session<P: PaymentProvider + ?Sized>(
+    provider: &P,
+    session_id: &str,
+) -> ApiResult<Vec<ProviderEvent>> {
+    match provider.session_payment(session_id).await? {
+        Some(report) => Ok(vec![ProviderEvent::PaymentSucceeded(report)]),
+        None => Err(not_confirmed(&format!("checkout session {session_id} is not paid"))),
     }
 }
 

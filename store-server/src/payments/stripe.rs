@@ -38,7 +38,8 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
-    RefundAccepted, RefundCall, VerifiedEvent, not_confirmed, refused, urlencode, verify_signature,
+    RefundAccepted, RefundCall, VerifiedEvent, not_confirmed, paid_session, refused, urlencode,
+    verify_signature,
 };
 
 /// The Stripe API version requests are made with and events are read as.
@@ -303,10 +304,7 @@ impl PaymentProvider for StripeProvider {
     fn resolve<'a>(&'a self, event: ProviderEvent) -> BoxFuture<'a, ApiResult<Vec<ProviderEvent>>> {
         Box::pin(async move {
             match event {
-                ProviderEvent::SessionPaid { session_id } => match self.session_payment(&session_id).await? {
-                    Some(report) => Ok(vec![ProviderEvent::PaymentSucceeded(report)]),
-                    None => Err(not_confirmed(&format!("checkout session {session_id} is not paid"))),
-                },
+                ProviderEvent::SessionPaid { session_id } => paid_session(self, &session_id).await,
                 ProviderEvent::PaymentRefunded { payment_id } => self.payment_refunds(&payment_id).await,
                 other => Ok(vec![other]),
             }

@@ -399,9 +399,7 @@ pub async fn payment_disputed(
     amount: Option<Money>,
     cause: &str,
 ) -> ApiResult<()> {
-    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    let mut record = lock_order_paid_by(conn, provider, payment_id).await?;
     if record.status == OrderStatus::ChargedBack {
         return Ok(());
     }
@@ -450,6 +448,20 @@ pub async fn payment_disputed(
         .await
 }
 
+/// Locks and reads the order a provider's payment paid.
+///
+/// # Errors
+/// `not_found` when no order of this store was paid by it (yet).
+async fn lock_order_paid_by(
+    conn: &mut AnyConnection,
+    provider: &str,
+    payment_id: &str,
+) -> ApiResult<OrderRecord> {
+    lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", payment_id))
+}
+
 /// `charge.dispute.created`: the payment is disputed and its outcome is not known. The order
 /// waits in `disputed` (refunds are not sent meanwhile: the provider refuses to refund a
 /// disputed payment) and the player is flagged for review. The money moves when the dispute
@@ -464,9 +476,7 @@ pub async fn dispute_opened(
     payment_id: &str,
     cause: &str,
 ) -> ApiResult<()> {
-    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    let mut record = lock_order_paid_by(conn, provider, payment_id).await?;
     if matches!(record.status, OrderStatus::Disputed | OrderStatus::ChargedBack) {
         return Ok(()); // Already decided, or this is a replay.
     }
@@ -490,9 +500,7 @@ pub async fn dispute_won(
     payment_id: &str,
     cause: &str,
 ) -> ApiResult<()> {
-    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    let mut record = lock_order_paid_by(conn, provider, payment_id).await?;
     if record.status != OrderStatus::Disputed {
         return Ok(());
     }
@@ -559,9 +567,7 @@ pub async fn refunded_at_provider(
         let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
         return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
     }
-    let mut record = lock_order(conn, "provider = $1 and provider_payment = $2", &[provider, payment_id])
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    let mut record = lock_order_paid_by(conn, provider, payment_id).await?;
     if amount.currency != record.currency {
         return Err(ApiError::invalid(
             "data.amount",

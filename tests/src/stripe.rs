@@ -643,11 +643,6 @@ impl StripeStandIn {
         lock(&self.inner).delivering = delivering;
     }
 
-    /// The secrets webhooks are signed with (several during a rotation).
-    pub fn set_signing_secrets(&self, secrets: &[&str]) {
-        lock(&self.inner).signing_secrets = secrets.iter().map(|secret| (*secret).to_owned()).collect();
-    }
-
     /// How charges settle (another currency, at a rate).
     pub fn set_settlement(&self, settlement: Settlement) {
         lock(&self.inner).settlement = Some(settlement);
@@ -718,22 +713,6 @@ impl StripeStandIn {
             answers.extend(self.deliver(&event).await);
         }
         answers
-    }
-
-    /// Events recorded after `after` (an event id) that were not delivered by a method: those
-    /// the API's calls made (refunds through `POST /v1/refunds`). Delivers them, oldest first.
-    pub async fn deliver_since(&self, after: Option<&str>) -> Vec<(StatusCode, Value)> {
-        let events = self.events();
-        let start = after
-            .and_then(|id| events.iter().position(|event| event["id"] == id))
-            .map_or(0, |position| position + 1);
-        self.deliver_all(events[start..].to_vec()).await
-    }
-
-    /// The newest event's id.
-    #[must_use]
-    pub fn last_event_id(&self) -> Option<String> {
-        self.events().last().and_then(|event| event["id"].as_str()).map(str::to_owned)
     }
 
     /// The customer pays a session by card: the payment intent, charge and balance transaction

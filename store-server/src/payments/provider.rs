@@ -372,15 +372,7 @@ impl SandboxProvider {
         request: reqwest::RequestBuilder,
         path: &str,
     ) -> ApiResult<R> {
-        // The details (internal URLs, the provider's own words) are logged, not shown to players.
-        let unavailable = |detail: String| {
-            tracing::warn!(path, %detail, "the payment provider call failed");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorCode::ProviderUnavailable,
-                "the payment provider could not be reached; retry with the same key",
-            )
-        };
+        let unavailable = |detail: String| unavailable(path, &detail);
         let response = request
             .bearer_auth(&self.api_key)
             .send()
@@ -397,6 +389,19 @@ impl SandboxProvider {
         }
         response.json().await.map_err(|error| unavailable(format!("unreadable answer: {error}")))
     }
+}
+
+/// The provider could not be reached or failed on its side (`502 provider_unavailable`): the
+/// same call may succeed later. The details (internal URLs, the provider's own words) are
+/// logged with the call's `path`, not shown to players.
+#[must_use]
+pub fn unavailable(path: &str, detail: &str) -> ApiError {
+    tracing::warn!(path, %detail, "a payment provider call failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::ProviderUnavailable,
+        "the payment provider could not be reached; retry with the same key",
+    )
 }
 
 /// The provider refused a call for good (`422 provider_unavailable`): retrying it as it is will

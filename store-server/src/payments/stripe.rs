@@ -32,13 +32,13 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use store_api::{ErrorCode, Money, MoneyCurrency};
+use store_api::{Money, MoneyCurrency};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
-    RefundAccepted, RefundCall, VerifiedEvent, not_confirmed, paid_session, refused, urlencode,
+    RefundAccepted, RefundCall, VerifiedEvent, not_confirmed, paid_session, refused, unavailable, urlencode,
     verify_signature,
 };
 
@@ -154,16 +154,8 @@ impl StripeProvider {
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
-        // Stripe's own words and our URLs are logged, not shown to players.
-        let unavailable = |detail: String| {
-            tracing::warn!(path, %detail, "a Stripe call failed");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorCode::ProviderUnavailable,
-                "the payment provider could not be reached; retry with the same key",
-            )
-        };
-        let response = request.send().await.map_err(|error| unavailable(format!("unreachable: {error}")))?;
+        let response =
+            request.send().await.map_err(|error| unavailable(path, &format!("unreachable: {error}")))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -181,7 +173,7 @@ impl StripeProvider {
             || status == StatusCode::TOO_MANY_REQUESTS
             || status.is_server_error()
         {
-            return Err(unavailable(detail));
+            return Err(unavailable(path, &detail));
         }
         tracing::warn!(path, %detail, "Stripe refused a call");
         Err(refused(&format!("the payment provider refused the request ({status})")))
@@ -493,7 +485,7 @@ mod tests {
         assert_eq!(to_minor(money("USD", "0.99")).unwrap(), 99);
         assert_eq!(to_minor(money("JPY", "120")).unwrap(), 120);
         assert_eq!(to_minor(money("KRW", "1500")).unwrap(), 1_500);
-        assert_eq!(to_minor(money("USD", "0.005")).unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(to_minor(money("USD", "0.005")).unwrap_err().code(), store_api::ErrorCode::InvalidRequest);
         assert_eq!(from_minor(usd(), 199), money("USD", "1.99"));
     }
 

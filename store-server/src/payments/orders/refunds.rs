@@ -556,14 +556,14 @@ pub async fn refunded_at_provider(
         return Err(ApiError::invalid("data.amount", "a refund returns a positive amount"));
     }
     // A payment that paid for nothing is being returned: this refund is that return.
-    let returned: Option<(String, String)> = sqlx::query_as(
-        "select r.id, r.order_id from refund r join provider_payment p on p.payment_id = r.payment_id          where p.provider = $1 and p.payment_id = $2 and r.status in ('pending', 'submitted') limit 1",
+    let returned: Option<String> = sqlx::query_scalar(
+        "select r.id from refund r join provider_payment p on p.payment_id = r.payment_id          where p.provider = $1 and p.payment_id = $2 and r.status in ('pending', 'submitted') limit 1",
     )
     .bind(provider)
     .bind(payment_id)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((refund_id, _)) = returned {
+    if let Some(refund_id) = returned {
         let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
         return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
     }

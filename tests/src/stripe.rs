@@ -677,10 +677,10 @@ impl StripeStandIn {
         checkout_url.rsplit('/').next().expect("a session id").to_owned()
     }
 
-    /// Changes a session's charge before the customer pays (what a mismatch would look like).
-    pub fn set_session_amount(&self, session_id: &str, amount_total: i64) {
-        lock(&self.inner).sessions.get_mut(session_id).expect("the session")["amount_total"] =
-            json!(amount_total);
+    /// Changes a field of a session before the customer pays (`amount_total`, `currency`,
+    /// `client_reference_id`): what a payment that does not match its order looks like.
+    pub fn set_session_field(&self, session_id: &str, field: &str, value: Value) {
+        lock(&self.inner).sessions.get_mut(session_id).expect("the session")[field] = value;
     }
 
     /// The payment intent that paid a session.

@@ -411,38 +411,60 @@ async fn lost_webhooks_are_repaired_from_stripe_s_events(backend: Backend) {
     server.assert_audit_clean().await;
 }
 
-/// A payment that does not match its order (the session's amount changed before the player
-/// paid) grants nothing; the money is booked and refunded through Stripe, and that refund booked.
+/// A payment that does not match its order (the session's amount, currency or reference changed
+/// before the player paid) grants nothing; the money is booked and refunded through Stripe, in
+/// what was paid, and that refund booked.
 async fn a_payment_that_does_not_match_its_order_is_refunded(backend: Backend) {
     let Some((server, stripe)) = stripe_store(backend, |_| {}).await else { return };
     let (_, token) = server.login_player("stripe-mismatch").await;
-    let order = server.order(&token, seed::GEMS_SMALL).await;
-    let session = stripe.session_of_url(order["checkout_url"].as_str().expect("url"));
-    stripe.set_session_amount(&session, 50);
-    let (status, _) = answer(&stripe.pay(&session).await);
-    assert_eq!(status, StatusCode::OK);
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let order = server.order(&token, seed::GEMS_SMALL).await;
+        let session = stripe.session_of_url(order["checkout_url"].as_str().expect("url"));
+        orders.push((id(&order), session));
+    }
+    stripe.set_session_field(&orders[0].1, "amount_total", json!(50));
+    stripe.set_session_field(&orders[1].1, "currency", json!("eur"));
+    stripe.set_session_field(&orders[2].1, "client_reference_id", json!(orders[0].0));
+    for (_, session) in &orders {
+        let (status, _) = answer(&stripe.pay(session).await);
+        assert_eq!(status, StatusCode::OK);
+    }
     server
         .wait_for_count(
             "select count(*) from refund where payment_id is not null and status = 'succeeded'",
-            1,
+            3,
         )
         .await;
-    let (_, unpaid) = send(server.player(&token, Method::GET, &format!("/v1/orders/{}", id(&order)))).await;
-    assert_eq!(unpaid["status"], "requires_payment", "{unpaid}");
+    for (order_id, _) in &orders {
+        let (_, unpaid) = send(server.player(&token, Method::GET, &format!("/v1/orders/{order_id}"))).await;
+        assert_eq!(unpaid["status"], "requires_payment", "{unpaid}");
+    }
     assert_eq!(server.balance(&token, "gems").await, 0);
-    let returned = stripe
+    let refunds: Vec<_> = stripe
         .requests()
         .into_iter()
-        .find(|(method, path, ..)| method == "POST" && path == "/v1/refunds")
-        .expect("a refund");
+        .filter(|(method, path, ..)| method == "POST" && path == "/v1/refunds")
+        .map(|(_, _, form, _)| form)
+        .collect();
+    assert_eq!(refunds.len(), 3, "{refunds:?}");
     assert!(
-        returned.2.contains(&("amount".to_owned(), "50".to_owned())),
-        "what was paid goes back: {:?}",
-        returned.2
+        refunds.iter().any(|form| form.contains(&("amount".to_owned(), "50".to_owned()))),
+        "what was paid goes back: {refunds:?}"
     );
     assert_eq!(
-        server.text("select reason from provider_payment where provider = 'stripe'").await,
+        server.text("select reason from provider_payment where amount_micros = 500000").await,
         "paid 0.5 USD, but the order costs 0.99 USD"
+    );
+    assert_eq!(
+        server.text("select reason from provider_payment where currency = 'EUR'").await,
+        "paid in EUR, but the order is in USD"
+    );
+    assert_eq!(
+        server
+            .count("select count(*) from provider_payment where reason like 'the payment names reference%'")
+            .await,
+        1
     );
     server.assert_audit_clean().await;
 }

@@ -539,6 +539,19 @@ pub async fn refunded_at_provider(
     amount: Money,
     cause: &str,
 ) -> ApiResult<()> {
+    // The order the payment was for (applied to it, or being returned) is locked first, so two
+    // events naming one refund (`refund.created`, `charge.refunded`) book it once, whichever
+    // transaction commits first.
+    let order_id: String =
+        sqlx::query_scalar("select order_id from provider_payment where provider = $1 and payment_id = $2")
+            .bind(provider)
+            .bind(payment_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    let mut record = lock_order(conn, "id = $1", &[&order_id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("order", &order_id))?;
     let known: Option<(String, String)> =
         sqlx::query_as("select id, status from refund where provider_refund = $1")
             .bind(provider_refund_id)
@@ -551,15 +564,11 @@ pub async fn refunded_at_provider(
         let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
         return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
     }
-    let amount_micros = amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
-    if amount_micros <= 0 {
-        return Err(ApiError::invalid("data.amount", "a refund returns a positive amount"));
-    }
     // A payment that paid for nothing is being returned: this refund is that return.
     let returned: Option<String> = sqlx::query_scalar(
-        "select r.id from refund r join provider_payment p on p.payment_id = r.payment_id          where p.provider = $1 and p.payment_id = $2 and r.status in ('pending', 'submitted') limit 1",
+        "select id from refund where order_id = $1 and payment_id = $2 and status in ('pending', 'submitted') limit 1",
     )
-    .bind(provider)
+    .bind(&order_id)
     .bind(payment_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -567,11 +576,14 @@ pub async fn refunded_at_provider(
         let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
         return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
     }
-    let mut record = lock_order_paid_by(conn, provider, payment_id).await?;
-    if amount.currency != record.currency {
+    if record.provider_payment.as_deref() != Some(payment_id) {
+        return Err(ApiError::not_found("payment", payment_id));
+    }
+    let amount_micros = amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
+    if amount_micros <= 0 || amount.currency != record.currency {
         return Err(ApiError::invalid(
             "data.amount",
-            format!("a refund in {} of an order in {}", amount.currency, record.currency),
+            format!("a refund of {amount} does not fit an order in {}", record.currency),
         ));
     }
     let refund = create_refund(

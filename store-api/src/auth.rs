@@ -63,6 +63,18 @@ pub struct DeviceLoginRequest {
     pub country: Option<Country>,
 }
 
+/// `POST /v1/auth/steam`: log in (creating the player on first sight) with a Steam session
+/// ticket from `ISteamUser::GetAuthTicketForWebApi("coinslot")`, hex-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SteamLoginRequest {
+    /// The ticket's bytes as hexadecimal.
+    pub ticket: String,
+    /// The player's country, if the game knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Country>,
+}
+
 /// A player session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Session {

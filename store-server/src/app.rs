@@ -48,6 +48,7 @@ struct Shared {
     metrics: PrometheusHandle,
     openapi_json: axum::body::Bytes,
     sandbox: Option<Sandbox>,
+    steam: Option<crate::players::steam::Steam>,
     event_streams: crate::http::events::OpenStreams,
 }
 
@@ -115,6 +116,12 @@ impl AppState {
     #[must_use]
     pub fn public_url(&self) -> &str {
         &self.0.public_url
+    }
+
+    /// Steam's Web API, when Steam is configured.
+    #[must_use]
+    pub fn steam(&self) -> Option<&crate::players::steam::Steam> {
+        self.0.steam.as_ref()
     }
 
     /// The payment provider named `name`.
@@ -363,6 +370,7 @@ impl Application {
                 instance: public_url.clone(),
             },
         );
+        let steam = settings.steam.clone().map(crate::players::steam::Steam::new);
         let payments =
             Payments::new(writer, Arc::new(CatalogCache::default()), providers, Arc::new(settings));
         let state = AppState(Arc::new(Shared {
@@ -374,6 +382,7 @@ impl Application {
             metrics: prometheus(),
             openapi_json,
             sandbox,
+            steam,
             event_streams: crate::http::events::OpenStreams::default(),
         }));
         Ok(Self { listener, tls, state, first_operator_key: installation.first_operator_key })

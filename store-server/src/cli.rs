@@ -112,6 +112,21 @@ struct SettingsArgs {
     /// The standalone sandbox's webhook signing secret.
     #[arg(long, env = "COINSLOT_SANDBOX_WEBHOOK_SECRET", global = true)]
     sandbox_webhook_secret: Option<String>,
+    /// The Steam game's App ID: with the publisher Web API key, turns Steam logins on
+    /// (`POST /v1/auth/steam`).
+    #[arg(long, env = "COINSLOT_STEAM_APP_ID", global = true)]
+    steam_app_id: Option<u32>,
+    /// The Steamworks publisher Web API key.
+    #[arg(long, env = "COINSLOT_STEAM_WEB_API_KEY", global = true, hide_env_values = true)]
+    steam_web_api_key: Option<String>,
+    /// Steam's partner Web API (a stand-in's, in tests).
+    #[arg(
+        long,
+        env = "COINSLOT_STEAM_API_URL",
+        default_value = "https://partner.steam-api.com",
+        global = true
+    )]
+    steam_api_url: String,
     /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
     /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
     #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
@@ -151,6 +166,18 @@ impl SettingsArgs {
                 webhook_secret: secret.clone().into_bytes(),
             }),
             _ => anyhow::bail!("--sandbox-url, --sandbox-api-key and --sandbox-webhook-secret go together"),
+        }
+    }
+
+    fn steam(&self) -> anyhow::Result<Option<crate::players::steam::SteamSettings>> {
+        match (self.steam_app_id, &self.steam_web_api_key) {
+            (None, None) => Ok(None),
+            (Some(app_id), Some(web_api_key)) => Ok(Some(crate::players::steam::SteamSettings {
+                api_url: self.steam_api_url.trim_end_matches('/').to_owned(),
+                web_api_key: web_api_key.clone(),
+                app_id,
+            })),
+            _ => anyhow::bail!("--steam-app-id and --steam-web-api-key go together"),
         }
     }
 
@@ -218,6 +245,7 @@ impl SettingsArgs {
             velocity_declines_max: self.velocity_declines_max,
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
+            steam: self.steam()?,
             stripe: self.stripe()?,
             sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()

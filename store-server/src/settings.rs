@@ -77,6 +77,8 @@ pub struct Settings {
     pub merchant_name: String,
     /// Where the sandbox payment provider is: mounted in this server, running elsewhere, or off.
     pub sandbox: SandboxMode,
+    /// Steam, when configured: `POST /v1/auth/steam` logs players in with Steam session tickets.
+    pub steam: Option<crate::players::steam::SteamSettings>,
     /// Stripe, when configured: new orders and tab settlements are paid through it.
     pub stripe: Option<crate::payments::stripe::StripeSettings>,
     /// The sandbox's fees.
@@ -265,6 +267,7 @@ impl Default for Settings {
             analytics_rows_max: crate::analytics::SALES_ROWS_MAX,
             merchant_name: "Coinslot demo store".to_owned(),
             sandbox: SandboxMode::Mounted,
+            steam: None,
             stripe: None,
             sandbox_fees: crate::payments::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),

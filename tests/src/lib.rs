@@ -8,6 +8,7 @@
 
 pub mod game;
 pub mod proxy;
+pub mod steam;
 pub mod stripe;
 
 use std::path::{Path, PathBuf};
@@ -690,6 +691,20 @@ fn workspace_binary(name: &str) -> PathBuf {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reports the {name} executable"))
+}
+
+/// Serves `router` on a free loopback port (a stand-in for an external service): its base URL
+/// and the serving task, which the caller aborts when done.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub async fn serve_on_loopback(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let base_url = format!("http://{}", listener.local_addr().expect("an address"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (base_url, task)
 }
 
 /// A SQLite server on a runtime of its own, for tests and benches whose own thread is busy

@@ -605,11 +605,7 @@ impl StripeStandIn {
             .route("/v1/refunds", post(create_refund).get(list_refunds))
             .route("/v1/events", get(list_events))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let base_url = format!("http://{}", listener.local_addr().expect("an address"));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let (base_url, task) = crate::serve_on_loopback(router).await;
         let http =
             reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("a client");
         Self { base_url, inner, http, task: Arc::new(task) }

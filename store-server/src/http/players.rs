@@ -1,11 +1,11 @@
-//! Player routes: device login and the live catalog.
+//! Player routes: device and Steam logins, and the live catalog.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
-use store_api::auth::{DeviceLoginRequest, Session};
+use store_api::auth::{Country, DeviceLoginRequest, Session, SteamLoginRequest};
 use store_api::catalog::Catalog;
 use store_api::ledger::{GrantRequest, GrantResult};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::db::{from_micros, now_micros};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ledger::batch::LoginSetJob;
 use crate::ledger::group_commit::{BatchJob, Done};
@@ -26,25 +26,27 @@ use crate::store::operations::{GrantOp, grant_initial_balances};
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login_device))
+        .routes(routes!(login_steam))
         .routes(routes!(get_catalog))
         .routes(routes!(grant_to_player))
 }
 
-/// Finds the player with this device id, creating it (with its initial balances) on first
-/// sight.
+/// Finds the player with this identity key (a device's, or a SteamID's), creating it (with its
+/// initial balances) on first sight.
 async fn find_or_create_player(
     state: &AppState,
     tx: &mut AnyConnection,
-    request: &DeviceLoginRequest,
+    identity_key: &str,
+    country: Option<&Country>,
     now: i64,
 ) -> ApiResult<Uuid> {
-    let country = request.country.as_ref().map(|country| country.as_str().to_owned());
+    let country = country.map(|country| country.as_str().to_owned());
     let created = sqlx::query(
         "insert into player (id, device_id, country, created_at) values ($1, $2, $3, $4) \
          on conflict (device_id) do nothing",
     )
     .bind(Uuid::now_v7().to_string())
-    .bind(crate::players::auth::device_key(request.device_id.as_str()))
+    .bind(identity_key)
     .bind(country.clone())
     .bind(now)
     .execute(&mut *tx)
@@ -56,7 +58,7 @@ async fn find_or_create_player(
     let id: String = sqlx::query_scalar(
         "update player set country = coalesce(country, $2) where device_id = $1 returning id",
     )
-    .bind(crate::players::auth::device_key(request.device_id.as_str()))
+    .bind(identity_key)
     .bind(country)
     .fetch_one(&mut *tx)
     .await?;
@@ -68,13 +70,13 @@ async fn find_or_create_player(
     Ok(player_id)
 }
 
-/// A device login as a job of the group-commit writer: a first login's new player, initial
-/// grant and session commit with the writer's batch (on SQLite no second writer waits for the
-/// write lock). Answers the player's id.
+/// A login (by device or by Steam) as a job of the group-commit writer: a first login's new
+/// player, initial grant and session commit with the writer's batch (on SQLite no second writer
+/// waits for the write lock). Answers the player's id.
 struct LoginJob {
     state: AppState,
-    request: DeviceLoginRequest,
-    /// The device id as stored.
+    country: Option<Country>,
+    /// The identity as stored: a device id's key, or a Steam player's key.
     device_key: String,
     session_id: Uuid,
     now: i64,
@@ -88,7 +90,9 @@ impl BatchJob for LoginJob {
 
     fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
         Box::pin(async move {
-            let player_id = find_or_create_player(&self.state, conn, &self.request, self.now).await?;
+            let player_id =
+                find_or_create_player(&self.state, conn, &self.device_key, self.country.as_ref(), self.now)
+                    .await?;
             sqlx::query(
                 "insert into session (id, player_id, created_at, expires_at) values ($1, $2, $3, $4)",
             )
@@ -113,7 +117,7 @@ impl LoginSetJob for LoginJob {
     }
 
     fn country(&self) -> Option<&str> {
-        self.request.country.as_ref().map(|country| country.as_str())
+        self.country.as_ref().map(|country| country.as_str())
     }
 
     fn session(&self) -> (Uuid, i64) {
@@ -141,12 +145,21 @@ async fn login_device(
     ApiJson(request): ApiJson<DeviceLoginRequest>,
 ) -> ApiResult<axum::Json<Session>> {
     state.player_limits().check(crate::players::auth::device_login_caller(request.device_id.as_str()))?;
+    let device_key = crate::players::auth::device_key(request.device_id.as_str());
+    log_in(&state, device_key, request.country).await
+}
+
+/// Opens a session for the player with this identity key, creating the player on first sight.
+async fn log_in(
+    state: &AppState,
+    device_key: String,
+    country: Option<Country>,
+) -> ApiResult<axum::Json<Session>> {
     let now = now_micros();
     let expires_at =
         now.saturating_add(i64::try_from(state.settings().session_ttl.as_micros()).unwrap_or(i64::MAX));
     let session_id = Uuid::now_v7();
-    let device_key = crate::players::auth::device_key(request.device_id.as_str());
-    let job = LoginJob { state: state.clone(), request, device_key, session_id, now, expires_at };
+    let job = LoginJob { state: state.clone(), country, device_key, session_id, now, expires_at };
     let done = state.batcher().run(Box::new(job)).await?;
     let player_id = std::str::from_utf8(&done.body)
         .ok()
@@ -154,6 +167,37 @@ async fn login_device(
         .ok_or_else(|| anyhow::anyhow!("a login answered no player id"))?;
     let session_token = state.signer().sign(SessionClaims { session_id, player_id, expires_at });
     Ok(axum::Json(Session { player_id, session_token, expires_at: from_micros(expires_at) }))
+}
+
+/// Logs a Steam player in with a session ticket from the Steam client
+/// (`GetAuthTicketForWebApi("coinslot")`, hex-encoded), verified with Steam's
+/// `ISteamUserAuth/AuthenticateUserTicket`: one player per SteamID, created on first sight.
+#[utoipa::path(
+    post, path = "/v1/auth/steam", tag = "players",
+    request_body = SteamLoginRequest,
+    responses(
+        (status = 200, body = Session),
+        (status = 400, body = store_api::ErrorBody, description = "malformed body or ticket"),
+        (status = 401, body = store_api::ErrorBody, description = "invalid_credentials: Steam did not accept the ticket"),
+        (status = 429, body = store_api::ErrorBody, description = "rate_limited: this Steam account logs in too often"),
+        (status = 503, body = store_api::ErrorBody, description = "provider_unavailable: Steam is not configured or cannot be reached"),
+    )
+)]
+async fn login_steam(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SteamLoginRequest>,
+) -> ApiResult<axum::Json<Session>> {
+    let steam = state.steam().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            store_api::ErrorCode::ProviderUnavailable,
+            "Steam logins are not configured on this server",
+        )
+    })?;
+    let steam_id = steam.authenticate_ticket(&request.ticket).await?;
+    let key = steam.player_key(steam_id);
+    state.player_limits().check(crate::players::auth::device_login_caller(&key))?;
+    log_in(&state, key, request.country).await
 }
 
 /// The live catalog: currencies, items and offers of the newest published version.

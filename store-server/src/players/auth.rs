@@ -92,7 +92,8 @@ pub async fn hash_stored_device_ids(db: &crate::db::Db) -> Result<u64, sqlx::Err
     loop {
         let mut tx = db.begin_write().await?;
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "select id, device_id from player where device_id not like 'sha256:%' and device_id not like 'erased:%' limit 1000",
+            "select id, device_id from player where device_id not like 'sha256:%' and device_id not like 'erased:%' \
+             and device_id not like 'steam:%' limit 1000",
         )
         .fetch_all(&mut *tx)
         .await?;

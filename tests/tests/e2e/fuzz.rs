@@ -45,14 +45,19 @@ async fn case(backend: Backend) {
     let Some(program) = schemathesis() else { return };
     let Some(db) = TestDb::new(backend).await else { return };
     let dir = tempfile::tempdir().expect("a temp dir");
-    // Orders are paid through Stripe (a local stand-in), so its webhook route is live.
+    // Orders are paid through Stripe and players may log in with Steam (local stand-ins), so
+    // their routes are live.
     let stripe = tests::stripe::StripeStandIn::start().await;
+    let steam = tests::steam::SteamStandIn::start().await;
     let mut command = store_server_command(dir.path(), Some(db.url()));
     command
         .env("COINSLOT_LISTEN", "127.0.0.1:0")
         .env("COINSLOT_STRIPE_API_URL", stripe.api_url())
         .env("COINSLOT_STRIPE_SECRET_KEY", tests::stripe::SECRET_KEY)
         .env("COINSLOT_STRIPE_WEBHOOK_SECRET", tests::stripe::WEBHOOK_SECRET)
+        .env("COINSLOT_STEAM_API_URL", steam.api_url())
+        .env("COINSLOT_STEAM_APP_ID", tests::steam::APP_ID.to_string())
+        .env("COINSLOT_STEAM_WEB_API_KEY", tests::steam::WEB_API_KEY)
         // The fuzzer is one very fast client; limits would only hide routes behind 429s.
         .env("COINSLOT_PLAYER_RATE_LIMIT", "off")
         .env("COINSLOT_KEY_RATE_LIMIT", "off");
@@ -159,6 +164,7 @@ async fn case(backend: Backend) {
     reader.close().await;
     drop(server);
     drop(stripe);
+    drop(steam);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

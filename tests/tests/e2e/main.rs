@@ -106,6 +106,7 @@ mod reconciliation;
 mod scale;
 mod sdk;
 mod set_path;
+mod steam;
 mod storefront;
 mod stripe;
 mod tabs;

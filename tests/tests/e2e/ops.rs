@@ -13,6 +13,7 @@ const ROUTES: &[&str] = &[
     "GET /metrics",
     "GET /openapi.json",
     "POST /v1/auth/device",
+    "POST /v1/auth/steam",
     "GET /v1/catalog",
     "GET /admin/v1/api-keys",
     "POST /admin/v1/api-keys",

@@ -120,9 +120,26 @@ pub struct CreateOrderRequest {
     /// How many, 1 to 100; 1 when absent.
     #[serde(default = "Quantity::one")]
     pub quantity: Quantity,
-    /// Which of the offer's prices; the first immediate real-money price when absent.
+    /// Which of the offer's prices; the first immediate real-money price when absent (for a
+    /// Steam order, the first in the player's Steam wallet currency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_index: Option<u32>,
+    /// Who takes the payment: `steam` pays in the Steam overlay, from the Steam wallet of a
+    /// player logged in with `POST /v1/auth/steam`; the store's default provider (a hosted
+    /// checkout page) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// `POST /v1/orders/{id}/steam-authorization`: how the Steam overlay's purchase dialog ended,
+/// as the game's `MicroTxnAuthorizationResponse_t` callback reports it. The server does not take
+/// the game's word for it: it asks Steam (`QueryTxn`), finalizes an authorized transaction
+/// (`FinalizeTxn`) and fulfils the order with what Steam says was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SteamAuthorization {
+    /// `m_bAuthorized`: whether the player approved the purchase.
+    pub authorized: bool,
 }
 
 /// One recorded change of an order's status.
@@ -169,8 +186,16 @@ pub struct Order {
     pub net: Option<Money>,
     /// How much was refunded or charged back.
     pub refunded: Money,
-    /// The provider's hosted checkout page.
+    /// The provider's hosted checkout page; empty for a Steam order (the Steam overlay shows
+    /// the purchase in the game).
     pub checkout_url: String,
+    /// Who takes the payment (`stripe`, `sandbox`, `steam`).
+    #[serde(default)]
+    pub provider: String,
+    /// Steam's 64-bit `orderid` for a Steam order, in decimal: the `m_ulOrderID` of the
+    /// overlay's `MicroTxnAuthorizationResponse_t` callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_order_id: Option<String>,
     /// When an unpaid order expires.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,

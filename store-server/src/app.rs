@@ -357,6 +357,11 @@ impl Application {
             }
             SandboxMode::Off => None,
         };
+        // Steam pays only orders that name it (players logged in with Steam), so it is never
+        // where orders go by default, wherever it stands.
+        if let Some(steam) = &settings.steam {
+            providers.push(Arc::new(crate::payments::steam::SteamProvider::new(steam.clone())));
+        }
         let player_limits =
             crate::players::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
         let key_limits = crate::players::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");

@@ -127,6 +127,17 @@ struct SettingsArgs {
         global = true
     )]
     steam_api_url: String,
+    /// Send Steam purchases to `ISteamMicroTxnSandbox` (nothing is charged) instead of
+    /// `ISteamMicroTxn`.
+    #[arg(long, env = "COINSLOT_STEAM_MICROTXN_SANDBOX", global = true)]
+    steam_microtxn_sandbox: bool,
+    /// Steam's share of each purchase in percent, booked as its fee (30 under the Steam
+    /// Distribution Agreement, 25 or 20 past a game's revenue thresholds).
+    #[arg(long, env = "COINSLOT_STEAM_REVENUE_SHARE_PERCENT", default_value_t = 30, global = true, value_parser = clap::value_parser!(u8).range(0..=100))]
+    steam_revenue_share_percent: u8,
+    /// The ISO 639-1 language of the catalog's item names, which the Steam overlay shows.
+    #[arg(long, env = "COINSLOT_STEAM_LANGUAGE", default_value = "en", global = true)]
+    steam_language: String,
     /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
     /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
     #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
@@ -176,6 +187,9 @@ impl SettingsArgs {
                 api_url: self.steam_api_url.trim_end_matches('/').to_owned(),
                 web_api_key: web_api_key.clone(),
                 app_id,
+                microtxn_sandbox: self.steam_microtxn_sandbox,
+                revenue_share_percent: self.steam_revenue_share_percent,
+                language: self.steam_language.clone(),
             })),
             _ => anyhow::bail!("--steam-app-id and --steam-web-api-key go together"),
         }

@@ -249,7 +249,12 @@ impl StoreRequests<'_> {
         quantity: Quantity,
         price_index: Option<u32>,
     ) -> Result<RequestId, StoreBusy> {
-        self.send(PendingRequest::Order(CreateOrderRequest { offer_id, quantity, price_index }))
+        self.send(PendingRequest::Order(CreateOrderRequest {
+            offer_id,
+            quantity,
+            price_index,
+            provider: None,
+        }))
     }
 
     /// Pays an order with a sandbox test card (the in-game checkout form). Ends with

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use store_api::orders::{CreateOrderRequest, Order, OrderPage, Refund, RefundRequest};
+use store_api::orders::{CreateOrderRequest, Order, OrderPage, Refund, RefundRequest, SteamAuthorization};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -23,6 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_order, list_my_orders))
         .routes(routes!(get_my_order))
+        .routes(routes!(report_steam_authorization))
         .routes(routes!(list_all_orders))
         .routes(routes!(get_any_order))
         .routes(routes!(refund_order))
@@ -71,11 +72,31 @@ async fn open_order(
     provider_key: String,
     request: &CreateOrderRequest,
 ) -> ApiResult<CreateOrderOp> {
-    let provider = state.default_provider().ok_or_else(provider_unavailable)?;
+    let provider = match request.provider.as_deref() {
+        None => state.default_provider().ok_or_else(provider_unavailable)?,
+        Some(name) => state.provider(name).ok_or_else(|| {
+            ApiError::invalid("provider", format!("`{name}` is not a payment provider of this store"))
+        })?,
+    };
+    // A provider that charges a platform account (Steam) charges the player's account there,
+    // in that account's currency.
+    let (payer, currency) = if provider.needs_platform_login() {
+        let mut conn = state.db().pool().acquire().await?;
+        let key: Option<String> = sqlx::query_scalar("select device_id from player where id = $1")
+            .bind(player_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        drop(conn);
+        let key = key.unwrap_or_default();
+        let currency = provider.payer_currency(&key).await?;
+        (Some(key), currency)
+    } else {
+        (None, None)
+    };
     // Price first, so a request the store would refuse never opens a checkout session.
     let quote = {
         let mut conn = state.db().pool().acquire().await?;
-        precheck_order(&mut conn, state.payments(), player_id, request).await?
+        precheck_order(&mut conn, state.payments(), player_id, request, currency).await?
     };
     let expires_at = now_micros() + order_ttl_micros(state);
     let checkout = provider
@@ -86,6 +107,9 @@ async fn open_order(
             description: quote.description.clone(),
             amount: quote.total,
             expires_at: expires_at / 1_000_000,
+            sku: quote.sku().to_owned(),
+            quantity: u32::try_from(quote.quantity()).unwrap_or(u32::MAX),
+            payer,
         })
         .await?;
     Ok(CreateOrderOp {
@@ -148,6 +172,56 @@ async fn get_my_order(
     Ok(axum::Json(load_order(&state, &id, Some(player.player_id)).await?))
 }
 
+/// Reports how the Steam overlay's purchase dialog ended for one of the player's Steam orders
+/// (the game's `MicroTxnAuthorizationResponse_t`). The server asks Steam: an authorized
+/// transaction is finalized and the order fulfilled with what Steam says was paid; a denial
+/// Steam confirms (or has not recorded) fails the order. Safe to repeat; an order already past
+/// payment is returned as it is.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/steam-authorization", tag = "players",
+    security(("player" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    request_body = SteamAuthorization,
+    responses(
+        (status = 200, body = Order),
+        (status = 400, body = store_api::ErrorBody, description = "invalid_request: not a Steam order"),
+        (status = 404, body = store_api::ErrorBody),
+        (status = 409, body = store_api::ErrorBody, description = "order_state_conflict: Steam has not recorded the authorization yet; report again"),
+        (status = 502, body = store_api::ErrorBody, description = "provider_unavailable: Steam could not be reached or could not finalize; report again"),
+    )
+)]
+async fn report_steam_authorization(
+    State(state): State<AppState>,
+    player: PlayerAuth,
+    Path(id): Path<String>,
+    crate::extract::ApiJson(report): crate::extract::ApiJson<SteamAuthorization>,
+) -> ApiResult<axum::Json<Order>> {
+    let not_found = || ApiError::not_found("order", &id);
+    let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let record = {
+        let mut conn = state.db().pool().acquire().await?;
+        find_order(&mut conn, order_id).await?.filter(|record| record.player_id == player.player_id)
+    }
+    .ok_or_else(not_found)?;
+    if record.provider != crate::payments::steam::PROVIDER {
+        return Err(ApiError::invalid("id", "this order is not paid with Steam"));
+    }
+    if record.status == store_api::orders::OrderStatus::RequiresPayment {
+        let session_id = state
+            .provider(crate::payments::steam::PROVIDER)
+            .map(|steam| steam.reference_for(order_id))
+            .ok_or_else(provider_unavailable)?;
+        crate::payments::reconcile::apply_client_authorization(
+            state.payments(),
+            crate::payments::steam::PROVIDER,
+            &session_id,
+            report.authorized,
+        )
+        .await?;
+    }
+    Ok(axum::Json(load_order(&state, &id, Some(player.player_id)).await?))
+}
+
 /// Every order, newest first.
 #[utoipa::path(
     get, path = "/admin/v1/orders", tag = "operators",
@@ -202,6 +276,21 @@ async fn refund_order(
     request: IdempotentJson<RefundRequest>,
 ) -> ApiResult<Response> {
     let order_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("order", &id))?;
+    if request.body.amount.is_some() {
+        let provider = {
+            let mut conn = state.db().pool().acquire().await?;
+            find_order(&mut conn, order_id).await?.map(|record| record.provider)
+        };
+        if provider
+            .and_then(|name| state.provider(&name))
+            .is_some_and(|provider| !provider.refunds_part_of_a_payment())
+        {
+            return Err(ApiError::invalid(
+                "amount",
+                "this order's provider refunds whole payments only; leave `amount` out to refund all of it",
+            ));
+        }
+    }
     let op = RefundOp {
         order_id,
         amount: request.body.amount,

@@ -87,6 +87,9 @@ async fn open_settlement(
             description: describe(&tab),
             amount: charge,
             expires_at: expires_at / 1_000_000,
+            sku: "tab".to_owned(),
+            quantity: 1,
+            payer: None,
         })
         .await?;
     Ok(SettleTabOp {

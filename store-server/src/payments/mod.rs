@@ -1,6 +1,7 @@
 //! Real money: everything a payment provider takes part in.
 //!
-//! Owns the [`provider::PaymentProvider`] trait and each provider (the [`sandbox`] today),
+//! Owns the [`provider::PaymentProvider`] trait and each provider ([`sandbox`], [`stripe`],
+//! [`steam`]),
 //! orders and their state machine, fulfilment checked against what was paid, refunds,
 //! disputes and clawback ([`orders`]), reconciliation with each provider ([`reconcile`]), fee
 //! schedules ([`fees`]), running tabs and their settlement ([`tabs`]) and creators' shares and
@@ -15,6 +16,7 @@ pub mod provider;
 pub mod reconcile;
 pub mod revenue_share;
 pub mod sandbox;
+pub mod steam;
 pub mod stripe;
 pub mod tabs;
 
@@ -88,6 +90,6 @@ impl Payments {
     /// The provider new orders are paid through.
     #[must_use]
     pub fn default_provider(&self) -> Option<&dyn PaymentProvider> {
-        self.providers.first().map(|provider| &**provider)
+        self.providers.iter().find(|provider| !provider.needs_platform_login()).map(|provider| &**provider)
     }
 }

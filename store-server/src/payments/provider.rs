@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use store_api::{ErrorCode, Money};
+use store_api::{ErrorCode, Money, MoneyCurrency};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
@@ -40,6 +40,17 @@ pub struct CheckoutRequest {
     pub amount: Money,
     /// When the session closes, Unix seconds.
     pub expires_at: i64,
+    /// The item sold (its SKU; `tab` for a tab settlement), for providers that list items
+    /// (Steam's `itemid`).
+    #[serde(skip)]
+    pub sku: String,
+    /// How many, for providers that list items.
+    #[serde(skip)]
+    pub quantity: u32,
+    /// The player's identity key, for a provider that charges a platform account
+    /// ([`PaymentProvider::needs_platform_login`]: Steam's `steam:<app>:<SteamID>`).
+    #[serde(skip)]
+    pub payer: Option<String>,
 }
 
 /// An open checkout session.
@@ -212,6 +223,56 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     fn close_checkout<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ApiResult<()>> {
         let _ = session_id;
         Box::pin(async { Ok(()) })
+    }
+
+    /// The reference a payment of this provider names for the order `order_id`, which fulfilment
+    /// checks: the order id the session was opened with; Steam's 64-bit `orderid` made from it.
+    fn reference_for(&self, order_id: Uuid) -> String {
+        order_id.to_string()
+    }
+
+    /// Whether the provider charges an account of a platform the player logs in with (Steam):
+    /// it then serves only players logged in with that platform, only when an order names it,
+    /// and is never where orders go by default.
+    fn needs_platform_login(&self) -> bool {
+        false
+    }
+
+    /// Whether the provider can refund part of a payment; Steam refunds whole transactions.
+    fn refunds_part_of_a_payment(&self) -> bool {
+        true
+    }
+
+    /// The currency this provider charges the `payer` in, when it decides (Steam charges in the
+    /// player's wallet currency, from `GetUserInfo`); `None` when the order's price decides.
+    ///
+    /// # Errors
+    /// The payer cannot buy through this provider; the provider cannot be reached.
+    fn payer_currency<'a>(&'a self, payer: &'a str) -> BoxFuture<'a, ApiResult<Option<MoneyCurrency>>> {
+        let _ = payer;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What the game reports about the provider's own purchase dialog (the Steam overlay's
+    /// authorization callback) comes to, asked of the provider, never taken on the game's word:
+    /// the payment (finalized first when the provider needs it), the order's failure, or a
+    /// `409` while the provider has not recorded the outcome yet.
+    ///
+    /// # Errors
+    /// `invalid_request` for a provider whose payments are not authorized in the game; the
+    /// provider cannot be reached or does not confirm the outcome yet.
+    fn client_authorization<'a>(
+        &'a self,
+        session_id: &'a str,
+        authorized: bool,
+    ) -> BoxFuture<'a, ApiResult<Vec<ProviderEvent>>> {
+        let _ = (session_id, authorized);
+        Box::pin(async {
+            Err(ApiError::invalid(
+                "provider",
+                "this order is paid on the provider's checkout page, not in the game",
+            ))
+        })
     }
 
     /// What an event comes to once the facts it only names are read from the provider's API:

@@ -259,3 +259,31 @@ fn session_event(report: PaymentReport) -> VerifiedEvent {
         event: ProviderEvent::PaymentSucceeded(report),
     }
 }
+
+/// What the game reports about the provider's purchase dialog (Steam's overlay), asked of the
+/// provider and applied: the payment it finalized, or the order's failure. Each outcome is an
+/// event of its own id, so reports repeated (or crossing the expiry sweeper's lookup) apply once.
+///
+/// # Errors
+/// `409` while the provider has not recorded the outcome; the provider cannot be reached or
+/// could not finalize (the game reports again, or the sweeper asks before the order expires).
+pub async fn apply_client_authorization(
+    state: &Payments,
+    provider: &'static str,
+    session_id: &str,
+    authorized: bool,
+) -> ApiResult<()> {
+    let Some(adapter) = state.provider(provider) else { return Ok(()) };
+    for event in adapter.client_authorization(session_id, authorized).await? {
+        let verified = match event {
+            ProviderEvent::PaymentSucceeded(report) => session_event(report),
+            event => VerifiedEvent {
+                id: format!("client-report:{session_id}"),
+                event_type: "client.authorization".to_owned(),
+                event,
+            },
+        };
+        apply_event(state, provider, verified).await?;
+    }
+    Ok(())
+}

@@ -36,6 +36,31 @@ pub struct SteamSettings {
     pub web_api_key: String,
     /// The game's App ID.
     pub app_id: u32,
+    /// Purchases go to `ISteamMicroTxnSandbox` (Steam's test interface: nothing is charged)
+    /// instead of `ISteamMicroTxn`.
+    pub microtxn_sandbox: bool,
+    /// Steam's share of each purchase, in percent (30 under the Steam Distribution Agreement;
+    /// lower past a game's revenue thresholds): booked as the payment's fee.
+    pub revenue_share_percent: u8,
+    /// The ISO 639-1 language the catalog's item names are written in (`InitTxn`'s `language`:
+    /// the language of the item descriptions the overlay shows).
+    pub language: String,
+}
+
+impl SteamSettings {
+    /// Settings for Steam at `api_url` with Steam's defaults: the live interface, a 30% share,
+    /// descriptions in English.
+    #[must_use]
+    pub fn new(api_url: String, web_api_key: String, app_id: u32) -> Self {
+        Self {
+            api_url,
+            web_api_key,
+            app_id,
+            microtxn_sandbox: false,
+            revenue_share_percent: 30,
+            language: "en".to_owned(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SteamSettings {
@@ -45,6 +70,9 @@ impl std::fmt::Debug for SteamSettings {
             .field("api_url", &self.api_url)
             .field("web_api_key", &"<redacted>")
             .field("app_id", &self.app_id)
+            .field("microtxn_sandbox", &self.microtxn_sandbox)
+            .field("revenue_share_percent", &self.revenue_share_percent)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -148,8 +176,7 @@ mod tests {
 
     #[test]
     fn a_steam_player_key_is_outside_every_device_key() {
-        let steam =
-            Steam::new(SteamSettings { api_url: String::new(), web_api_key: String::new(), app_id: 480 });
+        let steam = Steam::new(SteamSettings::new(String::new(), String::new(), 480));
         let key = steam.player_key(SteamId(76_561_197_960_287_930));
         assert_eq!(key, "steam:480:76561197960287930");
         // A device id that spells the key logs in as a device: its key is a hash.

@@ -107,6 +107,7 @@ mod scale;
 mod sdk;
 mod set_path;
 mod steam;
+mod steam_purchases;
 mod storefront;
 mod stripe;
 mod tabs;

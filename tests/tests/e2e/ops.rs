@@ -52,6 +52,7 @@ const ROUTES: &[&str] = &[
     "POST /v1/orders",
     "GET /v1/orders",
     "GET /v1/orders/{id}",
+    "POST /v1/orders/{id}/steam-authorization",
     "GET /admin/v1/orders",
     "GET /admin/v1/orders/{id}",
     "POST /admin/v1/orders/{id}/refunds",

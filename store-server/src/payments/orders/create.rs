@@ -19,6 +19,7 @@ pub struct Priced<'c> {
 }
 
 /// Prices an order request and checks the amount against the minimum charge and the order limit.
+/// With a `currency` (the one the provider charges this player in), only a price in it will do.
 ///
 /// # Errors
 /// `offer_not_available`, `price_requires_purchase`, `invalid_request`, `amount_below_minimum`,
@@ -27,6 +28,7 @@ pub fn price_order<'c>(
     catalog: &'c RenderedCatalog,
     request: &CreateOrderRequest,
     buyer: &crate::store::pricing::Buyer,
+    currency: Option<MoneyCurrency>,
 ) -> ApiResult<Priced<'c>> {
     let offer = catalog.offer(request.offer_id).ok_or_else(|| {
         ApiError::new(
@@ -48,15 +50,38 @@ pub fn price_order<'c>(
         )
     };
     let (prices, variant) = crate::store::pricing::effective_prices(offer, buyer);
+    let in_currency = |money: &Money| currency.is_none_or(|currency| money.currency == currency);
+    let not_in_currency = || {
+        let currency = currency.map(|currency| currency.code().to_owned()).unwrap_or_default();
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::OfferNotAvailable,
+            format!(
+                "offer `{}` has no price in {currency}, the currency the provider charges this player in",
+                request.offer_id
+            ),
+        )
+        .with_detail("reason", "currency")
+    };
+    let immediate = |price: &Price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. });
     let (price_index, price) = crate::store::pricing::pick_price(
         prices,
         request.price_index,
-        |price| matches!(price, Price::Real { settlement: Settlement::Immediate, .. }),
-        requires_purchase,
+        |price| immediate(price) && matches!(price, Price::Real { money, .. } if in_currency(money)),
+        || {
+            if currency.is_some() && prices.iter().any(immediate) {
+                not_in_currency()
+            } else {
+                requires_purchase()
+            }
+        },
     )?;
     let Price::Real { money, settlement: Settlement::Immediate } = price else {
         return Err(requires_purchase());
     };
+    if !in_currency(money) {
+        return Err(not_in_currency());
+    }
     crate::store::operations::refuse_durable_quantity(item, request.quantity.get())?;
     let total =
         Money { currency: money.currency, amount: money.amount * Decimal::from(request.quantity.get()) };
@@ -97,6 +122,20 @@ pub struct OrderQuote {
     pub description: String,
 }
 
+impl OrderQuote {
+    /// The item sold.
+    #[must_use]
+    pub fn sku(&self) -> &str {
+        &self.sku
+    }
+
+    /// How many.
+    #[must_use]
+    pub fn quantity(&self) -> i64 {
+        self.quantity
+    }
+}
+
 /// Prices an order request and checks the player's limits without writing anything, so a
 /// request the store would refuse never opens a checkout session. The order's own transaction
 /// checks the limits again, at this price.
@@ -108,10 +147,12 @@ pub async fn precheck_order(
     state: &Payments,
     player_id: Uuid,
     request: &CreateOrderRequest,
+    currency: Option<MoneyCurrency>,
 ) -> ApiResult<OrderQuote> {
     check_velocity(conn, state, player_id).await?;
     let catalog = state.catalog_cache().get(conn).await?;
-    let priced = price_order(&catalog, request, &crate::store::pricing::buyer(conn, player_id).await?)?;
+    let priced =
+        price_order(&catalog, request, &crate::store::pricing::buyer(conn, player_id).await?, currency)?;
     let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
         .bind(player_id.to_string())
         .fetch_optional(&mut *conn)

@@ -164,6 +164,9 @@ impl OrderRecord {
             net: self.net_micros.map(|net| self.money(net)),
             refunded: self.money(self.refunded_micros),
             checkout_url: self.checkout_url.clone(),
+            provider: self.provider.clone(),
+            provider_order_id: (self.provider == crate::payments::steam::PROVIDER)
+                .then(|| self.provider_session.clone()),
             expires_at: from_micros(self.expires_at),
             failure_reason: self.failure_reason.clone(),
             review: self.review_reason.clone(),

@@ -45,6 +45,7 @@ pub(super) async fn payment_mismatch(
     conn: &mut AnyConnection,
     record: &OrderRecord,
     report: &PaymentReport,
+    expected_reference: &str,
 ) -> ApiResult<Option<String>> {
     let order = record.money(record.gross_micros);
     let reason = if report.amount.currency != record.currency {
@@ -53,7 +54,7 @@ pub(super) async fn payment_mismatch(
         format!("the fee is in {}, but the payment is in {}", report.fee.currency, report.amount.currency)
     } else if report.amount.to_micros().ok() != Some(record.gross_micros) {
         format!("paid {}, but the order costs {order}", report.amount)
-    } else if report.reference != record.id.to_string() {
+    } else if report.reference != expected_reference {
         format!("the payment names reference `{}`, not this order", report.reference)
     } else if record.status != OrderStatus::RequiresPayment {
         format!("the order is already {}", record.status.as_str())
@@ -96,7 +97,10 @@ pub async fn payment_succeeded(
             "a payment is positive and its fee at most the payment",
         ));
     }
-    let mismatch = payment_mismatch(conn, &record, report).await?;
+    let expected_reference = state
+        .provider(provider)
+        .map_or_else(|| record.id.to_string(), |adapter| adapter.reference_for(record.id));
+    let mismatch = payment_mismatch(conn, &record, report, &expected_reference).await?;
     let fresh = sqlx::query(
         "insert into provider_payment (provider, payment_id, order_id, currency, amount_micros, fee_micros, outcome, \
          reason, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (provider, payment_id) do nothing",

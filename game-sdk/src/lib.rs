@@ -9,11 +9,15 @@
 //!   facts ([`PurchaseCompleted`], [`OrderUpdated`]…), the [`StoreStatus`] state, and the
 //!   [`StoreRequests`] system parameter to act. Nothing in a frame waits for the network.
 //!
-//! With the `egui` feature, [`ui::StoreUiPlugin`] adds a ready storefront window.
+//! With the `egui` feature, [`ui::StoreUiPlugin`] adds a ready storefront window. With the
+//! `steam` feature, `steam::SteamPurchasesPlugin` and `steam::ticket_source` wire the Steam
+//! client (the `steamworks` crate) to Steam logins and purchases.
 
 pub mod client;
 pub mod events;
 mod plugin;
+#[cfg(feature = "steam")]
+pub mod steam;
 pub mod storage;
 #[cfg(feature = "egui")]
 pub mod ui;
@@ -25,7 +29,7 @@ pub use plugin::{
     StoreError, StorePlugin, StoreRequests, StoreSession, StoreSettings, StoreStatus, StoreSystems, Tab,
     Wallet, WalletUpdated,
 };
-pub use worker::DeviceIdSource;
+pub use worker::{DeviceIdSource, SteamTickets, TicketFuture};
 
 /// The crate README's quick start, compiled as a doctest so it stays true.
 #[cfg(doctest)]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use store_api::auth::{Country, DeviceId, DeviceLoginRequest, Session};
+use store_api::auth::{Country, DeviceId, DeviceLoginRequest, Session, SteamLoginRequest};
 use store_api::catalog::{Catalog, OfferId};
 use store_api::ledger::{ConsumeResult, Inventory, Wallet};
 use store_api::orders::{Order, OrderStatus, TabList};
@@ -49,6 +49,11 @@ pub(crate) enum Command {
     StoreViewed {
         request: RequestId,
         offer_ids: Vec<store_api::catalog::OfferId>,
+    },
+    SteamAuthorization {
+        request: RequestId,
+        steam_order_id: u64,
+        authorized: bool,
     },
     /// The ECS has reported this request's outcome: its local record can go.
     Forget(IdempotencyKey),
@@ -106,6 +111,8 @@ pub(crate) enum ReplyBody {
         order_id: Uuid,
         outcome: StoreResult<PayResult>,
     },
+    /// The server's answer to a Steam overlay's authorization.
+    SteamAuthorized(StoreResult<Box<Order>>),
     /// Store views were recorded.
     Viewed,
     /// A request could not be sent at all (its record could not be written); nothing left.
@@ -135,14 +142,54 @@ impl ReplyBody {
     }
 }
 
-/// Where the device id comes from.
+/// Who the player is: a device id, or a Steam account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceIdSource {
     /// Made on first start and kept in the persistence directory.
     Persisted,
     /// Given by the game (its own account or platform id).
     Fixed(String),
+    /// The Steam account the Steam client is logged in with, proved by a session ticket for the
+    /// Web API (`POST /v1/auth/steam`); a new ticket at every login. Needed for Steam purchases.
+    /// With the `steam` feature, [`crate::steam::ticket_source`] makes one from a
+    /// `steamworks::Client`.
+    Steam(SteamTickets),
 }
+
+/// The future a [`SteamTickets`] source returns: a ticket in hex, or why there is none.
+pub type TicketFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+/// Where Steam session tickets come from: a function the worker calls at every login, whose
+/// future yields the ticket's bytes in hex (`ISteamUser::GetAuthTicketForWebApi` with the
+/// identity `coinslot`, delivered by `GetTicketForWebApiResponse_t`).
+#[derive(Clone)]
+pub struct SteamTickets(Arc<dyn Fn() -> TicketFuture + Send + Sync>);
+
+impl SteamTickets {
+    /// A source calling `ticket` at every login.
+    pub fn new(ticket: impl Fn() -> TicketFuture + Send + Sync + 'static) -> Self {
+        Self(Arc::new(ticket))
+    }
+}
+
+impl std::fmt::Debug for SteamTickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SteamTickets")
+    }
+}
+
+impl PartialEq for SteamTickets {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SteamTickets {}
+
+/// How many times the worker reports one Steam authorization while Steam has not recorded it
+/// (or failed to finalize), waiting 500 ms, then twice as long each time. The server asks Steam
+/// again before the order expires, so a report that gives up loses nothing.
+const STEAM_REPORT_ATTEMPTS: u32 = 5;
 
 /// What the worker needs to run.
 #[derive(Debug, Clone)]
@@ -268,16 +315,23 @@ impl Shared {
         self.reply(None, ReplyBody::Link(link)).await;
     }
 
-    fn device_login(&self) -> StoreResult<DeviceLoginRequest> {
-        let device_id = match &self.config.device_id {
-            DeviceIdSource::Fixed(id) => DeviceId::parse(id).map_err(StoreError::Storage)?,
-            DeviceIdSource::Persisted => self.local.as_ref().map_err(Clone::clone)?.device_id()?,
-        };
+    /// Logs in as the configured device or Steam account.
+    async fn log_in(&self) -> StoreResult<Session> {
         let country = match &self.config.country {
             Some(code) => Some(Country::parse(code).map_err(StoreError::Storage)?),
             None => None,
         };
-        Ok(DeviceLoginRequest { device_id, country })
+        let device_id = match &self.config.device_id {
+            DeviceIdSource::Fixed(id) => DeviceId::parse(id).map_err(StoreError::Storage)?,
+            DeviceIdSource::Persisted => self.local.as_ref().map_err(Clone::clone)?.device_id()?,
+            DeviceIdSource::Steam(tickets) => {
+                let ticket = (tickets.0)().await.map_err(|why| {
+                    StoreError::Transport(format!("the Steam client gave no ticket: {why}"))
+                })?;
+                return self.client.login_steam(&SteamLoginRequest { ticket, country }).await;
+            }
+        };
+        self.client.login(&DeviceLoginRequest { device_id, country }).await
     }
 }
 
@@ -322,8 +376,7 @@ async fn connect_and_follow(
     last_event_id: &mut Option<String>,
     was_ready: &mut bool,
 ) -> StoreResult<()> {
-    let login = shared.device_login()?;
-    let session = shared.client.login(&login).await?;
+    let session = shared.log_in().await?;
     shared.reply(login_request.take(), ReplyBody::LoggedIn(session.clone())).await;
     let mut stream = shared.client.events(last_event_id.as_deref()).await?;
     // The stream is open before the state is read, so no change falls between the two.
@@ -449,6 +502,10 @@ async fn handle(shared: Shared, command: Command) {
             };
             shared.reply(Some(request), body).await;
         }
+        Command::SteamAuthorization { request, steam_order_id, authorized } => {
+            let outcome = report_steam_authorization(&shared, steam_order_id, authorized).await;
+            shared.reply(Some(request), ReplyBody::SteamAuthorized(outcome.map(Box::new))).await;
+        }
         Command::Forget(key) => {
             shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             if let Ok(local) = &shared.local
@@ -456,6 +513,44 @@ async fn handle(shared: Shared, command: Command) {
             {
                 tracing::warn!(%error, "could not forget a finished request");
             }
+        }
+    }
+}
+
+/// Finds the Steam order the overlay named and reports its authorization, again (a few times,
+/// backing off) while Steam has not recorded it or could not finalize.
+async fn report_steam_authorization(
+    shared: &Shared,
+    steam_order_id: u64,
+    authorized: bool,
+) -> StoreResult<Order> {
+    let named = steam_order_id.to_string();
+    let order = shared
+        .client
+        .orders()
+        .await?
+        .orders
+        .into_iter()
+        .find(|order| order.provider_order_id.as_deref() == Some(named.as_str()))
+        .ok_or_else(|| StoreError::Api {
+            status: 404,
+            code: store_api::ErrorCode::NotFound,
+            message: format!("no Steam order {named} of this player"),
+            details: serde_json::Map::new(),
+        })?;
+    let mut wait = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match shared.client.report_steam_authorization(order.id, authorized).await {
+            Err(StoreError::Api {
+                code: store_api::ErrorCode::OrderStateConflict | store_api::ErrorCode::ProviderUnavailable,
+                ..
+            }) if attempt < STEAM_REPORT_ATTEMPTS => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            outcome => return outcome,
         }
     }
 }

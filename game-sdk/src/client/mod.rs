@@ -13,13 +13,15 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use store_api::analytics::{StoreViewedRequest, StoreViewedResult};
-use store_api::auth::{DeviceLoginRequest, Session};
+use store_api::auth::{DeviceLoginRequest, Session, SteamLoginRequest};
 use store_api::catalog::{Catalog, Sku};
 use store_api::ledger::{
     ConsumeRequest, ConsumeResult, HistoryPage, Inventory, PurchaseRequest, PurchaseResult,
     RewardClaimRequest, RewardClaimResult, Wallet,
 };
-use store_api::orders::{CreateOrderRequest, Order, OrderPage, SettleTabRequest, TabList};
+use store_api::orders::{
+    CreateOrderRequest, Order, OrderPage, SettleTabRequest, SteamAuthorization, TabList,
+};
 use store_api::receipt::{ReceiptKey, ReceiptKeys, ReceiptPayload, SignedReceipt, verify_receipt};
 use store_api::sandbox::{PayRequest, PayResult};
 use store_api::{ErrorBody, ErrorCode};
@@ -135,6 +137,18 @@ impl StoreClient {
     pub async fn login(&self, request: &DeviceLoginRequest) -> StoreResult<Session> {
         let session: Session =
             self.send_json(Method::POST, "/v1/auth/device", Some(request), None, false).await?;
+        *self.inner.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Logs in with a Steam session ticket (`GetAuthTicketForWebApi("coinslot")`, hex): one
+    /// player per SteamID, the one Steam purchases charge.
+    ///
+    /// # Errors
+    /// `invalid_credentials` when Steam does not accept the ticket; a transport failure.
+    pub async fn login_steam(&self, request: &SteamLoginRequest) -> StoreResult<Session> {
+        let session: Session =
+            self.send_json(Method::POST, "/v1/auth/steam", Some(request), None, false).await?;
         *self.inner.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
         Ok(session)
     }
@@ -256,6 +270,20 @@ impl StoreClient {
         key: &IdempotencyKey,
     ) -> StoreResult<Order> {
         let order: Order = self.send_json(Method::POST, "/v1/orders", Some(request), Some(key), true).await?;
+        self.verify_order(order).await
+    }
+
+    /// Reports how the Steam overlay's purchase dialog ended for a Steam order; the server asks
+    /// Steam, finalizes an authorized transaction and answers with the order (fulfilled, with
+    /// its receipt verified, once Steam confirms).
+    ///
+    /// # Errors
+    /// `order_state_conflict` while Steam has not recorded the authorization, and
+    /// `provider_unavailable` when Steam failed: both may be reported again; a transport failure.
+    pub async fn report_steam_authorization(&self, order_id: Uuid, authorized: bool) -> StoreResult<Order> {
+        let path = format!("/v1/orders/{order_id}/steam-authorization");
+        let order: Order =
+            self.send_json(Method::POST, &path, Some(&SteamAuthorization { authorized }), None, true).await?;
         self.verify_order(order).await
     }
 

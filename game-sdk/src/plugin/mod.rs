@@ -249,12 +249,46 @@ impl StoreRequests<'_> {
         quantity: Quantity,
         price_index: Option<u32>,
     ) -> Result<RequestId, StoreBusy> {
-        self.send(PendingRequest::Order(CreateOrderRequest {
-            offer_id,
-            quantity,
-            price_index,
-            provider: None,
-        }))
+        self.open_order(CreateOrderRequest { offer_id, quantity, price_index, provider: None })
+    }
+
+    /// Opens a real-money order paid in the Steam overlay, from the Steam wallet of the player
+    /// logged in with [`DeviceIdSource::Steam`], in that wallet's currency. Steam shows the
+    /// purchase in the overlay at once. Ends with [`OrderUpdated`] (status `requires_payment`,
+    /// with Steam's `provider_order_id`) or [`StoreError`]; the overlay's answer goes to
+    /// [`StoreRequests::report_steam_authorization`].
+    ///
+    /// # Errors
+    /// [`StoreBusy`].
+    pub fn start_steam_order(
+        &self,
+        offer_id: OfferId,
+        quantity: Quantity,
+        price_index: Option<u32>,
+    ) -> Result<RequestId, StoreBusy> {
+        let provider = Some("steam".to_owned());
+        self.open_order(CreateOrderRequest { offer_id, quantity, price_index, provider })
+    }
+
+    fn open_order(&self, order: CreateOrderRequest) -> Result<RequestId, StoreBusy> {
+        self.send(PendingRequest::Order(order))
+    }
+
+    /// Reports the Steam overlay's `MicroTxnAuthorizationResponse_t` (its `m_ulOrderID` and
+    /// `m_bAuthorized`) for a Steam order. The server asks Steam, finalizes an authorized
+    /// transaction and fulfils the order. Ends with [`OrderUpdated`] (`fulfilled`, with its
+    /// receipt verified, or `failed`) or [`StoreError`]. Nothing is lost if the game stops
+    /// before the answer: the server asks Steam itself before the order expires. With the
+    /// `steam` feature, [`crate::steam::SteamPurchasesPlugin`] calls this from the callback.
+    ///
+    /// # Errors
+    /// [`StoreBusy`].
+    pub fn report_steam_authorization(
+        &self,
+        steam_order_id: u64,
+        authorized: bool,
+    ) -> Result<RequestId, StoreBusy> {
+        self.submit(|request| Command::SteamAuthorization { request, steam_order_id, authorized })
     }
 
     /// Pays an order with a sandbox test card (the in-game checkout form). Ends with
@@ -488,6 +522,12 @@ fn apply_reply(reply: Reply, state: &mut StoreState, out: &mut StoreWriters) {
             }
             (Ok(_), None) => {}
             (Err(error), _) => {
+                out.store_error.write(StoreError { request, error });
+            }
+        },
+        ReplyBody::SteamAuthorized(outcome) => match outcome {
+            Ok(order) => apply_order(request, *order, state, out),
+            Err(error) => {
                 out.store_error.write(StoreError { request, error });
             }
         },

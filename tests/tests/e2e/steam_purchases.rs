@@ -406,7 +406,86 @@ async fn the_steam_sandbox_interface_is_a_setting(backend: Backend) {
     assert_eq!((status, fulfilled["status"].as_str()), (StatusCode::OK, Some("fulfilled")), "{fulfilled}");
 }
 
+/// The Bevy plugin's Steam flow, as `game_sdk::steam` wires it to the Steam client: the game
+/// logs in with a Steam ticket, opens a Steam order, reports the overlay's answers, and sees
+/// the order fulfilled (its receipt verified) or failed through `OrderUpdated`.
+async fn the_bevy_plugin_logs_in_with_steam_and_reports_the_overlay(backend: Backend) {
+    use game_sdk::store_api::catalog::OfferId;
+    use game_sdk::store_api::ledger::Quantity;
+    use game_sdk::store_api::orders::OrderStatus;
+    use game_sdk::{DeviceIdSource, OrderUpdated, SteamTickets, StorePlugin, Wallet};
+    let Some((server, steam)) = steam_store(backend, |_| {}).await else { return };
+    let ticket = steam.issue_ticket(GABE, APP_ID, TICKET_IDENTITY);
+    let tickets = SteamTickets::new(move || {
+        let ticket = ticket.clone();
+        Box::pin(async move { Ok(ticket) })
+    });
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut game = tests::game::HeadlessGame::start_with(StorePlugin {
+        base_url: server.base_url().to_owned(),
+        device_id: DeviceIdSource::Steam(tickets),
+        persistence_path: dir.path().to_owned(),
+        ..StorePlugin::default()
+    });
+    game.until_ready().await;
+    let ticket = steam.issue_ticket(GABE, APP_ID, TICKET_IDENTITY);
+    let (_, login) =
+        send(server.request(Method::POST, "/v1/auth/steam").json(&json!({ "ticket": ticket }))).await;
+    assert_eq!(
+        game.resource::<game_sdk::StoreSession>().player_id().map(|id| id.to_string()).as_deref(),
+        login["player_id"].as_str(),
+        "the game's player is the SteamID's: {login}"
+    );
+    let offer = OfferId::parse(seed::GEMS_SMALL).expect("an offer id");
+    let orders = |world: &bevy::prelude::World| game_orders(world);
+    let start =
+        game.requests(|store| store.start_steam_order(offer, Quantity::one(), None)).expect("accepted");
+    game.update_until("the Steam order", |world| !orders(world).is_empty()).await;
+    let created = orders(game.world())[0].clone();
+    assert_eq!((created.request, created.order.status), (Some(start), OrderStatus::RequiresPayment));
+    let steam_id: u64 =
+        created.order.provider_order_id.as_deref().expect("Steam's orderid").parse().expect("u64");
+    steam.authorize(&steam_id.to_string());
+    let report = game.requests(|store| store.report_steam_authorization(steam_id, true)).expect("accepted");
+    game.update_until("the order fulfilled", |world| {
+        orders(world).iter().any(|update| update.order.status == OrderStatus::Fulfilled)
+    })
+    .await;
+    let fulfilled: OrderUpdated = orders(game.world())
+        .into_iter()
+        .find(|update| update.order.status == OrderStatus::Fulfilled)
+        .expect("fulfilled");
+    assert_eq!(fulfilled.request, Some(report));
+    assert!(fulfilled.order.receipt.is_some(), "announced with its verified receipt");
+    game.update_until("the gems", |world| world.resource::<Wallet>().balance("gems") == 100).await;
+
+    let offer = OfferId::parse(seed::GEMS_SMALL).expect("an offer id");
+    game.requests(|store| store.start_steam_order(offer, Quantity::one(), None)).expect("accepted");
+    let first = created.order.id;
+    game.update_until("the second order", |world| {
+        orders(world).iter().any(|update| update.order.id != first)
+    })
+    .await;
+    let second =
+        orders(game.world()).into_iter().find(|update| update.order.id != first).expect("second").order;
+    let second_id: u64 = second.provider_order_id.as_deref().expect("orderid").parse().expect("u64");
+    game.requests(|store| store.report_steam_authorization(second_id, false)).expect("accepted");
+    game.update_until("the denied order failed", |world| {
+        orders(world)
+            .iter()
+            .any(|update| update.order.id == second.id && update.order.status == OrderStatus::Failed)
+    })
+    .await;
+    assert!(game.log().errors.is_empty(), "{:?}", game.log().errors);
+    server.assert_audit_clean().await;
+}
+
+fn game_orders(world: &bevy::prelude::World) -> Vec<game_sdk::OrderUpdated> {
+    world.resource::<tests::game::StoreLog>().orders.clone()
+}
+
 on_each_backend!(
+    the_bevy_plugin_logs_in_with_steam_and_reports_the_overlay,
     a_steam_purchase_is_authorized_finalized_and_fulfilled,
     denied_authorizations_fail_the_order_and_move_no_money,
     a_finalize_that_fails_is_retried_until_steam_confirms,

@@ -36,6 +36,12 @@ struct Options {
     /// With --autoplay, save a screenshot of each step into this folder.
     #[arg(long, value_name = "DIR")]
     screenshot: Option<PathBuf>,
+    /// Log in with the running Steam client as this App ID's player and pay real money in the
+    /// Steam overlay (the server at --server needs Steam configured; see
+    /// docs/payment-providers.md).
+    #[cfg(feature = "steam")]
+    #[arg(long, value_name = "APP_ID")]
+    steam: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,21 @@ fn main() -> ExitCode {
             }
         }
     };
+    let store = StorePlugin {
+        base_url,
+        persistence_path: data_dir.join("sdk"),
+        country: options.country.clone(),
+        ..default()
+    };
+    let storefront = StoreUiPlugin { open_on_start: false, pay_with_steam: false };
+    #[cfg(feature = "steam")]
+    let (store, storefront, steam) = match with_steam(options.steam, store, storefront) {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("The Steam client could not be reached (is Steam running and logged in?): {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
@@ -81,14 +102,13 @@ fn main() -> ExitCode {
             })
             .set(AssetPlugin { file_path: assets.display().to_string(), ..default() }),
     )
-    .add_plugins(StorePlugin {
-        base_url,
-        persistence_path: data_dir.join("sdk"),
-        country: options.country.clone(),
-        ..default()
-    })
-    .add_plugins(StoreUiPlugin { open_on_start: false })
+    .add_plugins(store)
+    .add_plugins(storefront)
     .add_plugins((PlayPlugin, ShopPlugin, LookPlugin));
+    #[cfg(feature = "steam")]
+    if let Some(client) = steam {
+        app.add_plugins(game_sdk::steam::SteamPurchasesPlugin { client });
+    }
     if options.autoplay {
         app.add_plugins(AutoplayPlugin { shots: options.screenshot.clone() });
     }
@@ -99,4 +119,19 @@ fn main() -> ExitCode {
         AppExit::Success => ExitCode::SUCCESS,
         AppExit::Error(_) => ExitCode::FAILURE,
     }
+}
+
+/// With `--steam APP_ID`: the player is the Steam client's account, and real money is paid in
+/// the Steam overlay, whose answers [`game_sdk::steam::SteamPurchasesPlugin`] reports.
+#[cfg(feature = "steam")]
+fn with_steam(
+    app_id: Option<u32>,
+    mut store: StorePlugin,
+    mut storefront: StoreUiPlugin,
+) -> Result<(StorePlugin, StoreUiPlugin, Option<steamworks::Client>), steamworks::SteamAPIInitError> {
+    let Some(app_id) = app_id else { return Ok((store, storefront, None)) };
+    let client = steamworks::Client::init_app(app_id)?;
+    store.device_id = game_sdk::DeviceIdSource::Steam(game_sdk::steam::ticket_source(client.clone()));
+    storefront.pay_with_steam = true;
+    Ok((store, storefront, Some(client)))
 }

@@ -31,11 +31,14 @@ use crate::{
 pub struct StoreUiPlugin {
     /// Whether the window shows from the start.
     pub open_on_start: bool,
+    /// Real-money offers are bought in the Steam overlay ([`StoreRequests::start_steam_order`];
+    /// the player logged in with Steam) instead of the hosted checkout.
+    pub pay_with_steam: bool,
 }
 
 impl Default for StoreUiPlugin {
     fn default() -> Self {
-        Self { open_on_start: true }
+        Self { open_on_start: true, pay_with_steam: false }
     }
 }
 
@@ -44,9 +47,13 @@ impl Plugin for StoreUiPlugin {
         if !app.is_plugin_added::<EguiPlugin>() {
             app.add_plugins(EguiPlugin::default());
         }
-        app.insert_resource(Storefront { open: self.open_on_start, ..Storefront::default() })
-            .add_systems(Update, note_store_outcomes)
-            .add_systems(EguiPrimaryContextPass, show_storefront);
+        app.insert_resource(Storefront {
+            open: self.open_on_start,
+            pay_with_steam: self.pay_with_steam,
+            ..Storefront::default()
+        })
+        .add_systems(Update, note_store_outcomes)
+        .add_systems(EguiPrimaryContextPass, show_storefront);
     }
 }
 
@@ -56,6 +63,8 @@ impl Plugin for StoreUiPlugin {
 pub struct Storefront {
     /// Whether the window shows.
     pub open: bool,
+    /// Whether real money is paid in the Steam overlay.
+    pub pay_with_steam: bool,
     /// The order being paid in the checkout form.
     pub checkout: Option<Uuid>,
     /// The card number typed in the checkout form.
@@ -108,6 +117,46 @@ impl IconCache {
     }
 }
 
+impl Storefront {
+    /// What an order's news means for the player: the checkout form for a new hosted-checkout
+    /// order, a pointer to the Steam overlay for a new Steam order, and the outcome.
+    fn note_order(&mut self, update: &OrderUpdated, name: &dyn Fn(&str) -> String) {
+        if let Some(request) = update.request {
+            self.pending.remove(&request);
+        }
+        let order = &update.order;
+        let steam = order.provider == "steam";
+        match order.status {
+            OrderStatus::RequiresPayment if update.request.is_some() && steam => {
+                self.tell("Complete the purchase in the Steam overlay.", false);
+            }
+            OrderStatus::RequiresPayment if update.request.is_some() => {
+                self.checkout = Some(order.id);
+                if self.card_number.is_empty() {
+                    self.card_number = spaced_card(cards::SUCCEEDS);
+                }
+            }
+            OrderStatus::Fulfilled => {
+                let what = order.sku.as_ref().map_or_else(|| "your tab".to_owned(), |sku| name(sku.as_str()));
+                self.tell(format!("Payment received: {what} is yours."), false);
+                self.checkout = self.checkout.filter(|id| *id != order.id);
+            }
+            OrderStatus::Failed | OrderStatus::Expired | OrderStatus::Canceled => {
+                // A declined card was already explained by its `PaymentAttempted`.
+                let explained = self.notice.as_ref().is_some_and(|(_, bad)| *bad);
+                if order.status == OrderStatus::Failed && steam {
+                    self.tell("The purchase was not completed in Steam. You were not charged.", true);
+                } else if order.status == OrderStatus::Failed && self.checkout == Some(order.id) && !explained
+                {
+                    self.tell("The payment did not go through. You were not charged.", true);
+                }
+                self.checkout = self.checkout.filter(|id| *id != order.id);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Turns the store's messages into notices for the player.
 #[expect(clippy::too_many_arguments, reason = "a Bevy system names each message it reads")]
 fn note_store_outcomes(
@@ -134,33 +183,7 @@ fn note_store_outcomes(
         }
     }
     for update in orders.read() {
-        if let Some(request) = update.request {
-            storefront.pending.remove(&request);
-        }
-        let order = &update.order;
-        match order.status {
-            OrderStatus::RequiresPayment if update.request.is_some() => {
-                storefront.checkout = Some(order.id);
-                if storefront.card_number.is_empty() {
-                    storefront.card_number = spaced_card(cards::SUCCEEDS);
-                }
-            }
-            OrderStatus::Fulfilled => {
-                let what = order.sku.as_ref().map_or_else(|| "your tab".to_owned(), |sku| name(sku.as_str()));
-                storefront.tell(format!("Payment received: {what} is yours."), false);
-                storefront.checkout = storefront.checkout.filter(|id| *id != order.id);
-            }
-            OrderStatus::Failed | OrderStatus::Expired | OrderStatus::Canceled => {
-                // A declined card was already explained by its `PaymentAttempted`.
-                let explained = storefront.notice.as_ref().is_some_and(|(_, bad)| *bad);
-                if order.status == OrderStatus::Failed && storefront.checkout == Some(order.id) && !explained
-                {
-                    storefront.tell("The payment did not go through. You were not charged.", true);
-                }
-                storefront.checkout = storefront.checkout.filter(|id| *id != order.id);
-            }
-            _ => {}
-        }
+        storefront.note_order(update, &name);
     }
     for payment in payments.read() {
         storefront.pending.remove(&payment.request);
@@ -447,14 +470,20 @@ fn buy(
 ) {
     let price_index = u32::try_from(index).ok();
     let card = matches!(price, Price::Real { settlement: Settlement::Immediate, .. });
-    let sent = if card {
+    let sent = if card && storefront.pay_with_steam {
+        store.start_steam_order(offer.id, Quantity::one(), price_index)
+    } else if card {
         store.start_order(offer.id, Quantity::one(), price_index)
     } else {
         store.purchase(offer.id, Quantity::one(), price_index)
     };
     match sent {
         Ok(request) => {
-            let doing = if card { format!("Opening checkout for {name}") } else { format!("Buying {name}") };
+            let doing = match (card, storefront.pay_with_steam) {
+                (true, true) => format!("Opening the Steam overlay for {name}"),
+                (true, false) => format!("Opening checkout for {name}"),
+                (false, _) => format!("Buying {name}"),
+            };
             storefront.pending.insert(request, doing);
         }
         Err(busy) => storefront.tell(busy_words(busy), true),
@@ -586,5 +615,41 @@ mod tests {
     #[test]
     fn card_numbers_are_shown_in_groups_of_four() {
         assert_eq!(spaced_card("4242424242424242"), "4242 4242 4242 4242");
+    }
+
+    fn order_update(provider: &str, status: OrderStatus, request: Option<RequestId>) -> OrderUpdated {
+        let order: store_api::orders::Order = serde_json::from_value(serde_json::json!({
+            "id": "01890a5d-ac96-774b-bcce-b302099a8057", "status": status, "quantity": 1, "price_index": 0,
+            "amount": {"currency": "USD", "amount": "0.99"}, "refunded": {"currency": "USD", "amount": "0"},
+            "checkout_url": "", "provider": provider, "sku": "gems.small",
+            "expires_at": "2026-12-03T00:00:00Z", "created_at": "2026-12-03T00:00:00Z", "updated_at": "2026-12-03T00:00:00Z",
+        }))
+        .expect("an order");
+        OrderUpdated { request, order }
+    }
+
+    #[test]
+    fn a_steam_order_points_to_the_overlay_and_a_card_order_opens_the_checkout() {
+        let name = |sku: &str| sku.to_owned();
+        let request = Some(RequestId(7));
+        let mut steam = Storefront { pay_with_steam: true, ..Storefront::default() };
+        steam.pending.insert(RequestId(7), "Opening the Steam overlay".to_owned());
+        steam.note_order(&order_update("steam", OrderStatus::RequiresPayment, request), &name);
+        assert_eq!(steam.checkout, None, "no card form for Steam");
+        assert_eq!(steam.notice, Some(("Complete the purchase in the Steam overlay.".to_owned(), false)));
+        assert!(steam.pending.is_empty());
+        steam.note_order(&order_update("steam", OrderStatus::Failed, None), &name);
+        assert_eq!(
+            steam.notice,
+            Some(("The purchase was not completed in Steam. You were not charged.".to_owned(), true))
+        );
+        steam.note_order(&order_update("steam", OrderStatus::Fulfilled, None), &name);
+        assert_eq!(steam.notice, Some(("Payment received: gems.small is yours.".to_owned(), false)));
+
+        let mut card = Storefront::default();
+        let update = order_update("sandbox", OrderStatus::RequiresPayment, request);
+        card.note_order(&update, &name);
+        assert_eq!(card.checkout, Some(update.order.id));
+        assert_eq!(card.card_number, "4242 4242 4242 4242");
     }
 }

@@ -61,12 +61,12 @@ struct Txn {
     changed: u64,
 }
 
-/// What the next `FinalizeTxn` calls do wrong.
+/// What the next calls of a method do wrong ([`SteamStandIn::fail_next`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalizeFault {
-    /// Steam fails on its side (`500`) and finalizes nothing.
+pub enum Fault {
+    /// Steam fails on its side (`500`) and does nothing.
     Unavailable,
-    /// Steam finalizes, and the answer is lost on the way (`500`).
+    /// Steam does the work, and the answer is lost on the way (`500`).
     AnswerLost,
 }
 
@@ -79,7 +79,7 @@ struct Inner {
     txns: Vec<Txn>,
     /// Seconds after the report epoch; every change moves it on.
     clock: u64,
-    finalize_faults: Vec<FinalizeFault>,
+    faults: HashMap<String, Vec<Fault>>,
     microtxn_calls: Vec<(String, Vec<(String, String)>)>,
 }
 
@@ -168,6 +168,11 @@ impl Txn {
 }
 
 impl Inner {
+    fn next_fault(&mut self, method: &str) -> Option<Fault> {
+        let faults = self.faults.get_mut(method)?;
+        (!faults.is_empty()).then(|| faults.remove(0))
+    }
+
     fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
@@ -238,6 +243,10 @@ fn microtxn(
             ok(json!({"state": "WA", "country": "US", "currency": wallet.currency, "status": wallet.status}))
         }
         ("POST", "InitTxn/v3") => {
+            let fault = inner.next_fault(method);
+            if fault == Some(Fault::Unavailable) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
             let (Some(order_id), Some(steam_id), Some(count)) =
                 (number("orderid"), number("steamid"), number("itemcount"))
             else {
@@ -287,6 +296,9 @@ fn microtxn(
                 created: now,
                 changed: now,
             });
+            if fault == Some(Fault::AnswerLost) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
             ok(json!({"orderid": order_id.to_string(), "transid": trans_id.to_string()}))
         }
         ("GET", "QueryTxn/v3") => {
@@ -299,8 +311,8 @@ fn microtxn(
         }
         ("POST", "FinalizeTxn/v2") => {
             let Some(order_id) = number("orderid") else { return failure(2, "Invalid parameter") };
-            let fault = (!inner.finalize_faults.is_empty()).then(|| inner.finalize_faults.remove(0));
-            if fault == Some(FinalizeFault::Unavailable) {
+            let fault = inner.next_fault(method);
+            if fault == Some(Fault::Unavailable) {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
             let Some(txn) = inner.txn(interface, "orderid", order_id) else {
@@ -313,12 +325,16 @@ fn microtxn(
             }
             let trans_id = txn.trans_id;
             inner.set_status(order_id, "Succeeded", "Succeeded");
-            if fault == Some(FinalizeFault::AnswerLost) {
+            if fault == Some(Fault::AnswerLost) {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
             ok(json!({"orderid": order_id.to_string(), "transid": trans_id.to_string()}))
         }
         ("POST", "RefundTxn/v2") => {
+            let fault = inner.next_fault(method);
+            if fault == Some(Fault::Unavailable) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
             let Some(order_id) = number("orderid") else { return failure(2, "Invalid parameter") };
             let Some(txn) = inner.txn(interface, "orderid", order_id) else {
                 return failure(1, "Transaction not found");
@@ -328,6 +344,9 @@ fn microtxn(
             }
             let trans_id = txn.trans_id;
             inner.set_status(order_id, "Refunded", "Refunded");
+            if fault == Some(Fault::AnswerLost) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
             ok(json!({"orderid": order_id.to_string(), "transid": trans_id.to_string()}))
         }
         ("GET", "GetReport/v5") => {
@@ -452,9 +471,10 @@ impl SteamStandIn {
         }
     }
 
-    /// The next `FinalizeTxn` calls go wrong, in this order.
-    pub fn fail_finalize(&self, faults: &[FinalizeFault]) {
-        lock(&self.inner).finalize_faults.extend_from_slice(faults);
+    /// The next calls of `method` (`InitTxn/v3`, `FinalizeTxn/v2`, `RefundTxn/v2`) go wrong, in
+    /// this order.
+    pub fn fail_next(&self, method: &str, faults: &[Fault]) {
+        lock(&self.inner).faults.entry(method.to_owned()).or_default().extend_from_slice(faults);
     }
 
     /// A transaction as `QueryTxn` describes it, from whichever interface holds it.

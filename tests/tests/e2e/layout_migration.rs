@@ -92,7 +92,31 @@ async fn load(pool: &AnyPool, backend: Backend, tables: &[Value]) {
 /// `value` with the base URL it names replaced, so answers of two servers compare.
 fn normalized(value: &Value, base_url: &str) -> Value {
     let text = serde_json::to_string(value).expect("JSON").replace(base_url, "<base>");
-    serde_json::from_str(&text).expect("JSON")
+    without_added_fields(serde_json::from_str(&text).expect("JSON"))
+}
+
+/// An answer less the fields the API gained since the fixture was made (an addition is not a
+/// change): an order's `provider`, which was the sandbox for every order then. Events carry
+/// their data as JSON text, which is read as JSON here, on both sides.
+fn without_added_fields(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut map: serde_json::Map<String, Value> =
+                map.into_iter().map(|(key, value)| (key, without_added_fields(value))).collect();
+            if map.contains_key("checkout_url")
+                && let Some(provider) = map.remove("provider")
+            {
+                assert_eq!(provider, "sandbox", "every order of the fixture was paid through the sandbox");
+            }
+            Value::Object(map)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(without_added_fields).collect()),
+        Value::String(text) if text.starts_with('{') => match serde_json::from_str::<Value>(&text) {
+            Ok(inner @ Value::Object(_)) => without_added_fields(inner),
+            _ => Value::String(text),
+        },
+        other => other,
+    }
 }
 
 /// Every item of a paginated list.

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use store_server::Settings;
 use store_server::players::steam::TICKET_IDENTITY;
-use tests::steam::{APP_ID, FinalizeFault, SteamStandIn};
+use tests::steam::{APP_ID, Fault, SteamStandIn};
 use tests::{Backend, TestServer, assert_error, seed, send, status_is};
 
 const GABE: u64 = 76_561_197_960_287_930;
@@ -46,14 +46,21 @@ async fn steam_player(server: &TestServer, steam: &SteamStandIn, steam_id: u64) 
     login["session_token"].as_str().expect("a token").to_owned()
 }
 
+/// `POST /v1/orders` for a Steam order of `offer_id`, under `order_key`.
+fn steam_order_request(
+    server: &TestServer,
+    token: &str,
+    offer_id: &str,
+    order_key: &str,
+) -> reqwest::RequestBuilder {
+    server
+        .player(token, Method::POST, "/v1/orders")
+        .header("idempotency-key", order_key)
+        .json(&json!({ "offer_id": offer_id, "provider": "steam" }))
+}
+
 async fn steam_order(server: &TestServer, token: &str, offer_id: &str) -> Value {
-    let (status, order) = send(
-        server
-            .player(token, Method::POST, "/v1/orders")
-            .header("idempotency-key", key())
-            .json(&json!({ "offer_id": offer_id, "provider": "steam" })),
-    )
-    .await;
+    let (status, order) = send(steam_order_request(server, token, offer_id, &key())).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     order
 }
@@ -78,12 +85,7 @@ async fn a_steam_purchase_is_authorized_finalized_and_fulfilled(backend: Backend
     let Some((server, steam)) = steam_store(backend, |_| {}).await else { return };
     let token = steam_player(&server, &steam, GABE).await;
     let order_key = key();
-    let create = || {
-        server
-            .player(&token, Method::POST, "/v1/orders")
-            .header("idempotency-key", &order_key)
-            .json(&json!({ "offer_id": seed::GEMS_SMALL, "provider": "steam" }))
-    };
+    let create = || steam_order_request(&server, &token, seed::GEMS_SMALL, &order_key);
     let (status, order) = send(create()).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!((order["provider"].as_str(), order["checkout_url"].as_str()), (Some("steam"), Some("")));
@@ -173,7 +175,7 @@ async fn a_finalize_that_fails_is_retried_until_steam_confirms(backend: Backend)
     let token = steam_player(&server, &steam, GABE).await;
     let order = steam_order(&server, &token, seed::GEMS_SMALL).await;
     steam.authorize(&steam_order_id(&order));
-    steam.fail_finalize(&[FinalizeFault::Unavailable]);
+    steam.fail_next("FinalizeTxn/v2", &[Fault::Unavailable]);
     let failed = report(&server, &token, &order, true).await;
     assert_error("Steam failed", &failed, StatusCode::BAD_GATEWAY, "provider_unavailable");
     let (_, waiting) = send(server.player(
@@ -189,12 +191,32 @@ async fn a_finalize_that_fails_is_retried_until_steam_confirms(backend: Backend)
 
     let lost = steam_order(&server, &token, seed::GEMS_SMALL).await;
     steam.authorize(&steam_order_id(&lost));
-    steam.fail_finalize(&[FinalizeFault::AnswerLost]);
+    steam.fail_next("FinalizeTxn/v2", &[Fault::AnswerLost]);
     let (status, fulfilled) = report(&server, &token, &lost, true).await;
     assert_eq!((status, fulfilled["status"].as_str()), (StatusCode::OK, Some("fulfilled")), "{fulfilled}");
     assert_eq!(steam.microtxn_calls("FinalizeTxn/v2").len(), 3, "finalized once, read back");
-    assert_eq!(server.balance(&token, "gems").await, 200);
-    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 2);
+
+    // InitTxn goes through at Steam and its answer is lost: the game's retry with the same key
+    // answers one order, on the one transaction Steam holds.
+    steam.fail_next("InitTxn/v3", &[Fault::AnswerLost]);
+    let order_key = key();
+    let create = || steam_order_request(&server, &token, seed::GEMS_SMALL, &order_key);
+    let lost = send(create()).await;
+    assert_error("InitTxn's answer lost", &lost, StatusCode::BAD_GATEWAY, "provider_unavailable");
+    let (status, retried) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED, "{retried}");
+    let init_orders: std::collections::BTreeSet<_> = steam
+        .microtxn_calls("InitTxn/v3")
+        .iter()
+        .filter_map(|params| param(params, "orderid").map(str::to_owned))
+        .collect();
+    assert_eq!(init_orders.len(), 3, "the retry named the same orderid: {init_orders:?}");
+    assert!(init_orders.contains(&steam_order_id(&retried)));
+    steam.authorize(&steam_order_id(&retried));
+    let (status, fulfilled) = report(&server, &token, &retried, true).await;
+    assert_eq!((status, fulfilled["status"].as_str()), (StatusCode::OK, Some("fulfilled")), "{fulfilled}");
+    assert_eq!(server.balance(&token, "gems").await, 300);
+    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 3);
     server.assert_audit_clean().await;
 }
 
@@ -260,6 +282,7 @@ async fn refunds_and_chargebacks_from_get_report_are_booked_once(backend: Backen
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    steam.fail_next("RefundTxn/v2", &[Fault::Unavailable, Fault::AnswerLost]);
     steam.refund_by_support(&steam_order_id(&orders[1]));
     steam.charge_back(&steam_order_id(&orders[2]));
 
@@ -268,9 +291,13 @@ async fn refunds_and_chargebacks_from_get_report_are_booked_once(backend: Backen
     let by_support = server.wait_for_order(&token, &id(&orders[1]), status_is("refunded")).await;
     assert_eq!(by_support["refunds"][0]["reason"], "refunded at the provider", "{by_support}");
     server.wait_for_order(&token, &id(&orders[2]), status_is("charged_back")).await;
+    // Steam failed once, then refunded and the answer was lost; the next attempt finds the
+    // transaction refunded and sends nothing more.
     let refunds = steam.microtxn_calls("RefundTxn/v2");
-    assert_eq!(refunds.len(), 1);
-    assert_eq!(param(&refunds[0], "orderid"), Some(steam_order_id(&orders[0]).as_str()));
+    assert_eq!(refunds.len(), 2, "{refunds:?}");
+    assert!(
+        refunds.iter().all(|params| param(params, "orderid") == Some(steam_order_id(&orders[0]).as_str()))
+    );
     assert!(
         steam
             .microtxn_calls("GetReport/v5")
@@ -282,6 +309,11 @@ async fn refunds_and_chargebacks_from_get_report_are_booked_once(backend: Backen
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(server.count("select count(*) from entry where kind = 'reversal'").await, 3);
     assert_eq!(server.count("select count(*) from refund where status = 'succeeded'").await, 3);
+    assert_eq!(
+        server.count("select count(*) from refund where status in ('pending', 'submitted')").await,
+        0,
+        "the refund whose answer was lost is the one Steam reported, not a second one"
+    );
     assert_eq!(server.balance(&token, "gems").await, 0, "every grant clawed back");
     assert_eq!(
         server.count("select count(*) from player where flagged_at is not null").await,

@@ -579,6 +579,21 @@ pub async fn refunded_at_provider(
     if record.provider_payment.as_deref() != Some(payment_id) {
         return Err(ApiError::not_found("payment", payment_id));
     }
+    // A provider that refunds whole payments only (Steam) refunds a payment once: a refund of
+    // ours still in flight is this one, though its answer never reached us.
+    if state.provider(provider).is_some_and(|adapter| !adapter.refunds_part_of_a_payment()) {
+        let in_flight: Option<String> = sqlx::query_scalar(
+            "select id from refund where order_id = $1 and kind = 'refund' and payment_id is null \
+             and status in ('pending', 'submitted') order by created_at limit 1",
+        )
+        .bind(&order_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(refund_id) = in_flight {
+            let refund_id = Uuid::parse_str(&refund_id).map_err(|error| corrupt("refund id", error))?;
+            return refund_succeeded(conn, state, refund_id, provider_refund_id, cause).await;
+        }
+    }
     let amount_micros = amount.to_micros().map_err(|error| ApiError::invalid("data.amount", error))?;
     if amount_micros <= 0 || amount.currency != record.currency {
         return Err(ApiError::invalid(

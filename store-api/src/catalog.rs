@@ -466,6 +466,49 @@ pub struct Offer {
     /// In a player's catalog: the variant the player is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// The product ids this offer is sold under in the platforms' own stores: a purchase made
+    /// there and redeemed here (`POST /v1/platform-purchases/…`) grants this offer.
+    #[serde(default, skip_serializing_if = "PlatformProducts::is_empty")]
+    pub platform_products: PlatformProducts,
+}
+
+/// An offer's product ids in the platforms' stores, each `[A-Za-z0-9._-]{1,150}` and sold by one
+/// offer at most.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformProducts {
+    /// The App Store product id (App Store Connect → In-App Purchases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_store: Option<String>,
+    /// The Google Play product id (Play Console → In-app products).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_play: Option<String>,
+}
+
+impl PlatformProducts {
+    /// Whether the offer is sold on no platform's store.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.app_store.is_none() && self.google_play.is_none()
+    }
+
+    /// Each platform's product id, named: `("app_store", id)`, `("google_play", id)`.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [("app_store", self.app_store.as_deref()), ("google_play", self.google_play.as_deref())]
+            .into_iter()
+            .filter_map(|(platform, id)| id.map(|id| (platform, id)))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (platform, id) in self.named() {
+            let ok = (1..=150).contains(&id.len())
+                && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(format!("platform_products.{platform} must match [A-Za-z0-9._-]{{1,150}}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One arm of a price experiment.
@@ -494,6 +537,8 @@ struct OfferFields {
     variants: Vec<PriceVariant>,
     #[serde(default)]
     variant: Option<String>,
+    #[serde(default)]
+    platform_products: PlatformProducts,
 }
 
 /// The rules every offer keeps on its own: one to eight prices, a sale window that starts before
@@ -556,6 +601,7 @@ impl TryFrom<OfferFields> for Offer {
             &fields.regional_prices,
             &fields.variants,
         )?;
+        fields.platform_products.check()?;
         Ok(Self {
             id: fields.id,
             sku: fields.sku,
@@ -564,6 +610,7 @@ impl TryFrom<OfferFields> for Offer {
             regional_prices: fields.regional_prices,
             variants: fields.variants,
             variant: fields.variant,
+            platform_products: fields.platform_products,
         })
     }
 }
@@ -590,6 +637,9 @@ pub struct NewOffer {
     /// An A/B price experiment.
     #[serde(default)]
     pub variants: Vec<PriceVariant>,
+    /// Product ids in the platforms' stores.
+    #[serde(default)]
+    pub platform_products: PlatformProducts,
 }
 
 impl NewOffer {
@@ -599,6 +649,7 @@ impl NewOffer {
     /// Returns a message when the offer breaks a rule of its own (price count, sale window).
     pub fn into_offer(self, id: OfferId) -> Result<Offer, String> {
         check_offer_terms(&self.prices, self.sale_window.as_ref(), &self.regional_prices, &self.variants)?;
+        self.platform_products.check()?;
         Ok(Offer {
             id: self.id.unwrap_or(id),
             sku: self.sku,
@@ -607,6 +658,7 @@ impl NewOffer {
             variants: self.variants,
             variant: None,
             sale_window: self.sale_window,
+            platform_products: self.platform_products,
         })
     }
 }

@@ -109,6 +109,9 @@ pub enum ErrorCode {
     RefundExceedsPaid,
     /// The payment provider could not be reached or refused the request.
     ProviderUnavailable,
+    /// A platform's proof of purchase (an App Store signed transaction, a Google Play purchase
+    /// token) does not verify, or is not for this app (`details.reason` says which check).
+    PlatformProofInvalid,
     /// The webhook's signature is missing or does not match.
     WebhookSignatureInvalid,
     /// The webhook's timestamp is outside the tolerance.
@@ -181,6 +184,7 @@ impl ErrorCode {
             Self::OrderStateConflict => "order_state_conflict",
             Self::RefundExceedsPaid => "refund_exceeds_paid",
             Self::ProviderUnavailable => "provider_unavailable",
+            Self::PlatformProofInvalid => "platform_proof_invalid",
             Self::WebhookSignatureInvalid => "webhook_signature_invalid",
             Self::WebhookTimestampOutOfTolerance => "webhook_timestamp_out_of_tolerance",
             Self::TabSettlementRequired => "tab_settlement_required",

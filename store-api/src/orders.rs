@@ -131,6 +131,15 @@ pub struct CreateOrderRequest {
     pub provider: Option<String>,
 }
 
+/// `POST /v1/platform-purchases/apple`: a purchase made with StoreKit 2, to redeem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplePurchaseRequest {
+    /// The transaction's `jwsRepresentation` (StoreKit 2's `VerificationResult`), as the App
+    /// Store signed it.
+    pub signed_transaction: String,
+}
+
 /// `POST /v1/orders/{id}/steam-authorization`: how the Steam overlay's purchase dialog ended,
 /// as the game's `MicroTxnAuthorizationResponse_t` callback reports it. The server does not take
 /// the game's word for it: it asks Steam (`QueryTxn`), finalizes an authorized transaction

@@ -138,6 +138,21 @@ struct SettingsArgs {
     /// The ISO 639-1 language of the catalog's item names, which the Steam overlay shows.
     #[arg(long, env = "COINSLOT_STEAM_LANGUAGE", default_value = "en", global = true)]
     steam_language: String,
+    /// The iOS app's bundle id: with the trusted roots, turns App Store purchase redemption on
+    /// (`POST /v1/platform-purchases/apple`).
+    #[arg(long, env = "COINSLOT_APPLE_BUNDLE_ID", global = true)]
+    apple_bundle_id: Option<String>,
+    /// Which App Store environment's transactions are redeemed: `Production` or `Sandbox`.
+    #[arg(long, env = "COINSLOT_APPLE_ENVIRONMENT", default_value = "Production", global = true, value_parser = ["Production", "Sandbox"])]
+    apple_environment: String,
+    /// The roots App Store signed data must chain to: certificate files (DER or PEM), separated
+    /// by commas (Apple Root CA - G3, `AppleRootCA-G3.cer` from apple.com/certificateauthority).
+    #[arg(long, env = "COINSLOT_APPLE_ROOT_CERTIFICATES", global = true)]
+    apple_root_certificates: Option<String>,
+    /// Apple's commission in percent, booked as the fee (30; 15 under the Small Business
+    /// Program).
+    #[arg(long, env = "COINSLOT_APPLE_COMMISSION_PERCENT", default_value_t = 30, global = true, value_parser = clap::value_parser!(u8).range(0..=100))]
+    apple_commission_percent: u8,
     /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
     /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
     #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
@@ -193,6 +208,32 @@ impl SettingsArgs {
             })),
             _ => anyhow::bail!("--steam-app-id and --steam-web-api-key go together"),
         }
+    }
+
+    fn apple(&self) -> anyhow::Result<Option<crate::payments::platform::apple::AppleSettings>> {
+        let (Some(bundle_id), Some(roots)) = (&self.apple_bundle_id, &self.apple_root_certificates) else {
+            if self.apple_bundle_id.is_some() || self.apple_root_certificates.is_some() {
+                anyhow::bail!("--apple-bundle-id and --apple-root-certificates go together");
+            }
+            return Ok(None);
+        };
+        let mut root_certificates = Vec::new();
+        for path in roots.split(',').map(str::trim).filter(|path| !path.is_empty()) {
+            let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{path}: {error}"))?;
+            // A PEM file holds base64 between its markers; a .cer file is DER.
+            let der = match pem::parse(&bytes) {
+                Ok(block) => block.into_contents(),
+                Err(_) => bytes,
+            };
+            root_certificates.push(der);
+        }
+        anyhow::ensure!(!root_certificates.is_empty(), "--apple-root-certificates names no file");
+        Ok(Some(crate::payments::platform::apple::AppleSettings {
+            bundle_id: bundle_id.clone(),
+            environment: self.apple_environment.clone(),
+            root_certificates,
+            commission_percent: self.apple_commission_percent,
+        }))
     }
 
     fn stripe(&self) -> anyhow::Result<Option<crate::payments::stripe::StripeSettings>> {
@@ -260,6 +301,7 @@ impl SettingsArgs {
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
             steam: self.steam()?,
+            apple: self.apple()?,
             stripe: self.stripe()?,
             sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()

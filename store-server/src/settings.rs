@@ -79,6 +79,9 @@ pub struct Settings {
     pub sandbox: SandboxMode,
     /// Steam, when configured: `POST /v1/auth/steam` logs players in with Steam session tickets.
     pub steam: Option<crate::players::steam::SteamSettings>,
+    /// The App Store, when configured: `POST /v1/platform-purchases/apple` redeems StoreKit 2
+    /// signed transactions.
+    pub apple: Option<crate::payments::platform::apple::AppleSettings>,
     /// Stripe, when configured: new orders and tab settlements are paid through it.
     pub stripe: Option<crate::payments::stripe::StripeSettings>,
     /// The sandbox's fees.
@@ -268,6 +271,7 @@ impl Default for Settings {
             merchant_name: "Coinslot demo store".to_owned(),
             sandbox: SandboxMode::Mounted,
             steam: None,
+            apple: None,
             stripe: None,
             sandbox_fees: crate::payments::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),

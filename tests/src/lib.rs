@@ -6,6 +6,7 @@
 //! create databases (the README's test command starts one). Under `CI=true` a PostgreSQL case
 //! without it fails; elsewhere it says why it did not run.
 
+pub mod apple;
 pub mod game;
 pub mod proxy;
 pub mod steam;

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod events;
 pub mod ops;
 pub mod orders;
+pub mod platform;
 pub mod players;
 pub mod purchases;
 pub mod rewards;
@@ -76,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(purchases::routes())
         .merge(rewards::routes())
         .merge(orders::routes())
+        .merge(platform::routes())
         .merge(webhooks::routes())
         .merge(checkout::routes())
         .merge(events::routes())

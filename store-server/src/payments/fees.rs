@@ -57,10 +57,18 @@ impl FeeSchedule {
                 .round_dp_with_strategy(currency.minor_units(), RoundingStrategy::MidpointAwayFromZero);
             (fixed, self.default_percent)
         });
-        let variable = (amount.amount * percent / Decimal::ONE_HUNDRED)
-            .round_dp_with_strategy(currency.minor_units(), RoundingStrategy::MidpointAwayFromZero);
+        let variable = share(amount, percent).amount;
         Money { currency, amount: (fixed + variable).normalize() }
     }
+}
+
+/// `percent` of `amount`, rounded to the currency's minor units (half away from zero): a card
+/// fee's variable part, a platform's revenue share (Steam, the App Store, Google Play).
+#[must_use]
+pub fn share(amount: Money, percent: Decimal) -> Money {
+    let part = (amount.amount * percent / Decimal::ONE_HUNDRED)
+        .round_dp_with_strategy(amount.currency.minor_units(), RoundingStrategy::MidpointAwayFromZero);
+    Money { currency: amount.currency, amount: part.normalize() }
 }
 
 #[cfg(test)]
@@ -81,6 +89,16 @@ mod tests {
         assert_eq!(fees.fee(money("USD", "5.00")), money("USD", "0.45")); // 0.30 + 0.145 → 0.15
         assert_eq!(fees.fee(money("JPY", "500")), money("JPY", "45")); // 30 + 14.5 → 15
         assert_eq!(fees.fee(money("USD", "0.10")), money("USD", "0.10"), "never more than the charge");
+    }
+
+    #[test]
+    fn a_platform_s_share_is_rounded_to_the_currency_s_minor_unit() {
+        let thirty = Decimal::from(30);
+        assert_eq!(share(money("USD", "0.99"), thirty), money("USD", "0.30"), "0.297");
+        assert_eq!(share(money("USD", "4.99"), thirty), money("USD", "1.50"), "1.497");
+        assert_eq!(share(money("JPY", "125"), thirty), money("JPY", "38"), "37.5");
+        assert_eq!(share(money("USD", "1.00"), Decimal::from(15)), money("USD", "0.15"));
+        assert_eq!(share(money("USD", "0.99"), Decimal::ZERO), money("USD", "0"));
     }
 
     #[test]

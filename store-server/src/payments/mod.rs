@@ -12,6 +12,7 @@
 
 pub mod fees;
 pub mod orders;
+pub mod platform;
 pub mod provider;
 pub mod reconcile;
 pub mod revenue_share;

@@ -113,14 +113,6 @@ fn hundredths(money: Money) -> Option<i64> {
     if scaled.fract().is_zero() { scaled.to_i64() } else { None }
 }
 
-/// Steam's share of `paid` hundredths, in hundredths: `percent` of it rounded half up to the
-/// currency's minor unit (a whole yen, a cent), as a payout statement shows it.
-fn share_of(currency: MoneyCurrency, paid: i64, percent: u8) -> i64 {
-    let unit = 10_i64.pow(2_u32.saturating_sub(currency.minor_units()));
-    let share = paid.saturating_mul(i64::from(percent));
-    ((share + 50 * unit) / (100 * unit) * unit).min(paid)
-}
-
 fn money_of(currency: MoneyCurrency, hundredths: i64) -> Money {
     Money { currency, amount: Decimal::new(hundredths, 2) }
 }
@@ -227,13 +219,14 @@ impl SteamProvider {
                 number(&item["amount"]).ok_or_else(|| unavailable(path, "an item without amount"))?;
             paid = paid.checked_add(amount).ok_or_else(|| unavailable(path, "an amount out of range"))?;
         }
-        let fee = share_of(currency, paid, self.settings.revenue_share_percent);
+        let amount = money_of(currency, paid);
+        let fee = crate::payments::fees::share(amount, Decimal::from(self.settings.revenue_share_percent));
         Ok(PaymentReport {
             session_id: order_id.clone(),
             payment_id: transid,
             reference: order_id,
-            amount: money_of(currency, paid),
-            fee: money_of(currency, fee),
+            amount,
+            fee,
         })
     }
 
@@ -507,19 +500,6 @@ mod tests {
         assert_eq!(hundredths(money("JPY", "120")), Some(12_000));
         assert_eq!(hundredths(money("USD", "0.055")), None);
         assert_eq!(money_of(MoneyCurrency::parse("USD").unwrap(), 1_299), money("USD", "12.99"));
-    }
-
-    #[test]
-    fn steam_s_share_is_rounded_to_the_currency_s_minor_unit() {
-        let usd = MoneyCurrency::parse("USD").unwrap();
-        let jpy = MoneyCurrency::parse("JPY").unwrap();
-        assert_eq!(share_of(usd, 99, 30), 30, "0.297 is 0.30");
-        assert_eq!(share_of(usd, 499, 30), 150, "1.497 is 1.50");
-        assert_eq!(share_of(usd, 100, 25), 25);
-        assert_eq!(share_of(jpy, 12_500, 30), 3_800, "37.5 yen is 38");
-        assert_eq!(share_of(jpy, 12_000, 30), 3_600);
-        assert_eq!(share_of(usd, 99, 100), 99);
-        assert_eq!(share_of(usd, 99, 0), 0);
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn personalize(offer: &Offer, buyer: &Buyer) -> Offer {
         regional_prices: Default::default(),
         variants: Vec::new(),
         variant: variant.map(str::to_owned),
+        platform_products: offer.platform_products.clone(),
     }
 }
 

@@ -45,10 +45,13 @@ async fn case(backend: Backend) {
     let Some(program) = schemathesis() else { return };
     let Some(db) = TestDb::new(backend).await else { return };
     let dir = tempfile::tempdir().expect("a temp dir");
-    // Orders are paid through Stripe and players may log in with Steam (local stand-ins), so
-    // their routes are live.
+    // Orders are paid through Stripe, players may log in with Steam (local stand-ins) and
+    // redeem App Store purchases, so their routes are live.
     let stripe = tests::stripe::StripeStandIn::start().await;
     let steam = tests::steam::SteamStandIn::start().await;
+    // App Store purchases are redeemed against a test root (a file, as an operator gives it).
+    let apple_root = dir.path().join("apple-root.cer");
+    std::fs::write(&apple_root, tests::apple::AppleSigner::new().root_der()).expect("the root file");
     let mut command = store_server_command(dir.path(), Some(db.url()));
     command
         .env("COINSLOT_LISTEN", "127.0.0.1:0")
@@ -58,6 +61,8 @@ async fn case(backend: Backend) {
         .env("COINSLOT_STEAM_API_URL", steam.api_url())
         .env("COINSLOT_STEAM_APP_ID", tests::steam::APP_ID.to_string())
         .env("COINSLOT_STEAM_WEB_API_KEY", tests::steam::WEB_API_KEY)
+        .env("COINSLOT_APPLE_BUNDLE_ID", tests::apple::BUNDLE_ID)
+        .env("COINSLOT_APPLE_ROOT_CERTIFICATES", &apple_root)
         // The fuzzer is one very fast client; limits would only hide routes behind 429s.
         .env("COINSLOT_PLAYER_RATE_LIMIT", "off")
         .env("COINSLOT_KEY_RATE_LIMIT", "off");

@@ -74,6 +74,7 @@ macro_rules! in_every_mode {
 }
 
 mod analytics;
+mod apple;
 mod audit_log;
 mod auth;
 mod authorization;

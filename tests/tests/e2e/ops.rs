@@ -53,6 +53,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/orders",
     "GET /v1/orders/{id}",
     "POST /v1/orders/{id}/steam-authorization",
+    "POST /v1/platform-purchases/apple",
     "GET /admin/v1/orders",
     "GET /admin/v1/orders/{id}",
     "POST /admin/v1/orders/{id}/refunds",

@@ -372,34 +372,91 @@ impl MoneyOp for CreateOrderOp {
                 stock_taken = quote.quantity;
             }
         }
-        let gross_micros = quote.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
-        let now = now_micros();
-        sqlx::query(
-            "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
-             provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant, \
-             stock_taken) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15, $16)",
+        let record = insert_order(
+            conn,
+            &NewOrder {
+                id: self.order_id,
+                player_id: self.player_id,
+                offer_id: &quote.offer_id,
+                sku: &quote.sku,
+                quantity: quote.quantity,
+                price_index: quote.price_index,
+                total: quote.total,
+                provider: self.provider,
+                session: &self.checkout.id,
+                checkout_url: &self.checkout.checkout_url,
+                catalog_version: quote.catalog_version,
+                expires_at: self.expires_at,
+                variant: quote.variant.as_deref(),
+                stock_taken,
+            },
         )
-        .bind(self.order_id.to_string())
-        .bind(self.player_id.to_string())
-        .bind(&quote.offer_id)
-        .bind(&quote.sku)
-        .bind(quote.quantity)
-        .bind(i64::from(quote.price_index))
-        .bind(quote.total.currency.code())
-        .bind(gross_micros)
-        .bind(self.provider)
-        .bind(&self.checkout.id)
-        .bind(&self.checkout.checkout_url)
-        .bind(quote.catalog_version)
-        .bind(self.expires_at)
-        .bind(now)
-        .bind(quote.variant.clone())
-        .bind(stock_taken)
-        .execute(&mut *conn)
         .await?;
-        let record =
-            find_order(conn, self.order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
-        announce(conn, &record).await?;
         record.to_wire(None, Vec::new())
     }
+}
+
+/// An order about to be recorded, waiting for its payment.
+#[derive(Debug)]
+pub(crate) struct NewOrder<'a> {
+    /// Its id.
+    pub id: Uuid,
+    /// The buyer.
+    pub player_id: Uuid,
+    /// The offer.
+    pub offer_id: &'a str,
+    /// The item.
+    pub sku: &'a str,
+    /// How many.
+    pub quantity: i64,
+    /// Which price.
+    pub price_index: u32,
+    /// What it costs.
+    pub total: Money,
+    /// Who takes the payment.
+    pub provider: &'a str,
+    /// The provider's session (its transaction, for a platform purchase).
+    pub session: &'a str,
+    /// Where the player pays (empty when not on a page).
+    pub checkout_url: &'a str,
+    /// The catalog version it was priced from.
+    pub catalog_version: i64,
+    /// When it expires unpaid, microseconds.
+    pub expires_at: i64,
+    /// The price experiment's variant.
+    pub variant: Option<&'a str>,
+    /// Stock it reserved.
+    pub stock_taken: i64,
+}
+
+/// Records an order as `requires_payment` and announces it to the player.
+pub(crate) async fn insert_order(conn: &mut AnyConnection, order: &NewOrder<'_>) -> ApiResult<OrderRecord> {
+    let gross_micros = order.total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
+    let now = now_micros();
+    sqlx::query(
+        "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
+         provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant, \
+         stock_taken) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15, $16)",
+    )
+    .bind(order.id.to_string())
+    .bind(order.player_id.to_string())
+    .bind(order.offer_id)
+    .bind(order.sku)
+    .bind(order.quantity)
+    .bind(i64::from(order.price_index))
+    .bind(order.total.currency.code())
+    .bind(gross_micros)
+    .bind(order.provider)
+    .bind(order.session)
+    .bind(order.checkout_url)
+    .bind(order.catalog_version)
+    .bind(order.expires_at)
+    .bind(now)
+    .bind(order.variant)
+    .bind(order.stock_taken)
+    .execute(&mut *conn)
+    .await?;
+    let record = find_order(conn, order.id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+    announce(conn, &record).await?;
+    Ok(record)
 }

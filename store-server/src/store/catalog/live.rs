@@ -30,6 +30,14 @@ pub struct RenderedCatalog {
 pub(super) const PERSONALIZED_MAX: usize = 1_024;
 
 impl RenderedCatalog {
+    /// The live offer sold under `product` in `platform`'s store (`app_store`, `google_play`).
+    #[must_use]
+    pub fn platform_offer(&self, platform: &str, product: &str) -> Option<&Offer> {
+        self.offers
+            .values()
+            .find(|offer| offer.platform_products.named().any(|named| named == (platform, product)))
+    }
+
     /// A live offer.
     #[must_use]
     pub fn offer(&self, id: OfferId) -> Option<&Offer> {

@@ -223,12 +223,22 @@ pub fn validate_catalog(file: &CatalogFile, rules: &CatalogRules) -> ApiResult<(
         )?;
     }
     let mut offer_ids = HashSet::new();
+    let mut platform_products = HashSet::new();
     for (index, offer) in file.offers.iter().enumerate() {
         if !offer_ids.insert(offer.id) {
             return Err(ApiError::validation(
                 &format!("offers[{index}].id"),
                 format!("offer `{}` appears twice", offer.id),
             ));
+        }
+        // A platform's purchase must name one offer, or redeeming it could grant either.
+        for (platform, product) in offer.platform_products.named() {
+            if !platform_products.insert((platform, product)) {
+                return Err(ApiError::validation(
+                    &format!("offers[{index}].platform_products.{platform}"),
+                    format!("{platform} product `{product}` is sold by another offer too"),
+                ));
+            }
         }
         check_offer_references(offer, &format!("offers[{index}]."), rules, &currencies, |sku| {
             skus.contains(sku)

@@ -1,0 +1,221 @@
+//! App Store purchases: StoreKit 2 signed transactions, verified as Apple's own App Store Server
+//! Library verifies them.
+//!
+//! A signed transaction is a compact JWS (`ES256`) whose header carries the signing chain in
+//! `x5c`: the leaf (marked with Apple's OID `1.2.840.113635.100.6.11.1`), the intermediate
+//! (`1.2.840.113635.100.6.2.1`, a CA) and the root, which must be one of the configured roots
+//! (Apple Root CA - G3 in production; a test authority made at test time in tests). Each
+//! certificate must be signed by the next and valid at the transaction's `signedDate`; the JWS
+//! signature must verify with the leaf's P-256 key. Only then are the payload's claims read:
+//! bundle id, environment, product, type, revocation, quantity, price and currency.
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use store_api::{ErrorCode, Money, MoneyCurrency};
+use uuid::Uuid;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::Oid;
+use x509_parser::prelude::FromDer as _;
+use x509_parser::time::ASN1Time;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The platform's name in orders: `app_store`.
+pub const PLATFORM: &str = "app_store";
+
+/// The longest signed transaction accepted, in bytes (Apple's are a few kilobytes).
+pub const SIGNED_TRANSACTION_MAX: usize = 16 * 1024;
+
+/// Apple's marker on the leaf certificate of App Store signed data.
+const LEAF_OID: &[u64] = &[1, 2, 840, 113_635, 100, 6, 11, 1];
+/// Apple's marker on the intermediate (the Worldwide Developer Relations CA).
+const INTERMEDIATE_OID: &[u64] = &[1, 2, 840, 113_635, 100, 6, 2, 1];
+
+/// How the server checks App Store purchases.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppleSettings {
+    /// The app's bundle id (`com.example.game`).
+    pub bundle_id: String,
+    /// `Production` or `Sandbox`: a transaction of the other environment is refused.
+    pub environment: String,
+    /// The trusted roots, DER (Apple Root CA - G3 from apple.com/certificateauthority).
+    pub root_certificates: Vec<Vec<u8>>,
+    /// Apple's commission in percent, booked as the fee (30; 15 under the Small Business
+    /// Program).
+    pub commission_percent: u8,
+}
+
+impl std::fmt::Debug for AppleSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AppleSettings")
+            .field("bundle_id", &self.bundle_id)
+            .field("environment", &self.environment)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("commission_percent", &self.commission_percent)
+            .finish()
+    }
+}
+
+/// A transaction the App Store signed, verified and checked against the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppleTransaction {
+    /// Unique per purchase: redeemed once.
+    pub transaction_id: String,
+    /// The App Store product id bought.
+    pub product_id: String,
+    /// How many.
+    pub quantity: i64,
+    /// What the player paid (`price` in milliunits, `currency`).
+    pub price: Money,
+    /// The UUID the game set when it started the purchase (`appAccountToken`), if any.
+    pub app_account_token: Option<Uuid>,
+}
+
+/// 400 `platform_proof_invalid`, naming the check that failed.
+pub(crate) fn proof_invalid(reason: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::PlatformProofInvalid, message)
+        .with_detail("reason", reason)
+}
+
+fn oid(arcs: &[u64]) -> ApiResult<Oid<'static>> {
+    Oid::from(arcs).map_err(|_| ApiError::Internal(anyhow::anyhow!("a malformed OID constant")))
+}
+
+/// Verifies App Store signed data (a transaction, a notification) and returns its payload.
+///
+/// # Errors
+/// `platform_proof_invalid` with `reason`: `format` (not a JWS of Apple's shape), `chain` (a
+/// certificate missing, foreign, not Apple's, unsigned by the next or expired at the signing
+/// date) or `signature`.
+pub fn verify_signed_data(settings: &AppleSettings, jws: &str) -> ApiResult<Value> {
+    let format = |what: &str| proof_invalid("format", format!("the signed data is not a JWS: {what}"));
+    let mut parts = jws.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format("it has not three parts"));
+    };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| format("a part is not base64url"));
+    let header_json: Value =
+        serde_json::from_slice(&decode(header)?).map_err(|_| format("its header is not JSON"))?;
+    let payload_bytes = decode(payload)?;
+    let claims: Value =
+        serde_json::from_slice(&payload_bytes).map_err(|_| format("its payload is not JSON"))?;
+    if header_json["alg"].as_str() != Some("ES256") {
+        return Err(format("its algorithm is not ES256"));
+    }
+    let chain: Vec<Vec<u8>> = header_json["x5c"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| entry.as_str().and_then(|text| STANDARD.decode(text).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format("x5c is not a list of base64 certificates"))?;
+    // Apple signs at `signedDate` (milliseconds); the chain must be valid then.
+    let signed_s = claims["signedDate"]
+        .as_i64()
+        .or_else(|| claims["receiptCreationDate"].as_i64())
+        .map(|ms| ms / 1_000)
+        .ok_or_else(|| format("it has no signedDate"))?;
+    let leaf_key = verify_chain(settings, &chain, signed_s)?;
+    let signature = decode(signature)?;
+    let signed = format!("{header}.{payload}");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &leaf_key)
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| proof_invalid("signature", "the signature does not match the signed data"))?;
+    Ok(claims)
+}
+
+/// Checks `x5c` (leaf, intermediate, root) and returns the leaf's public key.
+fn verify_chain(settings: &AppleSettings, chain: &[Vec<u8>], at_s: i64) -> ApiResult<Vec<u8>> {
+    let bad = |message: &str| proof_invalid("chain", message.to_owned());
+    let [leaf, intermediate, root] = chain else {
+        return Err(bad("x5c must hold the leaf, the intermediate and the root"));
+    };
+    if !settings.root_certificates.iter().any(|trusted| trusted == root) {
+        return Err(bad("the chain does not end at a trusted root"));
+    }
+    let (leaf, intermediate, root) = (parse(leaf)?, parse(intermediate)?, parse(root)?);
+    let at = ASN1Time::from_timestamp(at_s).map_err(|_| bad("the signing date is out of range"))?;
+    for certificate in [&leaf, &intermediate, &root] {
+        if !certificate.validity().is_valid_at(at) {
+            return Err(bad("a certificate of the chain was not valid at the signing date"));
+        }
+    }
+    leaf.verify_signature(Some(intermediate.public_key()))
+        .and_then(|()| intermediate.verify_signature(Some(root.public_key())))
+        .map_err(|_| bad("a certificate is not signed by the next one"))?;
+    if !intermediate.is_ca() {
+        return Err(bad("the intermediate is not a certificate authority"));
+    }
+    let marked = |certificate: &X509Certificate<'_>, arcs: &[u64]| -> ApiResult<bool> {
+        let wanted = oid(arcs)?;
+        Ok(certificate.iter_extensions().any(|extension| extension.oid == wanted))
+    };
+    if !marked(&leaf, LEAF_OID)? || !marked(&intermediate, INTERMEDIATE_OID)? {
+        return Err(bad("the chain is not Apple's App Store signing chain"));
+    }
+    Ok(leaf.public_key().subject_public_key.data.to_vec())
+}
+
+fn parse(der: &[u8]) -> ApiResult<X509Certificate<'_>> {
+    X509Certificate::from_der(der)
+        .map(|(_, certificate)| certificate)
+        .map_err(|_| proof_invalid("chain", "a certificate does not parse"))
+}
+
+/// Verifies a StoreKit 2 signed transaction and checks it is this app's, of this environment, a
+/// one-time purchase (consumable or not) and not revoked.
+///
+/// # Errors
+/// `platform_proof_invalid` (`reason`: as [`verify_signed_data`], and `bundle_id`,
+/// `environment`, `type`, `revoked`, `price`).
+pub fn verify_transaction(settings: &AppleSettings, jws: &str) -> ApiResult<AppleTransaction> {
+    if jws.len() > SIGNED_TRANSACTION_MAX {
+        return Err(ApiError::invalid(
+            "signed_transaction",
+            format!("at most {SIGNED_TRANSACTION_MAX} bytes"),
+        ));
+    }
+    let claims = verify_signed_data(settings, jws)?;
+    let text = |field: &str| claims[field].as_str().map(str::to_owned);
+    if text("bundleId").as_deref() != Some(settings.bundle_id.as_str()) {
+        return Err(proof_invalid("bundle_id", "the transaction is another app's"));
+    }
+    if text("environment").as_deref() != Some(settings.environment.as_str()) {
+        return Err(proof_invalid(
+            "environment",
+            format!("the transaction is not of the {} environment", settings.environment),
+        ));
+    }
+    if !matches!(text("type").as_deref(), Some("Consumable" | "Non-Consumable")) {
+        return Err(proof_invalid("type", "only one-time purchases (consumable or not) are redeemed here"));
+    }
+    if claims.get("revocationDate").is_some_and(|date| !date.is_null()) {
+        return Err(proof_invalid("revoked", "Apple revoked this transaction"));
+    }
+    let missing = |field: &str| proof_invalid("format", format!("the transaction has no {field}"));
+    let transaction_id = text("transactionId").ok_or_else(|| missing("transactionId"))?;
+    let product_id = text("productId").ok_or_else(|| missing("productId"))?;
+    let quantity = claims["quantity"].as_i64().filter(|quantity| (1..=100).contains(quantity)).unwrap_or(1);
+    let currency = text("currency").and_then(|code| MoneyCurrency::parse(&code).ok()).ok_or_else(|| {
+        proof_invalid("price", "the transaction's currency is missing or unknown to this store")
+    })?;
+    let milliunits = claims["price"]
+        .as_i64()
+        .filter(|price| *price > 0)
+        .ok_or_else(|| proof_invalid("price", "the transaction has no positive price"))?;
+    let app_account_token = text("appAccountToken").and_then(|token| Uuid::parse_str(&token).ok());
+    Ok(AppleTransaction {
+        transaction_id,
+        product_id,
+        quantity,
+        price: Money { currency, amount: Decimal::new(milliunits, 3).normalize() },
+        app_account_token,
+    })
+}

@@ -1,0 +1,144 @@
+//! Purchases made in a platform's own store and redeemed here: the game buys through StoreKit
+//! (the App Store) and hands the platform's proof of purchase to the server, which verifies it
+//! ([`apple`]), grants the offer the product is sold as, once per platform transaction (across
+//! players), and books the real money the platform says was paid.
+//!
+//! A redemption is an order like any other, opened and paid in one transaction: its provider is
+//! the platform (`app_store`), its session and payment the platform's transaction id, its amount
+//! the transaction's price and its fee the platform's commission. So refunds and revocations
+//! reported later claw back through the orders' own code, and analytics count it as revenue.
+//! The platform charged the player before the store heard of it, so the store's own limits
+//! (spending limits, velocity) do not refuse a redemption; a blocked player is refused.
+
+pub mod apple;
+
+use axum::http::StatusCode;
+use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
+use sqlx::AnyConnection;
+use store_api::orders::Order;
+use store_api::{ErrorCode, Money};
+use uuid::Uuid;
+
+use crate::db::now_micros;
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::group_commit::{BatchJob, Done};
+use crate::ledger::lock_player;
+use crate::payments::Payments;
+use crate::payments::orders::{NewOrder, find_order, insert_order, order_detail, payment_succeeded};
+use crate::payments::provider::PaymentReport;
+
+/// A platform's purchase, verified: what a redemption grants and books.
+#[derive(Debug, Clone)]
+pub struct PlatformPurchase {
+    /// `app_store`.
+    pub platform: &'static str,
+    /// The platform's transaction id: redeemed once.
+    pub transaction_id: String,
+    /// The platform's product id, which names the offer.
+    pub product_id: String,
+    /// How many.
+    pub quantity: i64,
+    /// What the player paid.
+    pub price: Money,
+    /// The platform's commission, in percent.
+    pub commission_percent: u8,
+    /// The player the game bought it for (StoreKit's `appAccountToken`), when it said.
+    pub bought_for: Option<Uuid>,
+}
+
+/// Redeems a verified purchase for a player, in the writer's next batch: `201` with the order
+/// fulfilled, or `200` with the same order when this player redeemed it before.
+#[derive(Debug)]
+pub struct RedeemJob {
+    /// The catalog, the settings and the writer.
+    pub payments: Payments,
+    /// Who redeems it.
+    pub player_id: Uuid,
+    /// What was bought.
+    pub purchase: PlatformPurchase,
+}
+
+impl RedeemJob {
+    async fn apply(&self, conn: &mut AnyConnection) -> ApiResult<(StatusCode, Order)> {
+        let Self { payments, player_id, purchase } = self;
+        lock_player(conn, *player_id).await?.refuse_if_blocked()?;
+        if purchase.bought_for.is_some_and(|player| player != *player_id) {
+            return Err(apple::proof_invalid("account", "the purchase was made for another player"));
+        }
+        // Once per transaction, whoever asks: the first redemption holds it.
+        let redeemed: Option<String> = sqlx::query_scalar(
+            "select order_id from provider_payment where provider = $1 and payment_id = $2",
+        )
+        .bind(purchase.platform)
+        .bind(&purchase.transaction_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(order_id) = redeemed {
+            let order_id = Uuid::parse_str(&order_id).map_err(|error| anyhow::anyhow!(error))?;
+            let record =
+                find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+            if record.player_id != *player_id {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::AlreadyExists,
+                    "this purchase was redeemed by another player",
+                ));
+            }
+            return Ok((StatusCode::OK, order_detail(conn, &record).await?));
+        }
+        let catalog = payments.catalog_cache().get(conn).await?;
+        let offer = catalog.platform_offer(purchase.platform, &purchase.product_id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::OfferNotAvailable,
+                format!("no live offer is sold as {} product `{}`", purchase.platform, purchase.product_id),
+            )
+            .with_detail("reason", "platform_product")
+        })?;
+        let offer_id = offer.id.to_string();
+        let order_id = Uuid::now_v7();
+        let record = insert_order(
+            conn,
+            &NewOrder {
+                id: order_id,
+                player_id: *player_id,
+                offer_id: &offer_id,
+                sku: offer.sku.as_str(),
+                quantity: purchase.quantity,
+                price_index: 0,
+                total: purchase.price,
+                provider: purchase.platform,
+                session: &purchase.transaction_id,
+                checkout_url: "",
+                catalog_version: catalog.version,
+                expires_at: now_micros(),
+                variant: None,
+                stock_taken: 0,
+            },
+        )
+        .await?;
+        let fee = crate::payments::fees::share(purchase.price, Decimal::from(purchase.commission_percent));
+        let report = PaymentReport {
+            session_id: purchase.transaction_id.clone(),
+            payment_id: purchase.transaction_id.clone(),
+            reference: record.id.to_string(),
+            amount: purchase.price,
+            fee,
+        };
+        let cause = format!("{} transaction {}", purchase.platform, purchase.transaction_id);
+        payment_succeeded(conn, payments, purchase.platform, &report, &cause).await?;
+        let record = find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+        Ok((StatusCode::CREATED, order_detail(conn, &record).await?))
+    }
+}
+
+impl BatchJob for RedeemJob {
+    fn run<'a>(&'a self, conn: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<Done>> {
+        Box::pin(async move {
+            let (status, order) = self.apply(conn).await?;
+            let body = serde_json::to_vec(&order).map_err(anyhow::Error::from)?;
+            Ok(Done { status, body: body.into(), replayed: false })
+        })
+    }
+}

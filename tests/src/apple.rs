@@ -1,0 +1,174 @@
+//! The App Store's signing, made at test time: a certificate authority shaped like Apple's (a
+//! root, an intermediate marked `1.2.840.113635.100.6.2.1`, a P-256 leaf marked
+//! `1.2.840.113635.100.6.11.1`) and StoreKit 2 signed transactions (`ES256` compact JWS with the
+//! chain in `x5c`) as the App Store makes them. The store trusts this root the way production
+//! trusts Apple Root CA - G3 (the roots are configuration, as in Apple's own libraries).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rcgen::{BasicConstraints, CertificateParams, CustomExtension, IsCa, KeyPair};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use serde_json::{Value, json};
+
+/// The bundle id of the test app.
+pub const BUNDLE_ID: &str = "com.coinslot.coincatcher";
+
+const LEAF_OID: &[u64] = &[1, 2, 840, 113_635, 100, 6, 11, 1];
+const INTERMEDIATE_OID: &[u64] = &[1, 2, 840, 113_635, 100, 6, 2, 1];
+
+/// Which leaf certificate signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// Apple's shape, valid now.
+    Valid,
+    /// Expired a year ago.
+    Expired,
+    /// Without Apple's marker extension.
+    Unmarked,
+}
+
+/// A signing authority: root, intermediate and leaves.
+#[derive(Debug)]
+pub struct AppleSigner {
+    root: Vec<u8>,
+    intermediate: Vec<u8>,
+    /// Each leaf's certificate (DER) and key (PKCS #8).
+    leaves: Vec<(Leaf, Vec<u8>, Vec<u8>)>,
+}
+
+fn marker(arcs: &[u64]) -> CustomExtension {
+    // An empty marker (`NULL`), as Apple's certificates carry it.
+    CustomExtension::from_oid_content(arcs, vec![0x05, 0x00])
+}
+
+fn params(name: &str, days: (i64, i64)) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(days.0);
+    params.not_after = now + time::Duration::days(days.1);
+    params
+}
+
+fn key() -> KeyPair {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key")
+}
+
+impl Default for AppleSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AppleSigner {
+    /// A new authority with its own root (another instance is a foreign root).
+    ///
+    /// # Panics
+    /// When a certificate cannot be made.
+    #[must_use]
+    pub fn new() -> Self {
+        let root_key = key();
+        let mut root = params("Test Root CA - G3", (-3_650, 3_650));
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = root.self_signed(&root_key).expect("the root");
+        let intermediate_key = key();
+        let mut intermediate = params("Test Worldwide Developer Relations CA - G6", (-1_000, 1_000));
+        intermediate.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        intermediate.custom_extensions.push(marker(INTERMEDIATE_OID));
+        let intermediate =
+            intermediate.signed_by(&intermediate_key, &root, &root_key).expect("the intermediate");
+        let leaves = [
+            (Leaf::Valid, (-30, 365), true),
+            (Leaf::Expired, (-400, -365), true),
+            (Leaf::Unmarked, (-30, 365), false),
+        ]
+        .into_iter()
+        .map(|(kind, days, marked)| {
+            let leaf_key = key();
+            let mut leaf = params("Test Mac App Store and iTunes Store Receipt Signing", days);
+            if marked {
+                leaf.custom_extensions.push(marker(LEAF_OID));
+            }
+            let leaf = leaf.signed_by(&leaf_key, &intermediate, &intermediate_key).expect("the leaf");
+            (kind, leaf.der().to_vec(), leaf_key.serialize_der())
+        })
+        .collect();
+        Self { root: root.der().to_vec(), intermediate: intermediate.der().to_vec(), leaves }
+    }
+
+    /// The root, DER: what the store is configured to trust.
+    #[must_use]
+    pub fn root_der(&self) -> Vec<u8> {
+        self.root.clone()
+    }
+
+    /// The store's settings trusting this root, for [`BUNDLE_ID`] in `environment`.
+    #[must_use]
+    pub fn settings(&self, environment: &str) -> store_server::payments::platform::apple::AppleSettings {
+        store_server::payments::platform::apple::AppleSettings {
+            bundle_id: BUNDLE_ID.to_owned(),
+            environment: environment.to_owned(),
+            root_certificates: vec![self.root_der()],
+            commission_percent: 30,
+        }
+    }
+
+    /// `payload` signed as the App Store signs it, by `leaf`.
+    ///
+    /// # Panics
+    /// When the key cannot sign.
+    #[must_use]
+    pub fn sign_with(&self, leaf: Leaf, payload: &Value) -> String {
+        let (_, certificate, pkcs8) = self.leaves.iter().find(|(kind, ..)| *kind == leaf).expect("the leaf");
+        let chain = [certificate, &self.intermediate, &self.root];
+        let header = json!({ "alg": "ES256", "x5c": chain.iter().map(|der| STANDARD.encode(der)).collect::<Vec<_>>() });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng).expect("the leaf's key");
+        let signature = key.sign(&rng, signing_input.as_bytes()).expect("a signature");
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    }
+
+    /// `payload` signed by the valid leaf.
+    #[must_use]
+    pub fn sign(&self, payload: &Value) -> String {
+        self.sign_with(Leaf::Valid, payload)
+    }
+}
+
+/// A StoreKit 2 transaction of [`BUNDLE_ID`] in `environment`, for `product_id`, bought for
+/// `price_milliunits` of `currency`, signed now.
+#[must_use]
+pub fn transaction(
+    transaction_id: &str,
+    product_id: &str,
+    price_milliunits: i64,
+    currency: &str,
+    environment: &str,
+) -> Value {
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000;
+    json!({
+        "transactionId": transaction_id,
+        "originalTransactionId": transaction_id,
+        "webOrderLineItemId": null,
+        "bundleId": BUNDLE_ID,
+        "productId": product_id,
+        "purchaseDate": now_ms - 5_000,
+        "originalPurchaseDate": now_ms - 5_000,
+        "quantity": 1,
+        "type": "Consumable",
+        "inAppOwnershipType": "PURCHASED",
+        "signedDate": now_ms,
+        "environment": environment,
+        "transactionReason": "PURCHASE",
+        "storefront": "USA",
+        "storefrontId": "143441",
+        "price": price_milliunits,
+        "currency": currency,
+    })
+}

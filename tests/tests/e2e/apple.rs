@@ -1,0 +1,196 @@
+//! App Store purchases redeemed (issue 20), end to end over real HTTP: StoreKit 2 signed
+//! transactions made by a test certificate authority shaped like Apple's (`tests::apple`), which
+//! the store trusts the way production trusts Apple Root CA - G3. Granted once per transaction
+//! across players, with the price Apple charged; forged, foreign, expired, mismatched and
+//! revoked proofs refused with typed errors that change nothing.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::apple::{AppleSigner, Leaf, transaction};
+use tests::{Backend, TestServer, assert_error, seed, send};
+
+const GEMS_PRODUCT: &str = "com.coinslot.gems.small";
+
+/// A store trusting `signer` for the production environment, selling the small gem pack as
+/// [`GEMS_PRODUCT`] on the App Store.
+async fn apple_store(backend: Backend, signer: &AppleSigner) -> Option<TestServer> {
+    let settings = signer.settings("Production");
+    let server = TestServer::start_with(backend, |server| server.apple = Some(settings)).await?;
+    sell_on_the_app_store(&server, seed::GEMS_SMALL, GEMS_PRODUCT).await;
+    Some(server)
+}
+
+async fn sell_on_the_app_store(server: &TestServer, offer_id: &str, product: &str) {
+    let path = format!("/admin/v1/catalog/draft/offers/{offer_id}");
+    let (status, mut offer) = send(server.admin(Method::GET, &path)).await;
+    assert_eq!(status, StatusCode::OK, "{offer}");
+    offer["platform_products"] = json!({ "app_store": product });
+    let (status, body) = send(server.admin(Method::PUT, &path).json(&offer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(server.admin(Method::POST, "/admin/v1/catalog/publish")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+async fn redeem(server: &TestServer, token: &str, signed: &str) -> (StatusCode, Value) {
+    send(
+        server
+            .player(token, Method::POST, "/v1/platform-purchases/apple")
+            .json(&json!({ "signed_transaction": signed })),
+    )
+    .await
+}
+
+/// A verified purchase grants its offer once, with Apple's price and commission; the same
+/// player redeeming again gets the same order; another player cannot redeem it.
+async fn an_app_store_purchase_is_verified_and_granted_once(backend: Backend) {
+    let signer = AppleSigner::new();
+    let Some(server) = apple_store(backend, &signer).await else { return };
+    let (buyer_id, buyer) = server.login_player("ios-buyer").await;
+    let (other_id, other) = server.login_player("ios-other").await;
+    let (_, catalog) = send(server.player(&buyer, Method::GET, "/v1/catalog")).await;
+    let listed =
+        catalog["offers"].as_array().expect("offers").iter().find(|offer| offer["id"] == seed::GEMS_SMALL);
+    assert_eq!(listed.map(|offer| &offer["platform_products"]["app_store"]), Some(&json!(GEMS_PRODUCT)));
+
+    let signed = signer.sign(&transaction("2000000101", GEMS_PRODUCT, 990, "USD", "Production"));
+    let (status, order) = redeem(&server, &buyer, &signed).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(
+        (order["status"].as_str(), order["provider"].as_str()),
+        (Some("fulfilled"), Some("app_store"))
+    );
+    assert_eq!(
+        (
+            order["amount"]["amount"].as_str(),
+            order["fee"]["amount"].as_str(),
+            order["net"]["amount"].as_str()
+        ),
+        (Some("0.99"), Some("0.3"), Some("0.69")),
+        "Apple's price and 30% commission: {order}"
+    );
+    assert!(order["receipt"].is_object(), "{order}");
+    assert_eq!(server.balance(&buyer, "gems").await, 100);
+
+    let (status, again) = redeem(&server, &buyer, &signed).await;
+    assert_eq!((status, &again["id"]), (StatusCode::OK, &order["id"]), "a replay answers the same order");
+    let stolen = redeem(&server, &other, &signed).await;
+    assert_error("another player's purchase", &stolen, StatusCode::CONFLICT, "already_exists");
+    assert_eq!(server.balance(&other, "gems").await, 0);
+
+    // The price is what Apple charged in the storefront's currency, not the catalog's.
+    let (status, yen) = redeem(
+        &server,
+        &buyer,
+        &signer.sign(&transaction("2000000102", GEMS_PRODUCT, 160_000, "JPY", "Production")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{yen}");
+    assert_eq!(
+        (yen["amount"]["amount"].as_str(), yen["amount"]["currency"].as_str()),
+        (Some("160"), Some("JPY"))
+    );
+    assert_eq!(yen["fee"]["amount"], "48");
+
+    // A purchase the game made for another player (StoreKit's appAccountToken) is refused.
+    let mut for_other = transaction("2000000103", GEMS_PRODUCT, 990, "USD", "Production");
+    for_other["appAccountToken"] = json!(other_id);
+    let refused = redeem(&server, &buyer, &signer.sign(&for_other)).await;
+    assert_error("bought for another player", &refused, StatusCode::BAD_REQUEST, "platform_proof_invalid");
+    assert_eq!(refused.1["error"]["details"]["reason"], "account");
+    let mut for_buyer = transaction("2000000104", GEMS_PRODUCT, 990, "USD", "Production");
+    for_buyer["appAccountToken"] = json!(buyer_id);
+    let (status, _) = redeem(&server, &buyer, &signer.sign(&for_buyer)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 3);
+    assert_eq!(server.balance(&buyer, "gems").await, 300);
+    server.assert_audit_clean().await;
+}
+
+/// Every proof that does not verify, or is not this app's, is refused with the check that
+/// failed, and changes nothing.
+async fn forged_foreign_expired_and_mismatched_proofs_change_nothing(backend: Backend) {
+    let signer = AppleSigner::new();
+    let Some(server) = apple_store(backend, &signer).await else { return };
+    let (_, token) = server.login_player("ios-attacker").await;
+    let good = |id: &str| transaction(id, GEMS_PRODUCT, 990, "USD", "Production");
+    let signed = signer.sign(&good("3000000001"));
+    let tampered = {
+        let parts: Vec<&str> = signed.split('.').collect();
+        let mut cheaper = good("3000000001");
+        cheaper["quantity"] = json!(100);
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cheaper.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    let with = |field: &str, value: Value| {
+        let mut payload = good("3000000002");
+        payload[field] = value;
+        signer.sign(&payload)
+    };
+    let before = server.fingerprint().await;
+    let cases = [
+        ("tampered", tampered, "signature"),
+        ("a foreign root", AppleSigner::new().sign(&good("3000000003")), "chain"),
+        ("an expired leaf", signer.sign_with(Leaf::Expired, &good("3000000004")), "chain"),
+        ("a leaf without Apple's marker", signer.sign_with(Leaf::Unmarked, &good("3000000005")), "chain"),
+        ("another app", with("bundleId", json!("com.example.other")), "bundle_id"),
+        ("the sandbox", with("environment", json!("Sandbox")), "environment"),
+        ("a subscription", with("type", json!("Auto-Renewable Subscription")), "type"),
+        ("revoked", with("revocationDate", json!(1_700_000_000_000_i64)), "revoked"),
+        ("no price", with("price", Value::Null), "price"),
+        ("not a JWS", "not.a-jws".to_owned(), "format"),
+    ];
+    for (case, signed, reason) in cases {
+        let answer = redeem(&server, &token, &signed).await;
+        assert_error(case, &answer, StatusCode::BAD_REQUEST, "platform_proof_invalid");
+        assert_eq!(answer.1["error"]["details"]["reason"], reason, "{case}: {}", answer.1);
+    }
+    let unknown = redeem(
+        &server,
+        &token,
+        &signer.sign(&transaction("3000000006", "com.other.product", 990, "USD", "Production")),
+    )
+    .await;
+    assert_error("a product no offer sells", &unknown, StatusCode::CONFLICT, "offer_not_available");
+    let extra = send(
+        server
+            .player(&token, Method::POST, "/v1/platform-purchases/apple")
+            .json(&json!({ "signed_transaction": signed, "price": "0.01" })),
+    )
+    .await;
+    assert_error("an unknown field", &extra, StatusCode::BAD_REQUEST, "invalid_request");
+    let huge = redeem(&server, &token, &"a".repeat(20_000)).await;
+    assert_error("too long", &huge, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(server.fingerprint().await, before, "refused proofs change nothing");
+
+    let Some(unconfigured) = TestServer::start(backend).await else { return };
+    let (_, token) = unconfigured.login_player("ios-nowhere").await;
+    let off = redeem(&unconfigured, &token, &signed).await;
+    assert_error("not configured", &off, StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable");
+}
+
+/// A platform product is sold by one offer at most, and its id is checked.
+async fn a_platform_product_names_one_offer(backend: Backend) {
+    let signer = AppleSigner::new();
+    let Some(server) = apple_store(backend, &signer).await else { return };
+    let path = format!("/admin/v1/catalog/draft/offers/{}", seed::GEMS_LARGE);
+    let (_, mut offer) = send(server.admin(Method::GET, &path)).await;
+    offer["platform_products"] = json!({ "app_store": GEMS_PRODUCT });
+    let (status, body) = send(server.admin(Method::PUT, &path).json(&offer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let twice = send(server.admin(Method::POST, "/admin/v1/catalog/publish")).await;
+    assert_error("one product, two offers", &twice, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    offer["platform_products"] = json!({ "app_store": "has spaces" });
+    let bad = send(server.admin(Method::PUT, &path).json(&offer)).await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST, "{}", bad.1);
+    offer["platform_products"] = json!({ "steam_store": "x" });
+    let unknown = send(server.admin(Method::PUT, &path).json(&offer)).await;
+    assert_eq!(unknown.0, StatusCode::BAD_REQUEST, "{}", unknown.1);
+}
+
+on_each_backend!(
+    an_app_store_purchase_is_verified_and_granted_once,
+    forged_foreign_expired_and_mismatched_proofs_change_nothing,
+    a_platform_product_names_one_offer,
+);

@@ -362,6 +362,9 @@ impl Application {
         if let Some(steam) = &settings.steam {
             providers.push(Arc::new(crate::payments::steam::SteamProvider::new(steam.clone())));
         }
+        if let Some(apple) = &settings.apple {
+            providers.push(Arc::new(crate::payments::platform::apple::AppStoreProvider::new(apple.clone())));
+        }
         let player_limits =
             crate::players::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
         let key_limits = crate::players::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");

@@ -172,3 +172,24 @@ pub fn transaction(
         "currency": currency,
     })
 }
+
+/// An App Store Server Notification V2 payload (to be signed with [`AppleSigner::sign`]) of
+/// `kind` (`REFUND`, `REVOKE`, `CONSUMPTION_REQUEST`…) about the signed transaction `signed`.
+#[must_use]
+pub fn notification(uuid: &str, kind: &str, signed_transaction: &str, environment: &str) -> Value {
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000;
+    json!({
+        "notificationType": kind,
+        "notificationUUID": uuid,
+        "data": {
+            "appAppleId": 1_234_567_890,
+            "bundleId": BUNDLE_ID,
+            "bundleVersion": "1.0",
+            "environment": environment,
+            "signedTransactionInfo": signed_transaction,
+            "status": 1,
+        },
+        "version": "2.0",
+        "signedDate": now_ms,
+    })
+}

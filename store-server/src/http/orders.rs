@@ -15,7 +15,7 @@ use crate::ledger::idempotency::{IdempotentJson, run_once, run_reserved};
 use crate::payments::orders::{
     CreateOrderOp, RefundOp, find_order, list_orders, order_detail, precheck_order,
 };
-use crate::payments::provider::CheckoutRequest;
+use crate::payments::provider::{CheckoutRequest, Refunds};
 use crate::players::auth::scopes::{PlayersRead, RefundsWrite};
 use crate::players::auth::{Operator, PlayerAuth};
 
@@ -276,20 +276,26 @@ async fn refund_order(
     request: IdempotentJson<RefundRequest>,
 ) -> ApiResult<Response> {
     let order_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("order", &id))?;
-    if request.body.amount.is_some() {
-        let provider = {
-            let mut conn = state.db().pool().acquire().await?;
-            find_order(&mut conn, order_id).await?.map(|record| record.provider)
-        };
-        if provider
-            .and_then(|name| state.provider(&name))
-            .is_some_and(|provider| !provider.refunds_part_of_a_payment())
-        {
+    let provider = {
+        let mut conn = state.db().pool().acquire().await?;
+        find_order(&mut conn, order_id).await?.map(|record| record.provider)
+    };
+    match provider.and_then(|name| state.provider(&name)).map(|provider| provider.refunds()) {
+        Some(Refunds::WholePayments) if request.body.amount.is_some() => {
             return Err(ApiError::invalid(
                 "amount",
                 "this order's provider refunds whole payments only; leave `amount` out to refund all of it",
             ));
         }
+        Some(Refunds::AtThePlayersRequest) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                store_api::ErrorCode::OrderStateConflict,
+                "this platform refunds only at the player's request (for the App Store: reportaproblem.apple.com); \
+                 its refund is booked when the platform reports it",
+            ));
+        }
+        _ => {}
     }
     let op = RefundOp {
         order_id,

@@ -61,8 +61,10 @@ async fn process_webhook(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<WebhookAck> {
-    let provider =
-        state.provider(provider_name).ok_or_else(|| ApiError::not_found("provider", provider_name))?;
+    let provider = state
+        .providers()
+        .find(|provider| provider.webhook_name() == provider_name)
+        .ok_or_else(|| ApiError::not_found("provider", provider_name))?;
     let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
     let status = crate::payments::reconcile::apply_event(state.payments(), provider.name(), verified).await?;
     Ok(WebhookAck { status: status.to_owned() })

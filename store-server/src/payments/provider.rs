@@ -191,6 +191,17 @@ pub struct VerifiedEvent {
     pub event: ProviderEvent,
 }
 
+/// What the store can refund through a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refunds {
+    /// Any amount up to what is left (Stripe, the sandbox).
+    Any,
+    /// Whole payments only, each once (Steam).
+    WholePayments,
+    /// None: the platform refunds at the player's request only, and notifies (the App Store).
+    AtThePlayersRequest,
+}
+
 /// A payment provider.
 pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// The name in `POST /v1/webhooks/{provider}` and in stored orders.
@@ -238,9 +249,15 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// Whether the provider can refund part of a payment; Steam refunds whole transactions.
-    fn refunds_part_of_a_payment(&self) -> bool {
-        true
+    /// What the store can refund through this provider.
+    fn refunds(&self) -> Refunds {
+        Refunds::Any
+    }
+
+    /// The name in `POST /v1/webhooks/{name}`: the provider's own name unless it says otherwise
+    /// (the App Store's orders say `app_store`, its notifications come to `/v1/webhooks/apple`).
+    fn webhook_name(&self) -> &'static str {
+        self.name()
     }
 
     /// The currency this provider charges the `payer` in, when it decides (Steam charges in the

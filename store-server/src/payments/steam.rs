@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
-    RefundAccepted, RefundCall, VerifiedEvent, not_confirmed, refused, unavailable,
+    RefundAccepted, RefundCall, Refunds, VerifiedEvent, not_confirmed, refused, unavailable,
 };
 use crate::players::steam::{STEAM_KEY_PREFIX, SteamSettings};
 
@@ -331,8 +331,8 @@ impl PaymentProvider for SteamProvider {
         true
     }
 
-    fn refunds_part_of_a_payment(&self) -> bool {
-        false
+    fn refunds(&self) -> Refunds {
+        Refunds::WholePayments
     }
 
     fn payer_currency<'a>(&'a self, payer: &'a str) -> BoxFuture<'a, ApiResult<Option<MoneyCurrency>>> {

@@ -6,7 +6,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::apple::{AppleSigner, Leaf, transaction};
+use tests::apple::{AppleSigner, Leaf, notification, transaction};
 use tests::{Backend, TestServer, assert_error, seed, send};
 
 const GEMS_PRODUCT: &str = "com.coinslot.gems.small";
@@ -189,7 +189,149 @@ async fn a_platform_product_names_one_offer(backend: Backend) {
     assert_eq!(unknown.0, StatusCode::BAD_REQUEST, "{}", unknown.1);
 }
 
+async fn notify(server: &TestServer, signed_payload: &str) -> (StatusCode, Value) {
+    send(server.request(Method::POST, "/v1/webhooks/apple").json(&json!({ "signedPayload": signed_payload })))
+        .await
+}
+
+/// App Store Server Notifications V2: a refund and a revocation, verified like transactions,
+/// take the money and the gems back once (the player is flagged, as after a chargeback); a
+/// forged or foreign notification changes nothing; an operator cannot refund an App Store order.
+async fn refunds_and_revocations_apple_notifies_claw_back_once(backend: Backend) {
+    let signer = AppleSigner::new();
+    let Some(server) = apple_store(backend, &signer).await else { return };
+    let (_, token) = server.login_player("ios-refunded").await;
+    let mut orders = Vec::new();
+    for id in ["4000000001", "4000000002"] {
+        let (status, order) =
+            redeem(&server, &token, &signer.sign(&transaction(id, GEMS_PRODUCT, 990, "USD", "Production")))
+                .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        orders.push(order);
+    }
+    let refused = send(
+        server
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/orders/{}/refunds", orders[0]["id"].as_str().expect("id")),
+            )
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .json(&json!({ "reason": "asked by the player" })),
+    )
+    .await;
+    assert_error(
+        "an operator refund of an App Store order",
+        &refused,
+        StatusCode::CONFLICT,
+        "order_state_conflict",
+    );
+
+    let revoked = |id: &str| {
+        let mut payload = transaction(id, GEMS_PRODUCT, 990, "USD", "Production");
+        payload["revocationDate"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() * 1_000);
+        payload["revocationReason"] = json!(0);
+        signer.sign(&payload)
+    };
+    let refund = signer.sign(&notification(
+        "6fa459ea-ee8a-3ca4-894e-db77e160355e",
+        "REFUND",
+        &revoked("4000000001"),
+        "Production",
+    ));
+    let before = server.fingerprint().await;
+    let forged = [
+        (
+            "a foreign root",
+            AppleSigner::new().sign(&notification(
+                "7fa459ea-0000-0000-0000-000000000001",
+                "REFUND",
+                &revoked("4000000001"),
+                "Production",
+            )),
+        ),
+        (
+            "a foreign transaction inside",
+            signer.sign(&notification(
+                "7fa459ea-0000-0000-0000-000000000002",
+                "REFUND",
+                &AppleSigner::new().sign(&transaction("4000000001", GEMS_PRODUCT, 990, "USD", "Production")),
+                "Production",
+            )),
+        ),
+        (
+            "another environment",
+            signer.sign(&notification(
+                "7fa459ea-0000-0000-0000-000000000003",
+                "REFUND",
+                &revoked("4000000001"),
+                "Sandbox",
+            )),
+        ),
+        ("tampered", {
+            let parts: Vec<&str> = refund.split('.').collect();
+            format!("{}.{}.{}", parts[0], parts[1], parts[2].chars().rev().collect::<String>())
+        }),
+    ];
+    for (case, payload) in forged {
+        let answer = notify(&server, &payload).await;
+        assert_error(case, &answer, StatusCode::BAD_REQUEST, "webhook_signature_invalid");
+    }
+    let unknown = notify(
+        &server,
+        &signer.sign(&notification(
+            "7fa459ea-0000-0000-0000-000000000004",
+            "REFUND",
+            &revoked("4999999999"),
+            "Production",
+        )),
+    )
+    .await;
+    assert_eq!(
+        unknown.0,
+        StatusCode::NOT_FOUND,
+        "a refund of nothing redeemed here: Apple retries; {}",
+        unknown.1
+    );
+    assert_eq!(server.fingerprint().await, before, "refused notifications change nothing");
+
+    let (status, ack) = notify(&server, &refund).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")), "{ack}");
+    let (status, ack) = notify(&server, &refund).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    let revoke = signer.sign(&notification(
+        "6fa459ea-ee8a-3ca4-894e-db77e160355f",
+        "REVOKE",
+        &revoked("4000000002"),
+        "Production",
+    ));
+    let (status, ack) = notify(&server, &revoke).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")), "{ack}");
+    let consumption = signer.sign(&notification(
+        "6fa459ea-ee8a-3ca4-894e-db77e1603560",
+        "CONSUMPTION_REQUEST",
+        &signer.sign(&transaction("4000000001", GEMS_PRODUCT, 990, "USD", "Production")),
+        "Production",
+    ));
+    let (status, ack) = notify(&server, &consumption).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("ignored")), "{ack}");
+
+    for order in &orders {
+        let (_, now) = send(server.player(
+            &token,
+            Method::GET,
+            &format!("/v1/orders/{}", order["id"].as_str().expect("id")),
+        ))
+        .await;
+        assert_eq!(now["status"], "charged_back", "{now}");
+    }
+    assert_eq!(server.balance(&token, "gems").await, 0, "both grants taken back");
+    assert_eq!(server.count("select count(*) from entry where kind = 'reversal'").await, 2);
+    assert_eq!(server.count("select count(*) from player where flagged_at is not null").await, 1);
+    server.assert_audit_clean().await;
+}
+
 on_each_backend!(
+    refunds_and_revocations_apple_notifies_claw_back_once,
     an_app_store_purchase_is_verified_and_granted_once,
     forged_foreign_expired_and_mismatched_proofs_change_nothing,
     a_platform_product_names_one_offer,

@@ -580,8 +580,12 @@ pub async fn refunded_at_provider(
         return Err(ApiError::not_found("payment", payment_id));
     }
     // A provider that refunds whole payments only (Steam) refunds a payment once: a refund of
-    // ours still in flight is this one, though its answer never reached us.
-    if state.provider(provider).is_some_and(|adapter| !adapter.refunds_part_of_a_payment()) {
+    // ours still in flight is this one, though its answer never reached us. (One that refunds
+    // only at the player's request has none in flight.)
+    if state
+        .provider(provider)
+        .is_some_and(|adapter| adapter.refunds() != crate::payments::provider::Refunds::Any)
+    {
         let in_flight: Option<String> = sqlx::query_scalar(
             "select id from refund where order_id = $1 and kind = 'refund' and payment_id is null \
              and status in ('pending', 'submitted') order by created_at limit 1",

@@ -9,7 +9,7 @@
 //! signature must verify with the leaf's P-256 key. Only then are the payload's claims read:
 //! bundle id, environment, product, type, revocation, quantity, price and currency.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rust_decimal::Decimal;
@@ -22,6 +22,10 @@ use x509_parser::prelude::FromDer as _;
 use x509_parser::time::ASN1Time;
 
 use crate::error::{ApiError, ApiResult};
+use crate::payments::provider::{
+    BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
+    RefundAccepted, RefundCall, Refunds, VerifiedEvent, refused,
+};
 
 /// The platform's name in orders: `app_store`.
 pub const PLATFORM: &str = "app_store";
@@ -218,4 +222,128 @@ pub fn verify_transaction(settings: &AppleSettings, jws: &str) -> ApiResult<Appl
         price: Money { currency, amount: Decimal::new(milliunits, 3).normalize() },
         app_account_token,
     })
+}
+
+/// The App Store as a provider of the store's orders: purchases come by redemption, refunds at
+/// the player's request only, and App Store Server Notifications V2 (`POST /v1/webhooks/apple`)
+/// report them: `REFUND` and `REVOKE` (Family Sharing withdrawn) take the money and the grant
+/// back like a lost dispute. Every notification is verified like a transaction (its
+/// `signedPayload`, then the `signedTransactionInfo` inside) and applied once per
+/// `notificationUUID`.
+#[derive(Debug, Clone)]
+pub struct AppStoreProvider {
+    settings: AppleSettings,
+}
+
+impl AppStoreProvider {
+    /// The provider for these settings.
+    #[must_use]
+    pub fn new(settings: AppleSettings) -> Self {
+        Self { settings }
+    }
+}
+
+/// A notification that does not verify is refused as a forged webhook.
+fn forged(error: ApiError) -> ApiError {
+    let ApiError::Client { details, .. } = &error else { return error };
+    let reason = details.get("reason").and_then(Value::as_str).unwrap_or("format").to_owned();
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::WebhookSignatureInvalid,
+        format!("the notification does not verify ({reason})"),
+    )
+    .with_detail("reason", reason)
+}
+
+impl AppStoreProvider {
+    fn read_notification(&self, body: &[u8]) -> ApiResult<VerifiedEvent> {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(rename = "signedPayload")]
+            signed_payload: String,
+        }
+        let body: Body = serde_json::from_slice(body).map_err(|_| {
+            ApiError::invalid("signedPayload", "a notification is {\"signedPayload\": \"<JWS>\"}")
+        })?;
+        let notification = verify_signed_data(&self.settings, &body.signed_payload).map_err(forged)?;
+        let data = &notification["data"];
+        if data["bundleId"].as_str() != Some(self.settings.bundle_id.as_str()) {
+            return Err(forged(proof_invalid("bundle_id", "another app's notification")));
+        }
+        if data["environment"].as_str() != Some(self.settings.environment.as_str()) {
+            return Err(forged(proof_invalid("environment", "another environment's notification")));
+        }
+        let id = notification["notificationUUID"]
+            .as_str()
+            .ok_or_else(|| forged(proof_invalid("format", "a notification without notificationUUID")))?
+            .to_owned();
+        let kind = notification["notificationType"].as_str().unwrap_or_default().to_owned();
+        let event_type = match notification["subtype"].as_str() {
+            Some(subtype) => format!("{kind}.{subtype}"),
+            None => kind.clone(),
+        };
+        let event = match kind.as_str() {
+            "REFUND" | "REVOKE" => {
+                let signed = data["signedTransactionInfo"]
+                    .as_str()
+                    .ok_or_else(|| forged(proof_invalid("format", "a refund without its transaction")))?;
+                let transaction = verify_signed_data(&self.settings, signed).map_err(forged)?;
+                if transaction["bundleId"].as_str() != Some(self.settings.bundle_id.as_str()) {
+                    return Err(forged(proof_invalid("bundle_id", "another app's transaction")));
+                }
+                let transaction_id = transaction["transactionId"]
+                    .as_str()
+                    .ok_or_else(|| forged(proof_invalid("format", "a transaction without transactionId")))?;
+                ProviderEvent::PaymentDisputed { payment_id: transaction_id.to_owned(), amount: None }
+            }
+            _ => ProviderEvent::Ignored,
+        };
+        Ok(VerifiedEvent { id, event_type, event })
+    }
+}
+
+impl PaymentProvider for AppStoreProvider {
+    fn name(&self) -> &'static str {
+        PLATFORM
+    }
+
+    fn webhook_name(&self) -> &'static str {
+        "apple"
+    }
+
+    fn needs_platform_login(&self) -> bool {
+        true
+    }
+
+    fn refunds(&self) -> Refunds {
+        Refunds::AtThePlayersRequest
+    }
+
+    fn create_checkout<'a>(&'a self, _request: &'a CheckoutRequest) -> BoxFuture<'a, ApiResult<Checkout>> {
+        Box::pin(async {
+            Err(ApiError::invalid(
+                "provider",
+                "App Store purchases are made with StoreKit and redeemed with POST /v1/platform-purchases/apple",
+            ))
+        })
+    }
+
+    fn refund<'a>(&'a self, _call: &'a RefundCall) -> BoxFuture<'a, ApiResult<RefundAccepted>> {
+        Box::pin(async { Err(refused("the App Store refunds only at the player's request")) })
+    }
+
+    fn verify_webhook(&self, _headers: &HeaderMap, body: &[u8], _now_s: i64) -> ApiResult<VerifiedEvent> {
+        self.read_notification(body)
+    }
+
+    fn events_since<'a>(&'a self, _cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
+        Box::pin(async { Ok(EventPage { events: Vec::new(), next_cursor: None }) })
+    }
+
+    fn session_payment<'a>(
+        &'a self,
+        _session_id: &'a str,
+    ) -> BoxFuture<'a, ApiResult<Option<PaymentReport>>> {
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use store_api::auth::DeviceId;
 use store_api::catalog::Sku;
 use store_api::ledger::{ConsumeRequest, PurchaseRequest, RewardClaimRequest};
-use store_api::orders::{CreateOrderRequest, SettleTabRequest};
+use store_api::orders::{ApplePurchaseRequest, CreateOrderRequest, SettleTabRequest};
 
 use crate::client::{IdempotencyKey, StoreError, StoreResult};
 
@@ -46,6 +46,18 @@ pub enum PendingRequest {
         /// How many.
         request: ConsumeRequest,
     },
+    /// `POST /v1/platform-purchases/apple`: the App Store's proof, kept until the server
+    /// answers (the platform already charged the player).
+    RedeemApple(ApplePurchaseRequest),
+}
+
+impl PendingRequest {
+    /// Whether sending it twice is safe only under its idempotency key. A platform purchase is
+    /// redeemed once per platform transaction whatever the key, so it is never too old to send.
+    #[must_use]
+    pub fn needs_its_key(&self) -> bool {
+        !matches!(self, Self::RedeemApple(_))
+    }
 }
 
 /// How long a request may stay in flight before it is dropped instead of resumed: less than
@@ -79,8 +91,10 @@ impl PendingRecord {
     /// work twice.
     #[must_use]
     pub fn is_too_old(&self, now_s: u64) -> bool {
-        self.created_at_s
-            .is_some_and(|created| now_s.saturating_sub(created) > PENDING_RECORD_AGE_MAX.as_secs())
+        self.request.needs_its_key()
+            && self
+                .created_at_s
+                .is_some_and(|created| now_s.saturating_sub(created) > PENDING_RECORD_AGE_MAX.as_secs())
     }
 }
 

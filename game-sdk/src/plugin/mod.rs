@@ -18,7 +18,7 @@ use store_api::ledger::{
     Balance, ConsumeRequest, CurrencyAmount, Granted, InventoryItem, Purchase, PurchaseRequest, Quantity,
     RewardClaimRequest,
 };
-use store_api::orders::{CreateOrderRequest, Order, OrderStatus, SettleTabRequest};
+use store_api::orders::{ApplePurchaseRequest, CreateOrderRequest, Order, OrderStatus, SettleTabRequest};
 use store_api::receipt::ReceiptPayload;
 use store_api::sandbox::PayStatus;
 use tokio::sync::mpsc;
@@ -272,6 +272,20 @@ impl StoreRequests<'_> {
 
     fn open_order(&self, order: CreateOrderRequest) -> Result<RequestId, StoreBusy> {
         self.send(PendingRequest::Order(order))
+    }
+
+    /// Redeems a purchase the player made in the App Store with StoreKit 2: `signed_transaction`
+    /// is the transaction's `jwsRepresentation` (start the purchase with `appAccountToken` set to
+    /// the player's id). The proof is kept on disk until the server answers, and sent again
+    /// after a crash or an outage, however long it takes (a transaction is redeemed once). Ends
+    /// with [`OrderUpdated`] (the order `fulfilled`, its receipt verified: now `finish()` the
+    /// StoreKit transaction) or [`StoreError`] (`platform_proof_invalid`, or `already_exists`
+    /// when another player redeemed it).
+    ///
+    /// # Errors
+    /// [`StoreBusy`].
+    pub fn redeem_app_store_purchase(&self, signed_transaction: String) -> Result<RequestId, StoreBusy> {
+        self.send(PendingRequest::RedeemApple(ApplePurchaseRequest { signed_transaction }))
     }
 
     /// Reports the Steam overlay's `MicroTxnAuthorizationResponse_t` (its `m_ulOrderID` and

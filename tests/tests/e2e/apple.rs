@@ -330,7 +330,68 @@ async fn refunds_and_revocations_apple_notifies_claw_back_once(backend: Backend)
     server.assert_audit_clean().await;
 }
 
+/// The Bevy plugin redeems a StoreKit purchase and reports the fulfilled order with its receipt
+/// verified; a proof left on disk by an earlier run, however long ago, is redeemed at the next
+/// start (a transaction is redeemed once, so it is never dropped as too old to resend).
+async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
+    use game_sdk::storage::{LocalStore, PendingRecord, PendingRequest};
+    use game_sdk::store_api::orders::{ApplePurchaseRequest, OrderStatus};
+    use tests::game::HeadlessGame;
+    let signer = AppleSigner::new();
+    let Some(server) = apple_store(backend, &signer).await else { return };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut game = HeadlessGame::start(server.base_url(), "ios-sdk-player", dir.path());
+    game.until_ready().await;
+    let player_id = game.resource::<game_sdk::StoreSession>().player_id().expect("logged in");
+    let mut bought = transaction("5000000001", GEMS_PRODUCT, 990, "USD", "Production");
+    bought["appAccountToken"] = json!(player_id);
+    let request =
+        game.requests(|store| store.redeem_app_store_purchase(signer.sign(&bought))).expect("accepted");
+    game.update_until("the redeemed order", |world| {
+        tests::game::log(world).orders.iter().any(|update| update.request == Some(request))
+    })
+    .await;
+    let redeemed =
+        game.log().orders.iter().find(|update| update.request == Some(request)).expect("the order").clone();
+    assert_eq!(redeemed.order.status, OrderStatus::Fulfilled);
+    assert!(redeemed.order.receipt.is_some(), "announced with its verified receipt");
+    game.update_until("the gems", |world| world.resource::<game_sdk::Wallet>().balance("gems") == 100).await;
+    drop(game);
+    assert!(tests::pending_records(dir.path()).is_empty(), "the proof is forgotten once answered");
+
+    // A proof an earlier run left on disk a week ago.
+    let mut left = PendingRecord::new(
+        PendingRequest::RedeemApple(ApplePurchaseRequest {
+            signed_transaction: signer.sign(&transaction(
+                "5000000002",
+                GEMS_PRODUCT,
+                990,
+                "USD",
+                "Production",
+            )),
+        }),
+        player_id,
+    );
+    left.created_at_s = left.created_at_s.map(|now| now - 7 * 24 * 60 * 60);
+    LocalStore::open(dir.path()).expect("the store's directory").save(&left).expect("saved");
+    let mut game = HeadlessGame::start(server.base_url(), "ios-sdk-player", dir.path());
+    game.until_ready().await;
+    game.update_until("the resumed redemption", |world| {
+        world.resource::<game_sdk::Wallet>().balance("gems") == 200
+    })
+    .await;
+    for _ in 0..20 {
+        game.update();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(game.log().errors.is_empty(), "{:?}", game.log().errors);
+    drop(game);
+    assert!(tests::pending_records(dir.path()).is_empty());
+    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 2);
+}
+
 on_each_backend!(
+    the_bevy_plugin_redeems_and_never_drops_a_proof,
     refunds_and_revocations_apple_notifies_claw_back_once,
     an_app_store_purchase_is_verified_and_granted_once,
     forged_foreign_expired_and_mismatched_proofs_change_nothing,

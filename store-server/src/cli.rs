@@ -153,6 +153,29 @@ struct SettingsArgs {
     /// Program).
     #[arg(long, env = "COINSLOT_APPLE_COMMISSION_PERCENT", default_value_t = 30, global = true, value_parser = clap::value_parser!(u8).range(0..=100))]
     apple_commission_percent: u8,
+    /// The App Store Server API (its sandbox: `https://api.storekit-sandbox.apple.com`; a
+    /// stand-in's in tests).
+    #[arg(
+        long,
+        env = "COINSLOT_APPLE_API_URL",
+        default_value = "https://api.storekit.apple.com",
+        global = true
+    )]
+    apple_api_url: String,
+    /// The In-App Purchase key's issuer id: with the key id and the key, consumption requests
+    /// are answered through the App Store Server API.
+    #[arg(long, env = "COINSLOT_APPLE_ISSUER_ID", global = true)]
+    apple_issuer_id: Option<String>,
+    /// The In-App Purchase key's id.
+    #[arg(long, env = "COINSLOT_APPLE_KEY_ID", global = true)]
+    apple_key_id: Option<String>,
+    /// The In-App Purchase key file (`SubscriptionKey_….p8`).
+    #[arg(long, env = "COINSLOT_APPLE_PRIVATE_KEY", global = true)]
+    apple_private_key: Option<String>,
+    /// Tell Apple, in answers to consumption requests, that the player consented to share
+    /// consumption data (only when the studio's terms obtain that consent).
+    #[arg(long, env = "COINSLOT_APPLE_CUSTOMER_CONSENTED", global = true)]
+    apple_customer_consented: bool,
     /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
     /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
     #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
@@ -228,11 +251,27 @@ impl SettingsArgs {
             root_certificates.push(der);
         }
         anyhow::ensure!(!root_certificates.is_empty(), "--apple-root-certificates names no file");
+        let server_api = match (&self.apple_issuer_id, &self.apple_key_id, &self.apple_private_key) {
+            (None, None, None) => None,
+            (Some(issuer_id), Some(key_id), Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{path}: {error}"))?;
+                let private_key = pem::parse(&bytes).map(pem::Pem::into_contents).unwrap_or(bytes);
+                Some(crate::payments::platform::apple::AppStoreServerApi {
+                    url: self.apple_api_url.trim_end_matches('/').to_owned(),
+                    issuer_id: issuer_id.clone(),
+                    key_id: key_id.clone(),
+                    private_key,
+                    customer_consented: self.apple_customer_consented,
+                })
+            }
+            _ => anyhow::bail!("--apple-issuer-id, --apple-key-id and --apple-private-key go together"),
+        };
         Ok(Some(crate::payments::platform::apple::AppleSettings {
             bundle_id: bundle_id.clone(),
             environment: self.apple_environment.clone(),
             root_certificates,
             commission_percent: self.apple_commission_percent,
+            server_api,
         }))
     }
 

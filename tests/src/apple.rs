@@ -110,6 +110,7 @@ impl AppleSigner {
             environment: environment.to_owned(),
             root_certificates: vec![self.root_der()],
             commission_percent: 30,
+            server_api: None,
         }
     }
 
@@ -192,4 +193,152 @@ pub fn notification(uuid: &str, kind: &str, signed_transaction: &str, environmen
         "version": "2.0",
         "signedDate": now_ms,
     })
+}
+
+/// A local stand-in for the App Store Server API's `PUT /inApps/v2/transactions/consumption/{id}`,
+/// as Apple documents it: a bearer JWT (`ES256`, `kid`; `iss`, `iat`, `exp` at most an hour ahead,
+/// `aud: appstoreconnect-v1`, `bid`) signed with the In-App Purchase key made here, and a body
+/// with `customerConsented`, `sampleContentProvided` and `deliveryStatus`. Answers `202`.
+#[derive(Debug)]
+pub struct AppStoreApiStandIn {
+    base_url: String,
+    key_pkcs8: Vec<u8>,
+    answers: std::sync::Arc<std::sync::Mutex<ApiState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct ApiState {
+    public_key: Vec<u8>,
+    received: Vec<(String, Value)>,
+    failures: u32,
+}
+
+/// The stand-in's issuer and key ids.
+pub const ISSUER_ID: &str = "57246542-96fe-1a63-e053-0824d011072a";
+/// The key id.
+pub const KEY_ID: &str = "2X9R4HXF34";
+
+impl Drop for AppStoreApiStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn api_error(status: axum::http::StatusCode, code: i64, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (status, axum::Json(json!({ "errorCode": code, "errorMessage": message }))).into_response()
+}
+
+async fn consumption(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<std::sync::Mutex<ApiState>>>,
+    axum::extract::Path(transaction_id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+    let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if state.failures > 0 {
+        state.failures -= 1;
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, 5_000_000, "An unknown error occurred.");
+    }
+    let unauthorized = || StatusCode::UNAUTHORIZED.into_response();
+    let Some(token) = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return unauthorized();
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else { return unauthorized() };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).ok();
+    let (Some(header_json), Some(claims_json), Some(signature)) =
+        (decode(header), decode(claims), decode(signature))
+    else {
+        return unauthorized();
+    };
+    let verified =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &state.public_key)
+            .verify(format!("{header}.{claims}").as_bytes(), &signature)
+            .is_ok();
+    let header_json: Value = serde_json::from_slice(&header_json).unwrap_or_default();
+    let claims_json: Value = serde_json::from_slice(&claims_json).unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let exp = claims_json["exp"].as_i64().unwrap_or(0);
+    if !verified
+        || header_json["alg"] != "ES256"
+        || header_json["kid"] != KEY_ID
+        || claims_json["iss"] != ISSUER_ID
+        || claims_json["aud"] != "appstoreconnect-v1"
+        || claims_json["bid"] != BUNDLE_ID
+        || exp <= now
+        || exp > now + 3_600
+    {
+        return unauthorized();
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return api_error(StatusCode::BAD_REQUEST, 4_000_000, "Invalid request.");
+    };
+    let statuses = [
+        "DELIVERED",
+        "UNDELIVERED_QUALITY_ISSUE",
+        "UNDELIVERED_WRONG_ITEM",
+        "UNDELIVERED_SERVER_OUTAGE",
+        "UNDELIVERED_OTHER",
+    ];
+    if !request["customerConsented"].is_boolean()
+        || !request["sampleContentProvided"].is_boolean()
+        || !request["deliveryStatus"].as_str().is_some_and(|status| statuses.contains(&status))
+    {
+        return api_error(StatusCode::BAD_REQUEST, 4_000_000, "Invalid request.");
+    }
+    state.received.push((transaction_id, request));
+    StatusCode::ACCEPTED.into_response()
+}
+
+impl AppStoreApiStandIn {
+    /// Starts the stand-in on a free loopback port, with a new In-App Purchase key.
+    ///
+    /// # Panics
+    /// When no port can be bound or no key made.
+    pub async fn start() -> Self {
+        let key = key();
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(ApiState {
+            public_key: key.public_key_raw().to_vec(),
+            ..ApiState::default()
+        }));
+        let router = axum::Router::new()
+            .route("/inApps/v2/transactions/consumption/{id}", axum::routing::put(consumption))
+            .with_state(answers.clone());
+        let (base_url, task) = crate::serve_on_loopback(router).await;
+        Self { base_url, key_pkcs8: key.serialize_der(), answers, task }
+    }
+
+    /// The store's App Store Server API settings for this stand-in.
+    #[must_use]
+    pub fn settings(
+        &self,
+        customer_consented: bool,
+    ) -> store_server::payments::platform::apple::AppStoreServerApi {
+        store_server::payments::platform::apple::AppStoreServerApi {
+            url: self.base_url.clone(),
+            issuer_id: ISSUER_ID.to_owned(),
+            key_id: KEY_ID.to_owned(),
+            private_key: self.key_pkcs8.clone(),
+            customer_consented,
+        }
+    }
+
+    /// The next `failures` calls answer `500`.
+    pub fn fail_next(&self, failures: u32) {
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failures = failures;
+    }
+
+    /// The consumption answers received: transaction id and body.
+    #[must_use]
+    pub fn received(&self) -> Vec<(String, Value)> {
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).received.clone()
+    }
 }

@@ -66,6 +66,23 @@ async fn process_webhook(
         .find(|provider| provider.webhook_name() == provider_name)
         .ok_or_else(|| ApiError::not_found("provider", provider_name))?;
     let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
+    // A platform asking how much of a purchase was consumed is answered first: if the answer
+    // fails, nothing is recorded and the platform asks again.
+    if let crate::payments::provider::ProviderEvent::ConsumptionRequested { payment_id } = &verified.event {
+        let status: Option<String> = sqlx::query_scalar(
+            "select status from payment_order where provider = $1 and provider_payment = $2",
+        )
+        .bind(provider.name())
+        .bind(payment_id)
+        .fetch_optional(state.db().pool())
+        .await?;
+        let status = status.ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+        let delivered = matches!(
+            status.as_str(),
+            "fulfilled" | "partially_refunded" | "refunded" | "disputed" | "charged_back"
+        );
+        provider.answer_consumption(payment_id, delivered).await?;
+    }
     let status = crate::payments::reconcile::apply_event(state.payments(), provider.name(), verified).await?;
     Ok(WebhookAck { status: status.to_owned() })
 }

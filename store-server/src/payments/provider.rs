@@ -154,6 +154,13 @@ pub enum ProviderEvent {
         /// The payment.
         payment_id: String,
     },
+    /// The platform asks how much of a purchase the player consumed before it decides on a
+    /// refund the player asked it for (the App Store's `CONSUMPTION_REQUEST`): answered through
+    /// the platform's API ([`PaymentProvider::answer_consumption`]) before the event is applied.
+    ConsumptionRequested {
+        /// The payment asked about.
+        payment_id: String,
+    },
     /// A payment was disputed and the dispute lost: the money is taken back.
     PaymentDisputed {
         /// The payment.
@@ -290,6 +297,20 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
                 "this order is paid on the provider's checkout page, not in the game",
             ))
         })
+    }
+
+    /// Answers a [`ProviderEvent::ConsumptionRequested`]: whether the purchase was `delivered`
+    /// (its order fulfilled). Providers that never ask keep the default, which does nothing.
+    ///
+    /// # Errors
+    /// The provider cannot be reached or refuses the answer (the notification is retried).
+    fn answer_consumption<'a>(
+        &'a self,
+        payment_id: &'a str,
+        delivered: bool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        let _ = (payment_id, delivered);
+        Box::pin(async { Ok(()) })
     }
 
     /// What an event comes to once the facts it only names are read from the provider's API:

@@ -134,6 +134,8 @@ impl EventJob {
                         "checkout session {session_id} was not read back from the provider"
                     )));
                 }
+                // Answered through the provider's API before the job ran.
+                ProviderEvent::ConsumptionRequested { .. } => {}
                 ProviderEvent::PaymentRefunded { .. } | ProviderEvent::Ignored => continue,
             }
             outcome = "processed";

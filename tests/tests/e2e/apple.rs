@@ -14,7 +14,13 @@ const GEMS_PRODUCT: &str = "com.coinslot.gems.small";
 /// A store trusting `signer` for the production environment, selling the small gem pack as
 /// [`GEMS_PRODUCT`] on the App Store.
 async fn apple_store(backend: Backend, signer: &AppleSigner) -> Option<TestServer> {
-    let settings = signer.settings("Production");
+    apple_store_with(backend, signer.settings("Production")).await
+}
+
+async fn apple_store_with(
+    backend: Backend,
+    settings: store_server::payments::platform::apple::AppleSettings,
+) -> Option<TestServer> {
     let server = TestServer::start_with(backend, |server| server.apple = Some(settings)).await?;
     sell_on_the_app_store(&server, seed::GEMS_SMALL, GEMS_PRODUCT).await;
     Some(server)
@@ -390,7 +396,56 @@ async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
     assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 2);
 }
 
+/// With the App Store Server API configured, a `CONSUMPTION_REQUEST` is answered (a signed JWT,
+/// `deliveryStatus: DELIVERED` for a fulfilled order) before it is recorded: an answer Apple's
+/// API refuses leaves the notification to be retried.
+async fn consumption_requests_are_answered_through_the_app_store_server_api(backend: Backend) {
+    let signer = AppleSigner::new();
+    let api = tests::apple::AppStoreApiStandIn::start().await;
+    let mut settings = signer.settings("Production");
+    settings.server_api = Some(api.settings(true));
+    let Some(server) = apple_store_with(backend, settings).await else { return };
+    let (_, token) = server.login_player("ios-consumer").await;
+    let bought = signer.sign(&transaction("6000000001", GEMS_PRODUCT, 990, "USD", "Production"));
+    let (status, _) = redeem(&server, &token, &bought).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let request = signer.sign(&notification(
+        "8fa459ea-0000-0000-0000-000000000001",
+        "CONSUMPTION_REQUEST",
+        &bought,
+        "Production",
+    ));
+    api.fail_next(1);
+    let failed = notify(&server, &request).await;
+    assert_error("Apple's API failed", &failed, StatusCode::BAD_GATEWAY, "provider_unavailable");
+    assert!(api.received().is_empty());
+    let (status, ack) = notify(&server, &request).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("processed")), "{ack}");
+    let received = api.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].0, "6000000001");
+    assert_eq!(
+        received[0].1,
+        json!({ "customerConsented": true, "sampleContentProvided": false, "deliveryStatus": "DELIVERED" })
+    );
+    let (status, ack) = notify(&server, &request).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    let unknown = notify(
+        &server,
+        &signer.sign(&notification(
+            "8fa459ea-0000-0000-0000-000000000002",
+            "CONSUMPTION_REQUEST",
+            &signer.sign(&transaction("6999999999", GEMS_PRODUCT, 990, "USD", "Production")),
+            "Production",
+        )),
+    )
+    .await;
+    assert_eq!(unknown.0, StatusCode::NOT_FOUND, "{}", unknown.1);
+    assert_eq!(api.received().len(), 2, "answered again only for the duplicate delivery");
+}
+
 on_each_backend!(
+    consumption_requests_are_answered_through_the_app_store_server_api,
     the_bevy_plugin_redeems_and_never_drops_a_proof,
     refunds_and_revocations_apple_notifies_claw_back_once,
     an_app_store_purchase_is_verified_and_granted_once,

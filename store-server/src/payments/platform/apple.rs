@@ -50,6 +50,65 @@ pub struct AppleSettings {
     /// Apple's commission in percent, booked as the fee (30; 15 under the Small Business
     /// Program).
     pub commission_percent: u8,
+    /// The App Store Server API, when configured: consumption requests are answered through it.
+    pub server_api: Option<AppStoreServerApi>,
+}
+
+/// How the server reaches the App Store Server API: an In-App Purchase key from App Store
+/// Connect (Users and Access → Integrations → In-App Purchase).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppStoreServerApi {
+    /// `https://api.storekit.apple.com` (`https://api.storekit-sandbox.apple.com` for Sandbox).
+    pub url: String,
+    /// The issuer id shown above the keys.
+    pub issuer_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The key (`SubscriptionKey_….p8`), PKCS #8 DER.
+    pub private_key: Vec<u8>,
+    /// Whether the studio's terms obtain the player's consent to share consumption data with
+    /// Apple (`customerConsented`).
+    pub customer_consented: bool,
+}
+
+impl std::fmt::Debug for AppStoreServerApi {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AppStoreServerApi")
+            .field("url", &self.url)
+            .field("issuer_id", &self.issuer_id)
+            .field("key_id", &self.key_id)
+            .field("private_key", &"<redacted>")
+            .field("customer_consented", &self.customer_consented)
+            .finish()
+    }
+}
+
+/// A bearer token for the App Store Server API: a JWT (`ES256`, `kid`) with `iss`, `iat`, `exp`
+/// (five minutes), `aud: appstoreconnect-v1` and `bid`, signed with the In-App Purchase key.
+fn api_token(api: &AppStoreServerApi, bundle_id: &str, now_s: i64) -> ApiResult<String> {
+    let header = serde_json::json!({ "alg": "ES256", "kid": api.key_id, "typ": "JWT" });
+    let claims = serde_json::json!({
+        "iss": api.issuer_id, "iat": now_s, "exp": now_s + 300, "aud": "appstoreconnect-v1", "bid": bundle_id,
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &api.private_key,
+        &rng,
+    )
+    .map_err(|_| {
+        ApiError::Internal(anyhow::anyhow!("the App Store Server API key is not a P-256 PKCS #8 key"))
+    })?;
+    let signature = key
+        .sign(&rng, input.as_bytes())
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("the App Store Server API key cannot sign")))?;
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref())))
 }
 
 impl std::fmt::Debug for AppleSettings {
@@ -60,6 +119,7 @@ impl std::fmt::Debug for AppleSettings {
             .field("environment", &self.environment)
             .field("root_certificates", &self.root_certificates.len())
             .field("commission_percent", &self.commission_percent)
+            .field("server_api", &self.server_api)
             .finish()
     }
 }
@@ -233,13 +293,18 @@ pub fn verify_transaction(settings: &AppleSettings, jws: &str) -> ApiResult<Appl
 #[derive(Debug, Clone)]
 pub struct AppStoreProvider {
     settings: AppleSettings,
+    http: reqwest::Client,
 }
 
 impl AppStoreProvider {
     /// The provider for these settings.
     #[must_use]
     pub fn new(settings: AppleSettings) -> Self {
-        Self { settings }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self { settings, http }
     }
 }
 
@@ -256,6 +321,21 @@ fn forged(error: ApiError) -> ApiError {
 }
 
 impl AppStoreProvider {
+    /// The id of the transaction a notification's `signedTransactionInfo` carries, verified.
+    fn transaction_in(&self, data: &Value) -> ApiResult<String> {
+        let signed = data["signedTransactionInfo"]
+            .as_str()
+            .ok_or_else(|| forged(proof_invalid("format", "a notification without its transaction")))?;
+        let transaction = verify_signed_data(&self.settings, signed).map_err(forged)?;
+        if transaction["bundleId"].as_str() != Some(self.settings.bundle_id.as_str()) {
+            return Err(forged(proof_invalid("bundle_id", "another app's transaction")));
+        }
+        transaction["transactionId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| forged(proof_invalid("format", "a transaction without transactionId")))
+    }
+
     fn read_notification(&self, body: &[u8]) -> ApiResult<VerifiedEvent> {
         #[derive(serde::Deserialize)]
         struct Body {
@@ -284,17 +364,12 @@ impl AppStoreProvider {
         };
         let event = match kind.as_str() {
             "REFUND" | "REVOKE" => {
-                let signed = data["signedTransactionInfo"]
-                    .as_str()
-                    .ok_or_else(|| forged(proof_invalid("format", "a refund without its transaction")))?;
-                let transaction = verify_signed_data(&self.settings, signed).map_err(forged)?;
-                if transaction["bundleId"].as_str() != Some(self.settings.bundle_id.as_str()) {
-                    return Err(forged(proof_invalid("bundle_id", "another app's transaction")));
-                }
-                let transaction_id = transaction["transactionId"]
-                    .as_str()
-                    .ok_or_else(|| forged(proof_invalid("format", "a transaction without transactionId")))?;
-                ProviderEvent::PaymentDisputed { payment_id: transaction_id.to_owned(), amount: None }
+                ProviderEvent::PaymentDisputed { payment_id: self.transaction_in(data)?, amount: None }
+            }
+            // Answered only when the App Store Server API is configured.
+            "CONSUMPTION_REQUEST" if self.settings.server_api.is_some() => {
+                let transaction_id = self.transaction_in(data)?;
+                ProviderEvent::ConsumptionRequested { payment_id: transaction_id }
             }
             _ => ProviderEvent::Ignored,
         };
@@ -338,6 +413,48 @@ impl PaymentProvider for AppStoreProvider {
 
     fn events_since<'a>(&'a self, _cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
         Box::pin(async { Ok(EventPage { events: Vec::new(), next_cursor: None }) })
+    }
+
+    /// `PUT /inApps/v2/transactions/consumption/{transactionId}` with `customerConsented` (the
+    /// setting), `sampleContentProvided: false` and `deliveryStatus` (`DELIVERED` when the order
+    /// was fulfilled, else `UNDELIVERED_OTHER`). `consumptionPercentage` is not sent.
+    fn answer_consumption<'a>(
+        &'a self,
+        payment_id: &'a str,
+        delivered: bool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            let Some(api) = &self.settings.server_api else { return Ok(()) };
+            let path = format!(
+                "/inApps/v2/transactions/consumption/{}",
+                crate::payments::provider::urlencode(payment_id)
+            );
+            let token = api_token(api, &self.settings.bundle_id, crate::db::now_micros() / 1_000_000)?;
+            let body = serde_json::json!({
+                "customerConsented": api.customer_consented,
+                "sampleContentProvided": false,
+                "deliveryStatus": if delivered { "DELIVERED" } else { "UNDELIVERED_OTHER" },
+            });
+            let response = self
+                .http
+                .put(format!("{}{path}", api.url.trim_end_matches('/')))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|error| {
+                    crate::payments::provider::unavailable(&path, &format!("unreachable: {error}"))
+                })?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                return Err(crate::payments::provider::unavailable(
+                    &path,
+                    &format!("answered {status}: {text}"),
+                ));
+            }
+            Ok(())
+        })
     }
 
     fn session_payment<'a>(

@@ -444,7 +444,56 @@ async fn consumption_requests_are_answered_through_the_app_store_server_api(back
     assert_eq!(api.received().len(), 2, "answered again only for the duplicate delivery");
 }
 
+/// One transaction sent many times at once, by its buyer and by another player, on two writers:
+/// granted once; every other answer is that order again, `already_exists` or a 409 to ask again.
+async fn concurrent_redemptions_of_one_transaction_grant_once(backend: Backend) {
+    let signer = AppleSigner::new();
+    let mut settings = signer.settings("Production");
+    settings.server_api = None;
+    let server = TestServer::start_with(backend, |server| {
+        server.apple = Some(settings);
+        server.writers = 2;
+    })
+    .await;
+    let Some(server) = server else { return };
+    sell_on_the_app_store(&server, seed::GEMS_SMALL, GEMS_PRODUCT).await;
+    let (_, buyer) = server.login_player("ios-racer").await;
+    let (_, other) = server.login_player("ios-racer-2").await;
+    let signed = signer.sign(&transaction("7000000001", GEMS_PRODUCT, 990, "USD", "Production"));
+    let attempts = (0..12).map(|index| {
+        let token = if index % 3 == 0 { other.clone() } else { buyer.clone() };
+        let (server, signed) = (&server, signed.clone());
+        async move { (index % 3 == 0, redeem(server, &token, &signed).await) }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut created = Vec::new();
+    let mut orders = std::collections::BTreeSet::new();
+    for (_, (status, body)) in &answers {
+        match status.as_u16() {
+            201 => {
+                created.push(body["id"].clone());
+                orders.insert(body["id"].to_string());
+            }
+            200 => {
+                orders.insert(body["id"].to_string());
+            }
+            409 => assert!(
+                matches!(body["error"]["code"].as_str(), Some("already_exists" | "request_in_progress")),
+                "{body}"
+            ),
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "one redemption wins: {answers:?}");
+    assert_eq!(orders.len(), 1, "every success names the same order: {answers:?}");
+    assert_eq!(server.count("select count(*) from entry where kind = 'order_fulfillment'").await, 1);
+    assert_eq!(server.count("select count(*) from payment_order").await, 1, "no stray order is left");
+    assert_eq!(server.balance(&buyer, "gems").await + server.balance(&other, "gems").await, 100);
+    server.assert_audit_clean().await;
+}
+
 on_each_backend!(
+    concurrent_redemptions_of_one_transaction_grant_once,
     consumption_requests_are_answered_through_the_app_store_server_api,
     the_bevy_plugin_redeems_and_never_drops_a_proof,
     refunds_and_revocations_apple_notifies_claw_back_once,

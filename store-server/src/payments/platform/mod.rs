@@ -67,25 +67,8 @@ impl RedeemJob {
             return Err(apple::proof_invalid("account", "the purchase was made for another player"));
         }
         // Once per transaction, whoever asks: the first redemption holds it.
-        let redeemed: Option<String> = sqlx::query_scalar(
-            "select order_id from provider_payment where provider = $1 and payment_id = $2",
-        )
-        .bind(purchase.platform)
-        .bind(&purchase.transaction_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(order_id) = redeemed {
-            let order_id = Uuid::parse_str(&order_id).map_err(|error| anyhow::anyhow!(error))?;
-            let record =
-                find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
-            if record.player_id != *player_id {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::AlreadyExists,
-                    "this purchase was redeemed by another player",
-                ));
-            }
-            return Ok((StatusCode::OK, order_detail(conn, &record).await?));
+        if let Some(redeemed) = self.redeemed(conn).await? {
+            return Ok((StatusCode::OK, redeemed));
         }
         let catalog = payments.catalog_cache().get(conn).await?;
         let offer = catalog.platform_offer(purchase.platform, &purchase.product_id).ok_or_else(|| {
@@ -117,7 +100,8 @@ impl RedeemJob {
                 stock_taken: 0,
             },
         )
-        .await?;
+        .await
+        .map_err(|error| self.raced(error))?;
         let fee = crate::payments::fees::share(purchase.price, Decimal::from(purchase.commission_percent));
         let report = PaymentReport {
             session_id: purchase.transaction_id.clone(),
@@ -128,9 +112,61 @@ impl RedeemJob {
         };
         let cause = format!("{} transaction {}", purchase.platform, purchase.transaction_id);
         payment_succeeded(conn, payments, purchase.platform, &report, &cause).await?;
+        // A redemption on another writer may have booked the transaction first (the payment's
+        // key lets one in): this one then grants nothing, and is undone (its savepoint) with a
+        // 409 that says to ask again, which answers the order that holds it.
+        if self.holder(conn).await? != Some(order_id) {
+            return Err(raced());
+        }
         let record = find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
         Ok((StatusCode::CREATED, order_detail(conn, &record).await?))
     }
+
+    /// A redemption of the same transaction committed first on another writer (its order holds
+    /// the transaction as its session): `409 request_in_progress`.
+    fn raced(&self, error: ApiError) -> ApiError {
+        match &error {
+            ApiError::Database(sqlx::Error::Database(database)) if database.is_unique_violation() => raced(),
+            _ => error,
+        }
+    }
+
+    /// The order the transaction's payment was booked for, if it was.
+    async fn holder(&self, conn: &mut AnyConnection) -> ApiResult<Option<Uuid>> {
+        let order_id: Option<String> = sqlx::query_scalar(
+            "select order_id from provider_payment where provider = $1 and payment_id = $2",
+        )
+        .bind(self.purchase.platform)
+        .bind(&self.purchase.transaction_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        order_id.map(|id| Uuid::parse_str(&id).map_err(|error| anyhow::anyhow!(error).into())).transpose()
+    }
+
+    /// The order that redeemed this transaction, if one did: for this player, that order again;
+    /// for another player, `409 already_exists`.
+    async fn redeemed(&self, conn: &mut AnyConnection) -> ApiResult<Option<Order>> {
+        let Some(order_id) = self.holder(conn).await? else { return Ok(None) };
+        let record = find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+        if record.player_id != self.player_id {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::AlreadyExists,
+                "this purchase was redeemed by another player",
+            ));
+        }
+        Ok(Some(order_detail(conn, &record).await?))
+    }
+}
+
+/// Another redemption of the same transaction won: this one is undone (its savepoint), and the
+/// game asks again for the order that holds the transaction.
+fn raced() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::RequestInProgress,
+        "this purchase was being redeemed at the same moment; send it again for the order that holds it",
+    )
 }
 
 impl BatchJob for RedeemJob {

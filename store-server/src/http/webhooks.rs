@@ -30,7 +30,7 @@ pub struct WebhookAck {
 /// before what it depends on is refused with `409` so the provider retries it later.
 #[utoipa::path(
     post, path = "/v1/webhooks/{provider}", tag = "providers",
-    params(("provider" = String, Path, description = "Provider name: sandbox, stripe"), ("Coinslot-Signature" = String, Header, description = "The sandbox's signature: t=<unix>,v1=<hex HMAC-SHA256 of t.body>; Stripe sends Stripe-Signature in the same form")),
+    params(("provider" = String, Path, description = "Provider name: sandbox, stripe, apple (App Store Server Notifications V2, a signedPayload verified like a transaction)"), ("Coinslot-Signature" = String, Header, description = "The sandbox's signature: t=<unix>,v1=<hex HMAC-SHA256 of t.body>; Stripe sends Stripe-Signature in the same form")),
     request_body = Object,
     responses(
         (status = 200, body = WebhookAck),

@@ -50,6 +50,21 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
         players.push((player, token));
     }
 
+    // One purchase on each instance alone (a player of its own, a key sent nowhere else), so
+    // every instance's writer books at least one sale whichever instance wins the races below.
+    for (index, base) in bases.iter().enumerate() {
+        let (_, token) = tests::login_at(&http, base, &format!("multi-solo-{index}")).await;
+        let bought = http
+            .post(format!("{base}/v1/purchases"))
+            .bearer_auth(&token)
+            .header("idempotency-key", format!("multi-solo-{index}"))
+            .json(&json!({ "offer_id": seed::MAGNET }))
+            .send()
+            .await
+            .expect("a purchase");
+        assert_eq!(bought.status(), StatusCode::CREATED);
+    }
+
     // Every player's attempts race through all three instances at once; each key is also sent
     // twice, to two different instances.
     let mut tasks = tokio::task::JoinSet::new();
@@ -162,7 +177,8 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
     assert_eq!(fulfilments, 3, "each order granted once");
     let purchases: i64 =
         sqlx::query_scalar("select count(*) from purchase").fetch_one(reader.pool()).await.expect("a count");
-    assert_eq!(purchases, i64::try_from(PLAYERS * AFFORDABLE).expect("small"));
+    let sales = i64::try_from(PLAYERS * AFFORDABLE + 3).expect("small");
+    assert_eq!(purchases, sales, "the races' purchases and one alone per instance");
     // Each instance's writer moved its own revenue row (review M9: no instance waits on another's
     // system rows), and the rows add up to what was sold.
     let revenue: Vec<(String, i64)> = sqlx::query_as(
@@ -173,7 +189,7 @@ async fn three_instances_on_one_postgres_never_overdraw_or_double_grant() {
     .expect("the revenue rows");
     assert_eq!(revenue.len(), 3, "one revenue row per instance's writer: {revenue:?}");
     assert!(revenue.iter().all(|(id, _)| id.starts_with("s:revenue:gold#")), "{revenue:?}");
-    let sold = i64::try_from(PLAYERS * AFFORDABLE).expect("small") * 100;
+    let sold = sales * 100;
     assert_eq!(revenue.iter().map(|(_, balance)| balance).sum::<i64>(), sold, "{revenue:?}");
     let report = store_server::ledger::audit::audit(&reader).await.expect("the audit runs");
     assert!(report.is_clean(), "{report}");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use store_api::auth::DeviceId;
 use store_api::catalog::Sku;
 use store_api::ledger::{ConsumeRequest, PurchaseRequest, RewardClaimRequest};
-use store_api::orders::{ApplePurchaseRequest, CreateOrderRequest, SettleTabRequest};
+use store_api::orders::{CreateOrderRequest, PlatformProof, SettleTabRequest};
 
 use crate::client::{IdempotencyKey, StoreError, StoreResult};
 
@@ -46,9 +46,9 @@ pub enum PendingRequest {
         /// How many.
         request: ConsumeRequest,
     },
-    /// `POST /v1/platform-purchases/apple`: the App Store's proof, kept until the server
-    /// answers (the platform already charged the player).
-    RedeemApple(ApplePurchaseRequest),
+    /// `POST /v1/platform-purchases/{apple,google}`: the platform's proof of purchase, kept until
+    /// the server answers (the platform already charged the player).
+    RedeemPlatform(PlatformProof),
 }
 
 impl PendingRequest {
@@ -56,7 +56,7 @@ impl PendingRequest {
     /// redeemed once per platform transaction whatever the key, so it is never too old to send.
     #[must_use]
     pub fn needs_its_key(&self) -> bool {
-        !matches!(self, Self::RedeemApple(_))
+        !matches!(self, Self::RedeemPlatform(_))
     }
 }
 

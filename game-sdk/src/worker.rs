@@ -595,8 +595,8 @@ async fn send_recorded(shared: Shared, request: Option<RequestId>, record: Pendi
             let outcome = client.claim_reward(rule, claim, &key).await.map(Box::new);
             ReplyBody::Reward { key: key.clone(), outcome }
         }
-        PendingRequest::RedeemApple(redemption) => {
-            let outcome = client.redeem_apple(redemption).await.map(Box::new);
+        PendingRequest::RedeemPlatform(proof) => {
+            let outcome = client.redeem_platform(proof).await.map(Box::new);
             ReplyBody::Order { key: key.clone(), outcome }
         }
         PendingRequest::Consume { sku, request: consume } => {

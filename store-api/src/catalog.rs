@@ -499,7 +499,11 @@ impl PlatformProducts {
             .filter_map(|(platform, id)| id.map(|id| (platform, id)))
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks every product id's form.
+    ///
+    /// # Errors
+    /// The first id that is not `[A-Za-z0-9._-]{1,150}`.
+    pub fn check(&self) -> Result<(), String> {
         for (platform, id) in self.named() {
             let ok = (1..=150).contains(&id.len())
                 && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));

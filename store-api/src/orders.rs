@@ -140,6 +140,29 @@ pub struct ApplePurchaseRequest {
     pub signed_transaction: String,
 }
 
+/// `POST /v1/platform-purchases/google`: a purchase made with the Play Billing Library, to
+/// redeem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GooglePlayPurchaseRequest {
+    /// The product bought (`Purchase.getProducts()`), as the offer's `platform_products.google_play`
+    /// names it.
+    pub product_id: String,
+    /// `Purchase.getPurchaseToken()`.
+    pub purchase_token: String,
+}
+
+/// A platform's proof of purchase, to redeem: what the SDK keeps on disk until the server
+/// answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "snake_case")]
+pub enum PlatformProof {
+    /// An App Store signed transaction (StoreKit 2).
+    AppStore(ApplePurchaseRequest),
+    /// A Google Play purchase.
+    GooglePlay(GooglePlayPurchaseRequest),
+}
+
 /// `POST /v1/orders/{id}/steam-authorization`: how the Steam overlay's purchase dialog ended,
 /// as the game's `MicroTxnAuthorizationResponse_t` callback reports it. The server does not take
 /// the game's word for it: it asks Steam (`QueryTxn`), finalizes an authorized transaction

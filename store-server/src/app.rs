@@ -365,6 +365,11 @@ impl Application {
         if let Some(apple) = &settings.apple {
             providers.push(Arc::new(crate::payments::platform::apple::AppStoreProvider::new(apple.clone())));
         }
+        if let Some(google_play) = &settings.google_play {
+            providers.push(Arc::new(crate::payments::platform::google::GooglePlayProvider::new(
+                google_play.clone(),
+            )));
+        }
         let player_limits =
             crate::players::rate_limit::RateLimiter::new(settings.player_rate_limit, "player");
         let key_limits = crate::players::rate_limit::RateLimiter::new(settings.key_rate_limit, "API key");
@@ -485,7 +490,8 @@ impl Application {
     }
 }
 
-/// Expires unpaid orders and sends pending refunds to their providers, every worker tick.
+/// Expires unpaid orders, sends pending refunds to their providers and acknowledges redeemed
+/// platform purchases, every worker tick.
 async fn run_order_workers(state: AppState) {
     let mut ticks = tokio::time::interval(state.settings().worker_tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -503,6 +509,9 @@ async fn run_order_workers(state: AppState) {
         }
         if let Err(error) = crate::payments::orders::submit_pending_refunds(state.payments()).await {
             tracing::warn!(%error, "could not submit refunds");
+        }
+        if let Err(error) = crate::payments::platform::acknowledge_due(state.payments(), None).await {
+            tracing::warn!(%error, "could not acknowledge platform purchases");
         }
     }
 }

@@ -176,6 +176,49 @@ struct SettingsArgs {
     /// consumption data (only when the studio's terms obtain that consent).
     #[arg(long, env = "COINSLOT_APPLE_CUSTOMER_CONSENTED", global = true)]
     apple_customer_consented: bool,
+    /// The Android app's package name: with the service account key, turns Google Play purchase
+    /// redemption on (`POST /v1/platform-purchases/google`).
+    #[arg(long, env = "COINSLOT_GOOGLE_PACKAGE_NAME", global = true)]
+    google_package_name: Option<String>,
+    /// The service account key file (JSON, from Google Cloud) the server calls the Android
+    /// Publisher API as; the account needs the Play Console's "View financial data" and "Manage
+    /// orders" permissions.
+    #[arg(long, env = "COINSLOT_GOOGLE_SERVICE_ACCOUNT_KEY", global = true)]
+    google_service_account_key: Option<String>,
+    /// The Android Publisher API (a stand-in's in tests).
+    #[arg(
+        long,
+        env = "COINSLOT_GOOGLE_API_URL",
+        default_value = "https://androidpublisher.googleapis.com",
+        global = true
+    )]
+    google_api_url: String,
+    /// Google's service fee in percent, booked (with the tax) only when an order does not report
+    /// the studio's revenue.
+    #[arg(long, env = "COINSLOT_GOOGLE_COMMISSION_PERCENT", default_value_t = 15, global = true, value_parser = clap::value_parser!(u8).range(0..=100))]
+    google_commission_percent: u8,
+    /// Redeem license testers' purchases (no money is paid): for a staging server only.
+    #[arg(long, env = "COINSLOT_GOOGLE_ACCEPT_TEST_PURCHASES", global = true)]
+    google_accept_test_purchases: bool,
+    /// The audience of the Pub/Sub push subscription that delivers Real-time developer
+    /// notifications to `/v1/webhooks/google`: with the push service account, turns them on.
+    #[arg(long, env = "COINSLOT_GOOGLE_PUSH_AUDIENCE", global = true)]
+    google_push_audience: Option<String>,
+    /// The service account the push subscription authenticates as.
+    #[arg(long, env = "COINSLOT_GOOGLE_PUSH_SERVICE_ACCOUNT", global = true)]
+    google_push_service_account: Option<String>,
+    /// Where Google publishes the keys its push tokens are signed with (a JWK Set).
+    #[arg(
+        long,
+        env = "COINSLOT_GOOGLE_CERTS_URL",
+        default_value = "https://www.googleapis.com/oauth2/v3/certs",
+        global = true
+    )]
+    google_certs_url: String,
+    /// How often, at most, the Voided Purchases API is polled (its quota is a few thousand calls
+    /// a day).
+    #[arg(long, env = "COINSLOT_GOOGLE_VOIDED_POLL_SECONDS", default_value_t = 600, global = true)]
+    google_voided_poll_seconds: u64,
     /// Stripe's secret API key (`sk_live_…`, `sk_test_…`): turns Stripe on; new orders and tab
     /// settlements are then paid through Stripe Checkout (docs/payment-providers.md).
     #[arg(long, env = "COINSLOT_STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
@@ -275,6 +318,39 @@ impl SettingsArgs {
         }))
     }
 
+    fn google_play(&self) -> anyhow::Result<Option<crate::payments::platform::google::GooglePlaySettings>> {
+        use crate::payments::platform::google::{GooglePlaySettings, PushAuthentication, ServiceAccount};
+        let (Some(package_name), Some(key_path)) =
+            (&self.google_package_name, &self.google_service_account_key)
+        else {
+            if self.google_package_name.is_some() || self.google_service_account_key.is_some() {
+                anyhow::bail!("--google-package-name and --google-service-account-key go together");
+            }
+            return Ok(None);
+        };
+        let bytes = std::fs::read(key_path).map_err(|error| anyhow::anyhow!("{key_path}: {error}"))?;
+        let service_account =
+            ServiceAccount::from_json(&bytes).map_err(|error| anyhow::anyhow!("{key_path}: {error}"))?;
+        let push = match (&self.google_push_audience, &self.google_push_service_account) {
+            (None, None) => None,
+            (Some(audience), Some(service_account)) => Some(PushAuthentication {
+                audience: audience.clone(),
+                service_account: service_account.clone(),
+                certs_url: self.google_certs_url.clone(),
+            }),
+            _ => anyhow::bail!("--google-push-audience and --google-push-service-account go together"),
+        };
+        Ok(Some(GooglePlaySettings {
+            package_name: package_name.clone(),
+            service_account,
+            api_url: self.google_api_url.trim_end_matches('/').to_owned(),
+            commission_percent: self.google_commission_percent,
+            accept_test_purchases: self.google_accept_test_purchases,
+            push,
+            voided_poll_interval: Duration::from_secs(self.google_voided_poll_seconds),
+        }))
+    }
+
     fn stripe(&self) -> anyhow::Result<Option<crate::payments::stripe::StripeSettings>> {
         match (&self.stripe_secret_key, &self.stripe_webhook_secret) {
             (None, None) => Ok(None),
@@ -341,6 +417,7 @@ impl SettingsArgs {
             sandbox: self.sandbox_mode()?,
             steam: self.steam()?,
             apple: self.apple()?,
+            google_play: self.google_play()?,
             stripe: self.stripe()?,
             sandbox_fees: self.sandbox_fees.clone(),
             ..Settings::default()

@@ -82,6 +82,9 @@ pub struct Settings {
     /// The App Store, when configured: `POST /v1/platform-purchases/apple` redeems StoreKit 2
     /// signed transactions.
     pub apple: Option<crate::payments::platform::apple::AppleSettings>,
+    /// Google Play, when configured: `POST /v1/platform-purchases/google` redeems purchase
+    /// tokens, and `POST /v1/webhooks/google` receives Real-time developer notifications.
+    pub google_play: Option<crate::payments::platform::google::GooglePlaySettings>,
     /// Stripe, when configured: new orders and tab settlements are paid through it.
     pub stripe: Option<crate::payments::stripe::StripeSettings>,
     /// The sandbox's fees.
@@ -272,6 +275,7 @@ impl Default for Settings {
             sandbox: SandboxMode::Mounted,
             steam: None,
             apple: None,
+            google_play: None,
             stripe: None,
             sandbox_fees: crate::payments::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),

@@ -8,6 +8,7 @@
 
 pub mod apple;
 pub mod game;
+pub mod google;
 pub mod proxy;
 pub mod steam;
 pub mod stripe;
@@ -405,6 +406,24 @@ impl TestServer {
             .fetch_one(&self.reader)
             .await
             .expect("the sandbox key")
+    }
+
+    /// Names live offers' products on the platforms' stores (`platform_products`, e.g.
+    /// `{"google_play": "gems_small"}`) and publishes.
+    ///
+    /// # Panics
+    /// When the catalog refuses them.
+    pub async fn sell_on_platforms(&self, offers: &[(&str, Value)]) {
+        for (offer_id, products) in offers {
+            let path = format!("/admin/v1/catalog/draft/offers/{offer_id}");
+            let (status, mut offer) = send(self.admin(Method::GET, &path)).await;
+            assert_eq!(status, StatusCode::OK, "{offer}");
+            offer["platform_products"] = products.clone();
+            let (status, body) = send(self.admin(Method::PUT, &path).json(&offer)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (status, body) = send(self.admin(Method::POST, "/admin/v1/catalog/publish")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
     /// Adds an item and an offer for it to the draft and publishes; returns the offer's id.

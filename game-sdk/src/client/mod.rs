@@ -20,7 +20,7 @@ use store_api::ledger::{
     RewardClaimRequest, RewardClaimResult, Wallet,
 };
 use store_api::orders::{
-    ApplePurchaseRequest, CreateOrderRequest, Order, OrderPage, SettleTabRequest, SteamAuthorization, TabList,
+    CreateOrderRequest, Order, OrderPage, PlatformProof, SettleTabRequest, SteamAuthorization, TabList,
 };
 use store_api::receipt::{ReceiptKey, ReceiptKeys, ReceiptPayload, SignedReceipt, verify_receipt};
 use store_api::sandbox::{PayRequest, PayResult};
@@ -273,16 +273,26 @@ impl StoreClient {
         self.verify_order(order).await
     }
 
-    /// Redeems a StoreKit 2 purchase (its `jwsRepresentation`): the server verifies it and
-    /// answers the order that granted it, fulfilled, with its receipt verified here. Safe to send
-    /// again: a transaction is redeemed once, and the same player gets the same order.
+    /// Redeems a platform's proof of purchase (a StoreKit 2 `jwsRepresentation`, a Google Play
+    /// purchase token): the server verifies it with the platform and answers the order that
+    /// granted it, fulfilled, with its receipt verified here. Safe to send again: a purchase is
+    /// redeemed once, and the same player gets the same order.
     ///
     /// # Errors
     /// `platform_proof_invalid`, `already_exists` (another player redeemed it),
-    /// `offer_not_available`; a transport failure.
-    pub async fn redeem_apple(&self, request: &ApplePurchaseRequest) -> StoreResult<Order> {
-        let order: Order =
-            self.send_json(Method::POST, "/v1/platform-purchases/apple", Some(request), None, true).await?;
+    /// `offer_not_available`, `order_state_conflict` (a pending Google Play purchase); a
+    /// transport failure.
+    pub async fn redeem_platform(&self, proof: &PlatformProof) -> StoreResult<Order> {
+        let order: Order = match proof {
+            PlatformProof::AppStore(request) => {
+                self.send_json(Method::POST, "/v1/platform-purchases/apple", Some(request), None, true)
+                    .await?
+            }
+            PlatformProof::GooglePlay(request) => {
+                self.send_json(Method::POST, "/v1/platform-purchases/google", Some(request), None, true)
+                    .await?
+            }
+        };
         self.verify_order(order).await
     }
 

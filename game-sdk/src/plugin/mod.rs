@@ -18,7 +18,7 @@ use store_api::ledger::{
     Balance, ConsumeRequest, CurrencyAmount, Granted, InventoryItem, Purchase, PurchaseRequest, Quantity,
     RewardClaimRequest,
 };
-use store_api::orders::{ApplePurchaseRequest, CreateOrderRequest, Order, OrderStatus, SettleTabRequest};
+use store_api::orders::{CreateOrderRequest, Order, OrderStatus, PlatformProof, SettleTabRequest};
 use store_api::receipt::ReceiptPayload;
 use store_api::sandbox::PayStatus;
 use tokio::sync::mpsc;
@@ -274,18 +274,21 @@ impl StoreRequests<'_> {
         self.send(PendingRequest::Order(order))
     }
 
-    /// Redeems a purchase the player made in the App Store with StoreKit 2: `signed_transaction`
-    /// is the transaction's `jwsRepresentation` (start the purchase with `appAccountToken` set to
-    /// the player's id). The proof is kept on disk until the server answers, and sent again
-    /// after a crash or an outage, however long it takes (a transaction is redeemed once). Ends
-    /// with [`OrderUpdated`] (the order `fulfilled`, its receipt verified: now `finish()` the
-    /// StoreKit transaction) or [`StoreError`] (`platform_proof_invalid`, or `already_exists`
-    /// when another player redeemed it).
+    /// Redeems a purchase the player made in the platform's own store:
+    /// [`PlatformProof::AppStore`] with the StoreKit 2 transaction's `jwsRepresentation` (start
+    /// the purchase with `appAccountToken` set to the player's id), or
+    /// [`PlatformProof::GooglePlay`] with the product id and `Purchase.getPurchaseToken()` (start
+    /// it with `setObfuscatedAccountId(player id)`). The proof is kept on disk until the server
+    /// answers, and sent again after a crash or an outage, however long it takes (a purchase is
+    /// redeemed once). Ends with [`OrderUpdated`] (the order `fulfilled`, its receipt verified:
+    /// now `finish()` the StoreKit transaction; the server consumes the Google Play purchase
+    /// itself) or [`StoreError`] (`platform_proof_invalid`, `already_exists` when another player
+    /// redeemed it, `order_state_conflict` for a Google Play purchase still pending).
     ///
     /// # Errors
     /// [`StoreBusy`].
-    pub fn redeem_app_store_purchase(&self, signed_transaction: String) -> Result<RequestId, StoreBusy> {
-        self.send(PendingRequest::RedeemApple(ApplePurchaseRequest { signed_transaction }))
+    pub fn redeem_platform_purchase(&self, proof: PlatformProof) -> Result<RequestId, StoreBusy> {
+        self.send(PendingRequest::RedeemPlatform(proof))
     }
 
     /// Reports the Steam overlay's `MicroTxnAuthorizationResponse_t` (its `m_ulOrderID` and

@@ -30,7 +30,7 @@ pub struct WebhookAck {
 /// before what it depends on is refused with `409` so the provider retries it later.
 #[utoipa::path(
     post, path = "/v1/webhooks/{provider}", tag = "providers",
-    params(("provider" = String, Path, description = "Provider name: sandbox, stripe, apple (App Store Server Notifications V2, a signedPayload verified like a transaction)"), ("Coinslot-Signature" = String, Header, description = "The sandbox's signature: t=<unix>,v1=<hex HMAC-SHA256 of t.body>; Stripe sends Stripe-Signature in the same form")),
+    params(("provider" = String, Path, description = "Provider name: sandbox, stripe, apple (App Store Server Notifications V2, a signedPayload verified like a transaction), google (Real-time developer notifications, a Pub/Sub push whose OIDC bearer token is verified)"), ("Coinslot-Signature" = String, Header, description = "The sandbox's signature: t=<unix>,v1=<hex HMAC-SHA256 of t.body>; Stripe sends Stripe-Signature in the same form")),
     request_body = Object,
     responses(
         (status = 200, body = WebhookAck),
@@ -65,6 +65,7 @@ async fn process_webhook(
         .providers()
         .find(|provider| provider.webhook_name() == provider_name)
         .ok_or_else(|| ApiError::not_found("provider", provider_name))?;
+    provider.prepare_webhook(headers).await?;
     let verified = provider.verify_webhook(headers, body, now_micros() / 1_000_000)?;
     // A platform asking how much of a purchase was consumed is answered first: if the answer
     // fails, nothing is recorded and the platform asks again.

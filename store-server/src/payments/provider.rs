@@ -313,6 +313,49 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
         Box::pin(async { Ok(()) })
     }
 
+    /// Verifies a platform's proof of purchase (a purchase made in the platform's own store, to
+    /// redeem) and says what it grants and books. Providers that sell through checkouts keep the
+    /// default, which refuses.
+    ///
+    /// # Errors
+    /// `platform_proof_invalid` (`details.reason` says which check failed); the platform cannot
+    /// be reached.
+    fn verify_purchase<'a>(
+        &'a self,
+        proof: &'a store_api::orders::PlatformProof,
+    ) -> BoxFuture<'a, ApiResult<crate::payments::platform::PlatformPurchase>> {
+        let _ = proof;
+        Box::pin(async {
+            Err(ApiError::invalid("platform", "this provider does not redeem platform purchases"))
+        })
+    }
+
+    /// Tells the platform a redeemed purchase was delivered: Google Play's acknowledgement, or
+    /// its consumption (`consume`), without which Google refunds the purchase after three days.
+    ///
+    /// # Errors
+    /// The platform cannot be reached or refuses (the work is retried).
+    fn acknowledge_purchase<'a>(
+        &'a self,
+        product_id: &'a str,
+        purchase_token: &'a str,
+        consume: bool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        let _ = (product_id, purchase_token, consume);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Fetches what [`PaymentProvider::verify_webhook`] will check a request with, when it is
+    /// published elsewhere and rotates (the keys Google signs Pub/Sub push tokens with). Runs
+    /// before every webhook; the default has nothing to fetch.
+    ///
+    /// # Errors
+    /// The keys cannot be fetched.
+    fn prepare_webhook<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, ApiResult<()>> {
+        let _ = headers;
+        Box::pin(async { Ok(()) })
+    }
+
     /// What an event comes to once the facts it only names are read from the provider's API:
     /// a paid session becomes the payment that paid it, a refunded payment its refunds. Runs
     /// before the event is applied, outside any transaction.

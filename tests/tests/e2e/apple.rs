@@ -27,14 +27,7 @@ async fn apple_store_with(
 }
 
 async fn sell_on_the_app_store(server: &TestServer, offer_id: &str, product: &str) {
-    let path = format!("/admin/v1/catalog/draft/offers/{offer_id}");
-    let (status, mut offer) = send(server.admin(Method::GET, &path)).await;
-    assert_eq!(status, StatusCode::OK, "{offer}");
-    offer["platform_products"] = json!({ "app_store": product });
-    let (status, body) = send(server.admin(Method::PUT, &path).json(&offer)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = send(server.admin(Method::POST, "/admin/v1/catalog/publish")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.sell_on_platforms(&[(offer_id, json!({ "app_store": product }))]).await;
 }
 
 async fn redeem(server: &TestServer, token: &str, signed: &str) -> (StatusCode, Value) {
@@ -341,7 +334,7 @@ async fn refunds_and_revocations_apple_notifies_claw_back_once(backend: Backend)
 /// start (a transaction is redeemed once, so it is never dropped as too old to resend).
 async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
     use game_sdk::storage::{LocalStore, PendingRecord, PendingRequest};
-    use game_sdk::store_api::orders::{ApplePurchaseRequest, OrderStatus};
+    use game_sdk::store_api::orders::{ApplePurchaseRequest, OrderStatus, PlatformProof};
     use tests::game::HeadlessGame;
     let signer = AppleSigner::new();
     let Some(server) = apple_store(backend, &signer).await else { return };
@@ -351,8 +344,13 @@ async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
     let player_id = game.resource::<game_sdk::StoreSession>().player_id().expect("logged in");
     let mut bought = transaction("5000000001", GEMS_PRODUCT, 990, "USD", "Production");
     bought["appAccountToken"] = json!(player_id);
-    let request =
-        game.requests(|store| store.redeem_app_store_purchase(signer.sign(&bought))).expect("accepted");
+    let request = game
+        .requests(|store| {
+            store.redeem_platform_purchase(PlatformProof::AppStore(ApplePurchaseRequest {
+                signed_transaction: signer.sign(&bought),
+            }))
+        })
+        .expect("accepted");
     game.update_until("the redeemed order", |world| {
         tests::game::log(world).orders.iter().any(|update| update.request == Some(request))
     })
@@ -367,7 +365,7 @@ async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
 
     // A proof an earlier run left on disk a week ago.
     let mut left = PendingRecord::new(
-        PendingRequest::RedeemApple(ApplePurchaseRequest {
+        PendingRequest::RedeemPlatform(PlatformProof::AppStore(ApplePurchaseRequest {
             signed_transaction: signer.sign(&transaction(
                 "5000000002",
                 GEMS_PRODUCT,
@@ -375,7 +373,7 @@ async fn the_bevy_plugin_redeems_and_never_drops_a_proof(backend: Backend) {
                 "USD",
                 "Production",
             )),
-        }),
+        })),
         player_id,
     );
     left.created_at_s = left.created_at_s.map(|now| now - 7 * 24 * 60 * 60);

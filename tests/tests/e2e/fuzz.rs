@@ -46,12 +46,16 @@ async fn case(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let dir = tempfile::tempdir().expect("a temp dir");
     // Orders are paid through Stripe, players may log in with Steam (local stand-ins) and
-    // redeem App Store purchases, so their routes are live.
+    // redeem App Store and Google Play purchases, so their routes are live.
     let stripe = tests::stripe::StripeStandIn::start().await;
     let steam = tests::steam::SteamStandIn::start().await;
     // App Store purchases are redeemed against a test root (a file, as an operator gives it).
     let apple_root = dir.path().join("apple-root.cer");
     std::fs::write(&apple_root, tests::apple::AppleSigner::new().root_der()).expect("the root file");
+    // Google Play purchases are checked with a stand-in, as a service account key file.
+    let play = tests::google::GooglePlayStandIn::start().await;
+    let google_key = dir.path().join("google-service-account.json");
+    std::fs::write(&google_key, play.service_account_json()).expect("the key file");
     let mut command = store_server_command(dir.path(), Some(db.url()));
     command
         .env("COINSLOT_LISTEN", "127.0.0.1:0")
@@ -63,6 +67,12 @@ async fn case(backend: Backend) {
         .env("COINSLOT_STEAM_WEB_API_KEY", tests::steam::WEB_API_KEY)
         .env("COINSLOT_APPLE_BUNDLE_ID", tests::apple::BUNDLE_ID)
         .env("COINSLOT_APPLE_ROOT_CERTIFICATES", &apple_root)
+        .env("COINSLOT_GOOGLE_PACKAGE_NAME", tests::google::PACKAGE_NAME)
+        .env("COINSLOT_GOOGLE_SERVICE_ACCOUNT_KEY", &google_key)
+        .env("COINSLOT_GOOGLE_API_URL", play.api_url())
+        .env("COINSLOT_GOOGLE_PUSH_AUDIENCE", tests::google::PUSH_AUDIENCE)
+        .env("COINSLOT_GOOGLE_PUSH_SERVICE_ACCOUNT", tests::google::PUSH_SERVICE_ACCOUNT)
+        .env("COINSLOT_GOOGLE_CERTS_URL", format!("{}/oauth2/v3/certs", play.api_url()))
         // The fuzzer is one very fast client; limits would only hide routes behind 429s.
         .env("COINSLOT_PLAYER_RATE_LIMIT", "off")
         .env("COINSLOT_KEY_RATE_LIMIT", "off");

@@ -89,6 +89,7 @@ mod dashboard;
 mod demo_data;
 mod earning;
 mod fuzz;
+mod google;
 mod group_commit;
 mod idempotency;
 mod layout_migration;

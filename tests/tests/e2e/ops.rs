@@ -54,6 +54,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/orders/{id}",
     "POST /v1/orders/{id}/steam-authorization",
     "POST /v1/platform-purchases/apple",
+    "POST /v1/platform-purchases/google",
     "GET /admin/v1/orders",
     "GET /admin/v1/orders/{id}",
     "POST /admin/v1/orders/{id}/refunds",

@@ -22,6 +22,7 @@ use x509_parser::prelude::FromDer as _;
 use x509_parser::time::ASN1Time;
 
 use crate::error::{ApiError, ApiResult};
+use crate::payments::platform::{PlatformPurchase, proof_invalid};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
     RefundAccepted, RefundCall, Refunds, VerifiedEvent, refused,
@@ -137,12 +138,6 @@ pub struct AppleTransaction {
     pub price: Money,
     /// The UUID the game set when it started the purchase (`appAccountToken`), if any.
     pub app_account_token: Option<Uuid>,
-}
-
-/// 400 `platform_proof_invalid`, naming the check that failed.
-pub(crate) fn proof_invalid(reason: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::PlatformProofInvalid, message)
-        .with_detail("reason", reason)
 }
 
 fn oid(arcs: &[u64]) -> ApiResult<Oid<'static>> {
@@ -392,6 +387,32 @@ impl PaymentProvider for AppStoreProvider {
 
     fn refunds(&self) -> Refunds {
         Refunds::AtThePlayersRequest
+    }
+
+    fn verify_purchase<'a>(
+        &'a self,
+        proof: &'a store_api::orders::PlatformProof,
+    ) -> BoxFuture<'a, ApiResult<PlatformPurchase>> {
+        Box::pin(async move {
+            let store_api::orders::PlatformProof::AppStore(request) = proof else {
+                return Err(ApiError::invalid("platform", "the App Store redeems App Store transactions"));
+            };
+            let transaction = verify_transaction(&self.settings, &request.signed_transaction)?;
+            let fee = crate::payments::fees::share(
+                transaction.price,
+                Decimal::from(self.settings.commission_percent),
+            );
+            Ok(PlatformPurchase {
+                platform: PLATFORM,
+                transaction_id: transaction.transaction_id,
+                product_id: transaction.product_id,
+                quantity: transaction.quantity,
+                price: transaction.price,
+                fee,
+                bought_for: transaction.app_account_token,
+                acknowledgement: None,
+            })
+        })
     }
 
     fn create_checkout<'a>(&'a self, _request: &'a CheckoutRequest) -> BoxFuture<'a, ApiResult<Checkout>> {

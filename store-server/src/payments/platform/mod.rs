@@ -1,20 +1,23 @@
 //! Purchases made in a platform's own store and redeemed here: the game buys through StoreKit
-//! (the App Store) and hands the platform's proof of purchase to the server, which verifies it
-//! ([`apple`]), grants the offer the product is sold as, once per platform transaction (across
-//! players), and books the real money the platform says was paid.
+//! (the App Store) or the Play Billing Library (Google Play) and hands the platform's proof of
+//! purchase to the server, which verifies it ([`apple`], [`google`]), grants the offer the
+//! product is sold as, once per platform transaction (across players), and books the real money
+//! the platform says was paid.
 //!
 //! A redemption is an order like any other, opened and paid in one transaction: its provider is
-//! the platform (`app_store`), its session and payment the platform's transaction id, its amount
-//! the transaction's price and its fee the platform's commission. So refunds and revocations
+//! the platform (`app_store`, `google_play`), its session and payment the platform's transaction
+//! (Google's order id), its amount what the player paid and its fee the platform's share. A Google
+//! Play purchase must also be acknowledged or consumed: the redemption writes that work in the
+//! same transaction ([`acknowledge_due`] does it, and retries it). So refunds and revocations
 //! reported later claw back through the orders' own code, and analytics count it as revenue.
 //! The platform charged the player before the store heard of it, so the store's own limits
 //! (spending limits, velocity) do not refuse a redemption; a blocked player is refused.
 
 pub mod apple;
+pub mod google;
 
 use axum::http::StatusCode;
 use futures_util::future::BoxFuture;
-use rust_decimal::Decimal;
 use sqlx::AnyConnection;
 use store_api::orders::Order;
 use store_api::{ErrorCode, Money};
@@ -31,9 +34,9 @@ use crate::payments::provider::PaymentReport;
 /// A platform's purchase, verified: what a redemption grants and books.
 #[derive(Debug, Clone)]
 pub struct PlatformPurchase {
-    /// `app_store`.
+    /// `app_store`, `google_play`.
     pub platform: &'static str,
-    /// The platform's transaction id: redeemed once.
+    /// The platform's transaction id (Google's order id): redeemed once.
     pub transaction_id: String,
     /// The platform's product id, which names the offer.
     pub product_id: String,
@@ -41,10 +44,30 @@ pub struct PlatformPurchase {
     pub quantity: i64,
     /// What the player paid.
     pub price: Money,
-    /// The platform's commission, in percent.
-    pub commission_percent: u8,
-    /// The player the game bought it for (StoreKit's `appAccountToken`), when it said.
+    /// What the platform keeps of it (its commission, and the tax it remits).
+    pub fee: Money,
+    /// The player the game bought it for (StoreKit's `appAccountToken`, Google's
+    /// `obfuscatedExternalAccountId`), when it said.
     pub bought_for: Option<Uuid>,
+    /// What the platform must still be told once the purchase is granted (Google Play).
+    pub acknowledgement: Option<PendingAcknowledgement>,
+}
+
+/// A Google Play purchase not yet acknowledged or consumed.
+#[derive(Debug, Clone)]
+pub struct PendingAcknowledgement {
+    /// The token that names the purchase.
+    pub purchase_token: String,
+    /// Whether Google says it is acknowledged already.
+    pub acknowledged: bool,
+    /// Whether Google says it is consumed already.
+    pub consumed: bool,
+}
+
+/// 400 `platform_proof_invalid`, naming the check that failed.
+pub(crate) fn proof_invalid(reason: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::PlatformProofInvalid, message)
+        .with_detail("reason", reason)
 }
 
 /// Redeems a verified purchase for a player, in the writer's next batch: `201` with the order
@@ -64,7 +87,7 @@ impl RedeemJob {
         let Self { payments, player_id, purchase } = self;
         lock_player(conn, *player_id).await?.refuse_if_blocked()?;
         if purchase.bought_for.is_some_and(|player| player != *player_id) {
-            return Err(apple::proof_invalid("account", "the purchase was made for another player"));
+            return Err(proof_invalid("account", "the purchase was made for another player"));
         }
         // Once per transaction, whoever asks: the first redemption holds it.
         if let Some(redeemed) = self.redeemed(conn).await? {
@@ -102,7 +125,7 @@ impl RedeemJob {
         )
         .await
         .map_err(|error| self.raced(error))?;
-        let fee = crate::payments::fees::share(purchase.price, Decimal::from(purchase.commission_percent));
+        let fee = purchase.fee;
         let report = PaymentReport {
             session_id: purchase.transaction_id.clone(),
             payment_id: purchase.transaction_id.clone(),
@@ -117,6 +140,28 @@ impl RedeemJob {
         // 409 that says to ask again, which answers the order that holds it.
         if self.holder(conn).await? != Some(order_id) {
             return Err(raced());
+        }
+        if let Some(work) = &purchase.acknowledgement {
+            // A durable item stays owned on the platform too (acknowledged); anything else is
+            // consumed, so the player can buy it again.
+            let durable = catalog
+                .item(&offer.sku)
+                .is_some_and(|item| item.kind == store_api::catalog::ItemKind::Durable);
+            let done = if durable { work.acknowledged } else { work.consumed };
+            if !done {
+                sqlx::query(
+                    "insert into platform_acknowledgement (order_id, provider, product_id, purchase_token, action, next_attempt_at) \
+                     values ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(order_id.to_string())
+                .bind(purchase.platform)
+                .bind(&purchase.product_id)
+                .bind(&work.purchase_token)
+                .bind(if durable { "acknowledge" } else { "consume" })
+                .bind(now_micros())
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         let record = find_order(conn, order_id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;
         Ok((StatusCode::CREATED, order_detail(conn, &record).await?))
@@ -177,4 +222,67 @@ impl BatchJob for RedeemJob {
             Ok(Done { status, body: body.into(), replayed: false })
         })
     }
+}
+
+/// How many acknowledgements one pass sends at most.
+const ACKNOWLEDGEMENTS_PER_PASS: i64 = 50;
+
+/// The longest wait between two attempts at one acknowledgement: Google refunds a purchase left
+/// unacknowledged for three days, so it is tried at least hourly.
+const ACKNOWLEDGEMENT_BACKOFF_MAX_S: i64 = 3_600;
+
+/// Tells the platforms the purchases redeemed here were delivered (acknowledged or consumed):
+/// those due, or the one purchase `token` names (a redemption's own request tries at once). A
+/// failure waits twice as long as the one before (1 s, 2 s, … an hour at most), until the
+/// platform confirms. Returns how many were done.
+///
+/// # Errors
+/// Fails when the database does; a platform that fails leaves its work for the next attempt.
+pub async fn acknowledge_due(state: &Payments, token: Option<&str>) -> ApiResult<u64> {
+    let now = now_micros();
+    let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+        "select order_id, provider, product_id, purchase_token, action, attempts from platform_acknowledgement \
+         where done_at is null and next_attempt_at <= $1 and ($2 = '' or purchase_token = $2) \
+         order by next_attempt_at limit $3",
+    )
+    .bind(now)
+    .bind(token.unwrap_or_default())
+    .bind(ACKNOWLEDGEMENTS_PER_PASS)
+    .fetch_all(state.db().pool())
+    .await?;
+    let mut done = 0;
+    for (order_id, provider, product_id, purchase_token, action, attempts) in rows {
+        let Some(adapter) = state.provider(&provider) else { continue };
+        let outcome = adapter.acknowledge_purchase(&product_id, &purchase_token, action == "consume").await;
+        let mut tx = state.db().begin_write().await?;
+        match outcome {
+            Ok(()) => {
+                done += 1;
+                sqlx::query(
+                    "update platform_acknowledgement set done_at = $2, attempts = attempts + 1, last_error = null \
+                     where order_id = $1",
+                )
+                .bind(&order_id)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Err(error) => {
+                let wait_s =
+                    1_i64.checked_shl(u32::try_from(attempts.clamp(0, 12)).unwrap_or(12)).unwrap_or(1);
+                tracing::warn!(%error, order_id, action, "a platform purchase could not be acknowledged; retrying");
+                sqlx::query(
+                    "update platform_acknowledgement set attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+                     where order_id = $1",
+                )
+                .bind(&order_id)
+                .bind(now_micros() + wait_s.min(ACKNOWLEDGEMENT_BACKOFF_MAX_S) * 1_000_000)
+                .bind(error.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(done)
 }

@@ -176,6 +176,10 @@ struct SettingsArgs {
     /// consumption data (only when the studio's terms obtain that consent).
     #[arg(long, env = "COINSLOT_APPLE_CUSTOMER_CONSENTED", global = true)]
     apple_customer_consented: bool,
+    /// How often, at most, the App Store Server API's Notification History is read back (with
+    /// the In-App Purchase key configured), so a notification lost for good is still booked.
+    #[arg(long, env = "COINSLOT_APPLE_HISTORY_POLL_SECONDS", default_value_t = 600, global = true)]
+    apple_history_poll_seconds: u64,
     /// The Android app's package name: with the service account key, turns Google Play purchase
     /// redemption on (`POST /v1/platform-purchases/google`).
     #[arg(long, env = "COINSLOT_GOOGLE_PACKAGE_NAME", global = true)]
@@ -305,6 +309,7 @@ impl SettingsArgs {
                     key_id: key_id.clone(),
                     private_key,
                     customer_consented: self.apple_customer_consented,
+                    history_poll_interval: Duration::from_secs(self.apple_history_poll_seconds),
                 })
             }
             _ => anyhow::bail!("--apple-issuer-id, --apple-key-id and --apple-private-key go together"),

@@ -212,6 +212,20 @@ struct ApiState {
     public_key: Vec<u8>,
     received: Vec<(String, Value)>,
     failures: u32,
+    /// Notifications Apple sent (or tried to): when, and the `signedPayload`.
+    history: Vec<(i64, String)>,
+    history_requests: Vec<Value>,
+    /// Notifications a history page holds (Apple: 20).
+    history_page: usize,
+}
+
+/// How many notifications a page of the Notification History holds, as Apple documents.
+const HISTORY_PAGE: usize = 20;
+
+impl ApiState {
+    fn page_size(&self) -> usize {
+        if self.history_page == 0 { HISTORY_PAGE } else { self.history_page }
+    }
 }
 
 /// The stand-in's issuer and key ids.
@@ -230,6 +244,42 @@ fn api_error(status: axum::http::StatusCode, code: i64, message: &str) -> axum::
     (status, axum::Json(json!({ "errorCode": code, "errorMessage": message }))).into_response()
 }
 
+/// Whether the request carries a bearer JWT Apple would accept: `ES256` with the stand-in's key
+/// and id, the issuer, `aud: appstoreconnect-v1`, the bundle id, and at most an hour to live.
+fn authorized(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else { return false };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).ok();
+    let (Some(header_json), Some(claims_json), Some(signature)) =
+        (decode(header), decode(claims), decode(signature))
+    else {
+        return false;
+    };
+    let verified =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &state.public_key)
+            .verify(format!("{header}.{claims}").as_bytes(), &signature)
+            .is_ok();
+    let header_json: Value = serde_json::from_slice(&header_json).unwrap_or_default();
+    let claims_json: Value = serde_json::from_slice(&claims_json).unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let exp = claims_json["exp"].as_i64().unwrap_or(0);
+    verified
+        && header_json["alg"] == "ES256"
+        && header_json["kid"] == KEY_ID
+        && claims_json["iss"] == ISSUER_ID
+        && claims_json["aud"] == "appstoreconnect-v1"
+        && claims_json["bid"] == BUNDLE_ID
+        && exp > now
+        && exp <= now + 3_600
+}
+
 async fn consumption(
     axum::extract::State(state): axum::extract::State<std::sync::Arc<std::sync::Mutex<ApiState>>>,
     axum::extract::Path(transaction_id): axum::extract::Path<String>,
@@ -243,40 +293,8 @@ async fn consumption(
         state.failures -= 1;
         return api_error(StatusCode::INTERNAL_SERVER_ERROR, 5_000_000, "An unknown error occurred.");
     }
-    let unauthorized = || StatusCode::UNAUTHORIZED.into_response();
-    let Some(token) = headers
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-    else {
-        return unauthorized();
-    };
-    let parts: Vec<&str> = token.split('.').collect();
-    let [header, claims, signature] = parts.as_slice() else { return unauthorized() };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).ok();
-    let (Some(header_json), Some(claims_json), Some(signature)) =
-        (decode(header), decode(claims), decode(signature))
-    else {
-        return unauthorized();
-    };
-    let verified =
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &state.public_key)
-            .verify(format!("{header}.{claims}").as_bytes(), &signature)
-            .is_ok();
-    let header_json: Value = serde_json::from_slice(&header_json).unwrap_or_default();
-    let claims_json: Value = serde_json::from_slice(&claims_json).unwrap_or_default();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let exp = claims_json["exp"].as_i64().unwrap_or(0);
-    if !verified
-        || header_json["alg"] != "ES256"
-        || header_json["kid"] != KEY_ID
-        || claims_json["iss"] != ISSUER_ID
-        || claims_json["aud"] != "appstoreconnect-v1"
-        || claims_json["bid"] != BUNDLE_ID
-        || exp <= now
-        || exp > now + 3_600
-    {
-        return unauthorized();
+    if !authorized(&state, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return api_error(StatusCode::BAD_REQUEST, 4_000_000, "Invalid request.");
@@ -298,6 +316,48 @@ async fn consumption(
     StatusCode::ACCEPTED.into_response()
 }
 
+async fn notification_history(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<std::sync::Mutex<ApiState>>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+    let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !authorized(&state, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (Some(start), Some(end)) = (request["startDate"].as_i64(), request["endDate"].as_i64()) else {
+        return api_error(StatusCode::BAD_REQUEST, 4_000_003, "Invalid start date or end date.");
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000;
+    if start >= end || start < now - 180 * 24 * 3_600 * 1_000 {
+        return api_error(StatusCode::BAD_REQUEST, 4_000_003, "Invalid start date or end date.");
+    }
+    state.history_requests.push(request);
+    let offset: usize = query.get("paginationToken").and_then(|token| token.parse().ok()).unwrap_or(0);
+    let sent: Vec<&String> = state
+        .history
+        .iter()
+        .filter(|(at, _)| (start..end).contains(at))
+        .map(|(_, payload)| payload)
+        .collect();
+    let page: Vec<Value> = sent
+        .iter()
+        .skip(offset)
+        .take(state.page_size())
+        .map(|payload| json!({ "signedPayload": payload, "sendAttempts": [{"attemptDate": now, "sendAttemptResult": "TIMED_OUT"}] }))
+        .collect();
+    let more = offset + state.page_size() < sent.len();
+    let mut answer = json!({ "notificationHistory": page, "hasMore": more });
+    if more {
+        answer["paginationToken"] = json!((offset + state.page_size()).to_string());
+    }
+    axum::Json(answer).into_response()
+}
+
 impl AppStoreApiStandIn {
     /// Starts the stand-in on a free loopback port, with a new In-App Purchase key.
     ///
@@ -311,6 +371,7 @@ impl AppStoreApiStandIn {
         }));
         let router = axum::Router::new()
             .route("/inApps/v2/transactions/consumption/{id}", axum::routing::put(consumption))
+            .route("/inApps/v1/notifications/history", axum::routing::post(notification_history))
             .with_state(answers.clone());
         let (base_url, task) = crate::serve_on_loopback(router).await;
         Self { base_url, key_pkcs8: key.serialize_der(), answers, task }
@@ -328,7 +389,30 @@ impl AppStoreApiStandIn {
             key_id: KEY_ID.to_owned(),
             private_key: self.key_pkcs8.clone(),
             customer_consented,
+            history_poll_interval: std::time::Duration::ZERO,
         }
+    }
+
+    /// Apple sent a notification (its `signedPayload`) that the store never received: it is in
+    /// the Notification History from now on.
+    pub fn sent_but_lost(&self, signed_payload: &str) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000;
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .history
+            .push((now, signed_payload.to_owned()));
+    }
+
+    /// How many notifications a history page holds (to page through few).
+    pub fn set_history_page_size(&self, size: usize) {
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).history_page = size;
+    }
+
+    /// The Notification History requests' bodies.
+    #[must_use]
+    pub fn history_requests(&self) -> Vec<Value> {
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).history_requests.clone()
     }
 
     /// The next `failures` calls answer `500`.

@@ -7,7 +7,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::apple::{AppleSigner, Leaf, notification, transaction};
-use tests::{Backend, TestServer, assert_error, seed, send};
+use tests::{Backend, TestServer, assert_error, seed, send, status_is};
 
 const GEMS_PRODUCT: &str = "com.coinslot.gems.small";
 
@@ -490,7 +490,68 @@ async fn concurrent_redemptions_of_one_transaction_grant_once(backend: Backend) 
     server.assert_audit_clean().await;
 }
 
+/// Notifications Apple sent that the store never received (an outage longer than Apple's
+/// retries) are read back from the App Store Server API's Notification History, page by page,
+/// and booked once; a late delivery of one of them is then a duplicate.
+async fn notifications_never_received_are_read_back_from_the_history(backend: Backend) {
+    let signer = AppleSigner::new();
+    let api = tests::apple::AppStoreApiStandIn::start().await;
+    let mut settings = signer.settings("Production");
+    settings.server_api = Some(api.settings(false));
+    let Some(server) = apple_store_with(backend, settings).await else { return };
+    let (_, token) = server.login_player("ios-history").await;
+    let mut orders = Vec::new();
+    for id in ["7000000001", "7000000002"] {
+        let (status, order) =
+            redeem(&server, &token, &signer.sign(&transaction(id, GEMS_PRODUCT, 990, "USD", "Production")))
+                .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        orders.push(order["id"].as_str().expect("id").to_owned());
+    }
+    let revoked = |id: &str| {
+        let mut payload = transaction(id, GEMS_PRODUCT, 990, "USD", "Production");
+        payload["revocationDate"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() * 1_000);
+        signer.sign(&payload)
+    };
+    let refund = signer.sign(&notification(
+        "9fa459ea-0000-0000-0000-000000000001",
+        "REFUND",
+        &revoked("7000000001"),
+        "Production",
+    ));
+    api.set_history_page_size(1);
+    api.sent_but_lost(&refund);
+    // Another environment's notification in the history is skipped, not booked.
+    api.sent_but_lost(&signer.sign(&notification(
+        "9fa459ea-0000-0000-0000-000000000002",
+        "REVOKE",
+        &revoked("7000000002"),
+        "Sandbox",
+    )));
+    api.sent_but_lost(&signer.sign(&notification(
+        "9fa459ea-0000-0000-0000-000000000003",
+        "REVOKE",
+        &revoked("7000000002"),
+        "Production",
+    )));
+    for order in &orders {
+        server.wait_for_order(&token, order, status_is("charged_back")).await;
+    }
+    let (status, ack) = notify(&server, &refund).await;
+    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")), "{ack}");
+    let requests = api.history_requests();
+    assert!(requests.len() >= 3, "three pages of one: {requests:?}");
+    assert!(
+        requests.iter().all(|request| request["startDate"].as_i64() < request["endDate"].as_i64()),
+        "{requests:?}"
+    );
+    assert_eq!(server.count("select count(*) from entry where kind = 'reversal'").await, 2);
+    assert_eq!(server.balance(&token, "gems").await, 0);
+    server.assert_audit_clean().await;
+}
+
 on_each_backend!(
+    notifications_never_received_are_read_back_from_the_history,
     concurrent_redemptions_of_one_transaction_grant_once,
     consumption_requests_are_answered_through_the_app_store_server_api,
     the_bevy_plugin_redeems_and_never_drops_a_proof,

@@ -438,6 +438,10 @@ async fn the_bevy_plugin_redeems_a_google_play_purchase(backend: Backend) {
     let error =
         game.log().errors.iter().find(|error| error.request == Some(pending)).expect("an error").clone();
     assert_eq!(error.error.code(), Some(game_sdk::store_api::ErrorCode::OrderStateConflict), "{error:?}");
+    for _ in 0..20 {
+        game.update();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(game);
     assert!(tests::pending_records(dir.path()).is_empty(), "answered proofs are forgotten");
 }

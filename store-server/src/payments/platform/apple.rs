@@ -22,7 +22,7 @@ use x509_parser::prelude::FromDer as _;
 use x509_parser::time::ASN1Time;
 
 use crate::error::{ApiError, ApiResult};
-use crate::payments::platform::{PlatformPurchase, proof_invalid};
+use crate::payments::platform::{HistoryCursor, PlatformPurchase, PollThrottle, proof_invalid};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
     RefundAccepted, RefundCall, Refunds, VerifiedEvent, refused,
@@ -30,6 +30,12 @@ use crate::payments::provider::{
 
 /// The platform's name in orders: `app_store`.
 pub const PLATFORM: &str = "app_store";
+
+/// How far back the Notification History reaches (180 days; a minute less, to stay inside).
+const HISTORY_WINDOW_MS: i64 = 180 * 24 * 3_600 * 1_000 - 60_000;
+
+/// How far back the first read of the Notification History goes.
+const FIRST_HISTORY_MS: i64 = 30 * 24 * 3_600 * 1_000;
 
 /// The longest signed transaction accepted, in bytes (Apple's are a few kilobytes).
 pub const SIGNED_TRANSACTION_MAX: usize = 16 * 1024;
@@ -70,6 +76,8 @@ pub struct AppStoreServerApi {
     /// Whether the studio's terms obtain the player's consent to share consumption data with
     /// Apple (`customerConsented`).
     pub customer_consented: bool,
+    /// How often, at most, reconciliation reads the Notification History.
+    pub history_poll_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppStoreServerApi {
@@ -81,6 +89,7 @@ impl std::fmt::Debug for AppStoreServerApi {
             .field("key_id", &self.key_id)
             .field("private_key", &"<redacted>")
             .field("customer_consented", &self.customer_consented)
+            .field("history_poll_interval", &self.history_poll_interval)
             .finish()
     }
 }
@@ -285,10 +294,11 @@ pub fn verify_transaction(settings: &AppleSettings, jws: &str) -> ApiResult<Appl
 /// back like a lost dispute. Every notification is verified like a transaction (its
 /// `signedPayload`, then the `signedTransactionInfo` inside) and applied once per
 /// `notificationUUID`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AppStoreProvider {
     settings: AppleSettings,
     http: reqwest::Client,
+    history_poll: PollThrottle,
 }
 
 impl AppStoreProvider {
@@ -299,7 +309,42 @@ impl AppStoreProvider {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { settings, http }
+        let every =
+            settings.server_api.as_ref().map_or(std::time::Duration::ZERO, |api| api.history_poll_interval);
+        Self { settings, http, history_poll: PollThrottle::new(every) }
+    }
+
+    /// Calls the App Store Server API with a fresh bearer JWT; the answer's body (JSON, or null
+    /// when empty).
+    ///
+    /// # Errors
+    /// `502 provider_unavailable` when Apple cannot be reached or does not answer 2xx.
+    async fn api_call(
+        &self,
+        api: &AppStoreServerApi,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: &Value,
+    ) -> ApiResult<Value> {
+        let token = api_token(api, &self.settings.bundle_id, crate::db::now_micros() / 1_000_000)?;
+        let response = self
+            .http
+            .request(method, format!("{}{path}", api.url.trim_end_matches('/')))
+            .bearer_auth(token)
+            .query(query)
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| {
+                crate::payments::provider::unavailable(path, &format!("unreachable: {error}"))
+            })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(crate::payments::provider::unavailable(path, &format!("answered {status}: {text}")));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
 
@@ -432,8 +477,48 @@ impl PaymentProvider for AppStoreProvider {
         self.read_notification(body)
     }
 
-    fn events_since<'a>(&'a self, _cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
-        Box::pin(async { Ok(EventPage { events: Vec::new(), next_cursor: None }) })
+    /// The Notification History (`POST /inApps/v1/notifications/history`, `startDate` and
+    /// `endDate` in milliseconds, twenty a page), when the App Store Server API is configured:
+    /// every notification Apple sent, or tried to, read back and applied like a webhook (once
+    /// per `notificationUUID`), so a notification lost for good is still booked. At most once per
+    /// `history_poll_interval` unless continuing a page; the first read goes back 30 days.
+    fn events_since<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
+        Box::pin(async move {
+            let Some(api) = &self.settings.server_api else {
+                return Ok(EventPage { events: Vec::new(), next_cursor: None });
+            };
+            let cursor = HistoryCursor::parse(cursor);
+            if cursor.page.is_none() && !self.history_poll.due() {
+                return Ok(EventPage { events: Vec::new(), next_cursor: None });
+            }
+            let now_ms = crate::db::now_micros() / 1_000;
+            let earliest = now_ms - HISTORY_WINDOW_MS;
+            let start = cursor.start_ms.unwrap_or(now_ms - FIRST_HISTORY_MS).max(earliest);
+            let end = cursor.page.as_ref().map_or(now_ms, |(end, _)| *end);
+            let query: Vec<(&str, String)> =
+                cursor.page.iter().map(|(_, token)| ("paginationToken", token.clone())).collect();
+            let page = self
+                .api_call(
+                    api,
+                    reqwest::Method::POST,
+                    "/inApps/v1/notifications/history",
+                    &query,
+                    &serde_json::json!({ "startDate": start, "endDate": end }),
+                )
+                .await?;
+            let mut events = Vec::new();
+            for item in page["notificationHistory"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let body = serde_json::json!({ "signedPayload": item["signedPayload"] }).to_string();
+                events.push(self.read_notification(body.as_bytes()));
+            }
+            let next_cursor = match page["paginationToken"].as_str() {
+                Some(token) if page["hasMore"] == Value::Bool(true) => {
+                    HistoryCursor::continued(start, end, token)
+                }
+                _ => HistoryCursor::after(start, end),
+            };
+            Ok(EventPage { events, next_cursor: Some(next_cursor) })
+        })
     }
 
     /// `PUT /inApps/v2/transactions/consumption/{transactionId}` with `customerConsented` (the
@@ -450,30 +535,12 @@ impl PaymentProvider for AppStoreProvider {
                 "/inApps/v2/transactions/consumption/{}",
                 crate::payments::provider::urlencode(payment_id)
             );
-            let token = api_token(api, &self.settings.bundle_id, crate::db::now_micros() / 1_000_000)?;
             let body = serde_json::json!({
                 "customerConsented": api.customer_consented,
                 "sampleContentProvided": false,
                 "deliveryStatus": if delivered { "DELIVERED" } else { "UNDELIVERED_OTHER" },
             });
-            let response = self
-                .http
-                .put(format!("{}{path}", api.url.trim_end_matches('/')))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|error| {
-                    crate::payments::provider::unavailable(&path, &format!("unreachable: {error}"))
-                })?;
-            let status = response.status();
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                return Err(crate::payments::provider::unavailable(
-                    &path,
-                    &format!("answered {status}: {text}"),
-                ));
-            }
+            self.api_call(api, reqwest::Method::PUT, &path, &[], &body).await?;
             Ok(())
         })
     }

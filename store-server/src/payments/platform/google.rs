@@ -35,7 +35,9 @@ use store_api::{ErrorCode, Money, MoneyCurrency};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::payments::platform::{PendingAcknowledgement, PlatformPurchase, proof_invalid};
+use crate::payments::platform::{
+    HistoryCursor, PendingAcknowledgement, PlatformPurchase, PollThrottle, proof_invalid,
+};
 use crate::payments::provider::{
     BoxFuture, Checkout, CheckoutRequest, EventPage, PaymentProvider, PaymentReport, ProviderEvent,
     RefundAccepted, RefundCall, Refunds, VerifiedEvent, not_confirmed, unavailable, urlencode,
@@ -55,9 +57,6 @@ const VOIDED_WINDOW_MS: i64 = 30 * 24 * 3_600 * 1_000;
 
 /// How far back a notification's void is looked for (Pub/Sub retries a push for a week).
 const NOTIFIED_VOID_WINDOW_MS: i64 = 8 * 24 * 3_600 * 1_000;
-
-/// How much of the last poll's window the next one reads again (duplicates are applied once).
-const VOIDED_OVERLAP_MS: i64 = 3_600 * 1_000;
 
 /// How Google Play purchases are checked.
 #[derive(Clone, PartialEq, Eq)]
@@ -185,7 +184,7 @@ pub struct GooglePlayProvider {
     http: reqwest::Client,
     token: tokio::sync::Mutex<Option<AccessToken>>,
     push_keys: Mutex<PushKeys>,
-    voided_polled_at: Mutex<Option<Instant>>,
+    voided_poll: PollThrottle,
 }
 
 impl std::fmt::Debug for GooglePlayProvider {
@@ -203,11 +202,11 @@ impl GooglePlayProvider {
     pub fn new(settings: GooglePlaySettings) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
         Self {
+            voided_poll: PollThrottle::new(settings.voided_poll_interval),
             settings,
             http,
             token: tokio::sync::Mutex::new(None),
             push_keys: Mutex::new(PushKeys::default()),
-            voided_polled_at: Mutex::new(None),
         }
     }
 
@@ -760,38 +759,27 @@ impl PaymentProvider for GooglePlayProvider {
         self.read_notification(headers, body, now_s)
     }
 
-    /// The Voided Purchases API, from the cursor (`<startTime ms>` or `<startTime ms>:<page
-    /// token>`); at most once per `voided_poll_interval` unless continuing a page.
+    /// The Voided Purchases API, from the cursor ([`HistoryCursor`]); at most once per
+    /// `voided_poll_interval` unless continuing a page.
     fn events_since<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, ApiResult<EventPage>> {
         Box::pin(async move {
-            let (start, page_token) =
-                match cursor.map(|cursor| cursor.split_once(':').unwrap_or((cursor, ""))) {
-                    Some((start, token)) => {
-                        (start.parse::<i64>().ok(), Some(token).filter(|token| !token.is_empty()))
-                    }
-                    None => (None, None),
-                };
-            if page_token.is_none() {
-                let mut polled_at = self.voided_polled_at.lock().unwrap_or_else(PoisonError::into_inner);
-                if polled_at.is_some_and(|at| at.elapsed() < self.settings.voided_poll_interval) {
-                    return Ok(EventPage { events: Vec::new(), next_cursor: None });
-                }
-                *polled_at = Some(Instant::now());
+            let cursor = HistoryCursor::parse(cursor);
+            if cursor.page.is_none() && !self.voided_poll.due() {
+                return Ok(EventPage { events: Vec::new(), next_cursor: None });
             }
             let now_ms = crate::db::now_micros() / 1_000;
             let earliest = now_ms - VOIDED_WINDOW_MS + 60_000;
-            let start = start.unwrap_or(earliest).max(earliest);
-            let (voids, next) = self.voided_page(start, page_token).await?;
+            let start = cursor.start_ms.unwrap_or(earliest).max(earliest);
+            let (voids, next) =
+                self.voided_page(start, cursor.page.as_ref().map(|(_, token)| token.as_str())).await?;
             let mut events = Vec::with_capacity(voids.len());
             let mut latest = start;
             for void in &voids {
-                latest = latest.max(
-                    void["voidedTimeMillis"]
-                        .as_str()
-                        .and_then(|ms| ms.parse().ok())
-                        .or_else(|| void["voidedTimeMillis"].as_i64())
-                        .unwrap_or(start),
-                );
+                let voided_ms = match &void["voidedTimeMillis"] {
+                    Value::String(ms) => ms.parse().ok(),
+                    other => other.as_i64(),
+                };
+                latest = latest.max(voided_ms.unwrap_or(start));
                 let id = format!("void:{}", void["orderId"].as_str().unwrap_or_default());
                 events.push(self.void_event(void).await.map(|event| VerifiedEvent {
                     id,
@@ -800,14 +788,8 @@ impl PaymentProvider for GooglePlayProvider {
                 }));
             }
             let next_cursor = match next {
-                Some(token) => format!("{start}:{token}"),
-                // Whole minutes, so reading the same window again gives the same cursor (and the
-                // pass stops); an hour is read again, in case Google records a void late.
-                None => {
-                    let minute = 60_000;
-                    let next_start = (latest.min(now_ms) - VOIDED_OVERLAP_MS).max(start);
-                    (next_start - next_start.rem_euclid(minute)).to_string()
-                }
+                Some(token) => HistoryCursor::continued(start, now_ms, &token),
+                None => HistoryCursor::after(start, latest.min(now_ms)),
             };
             Ok(EventPage { events, next_cursor: Some(next_cursor) })
         })

@@ -227,6 +227,9 @@ impl BatchJob for RedeemJob {
 /// How many acknowledgements one pass sends at most.
 const ACKNOWLEDGEMENTS_PER_PASS: i64 = 50;
 
+/// How long a claimed acknowledgement is left to the one sending it (Google answers in seconds).
+const ACKNOWLEDGEMENT_LEASE_S: i64 = 60;
+
 /// The longest wait between two attempts at one acknowledgement: Google refunds a purchase left
 /// unacknowledged for three days, so it is tried at least hourly.
 const ACKNOWLEDGEMENT_BACKOFF_MAX_S: i64 = 3_600;
@@ -253,6 +256,24 @@ pub async fn acknowledge_due(state: &Payments, token: Option<&str>) -> ApiResult
     let mut done = 0;
     for (order_id, provider, product_id, purchase_token, action, attempts) in rows {
         let Some(adapter) = state.provider(&provider) else { continue };
+        // Claimed first (its next attempt moved past the call's time), so the request and the
+        // workers, or two instances, never send the same acknowledgement at once.
+        let mut tx = state.db().begin_write().await?;
+        let claimed = sqlx::query(
+            "update platform_acknowledgement set next_attempt_at = $3 \
+             where order_id = $1 and done_at is null and next_attempt_at <= $2",
+        )
+        .bind(&order_id)
+        .bind(now)
+        .bind(now_micros() + ACKNOWLEDGEMENT_LEASE_S * 1_000_000)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        if !claimed {
+            continue;
+        }
         let outcome = adapter.acknowledge_purchase(&product_id, &purchase_token, action == "consume").await;
         let mut tx = state.db().begin_write().await?;
         match outcome {
@@ -285,4 +306,69 @@ pub async fn acknowledge_due(state: &Payments, token: Option<&str>) -> ApiResult
         tx.commit().await?;
     }
     Ok(done)
+}
+
+/// Where a platform's history (Google's voided purchases, Apple's notification history) is read
+/// from next: `<start ms>` for a fresh read, `<start ms>:<end ms>:<page token>` to continue one
+/// (a continued read repeats its first request's window, as both APIs ask).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HistoryCursor {
+    /// The window's start, Unix milliseconds; `None` before the first read.
+    pub start_ms: Option<i64>,
+    /// The page to continue, and its window's end.
+    pub page: Option<(i64, String)>,
+}
+
+/// How much of the last window the next read covers again (the platform may record an event a
+/// little late; events read twice are applied once).
+const HISTORY_OVERLAP_MS: i64 = 3_600 * 1_000;
+
+impl HistoryCursor {
+    /// Reads a stored cursor; anything unreadable starts afresh.
+    pub fn parse(cursor: Option<&str>) -> Self {
+        let mut parts = cursor.unwrap_or_default().splitn(3, ':');
+        let start_ms = parts.next().and_then(|start| start.parse().ok());
+        let page = match (parts.next().and_then(|end| end.parse().ok()), parts.next()) {
+            (Some(end), Some(token)) if !token.is_empty() => Some((end, token.to_owned())),
+            _ => None,
+        };
+        Self { start_ms, page }
+    }
+
+    /// The cursor that continues this window at `token`.
+    pub fn continued(start_ms: i64, end_ms: i64, token: &str) -> String {
+        format!("{start_ms}:{end_ms}:{token}")
+    }
+
+    /// The cursor after a window read to its end (`latest_ms`, the newest event seen, or the
+    /// window's end): an hour before it, in whole minutes, so reading the same window twice in
+    /// a pass gives the same cursor (and the pass stops).
+    pub fn after(start_ms: i64, latest_ms: i64) -> String {
+        let next = (latest_ms - HISTORY_OVERLAP_MS).max(start_ms);
+        (next - next.rem_euclid(60_000)).to_string()
+    }
+}
+
+/// Reads a platform's history at most once per interval (its API's quota), unless continuing a
+/// page.
+#[derive(Debug)]
+pub(crate) struct PollThrottle {
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl PollThrottle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self { every, last: std::sync::Mutex::new(None) }
+    }
+
+    /// Whether a fresh read may start now (and, if so, it counts as started).
+    pub fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < self.every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
 }

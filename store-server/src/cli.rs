@@ -80,8 +80,6 @@ struct SettingsArgs {
     /// one helps only on PostgreSQL, with cores to spare).
     #[arg(long, env = "COINSLOT_WRITERS", default_value_t = 1, global = true, value_parser = clap::value_parser!(u8).range(1..=8))]
     writers: u8,
-    /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
-    /// currency's minimum card charge; players flagged minor get 20%).
     /// Requests per player, `RATE/BURST` per second (or `off`).
     #[arg(long, env = "COINSLOT_PLAYER_RATE_LIMIT", default_value = "50/100", global = true, value_parser = crate::players::rate_limit::Limit::parse)]
     player_rate_limit: crate::players::rate_limit::Limit,
@@ -94,6 +92,8 @@ struct SettingsArgs {
     /// Declined payments a player may have in an hour before being flagged for review.
     #[arg(long, env = "COINSLOT_VELOCITY_DECLINES_MAX", default_value_t = 5, global = true)]
     velocity_declines_max: u32,
+    /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
+    /// currency's minimum card charge; players flagged minor get 20%).
     #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
     spending_limits: SpendingLimits,
     /// The merchant name on checkout pages.

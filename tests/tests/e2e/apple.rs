@@ -208,6 +208,13 @@ async fn refunds_and_revocations_apple_notifies_claw_back_once(backend: Backend)
         assert_eq!(status, StatusCode::CREATED, "{order}");
         orders.push(order);
     }
+    let (status, _) = send(server.purchase(
+        &token,
+        &uuid::Uuid::now_v7().to_string(),
+        &json!({ "offer_id": seed::SKIN_BLUE }),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "80 of the 200 gems spent");
     let refused = send(
         server
             .admin(
@@ -323,7 +330,7 @@ async fn refunds_and_revocations_apple_notifies_claw_back_once(backend: Backend)
         .await;
         assert_eq!(now["status"], "charged_back", "{now}");
     }
-    assert_eq!(server.balance(&token, "gems").await, 0, "both grants taken back");
+    assert_eq!(server.balance(&token, "gems").await, -80, "both grants taken back; the 80 spent are owed");
     assert_eq!(server.count("select count(*) from entry where kind = 'reversal'").await, 2);
     assert_eq!(server.count("select count(*) from player where flagged_at is not null").await, 1);
     server.assert_audit_clean().await;

@@ -84,6 +84,37 @@ fn a_bad_scope_is_refused_by_the_command_line() {
     assert!(output.stdout.is_empty());
 }
 
+/// `store-server --help` describes every setting under its own name (the spending limits were
+/// once described under `--player-rate-limit`, and `--spending-limits` had no text).
+#[test]
+fn every_setting_has_its_own_help() {
+    let cwd = tempfile::tempdir().expect("a directory");
+    let output = run(store_server_command(cwd.path(), None).arg("--help"));
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut options: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") || (trimmed.starts_with('-') && trimmed.contains(", --")) {
+            let name = trimmed.split([' ', ',', '=']).find(|word| word.starts_with("--")).unwrap_or(trimmed);
+            options.push((name.to_owned(), String::new()));
+        } else if let Some((_, text)) = options.last_mut()
+            && !trimmed.starts_with('[')
+        {
+            text.push_str(trimmed);
+            text.push(' ');
+        }
+    }
+    assert!(options.len() > 40, "the settings are listed: {help}");
+    for (name, text) in &options {
+        assert!(!text.trim().is_empty(), "`{name}` has no help text:\n{help}");
+    }
+    let text_of =
+        |name: &str| options.iter().find(|(option, _)| option == name).map(|(_, text)| text.clone());
+    assert!(text_of("--spending-limits").is_some_and(|text| text.contains("Spending limits")), "{help}");
+    assert!(text_of("--player-rate-limit").is_some_and(|text| !text.contains("Spending")), "{help}");
+}
+
 on_both_backends! {
     async fn admin_create_key_prints_only_the_key(server: TestServer) {
         let cwd = tempfile::tempdir().expect("a directory");

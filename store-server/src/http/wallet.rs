@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(consume_item))
         .routes(routes!(get_receipt))
         .routes(routes!(get_receipt_keys))
+        .routes(routes!(get_jwks))
 }
 
 /// The player's balance in every currency.
@@ -120,9 +121,18 @@ async fn get_receipt(
     Ok(axum::Json(receipt))
 }
 
-/// The public keys receipts are verified with, including retired ones.
+/// The public keys receipts are verified with, including retired ones: a JWK Set (RFC 7517;
+/// `OKP`/`Ed25519` keys per RFC 8037, `kid`, `use: sig`, `alg: EdDSA`), each key also under its
+/// original fields (`id`, `public_key` in standard base64, `created_at`, `retired_at`).
 #[utoipa::path(get, path = "/v1/receipt-keys", tag = "players", responses((status = 200, body = ReceiptKeys)))]
 async fn get_receipt_keys(State(state): State<AppState>) -> ApiResult<axum::Json<ReceiptKeys>> {
     let mut conn = state.db().pool().acquire().await?;
     Ok(axum::Json(ReceiptKeys { keys: list_receipt_keys(&mut conn).await? }))
+}
+
+/// The receipt keys at the JWK Set's well-known place, for JOSE libraries that look there: the
+/// same set as `/v1/receipt-keys`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "players", responses((status = 200, body = ReceiptKeys)))]
+async fn get_jwks(state: State<AppState>) -> ApiResult<axum::Json<ReceiptKeys>> {
+    get_receipt_keys(state).await
 }

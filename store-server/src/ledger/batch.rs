@@ -57,7 +57,7 @@ use store_api::{Money, MoneyCurrency};
 use uuid::Uuid;
 
 use super::events::EntryHeads;
-use super::receipts::{ReceiptFacts, Signer, signer};
+use super::receipts::{ReceiptFacts, Signed, Signer, signer};
 use super::{
     AccountId, AppendedEntry, NewEntry, SystemAccount, already_owned, balance_max_exceeded,
     insufficient_funds, insufficient_quantity, net_changes, stored_code, stored_sku,
@@ -126,7 +126,7 @@ pub(crate) trait Unfinished: Send {
     /// # Errors
     /// A receipt of the answer that the batch did not sign, or an answer that cannot be
     /// serialized.
-    fn finish(self: Box<Self>, signatures: &HashMap<String, String>) -> ApiResult<Finished>;
+    fn finish(self: Box<Self>, signatures: &HashMap<String, Signed>) -> ApiResult<Finished>;
 }
 
 /// A finished answer: its JSON and how many receipts it carries.
@@ -332,11 +332,11 @@ impl Rows {
     ///
     /// # Errors
     /// A receipt without a signature: the batch fails rather than store it.
-    fn sign_receipts(&mut self, signatures: &HashMap<String, String>) -> ApiResult<()> {
+    fn sign_receipts(&mut self, signatures: &HashMap<String, Signed>) -> ApiResult<()> {
         for row in &mut self.entries {
             let Some(id) = row.get(ENTRY_RECEIPT).and_then(Value::as_str) else { continue };
-            let signature = signatures.get(id).ok_or_else(|| batch_failed("receipt signatures"))?;
-            row[ENTRY_RECEIPT + 3] = Value::String(signature.clone());
+            let signed = signatures.get(id).ok_or_else(|| batch_failed("receipt signatures"))?;
+            row[ENTRY_RECEIPT + 3] = Value::String(signed.signature.clone());
         }
         Ok(())
     }
@@ -1105,13 +1105,13 @@ pub(crate) async fn run(
     let unsigned = rows.unsigned_receipts();
     let signing = tokio::task::spawn_blocking(move || {
         spread(unsigned, |(id, payload)| {
-            let signature = signer.signature(&payload);
-            Ok((id, signature))
+            let signed = signer.sign_payload(&payload);
+            Ok((id, signed))
         })
     });
     write_records(conn, sql, &ledger, &rows).await?;
     let recorded = started.elapsed();
-    let signatures: HashMap<String, String> = signing
+    let signatures: HashMap<String, Signed> = signing
         .await
         .map_err(|error| anyhow::anyhow!("signing a batch's receipts failed: {error}"))??
         .into_iter()

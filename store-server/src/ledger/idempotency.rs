@@ -37,6 +37,7 @@ use crate::extract::{parse_json, read_json_body};
 use crate::ledger::batch::{BatchLedger, Finished, SetJob, Unfinished};
 use crate::ledger::group_commit::Batcher;
 use crate::ledger::group_commit::{BatchJob, Done};
+use crate::ledger::receipts::Signed;
 use crate::players::auth::{PlayerWrite, live_session};
 use std::collections::HashMap;
 
@@ -458,12 +459,14 @@ impl<O: MoneyOp + 'static> SetJob for OpJob<O> {
 struct UnsignedAnswer<O: MoneyOp>(O::Output);
 
 impl<O: MoneyOp> Unfinished for UnsignedAnswer<O> {
-    fn finish(mut self: Box<Self>, signatures: &HashMap<String, String>) -> ApiResult<Finished> {
+    fn finish(mut self: Box<Self>, signatures: &HashMap<String, Signed>) -> ApiResult<Finished> {
         let mut receipts = 0;
         for receipt in O::receipts(&mut self.0) {
-            receipt.signature = signatures.get(&receipt.id.to_string()).cloned().ok_or_else(|| {
+            let signed = signatures.get(&receipt.id.to_string()).cloned().ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("receipt {} was not signed", receipt.id))
             })?;
+            receipt.signature = signed.signature;
+            receipt.jws = signed.jws;
             receipts += 1;
         }
         Ok(Finished { body: serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?, receipts })

@@ -4,14 +4,14 @@
 //! The secret keys live in the database, which is as trusted as the ledger they vouch for.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signer as _, SigningKey};
 use rand::RngCore;
 use sqlx::AnyConnection;
 use store_api::Money;
 use store_api::catalog::OfferId;
 use store_api::ledger::{CurrencyAmount, EntryKind, Granted};
-use store_api::receipt::{RECEIPT_SIGNING_CONTEXT, ReceiptKey, ReceiptPayload, SignedReceipt};
+use store_api::receipt::{RECEIPT_SIGNING_CONTEXT, ReceiptKey, ReceiptPayload, SignedReceipt, jws_header};
 use uuid::Uuid;
 
 use crate::db::{from_micros, now_micros};
@@ -70,15 +70,14 @@ pub async fn list_receipt_keys(conn: &mut AnyConnection) -> ApiResult<Vec<Receip
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, public_key, created_at, retired_at)| ReceiptKey {
-            id,
-            public_key,
-            created_at: from_micros(created_at),
-            retired_at: retired_at.map(from_micros),
+    rows.into_iter()
+        .map(|(id, public_key, created_at, retired_at)| {
+            let bytes = STANDARD
+                .decode(&public_key)
+                .map_err(|error| ApiError::Internal(anyhow::anyhow!("receipt key {id}: {error}")))?;
+            Ok(ReceiptKey::ed25519(id, &bytes, from_micros(created_at), retired_at.map(from_micros)))
         })
-        .collect())
+        .collect()
 }
 
 /// What a receipt is about, besides its player and entry.
@@ -185,7 +184,9 @@ impl Signer {
         now: i64,
     ) -> ApiResult<SignedReceipt> {
         let mut receipt = self.unsigned(player_id, entry_id, facts, now)?;
-        receipt.signature = self.signature(&receipt.payload);
+        let signed = self.sign_payload(&receipt.payload);
+        receipt.signature = signed.signature;
+        receipt.jws = signed.jws;
         Ok(receipt)
     }
 
@@ -217,7 +218,13 @@ impl Signer {
             issued_at: from_micros(now),
         };
         let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
-        Ok(SignedReceipt { id, key_id: self.key_id.to_string(), payload, signature: String::new() })
+        Ok(SignedReceipt {
+            id,
+            key_id: self.key_id.to_string(),
+            payload,
+            signature: String::new(),
+            jws: String::new(),
+        })
     }
 
     /// The signature of a receipt's payload (Ed25519 over the context prefix and the payload,
@@ -228,6 +235,37 @@ impl Signer {
         message.extend_from_slice(payload.as_bytes());
         STANDARD.encode(self.key.sign(&message).to_bytes())
     }
+
+    /// The payload as a compact JWS (`EdDSA`, this key's `kid`): Ed25519 is deterministic, so
+    /// the same receipt always gets the same JWS, and it is made again whenever the receipt is
+    /// read rather than stored.
+    #[must_use]
+    pub fn jws(&self, payload: &str) -> String {
+        let input = format!("{}.{}", jws_header(&self.key_id), URL_SAFE_NO_PAD.encode(payload));
+        let signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    /// Both signatures of a payload.
+    #[must_use]
+    pub fn sign_payload(&self, payload: &str) -> Signed {
+        Signed { signature: self.signature(payload), jws: self.jws(payload) }
+    }
+}
+
+/// A payload's two signatures: the original one, and the JWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Ed25519 over the context prefix and the payload, standard base64.
+    pub signature: String,
+    /// The compact JWS.
+    pub jws: String,
+}
+
+/// A stored receipt, with its JWS made again by the key that signed it.
+async fn with_jws(conn: &mut AnyConnection, mut receipt: SignedReceipt) -> ApiResult<SignedReceipt> {
+    receipt.jws = signer(conn, receipt.key_id.clone()).await?.jws(&receipt.payload);
+    Ok(receipt)
 }
 
 /// Signs a receipt for an entry with the current key and stores it in the entry's row, in the
@@ -278,7 +316,9 @@ pub async fn find_receipt(
     .bind(player_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|(key_id, payload, signature)| SignedReceipt { id, key_id, payload, signature }))
+    let Some((key_id, payload, signature)) = row else { return Ok(None) };
+    let receipt = SignedReceipt { id, key_id, payload, signature, jws: String::new() };
+    Ok(Some(with_jws(conn, receipt).await?))
 }
 
 /// The receipt issued for an entry, if any.
@@ -296,10 +336,9 @@ pub async fn find_receipt_of_entry(
     .bind(entry_id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|(id, key_id, payload, signature)| {
-        let id = Uuid::parse_str(&id)
-            .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored receipt id: {error}")))?;
-        Ok(SignedReceipt { id, key_id, payload, signature })
-    })
-    .transpose()
+    let Some((id, key_id, payload, signature)) = row else { return Ok(None) };
+    let id = Uuid::parse_str(&id)
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored receipt id: {error}")))?;
+    let receipt = SignedReceipt { id, key_id, payload, signature, jws: String::new() };
+    Ok(Some(with_jws(conn, receipt).await?))
 }

@@ -44,6 +44,7 @@ const ROUTES: &[&str] = &[
     "POST /v1/rewards/{rule}",
     "GET /v1/receipts/{id}",
     "GET /v1/receipt-keys",
+    "GET /.well-known/jwks.json",
     "GET /admin/v1/reward-rules",
     "POST /admin/v1/reward-rules",
     "GET /admin/v1/reward-rules/{rule}",

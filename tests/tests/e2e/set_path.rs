@@ -161,7 +161,7 @@ fn normalized(value: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .filter(|(key, _)| {
-                    !matches!(key.as_str(), "created_at" | "issued_at" | "signature" | "key_id")
+                    !matches!(key.as_str(), "created_at" | "issued_at" | "signature" | "jws" | "key_id")
                 })
                 .map(|(key, value)| {
                     let value = match (key.as_str(), value) {

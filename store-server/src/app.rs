@@ -301,6 +301,10 @@ impl Application {
     /// Fails when the database cannot be reached or migrated, the seed catalog is invalid, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check_test_mode()?;
+        if settings.in_test_mode() {
+            tracing::warn!("{}", crate::settings::TEST_MODE_NOTICE);
+        }
         let db =
             Db::connect(&settings.database_url, settings.db_connections_max, settings.db_timeout).await?;
         db.migrate().await?;

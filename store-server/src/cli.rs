@@ -99,6 +99,11 @@ struct SettingsArgs {
     /// The merchant name on checkout pages.
     #[arg(long, env = "COINSLOT_MERCHANT_NAME", default_value = "Coinslot demo store", global = true)]
     merchant_name: String,
+    /// Keep the sandbox payment provider beside a provider that takes real money (a staging
+    /// server); without it such a server refuses to start. Test mode shows on `/readyz`, the
+    /// dashboard and the checkout pages.
+    #[arg(long, env = "COINSLOT_TEST_MODE", global = true)]
+    test_mode: bool,
     /// Do not mount the sandbox payment provider.
     #[arg(long, env = "COINSLOT_NO_SANDBOX", global = true)]
     no_sandbox: bool,
@@ -420,6 +425,7 @@ impl SettingsArgs {
             velocity_declines_max: self.velocity_declines_max,
             merchant_name: self.merchant_name.clone(),
             sandbox: self.sandbox_mode()?,
+            test_mode: self.test_mode,
             steam: self.steam()?,
             apple: self.apple()?,
             google_play: self.google_play()?,
@@ -710,9 +716,13 @@ async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let test_mode = settings.in_test_mode();
     let application = Application::build(settings).await?;
     let url = application.public_url();
     tracing::info!(%url, "Coinslot store server listening");
+    if test_mode {
+        println!("{}", crate::settings::TEST_MODE_NOTICE);
+    }
     println!("Coinslot store server listening on {url}");
     if let Some(key) = application.first_operator_key() {
         println!();

@@ -85,6 +85,9 @@ pub struct Settings {
     /// Google Play, when configured: `POST /v1/platform-purchases/google` redeems purchase
     /// tokens, and `POST /v1/webhooks/google` receives Real-time developer notifications.
     pub google_play: Option<crate::payments::platform::google::GooglePlaySettings>,
+    /// Whether the sandbox may stay beside a provider that takes real money (a staging server).
+    /// Without it, such a server refuses to start: production runs with the sandbox off.
+    pub test_mode: bool,
     /// Stripe, when configured: new orders and tab settlements are paid through it.
     pub stripe: Option<crate::payments::stripe::StripeSettings>,
     /// The sandbox's fees.
@@ -245,6 +248,56 @@ impl SpendingLimits {
     }
 }
 
+/// What a server in test mode says about itself (start-up log, `/readyz`).
+pub const TEST_MODE_NOTICE: &str =
+    "TEST MODE: the sandbox payment provider is mounted and its test cards pay for orders";
+
+impl Settings {
+    /// Whether the sandbox payment provider serves this server (mounted or standalone): its test
+    /// cards pay for orders.
+    #[must_use]
+    pub fn in_test_mode(&self) -> bool {
+        !matches!(self.sandbox, SandboxMode::Off)
+    }
+
+    /// The configured providers that move real money (Steam's and the App Store's test
+    /// environments do not).
+    #[must_use]
+    pub fn real_money_providers(&self) -> Vec<&'static str> {
+        let mut real = Vec::new();
+        if self.stripe.is_some() {
+            real.push("Stripe");
+        }
+        if self.steam.as_ref().is_some_and(|steam| !steam.microtxn_sandbox) {
+            real.push("Steam");
+        }
+        if self.apple.as_ref().is_some_and(|apple| apple.environment == "Production") {
+            real.push("the App Store");
+        }
+        if self.google_play.is_some() {
+            real.push("Google Play");
+        }
+        real
+    }
+
+    /// Refuses a sandbox beside real money unless the operator said so (`--test-mode`).
+    ///
+    /// # Errors
+    /// The sandbox is on, a real provider is configured, and test mode was not asked for.
+    pub fn check_test_mode(&self) -> anyhow::Result<()> {
+        let real = self.real_money_providers();
+        if self.in_test_mode() && !real.is_empty() && !self.test_mode {
+            anyhow::bail!(
+                "{} take real money, and the sandbox payment provider, whose test cards pay for orders, is mounted: \
+                 start with --no-sandbox (COINSLOT_NO_SANDBOX=true) in production, or with --test-mode \
+                 (COINSLOT_TEST_MODE=true) for a staging server that keeps both",
+                real.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -276,6 +329,7 @@ impl Default for Settings {
             steam: None,
             apple: None,
             google_play: None,
+            test_mode: false,
             stripe: None,
             sandbox_fees: crate::payments::fees::FeeSchedule::default(),
             sandbox_dispute_delay: Duration::from_secs(2),

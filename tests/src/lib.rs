@@ -175,6 +175,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
         // Many tests race one player on purpose; the rate-limit tests turn limits on.
         player_rate_limit: store_server::players::rate_limit::Limit::OFF,
         key_rate_limit: store_server::players::rate_limit::Limit::OFF,
+        // Tests run the sandbox beside stand-ins of real providers: a staging server.
+        test_mode: true,
         ..Settings::default()
     }
 }

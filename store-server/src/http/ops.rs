@@ -25,16 +25,23 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct Health {
     /// `ok`.
     pub status: &'static str,
+    /// `/readyz` only: `test` when the sandbox payment provider is mounted (its test cards pay
+    /// for orders), `live` when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// `/readyz` in test mode: `TEST MODE: …`, for people reading it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<&'static str>,
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    axum::Json(Health { status: "ok", mode: None, notice: None })
 }
 
 /// The database is reachable, every migration is applied and (with group commit on) the writer
-/// runs.
+/// runs. The body says whether the server is in test mode (the sandbox mounted).
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = store_api::ErrorBody))
@@ -46,7 +53,11 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
         return Err(unavailable("the group-commit writer is not running"));
     }
     match state.db().migrations_applied().await {
-        Ok(true) => Ok(axum::Json(Health { status: "ok" })),
+        Ok(true) => Ok(axum::Json(if state.settings().in_test_mode() {
+            Health { status: "ok", mode: Some("test"), notice: Some(crate::settings::TEST_MODE_NOTICE) }
+        } else {
+            Health { status: "ok", mode: Some("live"), notice: None }
+        })),
         Ok(false) => Err(unavailable("migrations are pending")),
         Err(error) => {
             tracing::warn!(%error, "readiness check could not reach the database");

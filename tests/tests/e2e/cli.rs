@@ -84,6 +84,68 @@ fn a_bad_scope_is_refused_by_the_command_line() {
     assert!(output.stdout.is_empty());
 }
 
+/// A server that takes real money refuses to start with the sandbox mounted unless told it is
+/// a staging server (`--test-mode`); in test mode its start-up output, `/readyz` and its
+/// checkout pages say TEST MODE; with the sandbox off it is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_money_beside_the_sandbox_needs_test_mode() {
+    let stripe = tests::stripe::StripeStandIn::start().await;
+    let cwd = tempfile::tempdir().expect("a directory");
+    let with_stripe = || {
+        let mut command = store_server_command(cwd.path(), None);
+        command
+            .env("COINSLOT_LISTEN", "127.0.0.1:0")
+            .env("COINSLOT_STRIPE_API_URL", stripe.api_url())
+            .env("COINSLOT_STRIPE_SECRET_KEY", tests::stripe::SECRET_KEY)
+            .env("COINSLOT_STRIPE_WEBHOOK_SECRET", tests::stripe::WEBHOOK_SECRET);
+        command
+    };
+    let mut refused = with_stripe()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("store-server starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while refused.try_wait().expect("a status").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("a server with Stripe and the sandbox started without --test-mode");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = refused.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("Stripe take real money") && stderr.contains("--test-mode"), "{stderr}");
+
+    let mut staging = with_stripe();
+    staging.env("COINSLOT_TEST_MODE", "true");
+    let staging = tests::ServerProcess::spawn(staging);
+    assert!(staging.stdout.iter().any(|line| line.starts_with("TEST MODE")), "{:?}", staging.stdout);
+    let http = reqwest::Client::new();
+    let readyz = |base: String| {
+        let http = http.clone();
+        async move {
+            let answer = http.get(format!("{base}/readyz")).send().await.expect("readyz");
+            answer.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+    let ready = readyz(staging.base_url.clone()).await;
+    assert_eq!(ready["mode"], "test", "{ready}");
+    assert!(ready["notice"].as_str().is_some_and(|notice| notice.starts_with("TEST MODE")), "{ready}");
+    let checkout =
+        http.get(format!("{}/sandbox/checkout/cs_nothing", staging.base_url)).send().await.expect("a page");
+    assert!(checkout.text().await.expect("HTML").contains("TEST MODE"), "the sandbox's pages say so");
+    drop(staging);
+
+    let mut live = with_stripe();
+    live.env("COINSLOT_NO_SANDBOX", "true");
+    let live = tests::ServerProcess::spawn(live);
+    assert!(!live.stdout.iter().any(|line| line.contains("TEST MODE")), "{:?}", live.stdout);
+    let ready = readyz(live.base_url.clone()).await;
+    assert_eq!((ready["mode"].as_str(), ready.get("notice")), (Some("live"), None), "{ready}");
+}
+
 /// `store-server --help` describes every setting under its own name (the spending limits were
 /// once described under `--player-rate-limit`, and `--spending-limits` had no text).
 #[test]

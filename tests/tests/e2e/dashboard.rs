@@ -59,6 +59,11 @@ on_both_backends! {
             log_in("csk_not_a_real_key".to_owned()).await?;
             let wrong = browser.wait().at_most(wait).for_element(Locator::Css("#login-error:not(:empty)")).await?.text().await?;
             mark("wrong key");
+            // The test server's sandbox is mounted: the dashboard says TEST MODE on every page.
+            let banner = browser.wait().at_most(wait).for_element(Locator::Css("#test-mode:not([hidden])")).await?;
+            assert_eq!(banner.text().await?, "TEST MODE");
+            assert!(banner.is_displayed().await?, "the banner shows");
+            mark("test mode banner");
             log_in(catalog_only.clone()).await?;
             let under_scoped = browser.wait().at_most(wait).for_element(Locator::Css("#analytics-error:not(:empty)")).await?.text().await?;
             mark("under-scoped key");

@@ -59,6 +59,8 @@ async fn case(backend: Backend) {
     let mut command = store_server_command(dir.path(), Some(db.url()));
     command
         .env("COINSLOT_LISTEN", "127.0.0.1:0")
+        // The sandbox stays beside the real providers' stand-ins: a staging server.
+        .env("COINSLOT_TEST_MODE", "true")
         .env("COINSLOT_STRIPE_API_URL", stripe.api_url())
         .env("COINSLOT_STRIPE_SECRET_KEY", tests::stripe::SECRET_KEY)
         .env("COINSLOT_STRIPE_WEBHOOK_SECRET", tests::stripe::WEBHOOK_SECRET)

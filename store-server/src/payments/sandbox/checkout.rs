@@ -20,7 +20,8 @@ pub(super) fn page(title: &str, body: &str) -> Html<String> {
          label{{display:block;font-size:.9rem;margin-bottom:.3rem}} input{{width:100%;box-sizing:border-box;font-size:1.1rem;padding:.6rem;border:1px solid #bbb;border-radius:6px}}\
          button{{margin-top:1rem;width:100%;padding:.8rem;font-size:1.1rem;border:0;border-radius:6px;background:#2d6a4f;color:#fff;cursor:pointer}}\
          .muted{{color:#666;font-size:.85rem}} .ok{{color:#2d6a4f}} .bad{{color:#a4161a}}\
-         </style></head><body><main>{body}<p class=\"muted\">Coinslot sandbox: no real money moves.</p></main></body></html>"
+         .test{{display:block;background:#c1121f;color:#fff;font-weight:700;letter-spacing:.05em;text-align:center;padding:.4rem;border-radius:6px;margin:0 0 1rem}}\
+         </style></head><body><main><strong class=\"test\" id=\"test-mode\">TEST MODE</strong>{body}<p class=\"muted\">Coinslot sandbox: no real money moves; pay with a test card (4242 4242 4242 4242).</p></main></body></html>"
     ))
 }
 

@@ -66,6 +66,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A request with this key is still being processed.
     RequestInProgress,
+    /// A list's `cursor` is not a `next_cursor` that list gave out.
+    InvalidCursor,
     // The store's rules.
     /// The wallet holds less than the price (`details.required`, `details.available`).
     InsufficientFunds,
@@ -164,6 +166,7 @@ impl ErrorCode {
             Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::RequestInProgress => "request_in_progress",
+            Self::InvalidCursor => "invalid_cursor",
             Self::InsufficientFunds => "insufficient_funds",
             Self::OfferNotAvailable => "offer_not_available",
             Self::PriceRequiresOrder => "price_requires_order",

@@ -137,8 +137,42 @@ pub struct PageQuery {
 pub struct Page {
     /// How many rows to return.
     pub limit: u32,
-    /// Where the previous page ended.
+    /// Where the previous page ended: the list's own key of its last row, read back from the
+    /// opaque cursor [`Page::finish`] gave out.
     pub cursor: Option<String>,
+}
+
+/// An opaque cursor for a list's key: the key in base64url and a check of it, so a cursor this
+/// server did not give out (mistyped, cut short, made up) is refused instead of read as a key.
+fn seal_cursor(key: &str) -> String {
+    use base64::Engine as _;
+    format!("{}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key), cursor_check(key))
+}
+
+fn cursor_check(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("coinslot-cursor\n{key}"));
+    hex::encode(&digest[..6])
+}
+
+/// The key inside a cursor [`seal_cursor`] made, if it is one.
+fn open_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (encoded, check) = cursor.split_once('.')?;
+    let key =
+        String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?).ok()?;
+    (cursor_check(&key) == check).then_some(key)
+}
+
+/// `400 invalid_cursor`: the cursor is not a `next_cursor` this list gave out.
+#[must_use]
+pub fn invalid_cursor() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidCursor,
+        "cursor must be the next_cursor of a previous page of this list",
+    )
+    .with_detail("field", "cursor")
 }
 
 impl PageQuery {
@@ -151,10 +185,12 @@ impl PageQuery {
         if !(1..=PAGE_SIZE_MAX).contains(&limit) {
             return Err(ApiError::invalid("limit", format!("limit must be from 1 to {PAGE_SIZE_MAX}")));
         }
-        if self.cursor.as_ref().is_some_and(|cursor| cursor.is_empty() || cursor.len() > 256) {
-            return Err(ApiError::invalid("cursor", "cursor must be a next_cursor from a previous page"));
-        }
-        Ok(Page { limit, cursor: self.cursor })
+        let cursor = match self.cursor {
+            None => None,
+            Some(cursor) if cursor.len() <= 512 => Some(open_cursor(&cursor).ok_or_else(invalid_cursor)?),
+            Some(_) => return Err(invalid_cursor()),
+        };
+        Ok(Page { limit, cursor })
     }
 }
 
@@ -164,7 +200,7 @@ impl Page {
         let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         if rows.len() > limit {
             rows.truncate(limit);
-            let next = rows.last().map(cursor_of);
+            let next = rows.last().map(|row| seal_cursor(&cursor_of(row)));
             (rows, next)
         } else {
             (rows, None)

@@ -70,9 +70,7 @@ pub async fn read_history(
 ) -> ApiResult<(Vec<HistoryEntry>, Option<String>)> {
     let before = match &page.cursor {
         None => "~".to_owned(), // sorts after every UUID
-        Some(cursor) => stored_uuid(cursor)
-            .map_err(|_| ApiError::invalid("cursor", "cursor is not from this list"))?
-            .to_string(),
+        Some(cursor) => stored_uuid(cursor).map_err(|_| crate::extract::invalid_cursor())?.to_string(),
     };
     let player = player_id.to_string();
     let entries: Vec<EntryRow> = sqlx::query_as(

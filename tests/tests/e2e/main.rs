@@ -97,6 +97,7 @@ mod model;
 mod multi_instance;
 mod ops;
 mod orders;
+mod pagination;
 mod players_admin;
 mod pricing;
 mod privacy;

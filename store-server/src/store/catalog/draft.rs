@@ -409,9 +409,7 @@ pub async fn list_versions(
 ) -> ApiResult<(Vec<CatalogVersion>, Option<String>)> {
     let before = match &page.cursor {
         None => i64::MAX,
-        Some(cursor) => {
-            cursor.parse().map_err(|_| ApiError::invalid("cursor", "cursor is not from this list"))?
-        }
+        Some(cursor) => cursor.parse().map_err(|_| crate::extract::invalid_cursor())?,
     };
     let rows: Vec<(i64, i64, i64, i64, Option<String>)> = sqlx::query_as(
         "select version, item_count, offer_count, published_at, published_by from catalog_version \

@@ -161,13 +161,19 @@ struct Stored {
     body: Bytes,
 }
 
-fn stored_response(stored: Stored, replayed: bool) -> Response {
-    let mut response =
-        (stored.status, [(header::CONTENT_TYPE, "application/json")], stored.body).into_response();
+/// The response for an answer; a replayed one (stored without its receipts' JWS) gets them
+/// back first.
+async fn stored_response(db: &crate::db::Db, stored: Stored, replayed: bool) -> ApiResult<Response> {
+    let body = if replayed {
+        crate::ledger::receipts::with_receipt_jws(db, stored.body).await?
+    } else {
+        stored.body
+    };
+    let mut response = (stored.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if replayed {
         response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
-    response
+    Ok(response)
 }
 
 /// A real-money request's key, claimed before any provider call.
@@ -215,7 +221,9 @@ async fn reserve(writer: &Batcher, scope: &str, idempotency: &Idempotency) -> Ap
         return Err(key_reused());
     }
     if let Some(status) = stored_status(status) {
-        return Ok(Reservation::Answered(stored_response(Stored { status, body: body.into() }, true)));
+        return Ok(Reservation::Answered(
+            stored_response(writer.db(), Stored { status, body: body.into() }, true).await?,
+        ));
     }
     let resource_id = resource.and_then(|id| uuid::Uuid::parse_str(&id).ok()).ok_or_else(in_progress)?;
     let provider_key = hex::encode(Sha256::digest(format!("{scope}\n{}\n{hash}", idempotency.key)));
@@ -237,7 +245,7 @@ async fn refuse_reserved(
     let mut tx = writer.db().begin_write().await?;
     store_answer(&mut tx, scope, &idempotency.key, status, &body).await?;
     tx.commit().await?;
-    Ok(stored_response(Stored { status, body: body.into() }, false))
+    stored_response(writer.db(), Stored { status, body: body.into() }, false).await
 }
 
 async fn store_answer(
@@ -297,7 +305,7 @@ pub async fn run_once<O: MoneyOp + 'static>(
 ) -> ApiResult<Response> {
     let job = OpJob { scope: scope.to_owned(), session: None, idempotency, op, reserved: false };
     let done = writer.run(Box::new(job)).await?;
-    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+    stored_response(writer.db(), Stored { status: done.status, body: done.body }, done.replayed).await
 }
 
 /// [`run_once`] for a player's write: the request runs only if the player's session is still
@@ -320,7 +328,7 @@ pub async fn run_for_player<O: MoneyOp + 'static>(
         reserved: false,
     };
     let done = writer.run(Box::new(job)).await?;
-    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+    stored_response(writer.db(), Stored { status: done.status, body: done.body }, done.replayed).await
 }
 
 /// Runs a real-money request once per `(scope, key)`: reserves the key (`reserve`), then `open` (which
@@ -350,7 +358,7 @@ where
     };
     let job = OpJob { scope: scope.to_owned(), session: None, idempotency, op, reserved: true };
     let done = writer.run(Box::new(job)).await?;
-    Ok(stored_response(Stored { status: done.status, body: done.body }, done.replayed))
+    stored_response(writer.db(), Stored { status: done.status, body: done.body }, done.replayed).await
 }
 
 /// One money-moving request: claim its key, do the work, store the answer.
@@ -389,8 +397,13 @@ impl<O: MoneyOp> OpJob<O> {
         }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("savepoint {WORK_SAVEPOINT}"))).execute(&mut *conn).await?;
         // A copy of the operation, so the job can run again if the database retries it.
-        let (status, body) = match self.op.clone().apply(conn).await {
-            Ok(output) => (O::SUCCESS, serde_json::to_vec(&output).map_err(anyhow::Error::from)?),
+        let (status, body, stored) = match self.op.clone().apply(conn).await {
+            Ok(output) => {
+                let body = serde_json::to_vec(&output).map_err(anyhow::Error::from)?;
+                // Stored without the receipts' JWS: a replay makes it again.
+                let stored = crate::ledger::receipts::without_receipt_jws(&body);
+                (O::SUCCESS, body, Some(stored))
+            }
             Err(error) => {
                 let Some(refusal) = error.refusal_body() else { return Err(error) };
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -398,10 +411,10 @@ impl<O: MoneyOp> OpJob<O> {
                 )))
                 .execute(&mut *conn)
                 .await?;
-                refusal
+                (refusal.0, refusal.1, None)
             }
         };
-        store_answer(conn, &self.scope, key, status, &body).await?;
+        store_answer(conn, &self.scope, key, status, stored.as_deref().unwrap_or(&body)).await?;
         Ok(Done { status, body: body.into(), replayed: false })
     }
 }
@@ -469,7 +482,8 @@ impl<O: MoneyOp> Unfinished for UnsignedAnswer<O> {
             receipt.jws = signed.jws;
             receipts += 1;
         }
-        Ok(Finished { body: serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?, receipts })
+        let body = serde_json::to_vec(&self.0).map_err(anyhow::Error::from)?;
+        Ok(Finished { stored: crate::ledger::receipts::without_receipt_jws(&body), body, receipts })
     }
 }
 

@@ -262,6 +262,72 @@ pub struct Signed {
     pub jws: String,
 }
 
+/// An answer's JSON without its receipts' JWS, as it is stored for replays: every
+/// `,"jws":"…"` member cut out. (A JWS is base64url and dots, so its string has no escape; and a
+/// quote inside any other string is escaped, so the member's text occurs nowhere else.)
+#[must_use]
+pub fn without_receipt_jws(body: &[u8]) -> Vec<u8> {
+    const MEMBER: &[u8] = br#","jws":""#;
+    let mut stored = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.windows(MEMBER.len()).position(|window| window == MEMBER) {
+        let value = &rest[at + MEMBER.len()..];
+        let Some(end) = value.iter().position(|byte| *byte == b'"') else { break };
+        stored.extend_from_slice(&rest[..at]);
+        rest = &value[end + 1..];
+    }
+    stored.extend_from_slice(rest);
+    stored
+}
+
+/// A stored answer (JSON) with every receipt in it given its JWS again: answers are stored
+/// for replays without it. The JWS goes back where it was, right after the receipt's
+/// `signature` (the last field before it), so a replay is the first answer byte for byte. A body
+/// with no receipt comes back as it is.
+///
+/// # Errors
+/// Fails when the database does or a receipt's key is unknown.
+pub async fn with_receipt_jws(db: &crate::db::Db, body: axum::body::Bytes) -> ApiResult<axum::body::Bytes> {
+    const SIGNATURE: &[u8] = br#""signature":""#;
+    if !body.windows(SIGNATURE.len()).any(|window| window == SIGNATURE) {
+        return Ok(body);
+    }
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return Ok(body) };
+    // Every receipt without its JWS: (signature, key id, payload).
+    let mut receipts = Vec::new();
+    let mut stack = vec![&answer];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                match (map.get("key_id"), map.get("payload"), map.get("signature"), map.get("jws")) {
+                    (
+                        Some(serde_json::Value::String(key_id)),
+                        Some(serde_json::Value::String(payload)),
+                        Some(serde_json::Value::String(signature)),
+                        None,
+                    ) => receipts.push((signature.clone(), key_id.clone(), payload.clone())),
+                    _ => stack.extend(map.values()),
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    if receipts.is_empty() {
+        return Ok(body);
+    }
+    let mut conn = db.pool().acquire().await?;
+    let mut text = String::from_utf8(body.to_vec()).map_err(anyhow::Error::from)?;
+    for (signature, key_id, payload) in receipts {
+        let jws = signer(&mut conn, key_id).await?.jws(&payload);
+        // A base64 signature is written as it is (no escapes), and is unique to its receipt.
+        let field = format!(r#""signature":"{signature}""#);
+        let Some(at) = text.find(&field) else { continue };
+        text.insert_str(at + field.len(), &format!(r#","jws":"{jws}""#));
+    }
+    Ok(text.into_bytes().into())
+}
+
 /// A stored receipt, with its JWS made again by the key that signed it.
 async fn with_jws(conn: &mut AnyConnection, mut receipt: SignedReceipt) -> ApiResult<SignedReceipt> {
     receipt.jws = signer(conn, receipt.key_id.clone()).await?.jws(&receipt.payload);
@@ -341,4 +407,20 @@ pub async fn find_receipt_of_entry(
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored receipt id: {error}")))?;
     let receipt = SignedReceipt { id, key_id, payload, signature, jws: String::new() };
     Ok(Some(with_jws(conn, receipt).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_receipt_jws;
+
+    #[test]
+    fn stored_answers_lose_only_their_receipts_jws() {
+        let body = br#"{"receipt":{"id":"r","signature":"c2ln+/=","jws":"aGVhZA.cGF5bG9hZA.c2ln"},"note":"a \",\"jws\":\" in text"}"#;
+        let stored = without_receipt_jws(body);
+        assert_eq!(
+            String::from_utf8(stored).unwrap(),
+            r#"{"receipt":{"id":"r","signature":"c2ln+/="},"note":"a \",\"jws\":\" in text"}"#
+        );
+        assert_eq!(without_receipt_jws(br#"{"a":1}"#), br#"{"a":1}"#.to_vec());
+    }
 }

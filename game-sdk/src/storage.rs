@@ -236,6 +236,7 @@ mod tests {
                 offer_id: OfferId::parse("019a6b1e-0001-7000-8000-000000000001").expect("an offer id"),
                 quantity: Quantity::one(),
                 price_index: None,
+                immediate_delivery_consent: false,
             }),
             player_id,
         }

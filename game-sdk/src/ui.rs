@@ -514,10 +514,7 @@ fn price_label(price: &Price, catalog: &Catalog) -> String {
 #[must_use]
 pub fn format_money(money: &Money) -> String {
     let code = money.currency.code();
-    let minor = money.currency.minor_units();
-    let amount = money.amount.normalize();
-    let digits =
-        if amount.scale() > minor { amount.to_string() } else { format!("{:.*}", minor as usize, amount) };
+    let digits = money.amount_text();
     match code {
         "USD" => format!("${digits}"),
         "EUR" => format!("€{digits}"),

@@ -32,6 +32,60 @@ pub struct PlayerSummary {
     /// Why the player is flagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_reason: Option<String>,
+    /// The age band an operator put the player in (`adult` unless told otherwise): it sets
+    /// their spending caps and tab credit.
+    #[serde(default)]
+    pub age_band: AgeBand,
+}
+
+/// A player's age band, set by an operator (from the game's own age check or a parent's
+/// request). Each band has its own per-order, daily and monthly spending caps and tab credit;
+/// the defaults are in the README.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeBand {
+    /// 18 and over, or not known to be younger.
+    #[default]
+    Adult,
+    /// 13 to 17.
+    Minor,
+    /// Under 13.
+    Child,
+}
+
+impl AgeBand {
+    /// Every band, adult first.
+    pub const ALL: [Self; 3] = [Self::Adult, Self::Minor, Self::Child];
+
+    /// The band as on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Adult => "adult",
+            Self::Minor => "minor",
+            Self::Child => "child",
+        }
+    }
+
+    /// The band's number in storage (`player.age_band`): 0 adult, 1 minor, 2 child.
+    #[must_use]
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Adult => 0,
+            Self::Minor => 1,
+            Self::Child => 2,
+        }
+    }
+
+    /// The band of a stored number; an unknown number is the strictest band.
+    #[must_use]
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            0 => Self::Adult,
+            1 => Self::Minor,
+            _ => Self::Child,
+        }
+    }
 }
 
 /// `GET /admin/v1/players`.
@@ -73,6 +127,9 @@ pub struct UpdatePlayerRequest {
     /// player's first login fixes it; absent leaves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<crate::auth::Country>,
+    /// Put the player in another age band (`adult`, `minor`, `child`); absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_band: Option<AgeBand>,
     /// Why, for the audit log.
     pub reason: Reason,
 }

@@ -100,6 +100,10 @@ pub enum ErrorCode {
     AmountAboveMaximum,
     /// The order would pass the player's spending limit (`details.remaining`, `details.period`).
     SpendingLimitExceeded,
+    /// The store asks players to consent to immediate delivery (waiving the EU right of
+    /// withdrawal for digital content) before they pay real money: send
+    /// `immediate_delivery_consent: true` once the player has agreed.
+    DeliveryConsentRequired,
     /// Orders came too fast (many orders or declines in a short time): the player is flagged for
     /// review and new orders wait until an operator clears the flag (`details.reason`).
     PlayerFlagged,
@@ -182,6 +186,7 @@ impl ErrorCode {
             Self::AmountBelowMinimum => "amount_below_minimum",
             Self::AmountAboveMaximum => "amount_above_maximum",
             Self::SpendingLimitExceeded => "spending_limit_exceeded",
+            Self::DeliveryConsentRequired => "delivery_consent_required",
             Self::PlayerFlagged => "player_flagged",
             Self::OutstandingDebt => "outstanding_debt",
             Self::OrderStateConflict => "order_state_conflict",

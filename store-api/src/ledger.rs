@@ -230,6 +230,11 @@ pub struct PurchaseRequest {
     /// Which of the offer's prices; the first virtual price when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_index: Option<u32>,
+    /// For a price on the tab (real money): the player agreed that the content is delivered at
+    /// once and so gave up the EU right of withdrawal for digital content (required when the
+    /// store says so, `delivery_consent_required`); recorded on the receipt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immediate_delivery_consent: bool,
 }
 
 /// A virtual amount of one currency.

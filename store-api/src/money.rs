@@ -106,17 +106,29 @@ impl<'de> Deserialize<'de> for MoneyCurrency {
 
 /// An exact amount of real money: `{"currency":"USD","amount":"0.05"}`.
 ///
-/// The amount is never negative on the wire and never has more than six decimal places (one
+/// The amount is written with at least the currency's minor units (`"5.00"`, `"0.60"`, `"0.99"`;
+/// yen `"50"`) and more digits only when it has them (`"0.005"`, at most six); reading accepts
+/// any number of places up to six (`"5"`, `"0.6"`). The amount is never negative on the wire and never has more than six decimal places (one
 /// micro); whether it must also be whole minor units depends on its use (a card charge must,
 /// a tab price need not), so that check is [`Money::is_whole_minor_units`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, ToSchema)]
 pub struct Money {
     /// ISO 4217 code.
     pub currency: MoneyCurrency,
-    /// Decimal string, at most six decimal places.
-    #[serde(serialize_with = "serialize_amount", deserialize_with = "deserialize_amount")]
+    /// Decimal string with at least the currency's minor units and at most six decimal places.
+    #[serde(deserialize_with = "deserialize_amount")]
     #[schema(value_type = String, example = "0.05")]
     pub amount: Decimal,
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut money = serializer.serialize_struct("Money", 2)?;
+        money.serialize_field("currency", &self.currency)?;
+        money.serialize_field("amount", &self.amount_text())?;
+        money.end()
+    }
 }
 
 impl Money {
@@ -140,11 +152,22 @@ impl Money {
     pub fn is_whole_minor_units(&self) -> bool {
         self.amount.normalize().scale() <= self.currency.minor_units()
     }
+
+    /// The amount as written on the wire and to people: the currency's minor units at least
+    /// (`"5.00"`, `"0.60"`; yen `"50"`), more only where the amount has them (`"0.005"`).
+    #[must_use]
+    pub fn amount_text(&self) -> String {
+        let mut amount = self.amount.normalize();
+        if amount.scale() < self.currency.minor_units() {
+            amount.rescale(self.currency.minor_units());
+        }
+        amount.to_string()
+    }
 }
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.amount.normalize(), self.currency)
+        write!(f, "{} {}", self.amount_text(), self.currency)
     }
 }
 
@@ -161,10 +184,6 @@ pub fn decimal_to_micros(amount: Decimal) -> Result<i64, String> {
         .checked_mul(Decimal::from(MICROS_PER_UNIT))
         .ok_or_else(|| format!("{normalized} is too large"))?;
     i64::try_from(micros).map_err(|_| format!("{normalized} is too large"))
-}
-
-fn serialize_amount<S: Serializer>(amount: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&amount.normalize())
 }
 
 /// Accepts only a plain decimal string (`"0.05"`): never a JSON number, which a client may have
@@ -237,6 +256,33 @@ mod tests {
     fn money_serializes_as_a_decimal_string() {
         let json = serde_json::to_string(&usd("0.050")).unwrap();
         assert_eq!(json, r#"{"currency":"USD","amount":"0.05"}"#);
+    }
+
+    #[test]
+    fn amounts_are_written_with_the_currency_minor_units_and_read_either_way() {
+        for (text, written) in [
+            ("5", "5.00"),
+            ("0.6", "0.60"),
+            ("0.99", "0.99"),
+            ("0.990000", "0.99"),
+            ("0.005", "0.005"),
+            ("0.000001", "0.000001"),
+            ("0", "0.00"),
+            ("1000", "1000.00"),
+        ] {
+            let money = usd(text);
+            let json = serde_json::to_string(&money).unwrap();
+            assert_eq!(json, format!(r#"{{"currency":"USD","amount":"{written}"}}"#), "{text}");
+            assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), money, "{text} reads back");
+            assert_eq!(money.to_string(), format!("{written} USD"));
+        }
+        let yen = |text| Money {
+            currency: MoneyCurrency::parse("JPY").unwrap(),
+            amount: parse_amount(text).unwrap(),
+        };
+        assert_eq!(yen("50").amount_text(), "50");
+        assert_eq!(yen("50.0").amount_text(), "50");
+        assert_eq!(yen("0.5").amount_text(), "0.5");
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub struct CreateOrderRequest {
     /// checkout page) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The player agreed that the content is delivered at once and so gave up the EU right of
+    /// withdrawal for digital content (required for real-money prices when the store says so,
+    /// `delivery_consent_required`); recorded with the order and on its receipt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immediate_delivery_consent: bool,
 }
 
 /// `POST /v1/platform-purchases/apple`: a purchase made with StoreKit 2, to redeem.
@@ -228,6 +233,9 @@ pub struct Order {
     /// overlay's `MicroTxnAuthorizationResponse_t` callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_order_id: Option<String>,
+    /// Whether the player consented to immediate delivery (the EU withdrawal waiver).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immediate_delivery_consent: bool,
     /// When an unpaid order expires.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,

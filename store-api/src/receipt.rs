@@ -138,6 +138,10 @@ pub struct ReceiptPayload {
     /// The order, for orders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,
+    /// `true` when the player consented to immediate delivery of what real money bought (the
+    /// EU withdrawal waiver for digital content); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immediate_delivery_consent: Option<bool>,
     /// What the player received.
     pub granted: Granted,
     /// When.

@@ -20,7 +20,8 @@ use crate::payments::fees::FeeSchedule;
 use crate::payments::sandbox::SandboxConfig;
 use crate::players::auth::create_api_key;
 use crate::settings::{
-    ASSETS_DIR_DEFAULT, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, SandboxMode, Settings, SpendingLimits,
+    ASSETS_DIR_DEFAULT, AgeBandShares, DATABASE_URL_DEFAULT, LISTEN_DEFAULT, SandboxMode, Settings,
+    SpendingLimits,
 };
 use crate::store::catalog::{CatalogRules, export_catalog, import_catalog, lock_catalog, publish};
 
@@ -92,10 +93,19 @@ struct SettingsArgs {
     /// Declined payments a player may have in an hour before being flagged for review.
     #[arg(long, env = "COINSLOT_VELOCITY_DECLINES_MAX", default_value_t = 5, global = true)]
     velocity_declines_max: u32,
-    /// Spending limits per day/month, e.g. `USD=100/500,EUR=80/400` (others: 200x/1000x the
-    /// currency's minimum card charge; players flagged minor get 20%).
+    /// Adult spending caps per order/day/month, e.g. `USD=50/100/500,EUR=40/80/400` (others:
+    /// 100x/200x/1000x the currency's minimum card charge).
     #[arg(long, env = "COINSLOT_SPENDING_LIMITS", default_value = "", global = true, value_parser = SpendingLimits::parse)]
     spending_limits: SpendingLimits,
+    /// Each younger age band's share of the adult caps, in percent: `minor=20,child=10` by default
+    /// (an operator sets a player's band).
+    #[arg(long, env = "COINSLOT_AGE_BAND_LIMITS", default_value = "", global = true, value_parser = AgeBandShares::parse)]
+    age_band_limits: AgeBandShares,
+    /// Real-money orders and tab purchases need the player's consent to immediate delivery (the
+    /// EU withdrawal waiver for digital content: `immediate_delivery_consent: true`), recorded
+    /// on the order and its receipt.
+    #[arg(long, env = "COINSLOT_REQUIRE_DELIVERY_CONSENT", global = true)]
+    require_delivery_consent: bool,
     /// The merchant name on checkout pages.
     #[arg(long, env = "COINSLOT_MERCHANT_NAME", default_value = "Coinslot demo store", global = true)]
     merchant_name: String,
@@ -418,7 +428,8 @@ impl SettingsArgs {
                 Duration::from_micros(self.batch_wait_us)
             },
             writers: usize::from(self.writers),
-            spending_limits: self.spending_limits.clone(),
+            spending_limits: self.spending_limits.clone().with_bands(self.age_band_limits),
+            require_delivery_consent: self.require_delivery_consent,
             player_rate_limit: self.player_rate_limit,
             key_rate_limit: self.key_rate_limit,
             velocity_orders_max: self.velocity_orders_max,

@@ -76,7 +76,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(ignoring).map_err(|error| {
         let field = error.path().to_string();
         let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        // serde_json reports some type mismatches (a number where an enum's string belongs) as
+        // syntax: the body is malformed only when it is not JSON at all.
+        let not_json = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err();
+        if (inner.is_syntax() || inner.is_eof()) && not_json() {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::MalformedJson,

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use store_api::admin::AgeBand;
+
 /// Where the repository's `assets/` folder is, so the server finds its default catalog when
 /// started from any directory.
 pub const ASSETS_DIR_DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
@@ -55,8 +57,11 @@ pub struct Settings {
     pub idempotency_cleanup_interval: Duration,
     /// How long an unpaid order waits for its payment.
     pub order_ttl: Duration,
-    /// Players' spending limits per day and month.
+    /// Players' spending caps per payment, day and month, by age band.
     pub spending_limits: SpendingLimits,
+    /// Real-money orders and tab purchases need the player's consent to immediate delivery
+    /// (the EU withdrawal waiver for digital content).
+    pub require_delivery_consent: bool,
     /// Requests per player: sustained per second and burst (`off` in tests that race one player).
     pub player_rate_limit: crate::players::rate_limit::Limit,
     /// Requests per operator API key.
@@ -118,7 +123,7 @@ pub struct Settings {
 /// Tab limits, as multiples of each currency's minimum card charge (USD 0.50), so they make
 /// sense in every currency: a tab must be settled at 10x (USD 5.00) or after `time_limit`; it may
 /// hold 20x (USD 10.00) for players who settled a tab before, 10x for new players and 2x for
-/// players flagged minor.
+/// players in a younger age band (minor or child).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TabSettings {
     /// Settlement is required at this multiple of the minimum charge.
@@ -127,7 +132,7 @@ pub struct TabSettings {
     pub credit_multiple: u32,
     /// Credit limit for players who never settled a tab.
     pub credit_new_multiple: u32,
-    /// Credit limit for players flagged minor.
+    /// Credit limit for players in a younger age band (minor or child).
     pub credit_minor_multiple: u32,
     /// A tab must be settled this long after it opened.
     pub time_limit: Duration,
@@ -157,22 +162,16 @@ impl TabSettings {
         Self::times(currency, self.threshold_multiple)
     }
 
-    /// The most a player's tab may hold.
-    #[must_use]
-    pub fn credit_limit(
-        &self,
-        currency: store_api::MoneyCurrency,
-        minor: bool,
-        settled_before: bool,
-    ) -> store_api::Money {
-        let multiple = if minor {
+    /// A tab's credit, as a multiple of the minimum charge, by the tab rules alone (see
+    /// [`Settings::credit_limit`], which also keeps it within one payment's cap).
+    fn credit_multiple(&self, age_band: AgeBand, settled_before: bool) -> u32 {
+        if age_band != AgeBand::Adult {
             self.credit_minor_multiple
         } else if settled_before {
             self.credit_multiple
         } else {
             self.credit_new_multiple
-        };
-        Self::times(currency, multiple)
+        }
     }
 }
 
@@ -194,57 +193,133 @@ pub enum SandboxMode {
     Off,
 }
 
-/// Spending limits per currency, per UTC day and calendar month. Currencies without an entry
-/// allow 200 times their minimum card charge a day and 1,000 times a month (USD 100 and 500);
-/// players flagged `minor` get `minor_percent` of that.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Spending caps per currency: the most one order (or tab charge, or settlement) may cost, and
+/// the most a player may spend per UTC day and calendar month. Currencies without an entry allow
+/// 100 times their minimum card charge an order, 200 times a day and 1,000 times a month (USD
+/// 50, 100 and 500); players in a younger age band get their band's share of that
+/// ([`AgeBandShares`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SpendingLimits {
-    per_currency: BTreeMap<&'static str, (rust_decimal::Decimal, rust_decimal::Decimal)>,
-    minor_percent: u32,
+    per_currency: BTreeMap<&'static str, SpendingCaps>,
+    bands: AgeBandShares,
 }
 
-impl Default for SpendingLimits {
+/// One player's caps in one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendingCaps {
+    /// The most one order, tab charge or settlement may cost.
+    pub transaction: rust_decimal::Decimal,
+    /// The most spent per UTC day.
+    pub day: rust_decimal::Decimal,
+    /// The most spent per calendar month.
+    pub month: rust_decimal::Decimal,
+}
+
+/// Each younger age band's share of the adult caps, in percent: `minor` (13 to 17) 20 and
+/// `child` (under 13) 10 unless set (USD 10 an order, 20 a day, 100 a month for a minor; 5, 10
+/// and 50 for a child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgeBandShares {
+    minor_percent: u32,
+    child_percent: u32,
+}
+
+impl Default for AgeBandShares {
     fn default() -> Self {
-        Self { per_currency: BTreeMap::new(), minor_percent: 20 }
+        Self { minor_percent: 20, child_percent: 10 }
+    }
+}
+
+impl AgeBandShares {
+    /// Parses `minor=20,child=10` (percent of the adult caps, 0 to 100; a band left out keeps
+    /// its default).
+    ///
+    /// # Errors
+    /// Returns a message naming the entry that is not `BAND=PERCENT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut shares = Self::default();
+        for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let bad = || {
+                format!(
+                    "age band limit `{entry}` must look like minor=20 (percent of the adult caps, 0 to 100)"
+                )
+            };
+            let (band, percent) = entry.split_once('=').ok_or_else(bad)?;
+            let percent: u32 = percent.trim().parse().map_err(|_| bad())?;
+            if percent > 100 {
+                return Err(bad());
+            }
+            match band.trim() {
+                "minor" => shares.minor_percent = percent,
+                "child" => shares.child_percent = percent,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(shares)
+    }
+
+    /// A band's share of the adult caps, in percent.
+    #[must_use]
+    pub fn percent(&self, band: AgeBand) -> u32 {
+        match band {
+            AgeBand::Adult => 100,
+            AgeBand::Minor => self.minor_percent,
+            AgeBand::Child => self.child_percent,
+        }
     }
 }
 
 impl SpendingLimits {
-    /// Parses `USD=100/500,EUR=80/400` (per day / per month).
+    /// Parses `USD=50/100/500,EUR=40/80/400` (per order / per day / per month); the older
+    /// `USD=100/500` (per day / per month) caps an order at the day's limit.
     ///
     /// # Errors
-    /// Returns a message naming the entry that is not `CODE=DAY/MONTH`.
+    /// Returns a message naming the entry that is not `CODE=ORDER/DAY/MONTH`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut limits = Self::default();
         for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
-            let bad = || format!("spending limit `{entry}` must look like USD=100/500");
+            let bad =
+                || format!("spending limit `{entry}` must look like USD=50/100/500 (per order/day/month)");
             let (code, amounts) = entry.split_once('=').ok_or_else(bad)?;
-            let (day, month) = amounts.split_once('/').ok_or_else(bad)?;
             let currency = store_api::MoneyCurrency::parse(code.trim())?;
-            let day = store_api::money::parse_amount(day.trim()).map_err(|_| bad())?;
-            let month = store_api::money::parse_amount(month.trim()).map_err(|_| bad())?;
-            limits.per_currency.insert(currency.code(), (day, month));
+            let amounts = amounts
+                .split('/')
+                .map(|amount| store_api::money::parse_amount(amount.trim()).map_err(|_| bad()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let caps = match amounts[..] {
+                [transaction, day, month] => SpendingCaps { transaction, day, month },
+                [day, month] => SpendingCaps { transaction: day, day, month },
+                _ => return Err(bad()),
+            };
+            limits.per_currency.insert(currency.code(), caps);
         }
         Ok(limits)
     }
 
-    /// The day and month limits for a player.
+    /// These limits with the younger bands' shares of them.
     #[must_use]
-    pub fn limits(
-        &self,
-        currency: store_api::MoneyCurrency,
-        minor: bool,
-    ) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
-        let (day, month) = self.per_currency.get(currency.code()).copied().unwrap_or_else(|| {
+    pub fn with_bands(self, bands: AgeBandShares) -> Self {
+        Self { bands, ..self }
+    }
+
+    /// A player's caps in `currency`, by their age band (rounded down to whole minor units).
+    #[must_use]
+    pub fn caps(&self, currency: store_api::MoneyCurrency, band: AgeBand) -> SpendingCaps {
+        use rust_decimal::Decimal;
+        let adult = self.per_currency.get(currency.code()).copied().unwrap_or_else(|| {
             let minimum = currency.minimum_charge().amount;
-            (minimum * rust_decimal::Decimal::from(200), minimum * rust_decimal::Decimal::from(1_000))
+            SpendingCaps {
+                transaction: minimum * Decimal::from(100),
+                day: minimum * Decimal::from(200),
+                month: minimum * Decimal::from(1_000),
+            }
         });
-        if minor {
-            let share = rust_decimal::Decimal::from(self.minor_percent) / rust_decimal::Decimal::ONE_HUNDRED;
-            (day * share, month * share)
-        } else {
-            (day, month)
-        }
+        let share = Decimal::from(self.bands.percent(band)) / Decimal::ONE_HUNDRED;
+        let part = |amount: Decimal| {
+            (amount * share)
+                .round_dp_with_strategy(currency.minor_units(), rust_decimal::RoundingStrategy::ToZero)
+        };
+        SpendingCaps { transaction: part(adult.transaction), day: part(adult.day), month: part(adult.month) }
     }
 }
 
@@ -253,6 +328,21 @@ pub const TEST_MODE_NOTICE: &str =
     "TEST MODE: the sandbox payment provider is mounted and its test cards pay for orders";
 
 impl Settings {
+    /// The most a player's tab may hold: the tab rules' credit for their band and history,
+    /// never more than the band's cap on one transaction, so the settlement that pays the tab
+    /// always fits that cap.
+    #[must_use]
+    pub fn credit_limit(
+        &self,
+        currency: store_api::MoneyCurrency,
+        age_band: AgeBand,
+        settled_before: bool,
+    ) -> store_api::Money {
+        let credit = TabSettings::times(currency, self.tabs.credit_multiple(age_band, settled_before));
+        let cap = self.spending_limits.caps(currency, age_band).transaction;
+        store_api::Money { currency, amount: credit.amount.min(cap) }
+    }
+
     /// Whether the sandbox payment provider serves this server (mounted or standalone): its test
     /// cards pay for orders.
     #[must_use]
@@ -316,6 +406,7 @@ impl Default for Settings {
             idempotency_cleanup_interval: Duration::from_secs(10 * 60),
             order_ttl: Duration::from_secs(30 * 60),
             spending_limits: SpendingLimits::default(),
+            require_delivery_consent: false,
             player_rate_limit: PLAYER_RATE_LIMIT_DEFAULT,
             key_rate_limit: KEY_RATE_LIMIT_DEFAULT,
             velocity_orders_max: 10,
@@ -364,3 +455,53 @@ pub const KEY_RATE_LIMIT_DEFAULT: crate::players::rate_limit::Limit =
 pub const VELOCITY_ORDERS_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// The window the velocity check counts a player's declined payments in.
 pub const VELOCITY_DECLINES_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::{AgeBandShares, SpendingLimits};
+    use rust_decimal::Decimal;
+    use store_api::MoneyCurrency;
+    use store_api::admin::AgeBand;
+
+    fn caps(limits: &SpendingLimits, code: &str, band: AgeBand) -> [String; 3] {
+        let caps = limits.caps(MoneyCurrency::parse(code).unwrap(), band);
+        [caps.transaction, caps.day, caps.month].map(|amount: Decimal| amount.normalize().to_string())
+    }
+
+    #[test]
+    fn each_age_band_gets_its_share_of_the_adult_caps() {
+        let defaults = SpendingLimits::default();
+        assert_eq!(caps(&defaults, "USD", AgeBand::Adult), ["50", "100", "500"]);
+        assert_eq!(caps(&defaults, "USD", AgeBand::Minor), ["10", "20", "100"]);
+        assert_eq!(caps(&defaults, "USD", AgeBand::Child), ["5", "10", "50"]);
+        assert_eq!(caps(&defaults, "JPY", AgeBand::Child), ["500", "1000", "5000"]);
+
+        let set = SpendingLimits::parse("USD=20/50/200, EUR=100/400")
+            .unwrap()
+            .with_bands(AgeBandShares::parse("child=15").unwrap());
+        assert_eq!(caps(&set, "USD", AgeBand::Adult), ["20", "50", "200"]);
+        assert_eq!(
+            caps(&set, "EUR", AgeBand::Adult),
+            ["100", "100", "400"],
+            "the older form caps an order at a day"
+        );
+        assert_eq!(caps(&set, "USD", AgeBand::Minor), ["4", "10", "40"], "minor keeps its default 20%");
+        assert_eq!(caps(&set, "USD", AgeBand::Child), ["3", "7.5", "30"]);
+        let odd = SpendingLimits::parse("USD=0.99/0.99/0.99").unwrap();
+        assert_eq!(
+            caps(&odd, "USD", AgeBand::Child),
+            ["0.09", "0.09", "0.09"],
+            "rounded down to whole cents"
+        );
+    }
+
+    #[test]
+    fn malformed_caps_and_bands_are_refused() {
+        for bad in ["USD", "USD=1", "USD=1/2/3/4", "USD=a/2", "usd=1/2", "USD=-1/2"] {
+            assert!(SpendingLimits::parse(bad).is_err(), "{bad}");
+        }
+        for bad in ["minor", "minor=101", "teen=20", "adult=50", "child=-1", "child=ten"] {
+            assert!(AgeBandShares::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -178,6 +178,10 @@ impl StoreError {
                 ErrorCode::AmountBelowMinimum => "That amount is too small to pay by card.".to_owned(),
                 ErrorCode::AmountAboveMaximum => "That amount is too large for one payment.".to_owned(),
                 ErrorCode::SpendingLimitExceeded => "This would pass your spending limit.".to_owned(),
+                ErrorCode::DeliveryConsentRequired => {
+                    "Please agree to get this at once, which ends your right to cancel, before paying."
+                        .to_owned()
+                }
                 ErrorCode::OutstandingDebt => {
                     "A refunded payment left your balance owing; it must be repaid first.".to_owned()
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,6 +124,8 @@ struct StoreBridge {
     in_flight: Arc<AtomicUsize>,
     in_flight_max: usize,
     next_request: AtomicU64,
+    /// The player consented to immediate delivery of what real money buys.
+    delivery_consent: AtomicBool,
     _worker: worker::Worker,
 }
 
@@ -164,6 +166,7 @@ impl Plugin for StorePlugin {
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 in_flight_max,
                 next_request: AtomicU64::new(1),
+                delivery_consent: AtomicBool::new(false),
                 _worker: worker,
             })
             .insert_resource(ReplyInbox(Mutex::new(reply_rx)))
@@ -224,6 +227,24 @@ impl StoreRequests<'_> {
         self.submit(Command::Refresh)
     }
 
+    /// Records whether the player consented to immediate delivery of what real money buys,
+    /// giving up the EU right of withdrawal for digital content: show the waiver in the game's
+    /// store before the first real-money purchase, and call this with the player's answer. Every
+    /// later order and tab purchase carries it (a store that requires it refuses them without it,
+    /// `delivery_consent_required`), and their receipts record it.
+    pub fn set_immediate_delivery_consent(&self, agreed: bool) {
+        if let Some(bridge) = &self.bridge {
+            bridge.delivery_consent.store(agreed, Ordering::Release);
+        }
+    }
+
+    /// Whether the player consented to immediate delivery (see
+    /// [`StoreRequests::set_immediate_delivery_consent`]).
+    #[must_use]
+    pub fn immediate_delivery_consent(&self) -> bool {
+        self.bridge.as_ref().is_some_and(|bridge| bridge.delivery_consent.load(Ordering::Acquire))
+    }
+
     /// Buys an offer with virtual currency or onto the tab, at the price `price_index` (the
     /// first price when `None`). Ends with [`PurchaseCompleted`] or [`PurchaseFailed`].
     ///
@@ -235,7 +256,13 @@ impl StoreRequests<'_> {
         quantity: Quantity,
         price_index: Option<u32>,
     ) -> Result<RequestId, StoreBusy> {
-        self.send(PendingRequest::Purchase(PurchaseRequest { offer_id, quantity, price_index }))
+        let immediate_delivery_consent = self.immediate_delivery_consent();
+        self.send(PendingRequest::Purchase(PurchaseRequest {
+            offer_id,
+            quantity,
+            price_index,
+            immediate_delivery_consent,
+        }))
     }
 
     /// Opens a real-money order for an offer. Ends with [`OrderUpdated`] (status
@@ -249,7 +276,7 @@ impl StoreRequests<'_> {
         quantity: Quantity,
         price_index: Option<u32>,
     ) -> Result<RequestId, StoreBusy> {
-        self.open_order(CreateOrderRequest { offer_id, quantity, price_index, provider: None })
+        self.open_order(offer_id, quantity, price_index, None)
     }
 
     /// Opens a real-money order paid in the Steam overlay, from the Steam wallet of the player
@@ -266,12 +293,24 @@ impl StoreRequests<'_> {
         quantity: Quantity,
         price_index: Option<u32>,
     ) -> Result<RequestId, StoreBusy> {
-        let provider = Some("steam".to_owned());
-        self.open_order(CreateOrderRequest { offer_id, quantity, price_index, provider })
+        self.open_order(offer_id, quantity, price_index, Some("steam".to_owned()))
     }
 
-    fn open_order(&self, order: CreateOrderRequest) -> Result<RequestId, StoreBusy> {
-        self.send(PendingRequest::Order(order))
+    fn open_order(
+        &self,
+        offer_id: OfferId,
+        quantity: Quantity,
+        price_index: Option<u32>,
+        provider: Option<String>,
+    ) -> Result<RequestId, StoreBusy> {
+        let immediate_delivery_consent = self.immediate_delivery_consent();
+        self.send(PendingRequest::Order(CreateOrderRequest {
+            offer_id,
+            quantity,
+            price_index,
+            provider,
+            immediate_delivery_consent,
+        }))
     }
 
     /// Redeems a purchase the player made in the platform's own store:

@@ -12,8 +12,13 @@ pub(super) fn day_of(micros: i64) -> String {
     date.date().to_string()
 }
 
-pub(super) fn amount_text(amount: Decimal) -> String {
-    amount.normalize().to_string()
+/// An amount in `currency` as the wire writes it: a real currency's with its minor units
+/// ([`Money::amount_text`]), a virtual currency's as a plain count.
+pub(super) fn amount_text(amount: Decimal, currency: &str) -> String {
+    match MoneyCurrency::parse(currency) {
+        Ok(currency) => Money { currency, amount }.amount_text(),
+        Err(_) => amount.normalize().to_string(),
+    }
 }
 
 /// Gross, fees, refunds and net by day, currency and item.
@@ -42,14 +47,14 @@ pub fn revenue(sales: &[Sale]) -> RevenueReport {
         .into_iter()
         .map(|((day, currency, sku), sum)| RevenueRow {
             day,
-            currency,
             sku,
             purchases: sum.purchases,
             quantity: sum.quantity,
-            gross: amount_text(sum.gross),
-            fees: amount_text(sum.fees),
-            refunded: amount_text(sum.refunded),
-            net: amount_text(sum.gross - sum.fees - sum.refunded),
+            gross: amount_text(sum.gross, &currency),
+            fees: amount_text(sum.fees, &currency),
+            refunded: amount_text(sum.refunded, &currency),
+            net: amount_text(sum.gross - sum.fees - sum.refunded, &currency),
+            currency,
         })
         .collect();
     RevenueReport { rows }
@@ -91,7 +96,7 @@ pub fn peak_times(sales: &[Sale], offset: UtcOffset, currency: Option<&str>) -> 
                 weekday: u8::try_from(weekday + 1).unwrap_or(7),
                 hour: u8::try_from(hour).unwrap_or(23),
                 purchases: *purchases,
-                revenue: amount_text(*amount),
+                revenue: amount_text(*amount, currency.unwrap_or_default()),
             });
         }
     }
@@ -270,10 +275,10 @@ pub fn geography(sales: &[Sale], weekly: bool) -> GeographyReport {
         .map(|((period, country, currency), sum)| GeographyRow {
             period,
             country,
-            currency,
             buyers: i64::try_from(sum.buyers.len()).unwrap_or(i64::MAX),
             purchases: sum.purchases,
-            revenue: amount_text(sum.revenue),
+            revenue: amount_text(sum.revenue, &currency),
+            currency,
         })
         .collect();
     GeographyReport { granularity: if weekly { "week" } else { "day" }.to_owned(), rows }
@@ -365,11 +370,11 @@ pub fn tabs(facts: &[TabFacts], range: &Range, fees: &FeeSchedule) -> TabsReport
         .map(|(currency, sum)| TabsRow {
             currency: currency.to_owned(),
             open_tabs: sum.open_tabs,
-            outstanding: amount_text(micros_to_decimal(sum.outstanding)),
+            outstanding: amount_text(micros_to_decimal(sum.outstanding), currency),
             opened: sum.opened,
             settled: sum.settled,
             settlement_rate: round4(ratio(sum.settled, sum.opened)),
-            fees_saved: amount_text(sum.fees_saved),
+            fees_saved: amount_text(sum.fees_saved, currency),
         })
         .collect();
     TabsReport { rows }
@@ -596,7 +601,7 @@ mod tests {
         let gems = row("2026-11-02", "USD", "gems.small");
         assert_eq!(
             (gems.gross.as_str(), gems.fees.as_str(), gems.refunded.as_str(), gems.net.as_str()),
-            ("0.99", "0.33", "0.1", "0.56")
+            ("0.99", "0.33", "0.10", "0.56")
         );
     }
 

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use store_api::admin::{
-    AuditEntry, AuditPage, ErasePlayerRequest, ErasedPlayer, PlayerDetail, PlayerExport, PlayerPage,
+    AgeBand, AuditEntry, AuditPage, ErasePlayerRequest, ErasedPlayer, PlayerDetail, PlayerExport, PlayerPage,
     PlayerSummary, UpdatePlayerRequest,
 };
 use store_api::ledger::{HistoryPage, Inventory};
@@ -48,13 +48,13 @@ struct PlayerSearch {
     cursor: Option<String>,
 }
 
-type PlayerRow = (String, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<String>);
+type PlayerRow = (String, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<String>, i64);
 /// id, actor, action, target, before, after, created_at.
 type AuditRow = (String, String, String, String, Option<String>, Option<String>, i64);
-const PLAYER_COLUMNS: &str = "id, country, created_at, blocked, erased_at, flagged_at, flag_reason";
+const PLAYER_COLUMNS: &str = "id, country, created_at, blocked, erased_at, flagged_at, flag_reason, age_band";
 
 fn summary(
-    (id, country, created_at, blocked, erased_at, flagged_at, flag_reason): PlayerRow,
+    (id, country, created_at, blocked, erased_at, flagged_at, flag_reason, age_band): PlayerRow,
 ) -> ApiResult<PlayerSummary> {
     Ok(PlayerSummary {
         id: Uuid::parse_str(&id).map_err(anyhow::Error::from)?,
@@ -64,6 +64,7 @@ fn summary(
         erased_at: erased_at.map(from_micros),
         flagged_at: flagged_at.map(from_micros),
         flag_reason,
+        age_band: AgeBand::from_code(age_band),
     })
 }
 
@@ -139,8 +140,8 @@ async fn get_player(
     Ok(axum::Json(PlayerDetail { player, wallet, inventory, tabs, orders }))
 }
 
-/// Blocks or unblocks a player, flags them for review or clears the flag, with a reason;
-/// recorded in the audit log.
+/// Blocks or unblocks a player, flags them for review or clears the flag, moves them to another
+/// price region or age band, with a reason; recorded in the audit log.
 #[utoipa::path(
     patch, path = "/admin/v1/players/{id}", tag = "operators",
     security(("operator" = ["players:write"])),
@@ -155,8 +156,12 @@ async fn update_player(
     ApiJson(request): ApiJson<UpdatePlayerRequest>,
 ) -> ApiResult<axum::Json<PlayerSummary>> {
     let player_id = player_id(&id)?.to_string();
-    if request.blocked.is_none() && request.flagged.is_none() && request.country.is_none() {
-        return Err(ApiError::invalid("blocked", "say `blocked`, `flagged` or `country`"));
+    if request.blocked.is_none()
+        && request.flagged.is_none()
+        && request.country.is_none()
+        && request.age_band.is_none()
+    {
+        return Err(ApiError::invalid("blocked", "say `blocked`, `flagged`, `country` or `age_band`"));
     }
     let mut tx = state.db().begin_write().await?;
     let before = find_player(&mut tx, &player_id).await?;
@@ -187,6 +192,13 @@ async fn update_player(
             .execute(&mut *tx)
             .await?;
     }
+    if let Some(band) = request.age_band {
+        sqlx::query("update player set age_band = $2 where id = $1")
+            .bind(&player_id)
+            .bind(band.code())
+            .execute(&mut *tx)
+            .await?;
+    }
     let after = find_player(&mut tx, &player_id).await?;
     let before_json = serde_json::to_string(&before).map_err(anyhow::Error::from)?;
     let after_json = serde_json::json!({ "player": after, "reason": request.reason.as_str() }).to_string();
@@ -194,6 +206,7 @@ async fn update_player(
         request.blocked.map(|blocked| if blocked { "player.block" } else { "player.unblock" }),
         request.flagged.map(|flagged| if flagged { "player.flag" } else { "player.unflag" }),
         request.country.as_ref().map(|_| "player.region"),
+        request.age_band.map(|_| "player.age_band"),
     ];
     for action in actions.into_iter().flatten() {
         append_audit(&mut tx, &operator.actor(), action, &player_id, Some(&before_json), Some(&after_json))

@@ -49,6 +49,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
+use store_api::admin::AgeBand;
 use store_api::catalog::{Item, LimitPeriod, Sku};
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{Balance, BalanceChange, InventoryItem, ItemChange, Wallet};
@@ -168,8 +169,8 @@ pub(crate) enum SetOutcome {
 pub struct PlayerRow {
     /// Blocked from the store.
     pub blocked: bool,
-    /// Flagged a minor.
-    pub minor: bool,
+    /// The age band an operator put the player in.
+    pub age_band: AgeBand,
     /// The country fixed at first login.
     pub country: Option<String>,
     /// Flagged for review (`Some`, with the flag's reason if any): no orders, no tabs.
@@ -410,7 +411,7 @@ impl BatchLedger {
     /// `not_found` for no such player, `player_blocked` for a blocked one.
     pub fn unblocked_player(&self, player_id: Uuid) -> ApiResult<&PlayerRow> {
         let player = self.existing_player(player_id)?;
-        super::PlayerLock::new(player.blocked, player.minor).refuse_if_blocked()?;
+        super::PlayerLock::new(player.blocked, player.age_band).refuse_if_blocked()?;
         Ok(player)
     }
 
@@ -643,7 +644,7 @@ impl BatchLedger {
         check_charge(
             settings,
             &tab,
-            player.minor,
+            player.age_band,
             facts.settled_before,
             charge,
             from_micros(self.now),
@@ -1361,7 +1362,7 @@ async fn refuse_revoked_sessions(
         .collect())
 }
 
-/// A player's row as the batch selects it: id, blocked, minor, country, flagged at, flag reason,
+/// A player's row as the batch selects it: id, blocked, age band, country, flagged at, flag reason,
 /// and the id of the player's newest entry.
 type PlayerTuple = (String, i64, i64, Option<String>, Option<i64>, Option<String>, Option<String>);
 
@@ -1413,7 +1414,7 @@ async fn read_state(
         Vec::new()
     } else {
         sqlx::query_as(sql.text(
-            "select id, blocked, minor, country, flagged_at, flag_reason, \
+            "select id, blocked, age_band, country, flagged_at, flag_reason, \
              (select max(e.id) from entry e where e.player_id = player.id) from player \
              where id in (select j.value ->> 0 from {j}) order by id{c}{lock}",
         ))
@@ -1421,11 +1422,14 @@ async fn read_state(
         .fetch_all(&mut *conn)
         .await?
     };
-    for (id, blocked, minor, country, flagged_at, flag_reason, newest_entry) in found {
+    for (id, blocked, age_band, country, flagged_at, flag_reason, newest_entry) in found {
         let id = super::stored_uuid(&id)?;
         ledger.entry_heads.read(id, newest_entry.as_deref())?;
         let flag = flagged_at.map(|_| flag_reason);
-        ledger.players.insert(id, PlayerRow { blocked: blocked != 0, minor: minor != 0, country, flag });
+        ledger.players.insert(
+            id,
+            PlayerRow { blocked: blocked != 0, age_band: AgeBand::from_code(age_band), country, flag },
+        );
     }
     // Every wallet of the batch's players and the system accounts a purchase credits, read or
     // known absent (balance 0): anything else defers the request that touches it.

@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use sqlx::AnyConnection;
 use store_api::ErrorCode;
+use store_api::admin::AgeBand;
 use store_api::catalog::Sku;
 use store_api::currency::CurrencyCode;
 use store_api::ledger::{Balance, BalanceChange, EntryKind, HistoryEntry, InventoryItem, ItemChange, Wallet};
@@ -181,13 +182,13 @@ pub struct AppendedEntry {
 #[must_use]
 pub struct PlayerLock {
     blocked: bool,
-    minor: bool,
+    age_band: AgeBand,
 }
 
 impl PlayerLock {
     /// The flags of a player row read elsewhere (the batch path's, already locked).
-    pub fn new(blocked: bool, minor: bool) -> Self {
-        Self { blocked, minor }
+    pub fn new(blocked: bool, age_band: AgeBand) -> Self {
+        Self { blocked, age_band }
     }
 
     /// Refuses a blocked player (players' own requests; operators may still grant).
@@ -206,10 +207,10 @@ impl PlayerLock {
         }
     }
 
-    /// Whether the player is flagged `minor` (tighter spending limits).
+    /// The player's age band (their spending caps and tab credit).
     #[must_use]
-    pub fn is_minor(self) -> bool {
-        self.minor
+    pub fn age_band(self) -> AgeBand {
+        self.age_band
     }
 }
 
@@ -221,15 +222,30 @@ impl PlayerLock {
 /// `not_found` for an unknown player.
 pub async fn lock_player(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<PlayerLock> {
     let flags: Option<(i64, i64)> = sqlx::query_as(
-        "update player set lock_version = lock_version + 1 where id = $1 returning blocked, minor",
+        "update player set lock_version = lock_version + 1 where id = $1 returning blocked, age_band",
     )
     .bind(player_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
     match flags {
         None => Err(ApiError::not_found("player", &player_id.to_string())),
-        Some((blocked, minor)) => Ok(PlayerLock { blocked: blocked != 0, minor: minor != 0 }),
+        Some((blocked, age_band)) => {
+            Ok(PlayerLock { blocked: blocked != 0, age_band: AgeBand::from_code(age_band) })
+        }
     }
+}
+
+/// A player's age band, read without locking (quotes and views; what moves money reads it
+/// under [`lock_player`]). An unknown player is an adult: the caller finds them missing.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn age_band_of(conn: &mut AnyConnection, player_id: Uuid) -> ApiResult<AgeBand> {
+    let band: Option<i64> = sqlx::query_scalar("select age_band from player where id = $1")
+        .bind(player_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(band.map_or(AgeBand::Adult, AgeBand::from_code))
 }
 
 /// A wallet's balance (0 when the wallet was never used).

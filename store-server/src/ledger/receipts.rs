@@ -95,6 +95,8 @@ pub struct ReceiptFacts {
     pub paid_money: Option<Money>,
     /// The order, for orders.
     pub order_id: Option<Uuid>,
+    /// Whether the player consented to immediate delivery of what real money bought.
+    pub immediate_delivery_consent: bool,
     /// What the player received.
     pub granted: Granted,
 }
@@ -110,6 +112,7 @@ impl ReceiptFacts {
             paid: None,
             paid_money: None,
             order_id: None,
+            immediate_delivery_consent: false,
             granted,
         }
     }
@@ -214,6 +217,7 @@ impl Signer {
             paid: facts.paid,
             paid_money: facts.paid_money,
             order_id: facts.order_id,
+            immediate_delivery_consent: facts.immediate_delivery_consent.then_some(true),
             granted: facts.granted,
             issued_at: from_micros(now),
         };

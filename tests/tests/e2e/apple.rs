@@ -64,7 +64,7 @@ async fn an_app_store_purchase_is_verified_and_granted_once(backend: Backend) {
             order["fee"]["amount"].as_str(),
             order["net"]["amount"].as_str()
         ),
-        (Some("0.99"), Some("0.3"), Some("0.69")),
+        (Some("0.99"), Some("0.30"), Some("0.69")),
         "Apple's price and 30% commission: {order}"
     );
     assert!(order["receipt"].is_object(), "{order}");

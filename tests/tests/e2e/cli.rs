@@ -173,8 +173,9 @@ fn every_setting_has_its_own_help() {
     }
     let text_of =
         |name: &str| options.iter().find(|(option, _)| option == name).map(|(_, text)| text.clone());
-    assert!(text_of("--spending-limits").is_some_and(|text| text.contains("Spending limits")), "{help}");
-    assert!(text_of("--player-rate-limit").is_some_and(|text| !text.contains("Spending")), "{help}");
+    assert!(text_of("--spending-limits").is_some_and(|text| text.contains("spending caps")), "{help}");
+    assert!(text_of("--age-band-limits").is_some_and(|text| text.contains("age band")), "{help}");
+    assert!(text_of("--player-rate-limit").is_some_and(|text| !text.contains("spending")), "{help}");
 }
 
 on_both_backends! {

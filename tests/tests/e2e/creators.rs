@@ -57,7 +57,7 @@ on_both_backends! {
         let (_, again) = send(pay("ana")).await;
         assert_eq!(again, payouts, "a retried payout replays, paying once");
         let (_, ana) = send(server.admin(Method::GET, "/admin/v1/creators/ana")).await;
-        assert_eq!(ana["balances"][0]["amount"], "0");
+        assert_eq!(ana["balances"][0]["amount"], "0.00");
         assert_eq!(ana["earned"][0]["amount"], "12.845382");
         assert_eq!(ana["sales"], 1);
         let (_, listed) = send(server.admin(Method::GET, "/admin/v1/creators/ana/payouts")).await;
@@ -71,7 +71,7 @@ on_both_backends! {
         let balance = |id: &str| -> Value {
             creators["creators"].as_array().expect("creators").iter().find(|c| c["id"] == id).expect("creator")["balances"][0]["amount"].clone()
         };
-        assert_eq!((balance("ana"), balance("bo"), balance("cy")), (json!("-12.845382"), json!("0"), json!("0")));
+        assert_eq!((balance("ana"), balance("bo"), balance("cy")), (json!("-12.845382"), json!("0.00"), json!("0.00")));
         let unknown = send(server.admin(Method::GET, "/admin/v1/creators/nobody")).await;
         assert_error("an unknown creator", &unknown, StatusCode::NOT_FOUND, "not_found");
         server.assert_audit_clean().await;

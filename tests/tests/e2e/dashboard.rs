@@ -119,6 +119,11 @@ on_both_backends! {
             browser.find(Locator::Id("clear-flag")).await?.click().await?;
             browser.wait().at_most(wait).for_element(Locator::XPath("//p[@id='player-status' and not(contains(., 'flagged'))]")).await?;
             mark("flag cleared");
+            browser.find(Locator::Css("#age-band option[value=minor]")).await?.click().await?;
+            browser.find(Locator::Id("block-reason")).await?.send_keys("age check").await?;
+            browser.find(Locator::Id("set-age-band")).await?.click().await?;
+            browser.wait().at_most(wait).for_element(Locator::XPath("//p[@id='player-status' and contains(., 'age band minor')]")).await?;
+            mark("age band set");
             pictures.push(("player", browser.screenshot().await?));
             for other in ["orders", "tabs", "creators", "currencies", "rewards", "audit"] {
                 browser.find(Locator::Css(&format!("nav button[data-page={other}]"))).await?.click().await?;
@@ -151,6 +156,7 @@ on_both_backends! {
         assert!(flagged.contains("flagged (manual review): card orders paused"), "{flagged}");
         let (_, detail) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player}"))).await;
         assert!(detail["player"].get("flagged_at").is_none(), "the flag was cleared: {detail}");
+        assert_eq!(detail["player"]["age_band"], "minor", "the band set in the dashboard: {detail}");
         for (name, png) in &pictures {
             let path = shots.join(format!("{name}.png"));
             std::fs::write(&path, png).expect("the screenshot is saved");

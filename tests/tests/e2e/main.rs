@@ -82,6 +82,7 @@ mod browser;
 mod catalog;
 mod cli;
 mod concurrency;
+mod consent;
 mod crash_loop;
 mod creators;
 mod currencies;

@@ -368,13 +368,34 @@ async fn unpaid_orders_expire_on_postgres() {
     unpaid_orders_expire(Backend::Postgres).await;
 }
 
-async fn spending_limits_hold_and_are_tighter_for_minors(backend: Backend) {
-    let limits = store_server::settings::SpendingLimits::parse("USD=2.50/3.00").expect("limits");
+async fn spending_limits_hold_and_are_tighter_for_younger_age_bands(backend: Backend) {
+    let limits = store_server::settings::SpendingLimits::parse("USD=2.00/2.50/3.00")
+        .expect("limits")
+        .with_bands(store_server::settings::AgeBandShares::parse("minor=20,child=10").expect("bands"));
     let Some(server) = TestServer::start_with(backend, |settings| settings.spending_limits = limits).await
     else {
         return;
     };
     let (_, token) = server.login_player("spender").await;
+    let one_payment = send(
+        server
+            .player(&token, Method::POST, "/v1/orders")
+            .header("idempotency-key", key())
+            .json(&json!({ "offer_id": seed::GEMS_SMALL, "quantity": 3 })),
+    )
+    .await;
+    assert_error(
+        "over the cap on one payment",
+        &one_payment,
+        StatusCode::CONFLICT,
+        "spending_limit_exceeded",
+    );
+    let details = &one_payment.1["error"]["details"];
+    assert_eq!(
+        (details["period"].as_str(), details["limit"].as_str(), details["age_band"].as_str()),
+        (Some("transaction"), Some("2.00"), Some("adult")),
+        "{details}"
+    );
     for _ in 0..2 {
         server.order(&token, seed::GEMS_SMALL).await;
     }
@@ -389,33 +410,72 @@ async fn spending_limits_hold_and_are_tighter_for_minors(backend: Backend) {
     assert_eq!(over.1["error"]["details"]["remaining"], "0.52");
     assert_eq!(over.1["error"]["details"]["period"], "day");
 
-    let (minor, minor_token) = server.login_player("young").await;
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(server.db().url())
-        .await
-        .expect("connect");
-    sqlx::query("update player set minor = 1 where id = $1").bind(&minor).execute(&pool).await.expect("flag");
-    pool.close().await;
-    // 20% of 2.50 is 0.50 a day: one 0.99 pack is already too much.
-    let young = send(
-        server
-            .player(&minor_token, Method::POST, "/v1/orders")
-            .header("idempotency-key", key())
-            .json(&json!({ "offer_id": seed::GEMS_SMALL })),
-    )
-    .await;
-    assert_error("a minor over their limit", &young, StatusCode::CONFLICT, "spending_limit_exceeded");
+    // An operator puts a player in an age band; the band is on the player's page and in the
+    // audit log, and a band that does not exist changes nothing.
+    let (young, young_token) = server.login_player("young").await;
+    let player_url = format!("/admin/v1/players/{young}");
+    let (status, summary) = send(server.admin(Method::GET, &player_url)).await;
+    assert_eq!((status, &summary["player"]["age_band"]), (StatusCode::OK, &json!("adult")), "{summary}");
+    let before = server.fingerprint().await;
+    for (case, body) in [
+        ("an unknown band", json!({ "age_band": "teen", "reason": "parent's request" })),
+        ("a band that is not a string", json!({ "age_band": 13, "reason": "parent's request" })),
+        ("no reason", json!({ "age_band": "minor" })),
+    ] {
+        assert_error(
+            case,
+            &send(server.admin(Method::PATCH, &player_url).json(&body)).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+    }
+    assert_eq!(server.fingerprint().await, before, "refused band changes change nothing");
+    let set_band = |band: &str| json!({ "age_band": band, "reason": "age check in the game" });
+    let (status, changed) = send(server.admin(Method::PATCH, &player_url).json(&set_band("minor"))).await;
+    assert_eq!((status, &changed["age_band"]), (StatusCode::OK, &json!("minor")), "{changed}");
+    let (_, audit) = send(server.admin(Method::GET, "/admin/v1/audit-log")).await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|entry| entry["action"] == "player.age_band" && entry["target"] == young.as_str()),
+        "{audit}"
+    );
+
+    // A minor gets 20% of the adult caps: 0.40 on one payment, so one 0.99 pack is too much.
+    let order = |token: &str| {
+        send(
+            server
+                .player(token, Method::POST, "/v1/orders")
+                .header("idempotency-key", key())
+                .json(&json!({ "offer_id": seed::GEMS_SMALL })),
+        )
+    };
+    let refused = order(&young_token).await;
+    assert_error("a minor over their cap", &refused, StatusCode::CONFLICT, "spending_limit_exceeded");
+    let details = &refused.1["error"]["details"];
+    assert_eq!(
+        (details["period"].as_str(), details["limit"].as_str(), details["age_band"].as_str()),
+        (Some("transaction"), Some("0.40"), Some("minor")),
+        "{details}"
+    );
+    send(server.admin(Method::PATCH, &player_url).json(&set_band("child"))).await;
+    let refused = order(&young_token).await;
+    assert_eq!(refused.1["error"]["details"]["limit"], "0.20", "a child gets 10%: {}", refused.1);
+    send(server.admin(Method::PATCH, &player_url).json(&set_band("adult"))).await;
+    let (status, allowed) = order(&young_token).await;
+    assert_eq!(status, StatusCode::CREATED, "back in the adult band: {allowed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spending_limits_hold_and_are_tighter_for_minors_on_sqlite() {
-    spending_limits_hold_and_are_tighter_for_minors(Backend::Sqlite).await;
+async fn spending_limits_hold_and_are_tighter_for_younger_age_bands_on_sqlite() {
+    spending_limits_hold_and_are_tighter_for_younger_age_bands(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spending_limits_hold_and_are_tighter_for_minors_on_postgres() {
-    spending_limits_hold_and_are_tighter_for_minors(Backend::Postgres).await;
+async fn spending_limits_hold_and_are_tighter_for_younger_age_bands_on_postgres() {
+    spending_limits_hold_and_are_tighter_for_younger_age_bands(Backend::Postgres).await;
 }
 
 async fn a_standalone_sandbox_serves_a_store_over_http(backend: Backend) {

@@ -48,8 +48,8 @@ on_both_backends! {
         assert_eq!(still["status"], "requires_payment", "a wrong payment does not pay the order: {still}");
         assert_eq!(still["receipt"], Value::Null);
         for (reason, sql) in [
-            ("too little", "select count(*) from provider_payment where reason = 'paid 0.5 USD, but the order costs 0.99 USD'"),
-            ("too much", "select count(*) from provider_payment where reason like 'paid 5 USD%'"),
+            ("too little", "select count(*) from provider_payment where reason = 'paid 0.50 USD, but the order costs 0.99 USD'"),
+            ("too much", "select count(*) from provider_payment where reason like 'paid 5.00 USD%'"),
             ("currency", "select count(*) from provider_payment where reason like 'paid in EUR%'"),
             ("reference", "select count(*) from provider_payment where reason like '%reference%'"),
         ] {
@@ -76,7 +76,7 @@ on_both_backends! {
         assert_eq!(server.balance(&token, "gems").await, 100, "granted once");
         assert_eq!(server.count("select count(*) from receipt").await, 1);
         let (_, paid) = send(server.player(&token, Method::GET, &format!("/v1/orders/{id}"))).await;
-        assert_eq!((paid["status"].as_str(), &paid["refunded"]), (Some("fulfilled"), &usd("0")), "{paid}");
+        assert_eq!((paid["status"].as_str(), &paid["refunded"]), (Some("fulfilled"), &usd("0.00")), "{paid}");
         assert_eq!(server.count(FULLY_REFUNDED).await, 1, "the second payment went back");
         let returned = server.text("select payment_id from provider_payment where outcome = 'returned'").await;
         assert_eq!(returned, second);
@@ -252,13 +252,13 @@ on_both_backends! {
         let (status, _) = send(server.admin(Method::POST, &format!("/admin/v1/orders/{id}/refunds")).header("idempotency-key", key()).json(&json!({ "reason": "art returned" }))).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         server.wait_for_order(&payer, &id, status_is("refunded")).await;
-        assert_eq!(ana().await.as_deref(), Some("0"), "a refunded settlement takes the share back");
+        assert_eq!(ana().await.as_deref(), Some("0.00"), "a refunded settlement takes the share back");
 
         let (_, disputer) = server.login_player("art-disputer").await;
         settle(disputer.clone(), CARD_DISPUTED).await;
         assert_eq!(ana().await.as_deref(), Some("0.335"));
         server.wait_for_count("select count(*) from payment_order where status = 'charged_back'", 1).await;
-        assert_eq!(ana().await.as_deref(), Some("0"), "a charged-back settlement takes the share back");
+        assert_eq!(ana().await.as_deref(), Some("0.00"), "a charged-back settlement takes the share back");
         server.assert_audit_clean().await;
     }
 
@@ -403,7 +403,7 @@ async fn overlapping_refunds_and_a_chargeback_are_each_booked(backend: Backend) 
         (Some("charged_back"), &usd("0.99")),
         "{booked}"
     );
-    assert!(booked["review"].as_str().expect("marked for review").contains("0.5 USD"), "{booked}");
+    assert!(booked["review"].as_str().expect("marked for review").contains("0.50 USD"), "{booked}");
     assert_eq!(
         server
             .count("select cast(sum(amount_micros) as bigint) from refund where status = 'succeeded'")

@@ -359,6 +359,7 @@ async fn a_tampered_receipt_is_refused_and_never_reported_as_a_purchase() {
         offer_id: offer(seed::MAGNET),
         quantity: Quantity::one(),
         price_index: None,
+        immediate_delivery_consent: false,
     };
     let outcome = client.purchase(&request, &game_sdk::client::IdempotencyKey::new()).await;
     assert!(matches!(outcome, Err(ClientError::ReceiptInvalid(_))), "{outcome:?}");
@@ -398,6 +399,7 @@ async fn the_plain_client_serves_non_bevy_programs_with_typed_errors() {
         offer_id: offer(seed::SKIN_RED),
         quantity: Quantity::one(),
         price_index: None,
+        immediate_delivery_consent: false,
     };
     let refused = client.purchase(&request, &key).await.expect_err("500 gold is more than 100");
     assert_eq!(refused.code(), Some(ErrorCode::InsufficientFunds));

@@ -128,7 +128,7 @@ async fn a_steam_purchase_is_authorized_finalized_and_fulfilled(backend: Backend
             fulfilled["fee"]["amount"].as_str(),
             fulfilled["net"]["amount"].as_str()
         ),
-        (Some("0.99"), Some("0.3"), Some("0.69")),
+        (Some("0.99"), Some("0.30"), Some("0.69")),
         "{fulfilled}"
     );
     assert!(fulfilled["receipt"].is_object());
@@ -345,7 +345,7 @@ async fn a_steam_transaction_that_does_not_match_its_order_is_refunded(backend: 
         .await;
     assert_eq!(
         server.text("select reason from provider_payment").await,
-        "paid 0.5 USD, but the order costs 0.99 USD"
+        "paid 0.50 USD, but the order costs 0.99 USD"
     );
     assert_eq!(steam.microtxn_calls("RefundTxn/v2").len(), 1);
     assert_eq!(server.balance(&token, "gems").await, 0);

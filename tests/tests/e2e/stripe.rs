@@ -454,7 +454,7 @@ async fn a_payment_that_does_not_match_its_order_is_refunded(backend: Backend) {
     );
     assert_eq!(
         server.text("select reason from provider_payment where amount_micros = 500000").await,
-        "paid 0.5 USD, but the order costs 0.99 USD"
+        "paid 0.50 USD, but the order costs 0.99 USD"
     );
     assert_eq!(
         server.text("select reason from provider_payment where currency = 'EUR'").await,

@@ -43,7 +43,7 @@ on_both_backends! {
         }
         let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
         let tab = &tabs["tabs"][0];
-        assert_eq!(tab["amount"], json!({ "currency": "USD", "amount": "5" }));
+        assert_eq!(tab["amount"], json!({ "currency": "USD", "amount": "5.00" }));
         assert_eq!(tab["item_count"], 100);
         assert_eq!(tab["settlement_required"], true);
         let before = server.fingerprint().await;
@@ -53,7 +53,7 @@ on_both_backends! {
         assert_eq!(server.fingerprint().await, before);
 
         let order = settle_and_pay(&server, &token).await;
-        assert_eq!(order["amount"], json!({ "currency": "USD", "amount": "5" }));
+        assert_eq!(order["amount"], json!({ "currency": "USD", "amount": "5.00" }));
         assert_eq!(order["fee"], json!({ "currency": "USD", "amount": "0.45" }), "one charge: 0.30 + 2.9% of 5.00");
         assert!(order["tab_id"].is_string() && order["offer_id"].is_null());
         assert_eq!(server.count("select count(*) from payment_order").await, 1, "exactly one settlement order");
@@ -62,7 +62,7 @@ on_both_backends! {
         let settled = &tabs["tabs"][0];
         assert_eq!(settled["status"], "settled");
         assert_eq!(settled["items"].as_array().expect("items").len(), 100);
-        assert_eq!(settled["charged"], json!({ "currency": "USD", "amount": "5" }));
+        assert_eq!(settled["charged"], json!({ "currency": "USD", "amount": "5.00" }));
         assert_eq!(settled["fee_saved"], json!({ "currency": "USD", "amount": "29.55" }), "100 × 0.30 − 0.45");
         let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
         assert_eq!(tabs["tabs"], json!([]), "nothing owed, no remainder: no open tab");
@@ -96,9 +96,9 @@ on_both_backends! {
         assert_eq!(server.fingerprint().await, before);
 
         // A minor's tab holds at most 2 × the minimum charge (USD 1.00): 18 more lives fit, the 19th does not.
-        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(server.db().url()).await.expect("connect");
-        sqlx::query("update player set minor = 1 where id = $1").bind(&player).execute(&pool).await.expect("flag");
-        pool.close().await;
+        let band = json!({ "age_band": "minor", "reason": "age check in the game" });
+        let (status, body) = send(server.admin(Method::PATCH, &format!("/admin/v1/players/{player}")).json(&band)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
         let (status, body) = buy_on_tab(&server, &token, seed::EXTRA_LIFE, 18).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let over = buy_on_tab(&server, &token, seed::EXTRA_LIFE, 1).await;
@@ -135,10 +135,14 @@ async fn sub_cent_prices_settle_exactly_and_carry_the_remainder(backend: Backend
     assert_eq!(status, StatusCode::CREATED);
     let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
     assert_eq!(tabs["tabs"][0]["amount"], json!({ "currency": "USD", "amount": "5.002" }));
-    assert_eq!(tabs["tabs"][0]["settle_amount"], json!({ "currency": "USD", "amount": "5" }));
+    assert_eq!(tabs["tabs"][0]["settle_amount"], json!({ "currency": "USD", "amount": "5.00" }));
 
     let order = settle_and_pay(&server, &token).await;
-    assert_eq!(order["amount"], json!({ "currency": "USD", "amount": "5" }), "rounded down to whole cents");
+    assert_eq!(
+        order["amount"],
+        json!({ "currency": "USD", "amount": "5.00" }),
+        "rounded down to whole cents"
+    );
     let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
     assert_eq!(
         tabs["tabs"][0]["carried_in"],
@@ -164,4 +168,57 @@ async fn sub_cent_prices_settle_exactly_and_carry_the_remainder_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_cent_prices_settle_exactly_and_carry_the_remainder_on_postgres() {
     sub_cent_prices_settle_exactly_and_carry_the_remainder(Backend::Postgres).await;
+}
+
+/// A tab run up before an operator moved the player to a younger band: the band's cap on one
+/// payment (here 2% of USD 50, USD 1.00) holds for the settlement too, and no further charge fits
+/// the band's credit.
+async fn a_younger_band_caps_the_tab_and_its_settlement(backend: Backend) {
+    let bands = store_server::settings::AgeBandShares::parse("child=2").expect("bands");
+    let Some(server) = TestServer::start_with(backend, |settings| {
+        settings.spending_limits = settings.spending_limits.clone().with_bands(bands);
+    })
+    .await
+    else {
+        return;
+    };
+    let (player, token) = server.login_player("grown-up-tab").await;
+    let (status, body) = buy_on_tab(&server, &token, seed::EXTRA_LIFE, 30).await;
+    assert_eq!(status, StatusCode::CREATED, "an adult's tab takes USD 1.50: {body}");
+    let band = json!({ "age_band": "child", "reason": "a parent wrote in" });
+    let (status, body) =
+        send(server.admin(Method::PATCH, &format!("/admin/v1/players/{player}")).json(&band)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let before = server.fingerprint().await;
+    let more = buy_on_tab(&server, &token, seed::EXTRA_LIFE, 1).await;
+    assert_error("a child past the band's credit", &more, StatusCode::CONFLICT, "tab_settlement_required");
+    assert_eq!(more.1["error"]["details"]["credit_limit"], "1.00", "{}", more.1);
+    let settle =
+        send(server.player(&token, Method::POST, "/v1/tab/settle").header("idempotency-key", key())).await;
+    assert_error(
+        "a settlement over the child's cap",
+        &settle,
+        StatusCode::CONFLICT,
+        "spending_limit_exceeded",
+    );
+    let details = &settle.1["error"]["details"];
+    assert_eq!(
+        (details["period"].as_str(), details["limit"].as_str(), details["age_band"].as_str()),
+        (Some("transaction"), Some("1.00"), Some("child")),
+        "{details}"
+    );
+    assert_eq!(server.fingerprint().await, before, "refused: nothing changed");
+    let (_, tabs) = send(server.player(&token, Method::GET, "/v1/tab")).await;
+    assert_eq!(tabs["tabs"][0]["credit_limit"], json!({ "currency": "USD", "amount": "1.00" }), "{tabs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_younger_band_caps_the_tab_and_its_settlement_on_sqlite() {
+    a_younger_band_caps_the_tab_and_its_settlement(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_younger_band_caps_the_tab_and_its_settlement_on_postgres() {
+    a_younger_band_caps_the_tab_and_its_settlement(Backend::Postgres).await;
 }

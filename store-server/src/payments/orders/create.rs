@@ -92,7 +92,7 @@ pub fn price_order<'c>(
             ErrorCode::AmountBelowMinimum,
             format!("{total} is below the minimum card charge of {minimum}"),
         )
-        .with_detail("minimum", minimum.amount.normalize().to_string()));
+        .with_detail("minimum", minimum.amount_text()));
     }
     let maximum = Decimal::from(store_api::limits::ORDER_AMOUNT_UNITS_MAX);
     if total.amount > maximum {
@@ -118,6 +118,7 @@ pub struct OrderQuote {
     pub total: Money,
     catalog_version: i64,
     variant: Option<String>,
+    delivery_consent: bool,
     /// For the checkout page.
     pub description: String,
 }
@@ -149,15 +150,13 @@ pub async fn precheck_order(
     request: &CreateOrderRequest,
     currency: Option<MoneyCurrency>,
 ) -> ApiResult<OrderQuote> {
+    check_delivery_consent(state.settings(), request.immediate_delivery_consent)?;
     check_velocity(conn, state, player_id).await?;
     let catalog = state.catalog_cache().get(conn).await?;
     let priced =
         price_order(&catalog, request, &crate::store::pricing::buyer(conn, player_id).await?, currency)?;
-    let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
-        .bind(player_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    check_spending(conn, state, player_id, minor.unwrap_or(0) != 0, priced.total).await?;
+    let age_band = crate::ledger::age_band_of(conn, player_id).await?;
+    check_spending(conn, state, player_id, age_band, priced.total).await?;
     Ok(OrderQuote {
         offer_id: priced.offer.id.to_string(),
         sku: priced.item.sku.as_str().to_owned(),
@@ -166,6 +165,7 @@ pub async fn precheck_order(
         total: priced.total,
         catalog_version: catalog.version,
         variant: priced.variant,
+        delivery_consent: request.immediate_delivery_consent,
         description: format!("{} × {}", priced.item.name.as_str(), request.quantity.get()),
     })
 }
@@ -234,17 +234,17 @@ pub(crate) async fn check_velocity(
     Err(player_flagged(Some(reason)))
 }
 
-/// Checks the player's spending limits for a new order of `total`.
+/// Checks the player's spending caps for a new order of `total`.
 pub(crate) async fn check_spending(
     conn: &mut AnyConnection,
     state: &Payments,
     player_id: Uuid,
-    minor: bool,
+    age_band: AgeBand,
     total: Money,
 ) -> ApiResult<()> {
     let now = crate::db::now();
     let spent = spent_since(conn, player_id, total.currency, now).await?;
-    spending_check(state.settings(), minor, total, now, spent)
+    spending_check(state.settings(), age_band, total, total, now, spent)
 }
 
 /// What the player's orders in `currency` count against the spending limits: (today, this
@@ -276,41 +276,47 @@ pub(crate) async fn spent_since(
 pub(crate) const SPENDING_PERIODS: [store_api::catalog::LimitPeriod; 2] =
     [store_api::catalog::LimitPeriod::Day, store_api::catalog::LimitPeriod::Month];
 
-/// Whether `total` fits the spending limits at `now`, with `spent` (today, this month, in
-/// micros) already counted: the check itself, shared by the per-request and the set path.
+/// Whether a `transaction` (an order, a tab charge or a settlement) fits the caps of the
+/// player's age band at `now`: the transaction itself within the cap on one, and `total` (what
+/// it adds to the day's and the month's spending) within theirs with `spent` (today, this
+/// month, in micros) already counted. The check itself, shared by the per-request and the set
+/// path.
 ///
 /// # Errors
-/// `spending_limit_exceeded`, naming the period, the limit, what remains and when it resets.
+/// `spending_limit_exceeded`, naming the period (`transaction`, `day` or `month`), the limit,
+/// what remains, when it resets and the age band.
 pub(crate) fn spending_check(
     settings: &crate::settings::Settings,
-    minor: bool,
+    age_band: AgeBand,
+    transaction: Money,
     total: Money,
     now: time::OffsetDateTime,
     (spent_day, spent_month): (i64, i64),
 ) -> ApiResult<()> {
-    let (day_limit, month_limit) = settings.spending_limits.limits(total.currency, minor);
+    transaction_check(settings, age_band, transaction)?;
+    let caps = settings.spending_limits.caps(total.currency, age_band);
+    let (day_limit, month_limit) = (caps.day, caps.month);
     let total_micros = total.to_micros().map_err(|error| anyhow::anyhow!(error))?;
     let [day, month] = SPENDING_PERIODS;
     for (period, limit, name, spent) in
         [(day, day_limit, "day", spent_day), (month, month_limit, "month", spent_month)]
     {
         let (_, resets_at) = period_window(period, now);
-        let limit_micros = Money { currency: total.currency, amount: limit }
-            .to_micros()
-            .map_err(|error| anyhow::anyhow!(error))?;
+        let limit = Money { currency: total.currency, amount: limit };
+        let limit_micros = limit.to_micros().map_err(|error| anyhow::anyhow!(error))?;
         if spent + total_micros > limit_micros {
             let remaining = Money::from_micros(total.currency, (limit_micros - spent).max(0));
             let mut error = ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::SpendingLimitExceeded,
                 format!(
-                    "this order would pass the spending limit of {limit} {} per {name}; {remaining} remains",
-                    total.currency
+                    "this order would pass the spending limit of {limit} per {name}; {remaining} remains"
                 ),
             )
             .with_detail("period", name)
-            .with_detail("limit", limit.normalize().to_string())
-            .with_detail("remaining", remaining.amount.normalize().to_string());
+            .with_detail("limit", limit.amount_text())
+            .with_detail("remaining", remaining.amount_text())
+            .with_detail("age_band", age_band.as_str());
             if let Some(resets_at) = resets_at {
                 error = error.with_detail("resets_at", crate::store::operations::rfc3339(resets_at));
             }
@@ -318,6 +324,48 @@ pub(crate) fn spending_check(
         }
     }
     Ok(())
+}
+
+/// Refuses a real-money purchase without the player's consent to immediate delivery when the
+/// store requires it (`--require-delivery-consent`).
+///
+/// # Errors
+/// `delivery_consent_required`.
+pub(crate) fn check_delivery_consent(settings: &crate::settings::Settings, consented: bool) -> ApiResult<()> {
+    if consented || !settings.require_delivery_consent {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::DeliveryConsentRequired,
+        "the player must consent to immediate delivery, giving up the right of withdrawal for digital content, before paying: send immediate_delivery_consent: true once they have",
+    )
+    .with_detail("field", "immediate_delivery_consent"))
+}
+
+/// Whether one payment of `transaction` (an order, a tab charge, a settlement) fits the cap on
+/// one payment of the player's age band.
+///
+/// # Errors
+/// `spending_limit_exceeded` with period `transaction`, the limit and the band.
+pub(crate) fn transaction_check(
+    settings: &crate::settings::Settings,
+    age_band: AgeBand,
+    transaction: Money,
+) -> ApiResult<()> {
+    let cap = settings.spending_limits.caps(transaction.currency, age_band).transaction;
+    if transaction.amount <= cap {
+        return Ok(());
+    }
+    let limit = Money { currency: transaction.currency, amount: cap };
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::SpendingLimitExceeded,
+        format!("{transaction} is over the cap of {limit} on one payment for this player's age band"),
+    )
+    .with_detail("period", "transaction")
+    .with_detail("limit", limit.amount_text())
+    .with_detail("age_band", age_band.as_str()))
 }
 
 /// `POST /v1/orders`, once the provider's checkout session is open: checks the player and the
@@ -351,7 +399,7 @@ impl MoneyOp for CreateOrderOp {
         lock.refuse_if_blocked()?;
         refuse_if_flagged(conn, self.player_id).await?;
         let quote = &self.quote;
-        check_spending(conn, state, self.player_id, lock.is_minor(), quote.total).await?;
+        check_spending(conn, state, self.player_id, lock.age_band(), quote.total).await?;
         // An order obeys its item's purchase limit and stock like a purchase: it reserves both
         // now (a failed, expired or canceled order gives them back) and is checked again when paid.
         let catalog = state.catalog_cache().get(conn).await?;
@@ -389,6 +437,7 @@ impl MoneyOp for CreateOrderOp {
                 expires_at: self.expires_at,
                 variant: quote.variant.as_deref(),
                 stock_taken,
+                delivery_consent: quote.delivery_consent,
             },
         )
         .await?;
@@ -427,6 +476,8 @@ pub(crate) struct NewOrder<'a> {
     pub variant: Option<&'a str>,
     /// Stock it reserved.
     pub stock_taken: i64,
+    /// The buyer consented to immediate delivery.
+    pub delivery_consent: bool,
 }
 
 /// Records an order as `requires_payment` and announces it to the player.
@@ -436,7 +487,8 @@ pub(crate) async fn insert_order(conn: &mut AnyConnection, order: &NewOrder<'_>)
     sqlx::query(
         "insert into payment_order (id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, status, \
          provider, provider_session, checkout_url, catalog_version, expires_at, created_at, updated_at, price_variant, \
-         stock_taken) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, $14, $14, $15, $16)",
+         stock_taken, delivery_consent) values ($1, $2, $3, $4, $5, $6, $7, $8, 'requires_payment', $9, $10, $11, $12, $13, \
+         $14, $14, $15, $16, $17)",
     )
     .bind(order.id.to_string())
     .bind(order.player_id.to_string())
@@ -454,6 +506,7 @@ pub(crate) async fn insert_order(conn: &mut AnyConnection, order: &NewOrder<'_>)
     .bind(now)
     .bind(order.variant)
     .bind(order.stock_taken)
+    .bind(i64::from(order.delivery_consent))
     .execute(&mut *conn)
     .await?;
     let record = find_order(conn, order.id).await?.ok_or_else(|| anyhow::anyhow!("order vanished"))?;

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
+use store_api::admin::AgeBand;
 use store_api::catalog::{Item, Offer, Price, Settlement};
 use store_api::ledger::EntryKind;
 use store_api::orders::{
@@ -47,7 +48,8 @@ pub use workers::*;
 
 const ORDER_COLUMNS: &str = "id, player_id, offer_id, sku, quantity, price_index, currency, gross_micros, fee_micros, \
      net_micros, refunded_micros, status, provider, provider_session, provider_payment, checkout_url, catalog_version, \
-     entry_id, failure_reason, expires_at, created_at, updated_at, tab_id, over_reversed_micros, review_reason";
+     entry_id, failure_reason, expires_at, created_at, updated_at, tab_id, over_reversed_micros, review_reason, \
+     delivery_consent";
 
 /// An order as stored.
 #[derive(Debug, Clone)]
@@ -86,6 +88,8 @@ pub struct OrderRecord {
     /// Returned beyond the order's price (overlapping refunds and chargebacks), in micros.
     over_reversed_micros: i64,
     review_reason: Option<String>,
+    /// The buyer consented to immediate delivery (the EU withdrawal waiver).
+    pub delivery_consent: bool,
 }
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> ApiError {
@@ -128,6 +132,7 @@ impl OrderRecord {
                 .transpose()?,
             over_reversed_micros: number("over_reversed_micros")?,
             review_reason: optional_text("review_reason")?,
+            delivery_consent: number("delivery_consent")? != 0,
         })
     }
 
@@ -170,6 +175,7 @@ impl OrderRecord {
             expires_at: from_micros(self.expires_at),
             failure_reason: self.failure_reason.clone(),
             review: self.review_reason.clone(),
+            immediate_delivery_consent: self.delivery_consent,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             receipt,

@@ -166,6 +166,7 @@ pub async fn payment_succeeded(
             paid: None,
             paid_money: Some(record.money(record.gross_micros)),
             order_id: Some(record.id),
+            immediate_delivery_consent: false,
             granted: store_api::ledger::Granted::default(),
         };
         issue_receipt(conn, record.player_id, entry_id, facts).await?;
@@ -250,6 +251,7 @@ pub async fn payment_succeeded(
         paid: None,
         paid_money: Some(record.money(record.gross_micros)),
         order_id: Some(record.id),
+        immediate_delivery_consent: record.delivery_consent,
         granted: movement.granted,
     };
     issue_receipt(conn, record.player_id, entry.id, facts).await?;

@@ -98,7 +98,7 @@ impl MoneyOp for RefundOp {
                 ErrorCode::RefundExceedsPaid,
                 format!("at most {} can still be refunded", record.money(refundable.max(0))),
             )
-            .with_detail("refundable", record.money(refundable.max(0)).amount.normalize().to_string()));
+            .with_detail("refundable", record.money(refundable.max(0)).amount_text()));
         }
         let refund = create_refund(
             conn,

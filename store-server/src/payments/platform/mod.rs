@@ -121,6 +121,7 @@ impl RedeemJob {
                 expires_at: now_micros(),
                 variant: None,
                 stock_taken: 0,
+                delivery_consent: false,
             },
         )
         .await

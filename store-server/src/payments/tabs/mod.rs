@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use rust_decimal::{Decimal, RoundingStrategy};
 use sqlx::AnyConnection;
+use store_api::admin::AgeBand;
 use store_api::catalog::Sku;
 use store_api::ledger::EntryKind;
 use store_api::orders::{AdminTab, Order, Tab, TabItem};
@@ -210,7 +211,7 @@ pub async fn tab_for_charge(
     conn: &mut AnyConnection,
     state: &Payments,
     player_id: Uuid,
-    minor: bool,
+    age_band: AgeBand,
     charge: Money,
 ) -> ApiResult<TabRow> {
     crate::payments::orders::refuse_if_flagged(conn, player_id).await?;
@@ -221,7 +222,7 @@ pub async fn tab_for_charge(
     let settled_before = settled_before(conn, player_id).await?;
     let now = crate::db::now();
     let spent = crate::payments::orders::spent_since(conn, player_id, charge.currency, now).await?;
-    check_charge(state.settings(), &tab, minor, settled_before, charge, now, spent)?;
+    check_charge(state.settings(), &tab, age_band, settled_before, charge, now, spent)?;
     Ok(tab)
 }
 
@@ -234,7 +235,7 @@ pub async fn tab_for_charge(
 pub(crate) fn check_charge(
     settings: &crate::settings::Settings,
     tab: &TabRow,
-    minor: bool,
+    age_band: AgeBand,
     settled_before: bool,
     charge: Money,
     now: time::OffsetDateTime,
@@ -258,16 +259,16 @@ pub(crate) fn check_charge(
     if age_micros > i64::try_from(tabs.time_limit.as_micros()).unwrap_or(i64::MAX) && tab.item_count > 0 {
         return Err(settlement_required("age", "the tab is past its time limit; settle it first".to_owned()));
     }
-    let limit = tabs.credit_limit(charge.currency, minor, settled_before);
+    let limit = settings.credit_limit(charge.currency, age_band, settled_before);
     let charge_micros = charge.to_micros().map_err(|error| anyhow::anyhow!(error))?;
     let owed = Money::from_micros(charge.currency, tab.amount_micros + charge_micros);
-    crate::payments::orders::spending_check(settings, minor, owed, now, spent)?;
+    crate::payments::orders::spending_check(settings, age_band, charge, owed, now, spent)?;
     if tab.amount_micros + charge_micros > limit.to_micros().map_err(|error| anyhow::anyhow!(error))? {
         return Err(settlement_required(
             "credit_limit",
             format!("this would take the tab past the credit limit of {limit}"),
         )
-        .with_detail("credit_limit", limit.amount.normalize().to_string()));
+        .with_detail("credit_limit", limit.amount_text()));
     }
     Ok(())
 }
@@ -313,11 +314,12 @@ pub async fn tab_view(
     conn: &mut AnyConnection,
     state: &Payments,
     tab: &TabRow,
-    minor: bool,
+    age_band: AgeBand,
 ) -> ApiResult<Tab> {
     let settings = &state.settings().tabs;
     let threshold = settings.threshold(tab.currency);
-    let credit_limit = settings.credit_limit(tab.currency, minor, settled_before(conn, tab.player_id).await?);
+    let credit_limit =
+        state.settings().credit_limit(tab.currency, age_band, settled_before(conn, tab.player_id).await?);
     let settle_by_micros =
         tab.opened_at.saturating_add(i64::try_from(settings.time_limit.as_micros()).unwrap_or(i64::MAX / 2));
     let amount = Money::from_micros(tab.currency, tab.amount_micros);
@@ -351,13 +353,10 @@ pub async fn player_tabs(conn: &mut AnyConnection, state: &Payments, player_id: 
     .bind(player_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    let minor: Option<i64> = sqlx::query_scalar("select minor from player where id = $1")
-        .bind(player_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let age_band = crate::ledger::age_band_of(conn, player_id).await?;
     let mut tabs = Vec::new();
     for row in rows {
-        tabs.push(tab_view(conn, state, &tab_from(row)?, minor.unwrap_or(0) != 0).await?);
+        tabs.push(tab_view(conn, state, &tab_from(row)?, age_band).await?);
     }
     Ok(tabs)
 }
@@ -406,7 +405,8 @@ pub async fn admin_tabs(
             fees.fee(charged.unwrap_or_else(|| settle_amount(tab.currency, tab.amount_micros))).amount;
         let fee_saved =
             Money { currency: tab.currency, amount: (separately - together).max(Decimal::ZERO).normalize() };
-        let view = tab_view(conn, state, &tab, false).await?;
+        let age_band = crate::ledger::age_band_of(conn, tab.player_id).await?;
+        let view = tab_view(conn, state, &tab, age_band).await?;
         out.push(AdminTab {
             tab: view,
             player_id: tab.player_id,

@@ -47,14 +47,19 @@ pub async fn tab_to_settle(
         return Err(nothing());
     }
     let minimum = tab.currency.minimum_charge();
-    let view = tab_view(conn, state, &tab, false).await?;
+    let age_band = crate::ledger::age_band_of(conn, player_id).await?;
+    // A settlement is one payment like an order: within the cap on one payment of the player's
+    // band (a tab's credit never passes it, so this refuses only a tab run up before an
+    // operator moved the player to a younger band; its debt stays for the operator to settle).
+    crate::payments::orders::transaction_check(state.settings(), age_band, charge)?;
+    let view = tab_view(conn, state, &tab, age_band).await?;
     if charge.amount < minimum.amount && !view.settlement_required {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::AmountBelowMinimum,
             format!("the tab owes {charge}, below the minimum card charge of {minimum}; keep playing or wait until {}", view.settle_by),
         )
-        .with_detail("minimum", minimum.amount.normalize().to_string()));
+        .with_detail("minimum", minimum.amount_text()));
     }
     Ok((tab, charge))
 }

@@ -152,21 +152,20 @@ pub(super) fn check_prices(
                             &field,
                             format!("{money} is below the minimum card charge of {minimum}; use settlement \"tab\""),
                         )
-                        .with_detail("minimum", minimum.amount.normalize().to_string()));
+                        .with_detail("minimum", minimum.amount_text()));
                     }
                     let floor = rules.net_floor(money.currency);
                     if rules.net(*money) < floor.amount {
                         let mut error = ApiError::validation(
                             &field,
                             format!(
-                                "{money} nets {} {} after the provider's fee, below the floor of {floor}; raise the price or use settlement \"tab\"",
-                                rules.net(*money).normalize(),
-                                money.currency
+                                "{money} nets {} after the provider's fee, below the floor of {floor}; raise the price or use settlement \"tab\"",
+                                store_api::Money { currency: money.currency, amount: rules.net(*money) },
                             ),
                         )
-                        .with_detail("net_floor", floor.amount.normalize().to_string());
+                        .with_detail("net_floor", floor.amount_text());
                         if let Some(smallest) = rules.smallest_viable_price(money.currency) {
-                            error = error.with_detail("smallest_price", smallest.amount.to_string());
+                            error = error.with_detail("smallest_price", smallest.amount_text());
                         }
                         return Err(error);
                     }

@@ -22,14 +22,19 @@ struct Chosen<'c> {
     price: &'c Price,
     variant: Option<&'c str>,
     quantity: i64,
+    /// The player consented to immediate delivery (a real-money price's EU withdrawal waiver).
+    consented: bool,
 }
 
-/// Finds what `request` buys from `catalog`, at the price `buyer` pays at `now`.
+/// Finds what `request` buys from `catalog`, at the price `buyer` pays at `now`; a price on the
+/// tab (real money) needs the player's consent to immediate delivery where `settings` require
+/// it.
 fn choose<'c>(
     catalog: &'c RenderedCatalog,
     request: &PurchaseRequest,
     buyer: &Buyer,
     now: OffsetDateTime,
+    settings: &crate::settings::Settings,
 ) -> ApiResult<Chosen<'c>> {
     let offer = catalog.offer(request.offer_id).ok_or_else(|| {
         offer_not_available("unknown", format!("offer `{}` is not in the live catalog", request.offer_id))
@@ -45,7 +50,18 @@ fn choose<'c>(
         |price| matches!(price, Price::Virtual { .. } | Price::Real { settlement: Settlement::Tab, .. }),
         price_requires_order,
     )?;
-    Ok(Chosen { offer, item, price_index, price, variant, quantity: request.quantity.get() })
+    if matches!(price, Price::Real { .. }) {
+        crate::payments::orders::check_delivery_consent(settings, request.immediate_delivery_consent)?;
+    }
+    Ok(Chosen {
+        offer,
+        item,
+        price_index,
+        price,
+        variant,
+        quantity: request.quantity.get(),
+        consented: request.immediate_delivery_consent,
+    })
 }
 
 /// The total of a virtual price, refused while the wallet (holding `balance`) owes.
@@ -181,6 +197,7 @@ fn purchase_facts(
         kind: EntryKind::Purchase,
         purchase_id: Some(purchase_id),
         offer_id: Some(chosen.offer.id),
+        immediate_delivery_consent: paid_money.is_some() && chosen.consented,
         paid,
         paid_money,
         order_id: None,
@@ -225,7 +242,7 @@ impl MoneyOp for PurchaseOp {
         let catalog = state.catalog_cache().get(conn).await?;
         let now = crate::db::now();
         let buyer = crate::store::pricing::buyer(conn, player_id).await?;
-        let chosen = choose(&catalog, &request, &buyer, now)?;
+        let chosen = choose(&catalog, &request, &buyer, now, state.settings())?;
         let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
         // What the purchase is paid with: a wallet, or the player's tab.
         let (unit, total, tab) = match price {
@@ -236,7 +253,7 @@ impl MoneyOp for PurchaseOp {
             Price::Real { money, settlement: Settlement::Tab } => {
                 let charge = tab_charge(money, quantity);
                 let tab =
-                    crate::payments::tabs::tab_for_charge(conn, state, player_id, lock.is_minor(), charge)
+                    crate::payments::tabs::tab_for_charge(conn, state, player_id, lock.age_band(), charge)
                         .await?;
                 let total = charge.to_micros().map_err(|error| ApiError::invalid("quantity", error))?;
                 (money.currency.code().to_owned(), total, Some((tab, charge)))
@@ -309,7 +326,8 @@ impl MoneyOp for PurchaseOp {
         let player = ledger.unblocked_player(player_id)?;
         let country = player.country.as_deref().and_then(|code| store_api::auth::Country::parse(code).ok());
         let buyer = Buyer { player_id, country };
-        let chosen = choose(&catalog, &self.request, &buyer, from_micros(ledger.now()))?;
+        let chosen =
+            choose(&catalog, &self.request, &buyer, from_micros(ledger.now()), self.payments.settings())?;
         let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
         let (unit, total, charge) = match price {
             Price::Virtual { currency, amount } => {

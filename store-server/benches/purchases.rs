@@ -326,7 +326,7 @@ async fn pgbench_purchase_batches(program: &str, database_url: &str) -> f64 {
 select nextval('bench_seq') as s, (extract(epoch from clock_timestamp()) * 1e6)::bigint as t \\gset
 begin;
 insert into idempotency (scope, key, request_hash, status_code, response_body, created_at) select 'player:' || {player}, 'k' || :s || '-' || g, 'h', 0, '', :t from generate_series(1, :n) g order by 1, 2 on conflict do nothing returning scope;
-select id, blocked, minor, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (select {player} from generate_series(1, :n) g) order by id collate \"C\" for no key update;
+select id, blocked, age_band, country, (select max(e.id) from entry e where e.player_id = player.id) from player where id in (select {player} from generate_series(1, :n) g) order by id collate \"C\" for no key update;
 select id, balance from account where player_id in (select {player} from generate_series(1, :n) g);
 select player_id, sku, quantity from inventory where player_id in (select {player} from generate_series(1, :n) g);
 select (select value from meta where key = 'catalog_stamp'), (select id from receipt_key where retired_at is null limit 1);

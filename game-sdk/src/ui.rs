@@ -496,13 +496,17 @@ fn busy_words(_: crate::StoreBusy) -> &'static str {
 
 fn price_label(price: &Price, catalog: &Catalog) -> String {
     match price {
-        Price::Virtual { currency, amount } => {
+        Price::Virtual { currency, amount, equivalent } => {
             let name = catalog
                 .catalog
                 .as_ref()
                 .and_then(|catalog| catalog.currencies.iter().find(|known| &known.code == currency))
                 .map_or_else(|| currency.to_string(), |known| known.name.to_string());
-            format!("{amount} {name}")
+            // What the currency costs in real money, next to it (consumer-protection guidance).
+            match equivalent {
+                Some(money) => format!("{amount} {name} (≈ {})", format_money(money)),
+                None => format!("{amount} {name}"),
+            }
         }
         Price::Real { money, settlement: Settlement::Immediate } => format_money(money),
         Price::Real { money, settlement: Settlement::Tab } => format!("{} on tab", format_money(money)),
@@ -607,6 +611,16 @@ mod tests {
         assert_eq!(format_money(&money("160", "JPY")), "¥160");
         assert_eq!(format_money(&money("0.89", "EUR")), "€0.89");
         assert_eq!(format_money(&money("1", "CHF")), "CHF 1.00");
+    }
+
+    #[test]
+    fn a_virtual_price_shows_its_real_money_equivalent() {
+        let gems = store_api::currency::CurrencyCode::parse("gems").expect("a code");
+        let with =
+            Price::Virtual { currency: gems.clone(), amount: 120, equivalent: Some(money("1.19", "USD")) };
+        assert_eq!(price_label(&with, &Catalog::default()), "120 gems (≈ $1.19)");
+        let without = Price::Virtual { currency: gems, amount: 120, equivalent: None };
+        assert_eq!(price_label(&without, &Catalog::default()), "120 gems");
     }
 
     #[test]

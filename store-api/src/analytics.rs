@@ -56,6 +56,38 @@ pub struct RevenueRow {
 pub struct RevenueReport {
     /// By day, then currency, then sku.
     pub rows: Vec<RevenueRow>,
+    /// Real money by day in the operator's reporting currency (`--reporting-currency`), each
+    /// currency converted at the operator's rate (`--exchange-rates`). Virtual spend stays in
+    /// `rows`.
+    #[serde(default)]
+    pub reporting: ReportingRevenue,
+}
+
+/// Real-money revenue by day in one reporting currency.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReportingRevenue {
+    /// The ISO 4217 code every amount here is in.
+    pub currency: String,
+    /// By day: gross, fees, refunds and net, converted and summed.
+    pub days: Vec<ReportingDay>,
+    /// Currencies sold in the range with no exchange rate to the reporting currency: left out
+    /// of `days` (their revenue is in `rows`).
+    pub unconverted: Vec<String>,
+}
+
+/// One day of real-money revenue in the reporting currency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReportingDay {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// What players paid.
+    pub gross: String,
+    /// The payment providers' fees.
+    pub fees: String,
+    /// Refunded and charged back.
+    pub refunded: String,
+    /// Gross less fees and refunds.
+    pub net: String,
 }
 
 /// One cell of the weekday × hour heatmap.

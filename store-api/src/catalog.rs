@@ -238,6 +238,11 @@ pub struct Item {
     /// Creators who earn a share of the item's real-money net revenue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub creators: Vec<CreatorShare>,
+    /// This currency pack is its currency's reference: every virtual price in that currency is
+    /// shown to players with its real-money equivalent at this pack's price (one pack per
+    /// currency; a `currency_pack` granting one currency and nothing else).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reference_pack: bool,
 }
 
 /// The unchecked fields of an [`Item`], as they arrive.
@@ -260,6 +265,8 @@ struct ItemFields {
     stock: Option<i64>,
     #[serde(default)]
     creators: Vec<CreatorShare>,
+    #[serde(default)]
+    reference_pack: bool,
 }
 
 impl TryFrom<ItemFields> for Item {
@@ -305,6 +312,15 @@ impl TryFrom<ItemFields> for Item {
             }
             _ => {}
         }
+        if fields.reference_pack
+            && !(fields.kind == ItemKind::CurrencyPack
+                && fields.grants.currencies.len() == 1
+                && fields.grants.items.is_empty())
+        {
+            return Err(
+                "a reference_pack is a currency_pack granting one currency and nothing else".to_owned()
+            );
+        }
         if fields.purchase_limit.is_some_and(|limit| limit.count < 1) {
             return Err("purchase_limit.count must be at least 1".to_owned());
         }
@@ -336,6 +352,7 @@ impl TryFrom<ItemFields> for Item {
             purchase_limit: fields.purchase_limit,
             stock: fields.stock,
             creators: fields.creators,
+            reference_pack: fields.reference_pack,
         })
     }
 }
@@ -363,6 +380,10 @@ pub enum Price {
         currency: CurrencyCode,
         /// How much, at least 1.
         amount: i64,
+        /// In a player's catalog: what this much of the currency costs in real money at the
+        /// currency's reference pack, in the player's money. Computed by the store; ignored on
+        /// input.
+        equivalent: Option<Money>,
     },
     /// Paid with real money.
     Real {
@@ -388,23 +409,34 @@ pub struct PriceFields {
     /// `immediate` or `tab` (real prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Settlement>,
+    /// A virtual price's real-money equivalent in the player's catalog (at the currency's
+    /// reference pack, rounded to the money's minor units); computed, ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equivalent: Option<Money>,
 }
 
 impl TryFrom<PriceFields> for Price {
     type Error = String;
     fn try_from(fields: PriceFields) -> Result<Self, String> {
         match fields {
-            PriceFields { currency: Some(currency), amount: Some(amount), money: None, settlement: None } => {
+            PriceFields {
+                currency: Some(currency),
+                amount: Some(amount),
+                money: None,
+                settlement: None,
+                equivalent,
+            } => {
                 if amount < 1 {
                     return Err(format!("price amount must be at least 1, not {amount}"));
                 }
-                Ok(Self::Virtual { currency, amount })
+                Ok(Self::Virtual { currency, amount, equivalent })
             }
             PriceFields {
                 currency: None,
                 amount: None,
                 money: Some(money),
                 settlement: Some(settlement),
+                equivalent: None,
             } => {
                 if money.amount.is_zero() {
                     return Err("price money must be more than zero".to_owned());
@@ -419,12 +451,20 @@ impl TryFrom<PriceFields> for Price {
 impl From<Price> for PriceFields {
     fn from(price: Price) -> Self {
         match price {
-            Price::Virtual { currency, amount } => {
-                Self { currency: Some(currency), amount: Some(amount), money: None, settlement: None }
-            }
-            Price::Real { money, settlement } => {
-                Self { currency: None, amount: None, money: Some(money), settlement: Some(settlement) }
-            }
+            Price::Virtual { currency, amount, equivalent } => Self {
+                currency: Some(currency),
+                amount: Some(amount),
+                money: None,
+                settlement: None,
+                equivalent,
+            },
+            Price::Real { money, settlement } => Self {
+                currency: None,
+                amount: None,
+                money: Some(money),
+                settlement: Some(settlement),
+                equivalent: None,
+            },
         }
     }
 }
@@ -646,6 +686,29 @@ pub struct NewOffer {
     pub platform_products: PlatformProducts,
 }
 
+impl Offer {
+    /// Every price list of the offer: its prices, its regional prices, its variants' prices.
+    pub fn price_lists_mut(&mut self) -> impl Iterator<Item = &mut Vec<Price>> {
+        std::iter::once(&mut self.prices)
+            .chain(self.regional_prices.values_mut())
+            .chain(self.variants.iter_mut().map(|variant| &mut variant.prices))
+    }
+
+    /// The offer without the real-money equivalents a player's catalog shows (what an operator
+    /// sends back is stored without them: they are computed).
+    #[must_use]
+    pub fn without_equivalents(mut self) -> Self {
+        for prices in self.price_lists_mut() {
+            for price in prices.iter_mut() {
+                if let Price::Virtual { equivalent, .. } = price {
+                    *equivalent = None;
+                }
+            }
+        }
+        self
+    }
+}
+
 impl NewOffer {
     /// The offer, with `id` when the operator gave none.
     ///
@@ -706,6 +769,42 @@ pub struct DraftSummary {
     pub offer_count: i64,
     /// Whether publishing would change the live catalog.
     pub has_changes: bool,
+    /// Each currency's reference pack and its price (the price players without a regional
+    /// price or experiment see), from which virtual prices' real-money equivalents are made.
+    #[serde(default)]
+    pub reference_packs: Vec<ReferencePack>,
+    /// What publishing the draft would do that players may not want: a virtual price no
+    /// combination of its currency's packs buys without leftovers, a currency sold in packs
+    /// without a reference pack. Warnings never stop a publish.
+    #[serde(default)]
+    pub warnings: Vec<CatalogWarning>,
+}
+
+/// A currency's reference pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReferencePack {
+    /// The currency.
+    pub currency: CurrencyCode,
+    /// The pack.
+    pub sku: Sku,
+    /// How much of the currency it grants.
+    pub amount: i64,
+    /// Its real-money price; absent when no offer sells it for real money.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Money>,
+}
+
+/// Something about a catalog worth an operator's look; it does not stop a publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogWarning {
+    /// `leftover` (no combination of packs buys a price exactly), `no_reference_pack` (a
+    /// currency sold in packs has none, so its prices show no real-money equivalent) or
+    /// `reference_pack_not_sold` (no offer sells the reference pack for real money).
+    pub code: String,
+    /// Where: `offers[<id>].prices[0]`, `currencies[gems]`.
+    pub field: String,
+    /// What is wrong, in words.
+    pub message: String,
 }
 
 /// A page of draft items.

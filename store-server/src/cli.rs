@@ -106,6 +106,13 @@ struct SettingsArgs {
     /// on the order and its receipt.
     #[arg(long, env = "COINSLOT_REQUIRE_DELIVERY_CONSENT", global = true)]
     require_delivery_consent: bool,
+    /// The currency analytics report real revenue in (ISO 4217).
+    #[arg(long, env = "COINSLOT_REPORTING_CURRENCY", default_value = "USD", global = true, value_parser = store_api::MoneyCurrency::parse)]
+    reporting_currency: store_api::MoneyCurrency,
+    /// Exchange rates into the reporting currency for analytics, e.g. `EUR=1.08,JPY=0.0067`
+    /// (one unit of each in reporting units); revenue without a rate is shown unconverted.
+    #[arg(long, env = "COINSLOT_EXCHANGE_RATES", default_value = "", global = true)]
+    exchange_rates: String,
     /// The merchant name on checkout pages.
     #[arg(long, env = "COINSLOT_MERCHANT_NAME", default_value = "Coinslot demo store", global = true)]
     merchant_name: String,
@@ -430,6 +437,8 @@ impl SettingsArgs {
             writers: usize::from(self.writers),
             spending_limits: self.spending_limits.clone().with_bands(self.age_band_limits),
             require_delivery_consent: self.require_delivery_consent,
+            reporting: crate::settings::Reporting::parse(self.reporting_currency, &self.exchange_rates)
+                .map_err(|message| anyhow::anyhow!("--exchange-rates: {message}"))?,
             player_rate_limit: self.player_rate_limit,
             key_rate_limit: self.key_rate_limit,
             velocity_orders_max: self.velocity_orders_max,

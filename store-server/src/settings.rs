@@ -62,6 +62,8 @@ pub struct Settings {
     /// Real-money orders and tab purchases need the player's consent to immediate delivery
     /// (the EU withdrawal waiver for digital content).
     pub require_delivery_consent: bool,
+    /// The currency analytics report real revenue in, and the rates into it.
+    pub reporting: Reporting,
     /// Requests per player: sustained per second and burst (`off` in tests that race one player).
     pub player_rate_limit: crate::players::rate_limit::Limit,
     /// Requests per operator API key.
@@ -323,6 +325,59 @@ impl SpendingLimits {
     }
 }
 
+/// The operator's reporting currency and the exchange rates into it (one unit of each currency
+/// in reporting units: `EUR=1.08`). Revenue in a currency without a rate is reported as not
+/// converted rather than guessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporting {
+    /// The currency reports convert into.
+    pub currency: store_api::MoneyCurrency,
+    rates: BTreeMap<&'static str, rust_decimal::Decimal>,
+}
+
+impl Default for Reporting {
+    fn default() -> Self {
+        Self {
+            currency: store_api::MoneyCurrency::parse("USD").unwrap_or_else(|_| unreachable!()),
+            rates: BTreeMap::new(),
+        }
+    }
+}
+
+impl Reporting {
+    /// The reporting currency with rates parsed from `EUR=1.08,JPY=0.0067`.
+    ///
+    /// # Errors
+    /// Returns a message naming the entry that is not `CODE=RATE` with a positive rate.
+    pub fn parse(currency: store_api::MoneyCurrency, rates: &str) -> Result<Self, String> {
+        let mut reporting = Self { currency, rates: BTreeMap::new() };
+        for entry in rates.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let bad = || {
+                format!(
+                    "exchange rate `{entry}` must look like EUR=1.08 (a positive rate into the reporting currency)"
+                )
+            };
+            let (code, rate) = entry.split_once('=').ok_or_else(bad)?;
+            let code = store_api::MoneyCurrency::parse(code.trim())?;
+            let rate = store_api::money::parse_amount(rate.trim()).map_err(|_| bad())?;
+            if rate.is_zero() {
+                return Err(bad());
+            }
+            reporting.rates.insert(code.code(), rate);
+        }
+        Ok(reporting)
+    }
+
+    /// One unit of `currency` in the reporting currency, if known (1 for the reporting currency).
+    #[must_use]
+    pub fn rate(&self, currency: store_api::MoneyCurrency) -> Option<rust_decimal::Decimal> {
+        if currency == self.currency {
+            return Some(rust_decimal::Decimal::ONE);
+        }
+        self.rates.get(currency.code()).copied()
+    }
+}
+
 /// What a server in test mode says about itself (start-up log, `/readyz`).
 pub const TEST_MODE_NOTICE: &str =
     "TEST MODE: the sandbox payment provider is mounted and its test cards pay for orders";
@@ -407,6 +462,7 @@ impl Default for Settings {
             order_ttl: Duration::from_secs(30 * 60),
             spending_limits: SpendingLimits::default(),
             require_delivery_consent: false,
+            reporting: Reporting::default(),
             player_rate_limit: PLAYER_RATE_LIMIT_DEFAULT,
             key_rate_limit: KEY_RATE_LIMIT_DEFAULT,
             velocity_orders_max: 10,

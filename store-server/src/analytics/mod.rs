@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use sqlx::AnyConnection;
 use store_api::analytics::{
     CombinationsReport, ConversionRow, GeographyReport, GeographyRow, PairRow, PeakCell, PeakTimesReport,
-    RevenueReport, RevenueRow, TabsReport, TabsRow,
+    ReportingDay, ReportingRevenue, RevenueReport, RevenueRow, TabsReport, TabsRow,
 };
 use store_api::{Money, MoneyCurrency};
 use time::{Duration, OffsetDateTime, UtcOffset};

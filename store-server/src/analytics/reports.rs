@@ -21,9 +21,10 @@ pub(super) fn amount_text(amount: Decimal, currency: &str) -> String {
     }
 }
 
-/// Gross, fees, refunds and net by day, currency and item.
+/// Gross, fees, refunds and net by day, currency and item; and real money by day in the
+/// reporting currency.
 #[must_use]
-pub fn revenue(sales: &[Sale]) -> RevenueReport {
+pub fn revenue(sales: &[Sale], reporting: &crate::settings::Reporting) -> RevenueReport {
     #[derive(Default)]
     struct Sum {
         purchases: i64,
@@ -57,7 +58,52 @@ pub fn revenue(sales: &[Sale]) -> RevenueReport {
             currency,
         })
         .collect();
-    RevenueReport { rows }
+    RevenueReport { rows, reporting: in_reporting_currency(sales, reporting) }
+}
+
+/// Real money by day in the reporting currency: each sale converted at its currency's rate,
+/// summed exactly, and each day's totals rounded (half away from zero) to the reporting
+/// currency's minor units. Currencies without a rate are named, not guessed.
+fn in_reporting_currency(sales: &[Sale], reporting: &crate::settings::Reporting) -> ReportingRevenue {
+    let mut days: BTreeMap<String, [Decimal; 3]> = BTreeMap::new();
+    let mut unconverted = BTreeSet::new();
+    for sale in sales {
+        let Ok(currency) = MoneyCurrency::parse(&sale.currency) else { continue };
+        let Some(rate) = reporting.rate(currency) else {
+            unconverted.insert(sale.currency.clone());
+            continue;
+        };
+        let sums = days.entry(day_of(sale.at_micros)).or_default();
+        sums[0] += sale.gross * rate;
+        sums[1] += sale.fee * rate;
+        sums[2] += sale.refunded * rate;
+    }
+    let money = |amount: Decimal| {
+        let amount = amount.round_dp_with_strategy(
+            reporting.currency.minor_units(),
+            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+        );
+        Money { currency: reporting.currency, amount }
+    };
+    ReportingRevenue {
+        currency: reporting.currency.code().to_owned(),
+        days: days
+            .into_iter()
+            .map(|(day, [gross, fees, refunded])| {
+                let [gross, fees, refunded] = [money(gross), money(fees), money(refunded)];
+                let net =
+                    Money { currency: gross.currency, amount: gross.amount - fees.amount - refunded.amount };
+                ReportingDay {
+                    day,
+                    gross: gross.amount_text(),
+                    fees: fees.amount_text(),
+                    refunded: refunded.amount_text(),
+                    net: net.amount_text(),
+                }
+            })
+            .collect(),
+        unconverted: unconverted.into_iter().collect(),
+    }
 }
 
 /// Parses a fixed UTC offset: `UTC`, `Z`, `+09:00`, `-05:30`.
@@ -585,7 +631,7 @@ mod tests {
         order.fee = Decimal::new(33, 2);
         order.refunded = Decimal::new(10, 2);
         sales.push(order);
-        let report = revenue(&sales);
+        let report = revenue(&sales, &crate::settings::Reporting::default());
         let row = |day: &str, currency: &str, sku: &str| {
             report
                 .rows
@@ -603,6 +649,37 @@ mod tests {
             (gems.gross.as_str(), gems.fees.as_str(), gems.refunded.as_str(), gems.net.as_str()),
             ("0.99", "0.33", "0.10", "0.56")
         );
+        assert_eq!(report.reporting.currency, "USD");
+        assert_eq!(
+            report.reporting.days.len(),
+            1,
+            "virtual spend is not real revenue: {:?}",
+            report.reporting
+        );
+    }
+
+    #[test]
+    fn real_revenue_is_converted_into_the_reporting_currency_at_the_operators_rates() {
+        let usd = MoneyCurrency::parse("USD").unwrap();
+        let reporting = crate::settings::Reporting::parse(usd, "EUR=1.08").unwrap();
+        let mut sales = basket();
+        for (currency, gross, fee) in [("USD", 99, 33), ("EUR", 99, 32), ("JPY", 16_000, 3_500)] {
+            let mut order = sale("p1", "gems.small", currency, 0, MONDAY + HOUR);
+            order.gross = Decimal::new(gross, 2);
+            order.fee = Decimal::new(fee, 2);
+            sales.push(order);
+        }
+        let report = revenue(&sales, &reporting);
+        let day = &report.reporting.days[0];
+        // 0.99 + 0.99 × 1.08 = 2.0592 → 2.06; fees 0.33 + 0.3456 = 0.6756 → 0.68; yen has no rate.
+        assert_eq!(
+            (day.day.as_str(), day.gross.as_str(), day.fees.as_str(), day.net.as_str()),
+            ("2026-11-02", "2.06", "0.68", "1.38")
+        );
+        assert_eq!(report.reporting.unconverted, ["JPY"]);
+        for bad in ["EUR", "EUR=0", "EUR=-1", "XXX=1", "EUR=1e3"] {
+            assert!(crate::settings::Reporting::parse(usd, bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

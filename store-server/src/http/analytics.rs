@@ -98,7 +98,7 @@ fn price_point(prices: &[Price]) -> String {
     prices
         .iter()
         .map(|price| match price {
-            Price::Virtual { currency, amount } => format!("{amount} {currency}"),
+            Price::Virtual { currency, amount, .. } => format!("{amount} {currency}"),
             Price::Real { money, settlement: Settlement::Immediate } => money.to_string(),
             Price::Real { money, settlement: Settlement::Tab } => format!("{money} on tab"),
         })
@@ -220,7 +220,8 @@ async fn revenue(
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> ApiResult<Response> {
     let Opened { range, csv, mut conn } = open_report(&state, &query).await?;
-    let report = analytics::revenue(&analytics::load_sales(&mut conn, &range).await?);
+    let report =
+        analytics::revenue(&analytics::load_sales(&mut conn, &range).await?, &state.settings().reporting);
     answer("revenue", &report, &report.rows, csv)
 }
 

@@ -19,8 +19,8 @@ use crate::http::with_etag;
 use crate::players::auth::Operator;
 use crate::players::auth::scopes::{CatalogRead, CatalogWrite};
 use crate::store::catalog::{
-    CatalogRules, DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, find_draft,
-    list_draft, list_versions, lock_catalog, publish, put_draft,
+    CatalogRules, DraftObject, append_audit, delete_draft, diff_draft, diff_has_changes, draft_snapshot,
+    equivalents, find_draft, list_draft, list_versions, lock_catalog, publish, put_draft,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -161,11 +161,14 @@ async fn get_draft(
     let offer_count: i64 =
         sqlx::query_scalar("select count(*) from draft_offer").fetch_one(&mut *conn).await?;
     let diff = diff_draft(&mut conn).await?;
+    let draft = draft_snapshot(&mut conn).await?;
     Ok(axum::Json(DraftSummary {
         base_version: diff.base_version,
         item_count,
         offer_count,
         has_changes: diff_has_changes(&diff),
+        reference_packs: equivalents::reference_pack_list(&draft.items, &draft.offers),
+        warnings: equivalents::catalog_warnings(&draft.items, &draft.offers),
     }))
 }
 
@@ -264,7 +267,9 @@ async fn delete_item(
     delete_draft_object::<Item>(&state, &operator.actor(), &sku, &if_match).await
 }
 
-/// Draft offers, sorted by id, a page at a time.
+/// Draft offers, sorted by id, a page at a time; their virtual prices carry their real-money
+/// equivalents at the draft's reference packs (for a player with no regional price or
+/// experiment), as the player's catalog will once published.
 #[utoipa::path(
     get, path = "/admin/v1/catalog/draft/offers", tag = "catalog",
     security(("operator" = ["catalog:read"])),
@@ -276,7 +281,14 @@ async fn list_offers(
     _operator: Operator<CatalogRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<axum::Json<OfferPage>> {
-    let (offers, next_cursor) = list_draft_objects(&state, query).await?;
+    let (mut offers, next_cursor) = list_draft_objects::<Offer>(&state, query).await?;
+    let mut conn = state.db().pool().acquire().await?;
+    let draft = draft_snapshot(&mut conn).await?;
+    let anyone = crate::store::pricing::Buyer { player_id: uuid::Uuid::nil(), country: None };
+    let rates = equivalents::rates_for(&equivalents::reference_packs(&draft.items), &draft.offers, &anyone);
+    for offer in &mut offers {
+        equivalents::set_equivalents(offer, &rates);
+    }
     Ok(axum::Json(OfferPage { offers, next_cursor }))
 }
 
@@ -296,8 +308,10 @@ async fn create_offer(
     operator: Operator<CatalogWrite>,
     ApiJson(new_offer): ApiJson<NewOffer>,
 ) -> ApiResult<Response> {
-    let offer =
-        new_offer.into_offer(OfferId::generate()).map_err(|message| ApiError::invalid(".", message))?;
+    let offer = new_offer
+        .into_offer(OfferId::generate())
+        .map_err(|message| ApiError::invalid(".", message))?
+        .without_equivalents();
     create_draft_object(&state, &operator.actor(), offer).await
 }
 
@@ -337,7 +351,7 @@ async fn replace_offer(
     if_match: IfMatch,
     ApiJson(offer): ApiJson<Offer>,
 ) -> ApiResult<Response> {
-    replace_draft_object(&state, &operator.actor(), &id, &if_match, offer).await
+    replace_draft_object(&state, &operator.actor(), &id, &if_match, offer.without_equivalents()).await
 }
 
 /// Removes an offer from the draft.

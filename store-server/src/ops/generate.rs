@@ -61,7 +61,7 @@ async fn bought(db: &Db) -> anyhow::Result<Bought> {
         .iter()
         .find_map(|offer| {
             let item = snapshot.items.iter().find(|item| item.sku == offer.sku)?;
-            let Some(Price::Virtual { currency, amount }) = offer.prices.first() else { return None };
+            let Some(Price::Virtual { currency, amount, .. }) = offer.prices.first() else { return None };
             (item.kind == ItemKind::Consumable
                 && item.grants.items.is_empty()
                 && item.grants.currencies.is_empty())

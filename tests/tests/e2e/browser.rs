@@ -72,7 +72,7 @@ pub(crate) async fn open_browser(driver: &Chromedriver) -> (fantoccini::Client, 
         "binary": "/usr/bin/chromium",
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000",
+                 "--window-size=1280,1000",
                  format!("--user-data-dir={}", profile.path().display())],
     }));
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();

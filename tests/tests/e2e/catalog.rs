@@ -228,6 +228,7 @@ on_both_backends! {
         let (_, offers) = send(server.admin(Method::GET, "/admin/v1/catalog/draft/offers?limit=5")).await;
         assert_eq!(offers["offers"].as_array().expect("offers").len(), 5);
         let (_, summary) = send(server.admin(Method::GET, "/admin/v1/catalog/draft")).await;
-        assert_eq!(summary, json!({ "base_version": 1, "item_count": 9, "offer_count": 9, "has_changes": false }));
+        let counts = json!({ "base_version": summary["base_version"], "item_count": summary["item_count"], "offer_count": summary["offer_count"], "has_changes": summary["has_changes"] });
+        assert_eq!(counts, json!({ "base_version": 1, "item_count": 9, "offer_count": 9, "has_changes": false }));
     }
 }

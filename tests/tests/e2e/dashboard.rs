@@ -10,7 +10,8 @@ use tests::{seed, send};
 
 use super::browser::{open_browser, start_chromedriver};
 
-const CHARTS: [&str; 6] = ["revenue", "peak-times", "combinations", "price-sensitivity", "geography", "tabs"];
+const CHARTS: [&str; 7] =
+    ["revenue", "virtual", "peak-times", "combinations", "price-sensitivity", "geography", "tabs"];
 
 on_both_backends! {
     async fn the_dashboard_refuses_bad_keys_draws_the_charts_edits_and_publishes_and_refunds(server: TestServer) {
@@ -75,12 +76,29 @@ on_both_backends! {
                 browser.wait().at_most(wait).for_element(Locator::Css(&selector)).await?;
             }
             let cells = browser.find_all(Locator::Css("#chart-peak-times rect.cell")).await?.len();
+            // Readable at 1280 px: every chart's text inside its chart, values on the axes, real
+            // revenue in the reporting currency beside the virtual spend.
+            let overflowing = browser
+                .execute(
+                    "return [...document.querySelectorAll('#page-analytics svg')].flatMap((svg) => { const w = svg.viewBox.baseVal.width; \
+                     return [...svg.querySelectorAll('text')].filter((t) => { const b = t.getBBox(); return b.x < -1 || b.x + b.width > w + 1; }).map((t) => t.textContent); });",
+                    vec![],
+                )
+                .await?;
+            let revenue_chart = browser.find(Locator::Id("chart-revenue")).await?.text().await?;
+            let virtual_chart = browser.find(Locator::Id("chart-virtual")).await?.text().await?;
+            let axis_values = browser.find_all(Locator::Css("#chart-revenue text.axis, #chart-geography text.axis")).await?.len();
             let mut pictures = vec![("analytics", browser.screenshot().await?)];
             mark("charts");
 
             // Catalog: edit the magnet's name in the draft, see the diff, publish.
             browser.find(Locator::Css("nav button[data-page=catalog]")).await?.click().await?;
-            browser.wait().at_most(wait).for_element(Locator::Css("button[data-edit=magnet]")).await?.click().await?;
+            let edit_magnet = browser.wait().at_most(wait).for_element(Locator::Css("button[data-edit=magnet]")).await?;
+            // Prices players see: virtual prices with their real-money equivalent, and the
+            // leftover warnings of the seed's 50- and 80-gem prices.
+            let offer_prices = browser.find(Locator::Id("offer-prices")).await?.text().await?;
+            let leftovers = browser.find_all(Locator::Css("#catalog-warnings li[data-warning=leftover]")).await?.len();
+            edit_magnet.click().await?;
             let editor = browser.wait().at_most(wait).for_element(Locator::Id("item-json")).await?;
             let item: serde_json::Value = serde_json::from_str(&editor.prop("value").await?.unwrap_or_default()).expect("the item as JSON");
             let mut edited = item.clone();
@@ -141,18 +159,26 @@ on_both_backends! {
             browser.wait().at_most(wait).for_element(Locator::XPath("//section[@id='page-currencies']//p[@role='status' and .='Saved gold.']")).await?;
             mark("currency edited");
             mark("every page");
-            Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, flagged, pictures))
+            Ok::<_, fantoccini::error::CmdError>((wrong, under_scoped, cells, diff, published, refunded, flagged, pictures, offer_prices, leftovers, (overflowing, revenue_chart, virtual_chart, axis_values)))
         }
         .await;
         let _ = browser.close().await;
-        let (wrong, under_scoped, cells, diff, published, refunded, flagged, pictures) = outcome
+        let (wrong, under_scoped, cells, diff, published, refunded, flagged, pictures, offer_prices, leftovers, (overflowing, revenue_chart, virtual_chart, axis_values)) = outcome
             .unwrap_or_else(|error| panic!("the dashboard failed after {:?}: {error}", passed.lock().expect("stages")));
         assert_eq!(wrong, "That key is not valid.");
         assert_eq!(under_scoped, "This key may not do this (it needs analytics:read).");
         assert_eq!(cells, 168, "the heatmap has a cell per weekday and hour");
+        assert_eq!(overflowing, json!([]), "chart text cut off at 1280 px");
+        for word in ["USD", "gross", "fees", "net", "1.04"] {
+            assert!(revenue_chart.contains(word), "real revenue in the reporting currency: {revenue_chart}");
+        }
+        assert!(virtual_chart.contains("gold"), "virtual spend per currency: {virtual_chart}");
+        assert!(axis_values >= 6, "values on the axes: {axis_values}");
         assert_eq!(diff, "changed item magnet");
         assert_eq!(published, "Published version 2.");
         assert_eq!(refunded, "Refund requested");
+        assert!(offer_prices.contains("80 gems ≈ 0.79 USD"), "{offer_prices}");
+        assert_eq!(leftovers, 2, "50 and 80 gems are no combination of 100 and 550");
         assert!(flagged.contains("flagged (manual review): card orders paused"), "{flagged}");
         let (_, detail) = send(server.admin(Method::GET, &format!("/admin/v1/players/{player}"))).await;
         assert!(detail["player"].get("flagged_at").is_none(), "the flag was cleared: {detail}");

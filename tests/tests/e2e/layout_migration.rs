@@ -118,6 +118,10 @@ fn without_added_fields(value: Value) -> Value {
                     map.remove(member);
                 }
             }
+            // Real revenue in the reporting currency came later (issue 21).
+            if map.contains_key("rows") {
+                map.remove("reporting");
+            }
             // A player's age band came later; every player of the fixture is an adult.
             if map.contains_key("blocked")
                 && map.contains_key("created_at")

@@ -89,6 +89,7 @@ mod currencies;
 mod dashboard;
 mod demo_data;
 mod earning;
+mod equivalents;
 mod fuzz;
 mod google;
 mod group_commit;

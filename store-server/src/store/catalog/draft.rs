@@ -499,7 +499,7 @@ pub async fn import_catalog(
         sqlx::query("insert into draft_offer (id, sku, body) values ($1, $2, $3)")
             .bind(offer.id.to_string())
             .bind(offer.sku.as_str())
-            .bind(canonical(offer)?)
+            .bind(canonical(&offer.clone().without_equivalents())?)
             .execute(&mut *conn)
             .await?;
     }

@@ -21,6 +21,8 @@ pub struct RenderedCatalog {
     balance_maxima: BTreeMap<String, i64>,
     /// The offers whose prices differ between players, in id order.
     varying: Vec<OfferId>,
+    /// Each currency's reference pack (sku, amount), which prices its real-money equivalents.
+    references: BTreeMap<CurrencyCode, (Sku, i64)>,
     /// Personalized renderings by what makes them differ (each varying offer's prices), so a
     /// player's catalog is serialized once per distinct view, not once per request.
     personalized: std::sync::Mutex<HashMap<String, (String, axum::body::Bytes)>>,
@@ -102,6 +104,7 @@ impl RenderedCatalog {
         let snapshot = self.snapshot();
         let mut currencies: Vec<Currency> = self.currencies.values().cloned().collect();
         currencies.sort_by(|a, b| a.code.cmp(&b.code));
+        let rates = equivalents::rates_for(&self.references, self.offers.values(), buyer);
         let catalog = Catalog {
             version: self.version,
             currencies,
@@ -109,7 +112,11 @@ impl RenderedCatalog {
             offers: snapshot
                 .offers
                 .iter()
-                .map(|offer| crate::store::pricing::personalize(offer, buyer))
+                .map(|offer| {
+                    let mut offer = crate::store::pricing::personalize(offer, buyer);
+                    equivalents::set_equivalents(&mut offer, &rates);
+                    offer
+                })
                 .collect(),
         };
         let body = canonical(&catalog)?;
@@ -172,12 +179,20 @@ impl CatalogCache {
             return Ok(Arc::clone(cached));
         }
         let (version, snapshot) = live_snapshot(conn).await?.unwrap_or_default();
-        let catalog = Catalog {
+        let mut catalog = Catalog {
             version,
             currencies: list_currencies(conn).await?,
             items: snapshot.items,
             offers: snapshot.offers,
         };
+        // The body everyone gets while no price varies: equivalents at the prices of a player
+        // with no regional price or experiment (the same for every player then).
+        let references = equivalents::reference_packs(&catalog.items);
+        let anyone = crate::store::pricing::Buyer { player_id: Uuid::nil(), country: None };
+        let rates = equivalents::rates_for(&references, &catalog.offers, &anyone);
+        for offer in &mut catalog.offers {
+            equivalents::set_equivalents(offer, &rates);
+        }
         let body = canonical(&catalog)?;
         let mut varying: Vec<OfferId> = catalog
             .offers
@@ -193,6 +208,7 @@ impl CatalogCache {
             version: catalog.version,
             offers: catalog.offers.into_iter().map(|offer| (offer.id, offer)).collect(),
             varying,
+            references,
             personalized: std::sync::Mutex::default(),
             items: catalog.items.into_iter().map(|item| (item.sku.clone(), item)).collect(),
             balance_maxima: catalog

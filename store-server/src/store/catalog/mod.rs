@@ -30,6 +30,7 @@ use crate::extract::{Page, etag_of};
 
 pub mod currencies;
 pub mod draft;
+pub mod equivalents;
 pub mod live;
 pub mod validation;
 

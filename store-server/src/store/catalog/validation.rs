@@ -109,7 +109,7 @@ pub(super) fn check_prices(
     for (index, price) in prices.iter().enumerate() {
         let at = format!("{list_field}[{index}]");
         match price {
-            Price::Virtual { currency, amount } => {
+            Price::Virtual { currency, amount, .. } => {
                 let Some(known) = currencies.get(currency.as_str()) else {
                     return Err(ApiError::validation(
                         &format!("{at}.currency"),
@@ -207,6 +207,18 @@ pub fn validate_catalog(file: &CatalogFile, rules: &CatalogRules) -> ApiResult<(
                 &format!("items[{index}].sku"),
                 format!("sku `{}` appears twice", item.sku),
             ));
+        }
+    }
+    // One reference pack per currency, or its equivalents would depend on which one won.
+    let mut referenced = HashSet::new();
+    for (index, item) in file.items.iter().enumerate().filter(|(_, item)| item.reference_pack) {
+        for grant in &item.grants.currencies {
+            if !referenced.insert(grant.currency.as_str()) {
+                return Err(ApiError::validation(
+                    &format!("items[{index}].reference_pack"),
+                    format!("{} has another reference pack already", grant.currency),
+                ));
+            }
         }
     }
     let edges = grant_edges_of(&file.items);

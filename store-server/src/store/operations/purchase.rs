@@ -246,7 +246,7 @@ impl MoneyOp for PurchaseOp {
         let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
         // What the purchase is paid with: a wallet, or the player's tab.
         let (unit, total, tab) = match price {
-            Price::Virtual { currency, amount } => {
+            Price::Virtual { currency, amount, .. } => {
                 let balance = wallet_balance(conn, player_id, currency).await?;
                 (currency.as_str().to_owned(), virtual_total(currency, *amount, quantity, balance)?, None)
             }
@@ -330,7 +330,7 @@ impl MoneyOp for PurchaseOp {
             choose(&catalog, &self.request, &buyer, from_micros(ledger.now()), self.payments.settings())?;
         let (item, quantity, price) = (chosen.item, chosen.quantity, chosen.price);
         let (unit, total, charge) = match price {
-            Price::Virtual { currency, amount } => {
+            Price::Virtual { currency, amount, .. } => {
                 let Some(balance) = ledger.wallet_balance(player_id, currency) else { return Ok(None) };
                 (currency.as_str().to_owned(), virtual_total(currency, *amount, quantity, balance)?, None)
             }

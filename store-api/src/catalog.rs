@@ -687,6 +687,23 @@ pub struct NewOffer {
 }
 
 impl Offer {
+    /// Every price list of the offer with its path in the offer: `prices`,
+    /// `regional_prices.JP`, `variants[0].prices`.
+    pub fn price_lists(&self) -> impl Iterator<Item = (String, &Vec<Price>)> {
+        std::iter::once(("prices".to_owned(), &self.prices))
+            .chain(
+                self.regional_prices
+                    .iter()
+                    .map(|(country, prices)| (format!("regional_prices.{country}"), prices)),
+            )
+            .chain(
+                self.variants
+                    .iter()
+                    .enumerate()
+                    .map(|(index, variant)| (format!("variants[{index}].prices"), &variant.prices)),
+            )
+    }
+
     /// Every price list of the offer: its prices, its regional prices, its variants' prices.
     pub fn price_lists_mut(&mut self) -> impl Iterator<Item = &mut Vec<Price>> {
         std::iter::once(&mut self.prices)

@@ -284,8 +284,7 @@ async fn list_offers(
     let (mut offers, next_cursor) = list_draft_objects::<Offer>(&state, query).await?;
     let mut conn = state.db().pool().acquire().await?;
     let draft = draft_snapshot(&mut conn).await?;
-    let anyone = crate::store::pricing::Buyer { player_id: uuid::Uuid::nil(), country: None };
-    let rates = equivalents::rates_for(&equivalents::reference_packs(&draft.items), &draft.offers, &anyone);
+    let rates = equivalents::anyones_rates(&draft.items, &draft.offers);
     for offer in &mut offers {
         equivalents::set_equivalents(offer, &rates);
     }

@@ -19,6 +19,15 @@ pub struct Buyer {
     pub country: Option<Country>,
 }
 
+impl Buyer {
+    /// A player with no country and no experiment of note: the prices everyone sees while
+    /// nothing varies.
+    #[must_use]
+    pub fn anyone() -> Self {
+        Self { player_id: Uuid::nil(), country: None }
+    }
+}
+
 /// The variant of `offer`'s experiment `player_id` is in, if it has one.
 #[must_use]
 pub fn assigned_variant(offer: &Offer, player_id: Uuid) -> Option<&store_api::catalog::PriceVariant> {

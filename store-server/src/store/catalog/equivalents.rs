@@ -120,15 +120,21 @@ fn buys_exactly(amount: i64, sizes: &[i64]) -> Option<bool> {
     Some(least[remainder] <= amount)
 }
 
+/// The rates a player with no regional price or experiment sees (what the live catalog serves
+/// everyone while no price varies, and the dashboard shows).
+#[must_use]
+pub fn anyones_rates(items: &[Item], offers: &[Offer]) -> BTreeMap<CurrencyCode, (Money, i64)> {
+    rates_for(&reference_packs(items), offers, &Buyer::anyone())
+}
+
 /// Each currency's reference pack and its price for a player with no regional price or
 /// experiment.
 #[must_use]
 pub fn reference_pack_list(items: &[Item], offers: &[Offer]) -> Vec<ReferencePack> {
-    let anyone = Buyer { player_id: Uuid::nil(), country: None };
     reference_packs(items)
         .into_iter()
         .map(|(currency, (sku, amount))| {
-            let price = pack_price(offers, &sku, &anyone);
+            let price = pack_price(offers, &sku, &Buyer::anyone());
             ReferencePack { currency, sku, amount, price }
         })
         .collect()
@@ -142,12 +148,9 @@ pub fn catalog_warnings(items: &[Item], offers: &[Offer]) -> Vec<CatalogWarning>
     let sold_for_money: HashSet<&Sku> = offers
         .iter()
         .filter(|offer| {
-            let mut prices = offer
-                .prices
-                .iter()
-                .chain(offer.regional_prices.values().flatten())
-                .chain(offer.variants.iter().flat_map(|variant| &variant.prices));
-            prices.any(|price| matches!(price, Price::Real { .. }))
+            offer
+                .price_lists()
+                .any(|(_, prices)| prices.iter().any(|price| matches!(price, Price::Real { .. })))
         })
         .map(|offer| &offer.sku)
         .collect();
@@ -182,20 +185,7 @@ pub fn catalog_warnings(items: &[Item], offers: &[Offer]) -> Vec<CatalogWarning>
         }
     }
     for offer in offers {
-        let lists = std::iter::once(("prices".to_owned(), &offer.prices))
-            .chain(
-                offer
-                    .regional_prices
-                    .iter()
-                    .map(|(country, prices)| (format!("regional_prices.{country}"), prices)),
-            )
-            .chain(
-                offer
-                    .variants
-                    .iter()
-                    .map(|variant| (format!("variants[{}].prices", variant.name), &variant.prices)),
-            );
-        for (list, prices) in lists {
+        for (list, prices) in offer.price_lists() {
             for (index, price) in prices.iter().enumerate() {
                 let Price::Virtual { currency, amount, .. } = price else { continue };
                 let Some(sizes) = packs.get(currency) else { continue };

@@ -187,9 +187,7 @@ impl CatalogCache {
         };
         // The body everyone gets while no price varies: equivalents at the prices of a player
         // with no regional price or experiment (the same for every player then).
-        let references = equivalents::reference_packs(&catalog.items);
-        let anyone = crate::store::pricing::Buyer { player_id: Uuid::nil(), country: None };
-        let rates = equivalents::rates_for(&references, &catalog.offers, &anyone);
+        let rates = equivalents::anyones_rates(&catalog.items, &catalog.offers);
         for offer in &mut catalog.offers {
             equivalents::set_equivalents(offer, &rates);
         }
@@ -208,7 +206,7 @@ impl CatalogCache {
             version: catalog.version,
             offers: catalog.offers.into_iter().map(|offer| (offer.id, offer)).collect(),
             varying,
-            references,
+            references: equivalents::reference_packs(&catalog.items),
             personalized: std::sync::Mutex::default(),
             items: catalog.items.into_iter().map(|item| (item.sku.clone(), item)).collect(),
             balance_maxima: catalog

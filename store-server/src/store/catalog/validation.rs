@@ -78,22 +78,8 @@ pub(super) fn check_offer_references(
             format!("item `{}` does not exist", offer.sku),
         ));
     }
-    let mut lists: Vec<(String, &Vec<Price>)> = vec![(format!("{field}prices"), &offer.prices)];
-    lists.extend(
-        offer
-            .regional_prices
-            .iter()
-            .map(|(country, prices)| (format!("{field}regional_prices.{country}"), prices)),
-    );
-    lists.extend(
-        offer
-            .variants
-            .iter()
-            .enumerate()
-            .map(|(index, variant)| (format!("{field}variants[{index}].prices"), &variant.prices)),
-    );
-    for (list_field, prices) in lists {
-        check_prices(&list_field, prices, rules, currencies)?;
+    for (list, prices) in offer.price_lists() {
+        check_prices(&format!("{field}{list}"), prices, rules, currencies)?;
     }
     Ok(())
 }
